@@ -1,0 +1,2 @@
+//! JSON-RPC.
+pub mod framing;

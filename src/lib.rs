@@ -1,0 +1,15 @@
+//! rmcp-mux: run each MCP server once and share it between every MCP host on the machine.
+//!
+//! # Layout
+//! - [`config`]: `mux.toml` types, defaults, validation and path expansion.
+//! - [`jsonrpc`]: the message envelope, bounded line framing, id/token rewriting on raw bytes.
+//! - [`mux`]: one actor per server: the pure [`mux::router`], the child process, the socket.
+//! - [`daemon`]: all servers of a config, status snapshots, shutdown.
+//! - [`control`]: the control socket and the client the CLI uses.
+//! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod jsonrpc;
+pub mod mux;
+pub mod proxy;

@@ -1,0 +1,3 @@
+//! Per-server actor.
+pub mod child;
+pub mod listener;
