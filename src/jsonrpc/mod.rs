@@ -1,2 +1,422 @@
-//! JSON-RPC.
+//! The JSON-RPC envelope: classify a line, find its id, method and the few fields the router
+//! rewrites, and splice new values into the original bytes.
+//!
+//! Only the envelope is parsed: payloads stay borrowed `RawValue`s of the line they came in, and a
+//! rewrite copies the line once with the new id or token spliced in. This module does no I/O and
+//! never re-serializes a payload it did not have to look into.
+
 pub mod framing;
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// JSON-RPC error codes the mux itself answers with, kept in one place so tests and clients agree.
+pub mod codes {
+    /// The line was not JSON at all.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON that is not a JSON-RPC message, or a line over the size bound.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// A method the mux will not forward (for example `server/discover` to a stateful server).
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Parameters that name something the client may not touch (another client's task).
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The mux could not get an answer from the server (exit, timeout, unavailable, limits).
+    pub const INTERNAL_ERROR: i64 = -32603;
+}
+
+/// `data.reason` strings of the mux's own errors, so tools can react without parsing messages.
+pub mod reasons {
+    /// The child exited while the request was in flight.
+    pub const UPSTREAM_EXITED: &str = "upstream_exited";
+    /// The request ran past `request_timeout_ms`.
+    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+    /// The server is stopped or failed (restart limit reached).
+    pub const SERVER_UNAVAILABLE: &str = "server_unavailable";
+    /// The socket already has `max_active_clients` connections.
+    pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
+    /// A server→client request found no connected client that declared the capability.
+    pub const NO_CAPABLE_CLIENT: &str = "no_capable_client";
+    /// The client that was asked disconnected before it answered.
+    pub const CLIENT_GONE: &str = "client_gone";
+    /// The line was longer than the configured bound.
+    pub const TOO_LARGE: &str = "message_too_large";
+}
+
+/// What kind of JSON-RPC message a line holds; decides which routing rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id: expects exactly one response.
+    Request,
+    /// Has a method and no id: no response.
+    Notification,
+    /// Has an id and `result`.
+    Response,
+    /// Has an id (possibly null) and `error`.
+    Error,
+}
+
+/// Why a line could not be taken as a JSON-RPC message; decides between -32700 and -32600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not JSON at all (or truncated).
+    Parse,
+    /// JSON, but not a JSON-RPC 2.0 message.
+    Invalid,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// A parsed envelope borrowing from its line; everything else stays unparsed.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    /// The kind of message.
+    pub kind: Kind,
+    /// The id exactly as written (`1` and `"1"` differ); `None` for notifications and null ids.
+    pub id: Option<&'a RawValue>,
+    /// The method of a request or notification.
+    pub method: Option<Cow<'a, str>>,
+    /// The params, unparsed.
+    pub params: Option<&'a RawValue>,
+    /// The result of a response, unparsed.
+    pub result: Option<&'a RawValue>,
+    /// The error of an error response, unparsed.
+    pub error: Option<&'a RawValue>,
+}
+
+/// A line is either one message or a batch (an array, 2025-03-26 only).
+pub enum Parsed<'a> {
+    /// One message.
+    Single(Envelope<'a>),
+    /// The elements of a batch, each still raw.
+    Batch(Vec<&'a RawValue>),
+}
+
+/// Classifies and parses one line (without its newline).
+///
+/// # Errors
+/// [`Malformed::Parse`] when the line is not JSON, [`Malformed::Invalid`] when it is JSON but not
+/// a JSON-RPC 2.0 message.
+pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
+    let first = line.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return match serde_json::from_slice::<Vec<&RawValue>>(line) {
+            Ok(items) => Ok(Parsed::Batch(items)),
+            Err(e) => Err(classify(&e, line)),
+        };
+    }
+    parse_one(line).map(Parsed::Single)
+}
+
+/// Parses one message (not a batch).
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_one(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
+    let raw: RawEnvelope<'_> = serde_json::from_slice(line).map_err(|e| classify(&e, line))?;
+    if raw.jsonrpc.as_deref() != Some("2.0") {
+        return Err(Malformed::Invalid);
+    }
+    let id = raw.id.filter(|v| v.get() != "null");
+    if let Some(id) = id {
+        let b = id.get().as_bytes()[0];
+        if !(b == b'"' || b == b'-' || b.is_ascii_digit()) {
+            return Err(Malformed::Invalid);
+        }
+    }
+    let kind = match (&raw.method, id, raw.result, raw.error) {
+        (Some(_), Some(_), None, None) => Kind::Request,
+        (Some(_), None, None, None) => Kind::Notification,
+        (None, Some(_), Some(_), None) => Kind::Response,
+        (None, _, None, Some(_)) => Kind::Error,
+        _ => return Err(Malformed::Invalid),
+    };
+    Ok(Envelope {
+        kind,
+        id,
+        method: raw.method,
+        params: raw.params,
+        result: raw.result,
+        error: raw.error,
+    })
+}
+
+fn classify(e: &serde_json::Error, line: &[u8]) -> Malformed {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Malformed::Parse,
+        // A type mismatch can still hide a syntax error later in the line: only call it
+        // "not JSON-RPC" when the whole line is valid JSON.
+        Category::Data => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
+                Malformed::Invalid
+            } else {
+                Malformed::Parse
+            }
+        }
+    }
+}
+
+/// The byte range of `inner` (a sub-slice borrowed from `line`) within `line`.
+///
+/// # Panics
+/// Panics when `inner` does not point into `line`: a programming error, never input-driven.
+pub fn span_in(line: &[u8], inner: &str) -> Range<usize> {
+    let start = (inner.as_ptr() as usize)
+        .checked_sub(line.as_ptr() as usize)
+        .expect("span_in: value does not borrow from the line");
+    assert!(
+        start + inner.len() <= line.len(),
+        "span_in: value outside the line"
+    );
+    start..start + inner.len()
+}
+
+/// Builds a new line from `line` with each range replaced; ranges must not overlap.
+/// One allocation, one copy of the untouched bytes.
+pub fn splice(line: &[u8], edits: &mut [(Range<usize>, &[u8])]) -> Bytes {
+    edits.sort_by_key(|(r, _)| r.start);
+    let added: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    let removed: usize = edits.iter().map(|(r, _)| r.len()).sum();
+    let mut out = Vec::with_capacity(line.len() + added - removed.min(line.len() + added));
+    let mut at = 0;
+    for (range, bytes) in edits.iter() {
+        out.extend_from_slice(&line[at..range.start]);
+        out.extend_from_slice(bytes);
+        at = range.end;
+    }
+    out.extend_from_slice(&line[at..]);
+    Bytes::from(out)
+}
+
+/// Reads an id or token the mux issued (a plain non-negative JSON integer).
+pub fn as_u64(raw: &RawValue) -> Option<u64> {
+    let s = raw.get();
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct ParamsMeta<'a> {
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<Meta<'a>>,
+    #[serde(borrow, default)]
+    task: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(rename = "progressToken", borrow, default)]
+    progress_token: Option<&'a RawValue>,
+}
+
+/// What the router needs from a client request's params: its progress token and whether it
+/// asks for a task (2025-11-25 task-augmented requests).
+#[derive(Default)]
+pub struct RequestMeta<'a> {
+    /// `params._meta.progressToken`, raw.
+    pub progress_token: Option<&'a RawValue>,
+    /// Whether `params.task` is present.
+    pub task: bool,
+}
+
+/// Extracts [`RequestMeta`] from raw params; absent or odd params yield the default.
+pub fn request_meta(params: Option<&RawValue>) -> RequestMeta<'_> {
+    let Some(params) = params else {
+        return RequestMeta::default();
+    };
+    if !params.get().starts_with('{') {
+        return RequestMeta::default();
+    }
+    match serde_json::from_str::<ParamsMeta<'_>>(params.get()) {
+        Ok(p) => RequestMeta {
+            progress_token: p
+                .meta
+                .and_then(|m| m.progress_token)
+                .filter(|t| t.get() != "null"),
+            task: p.task.is_some(),
+        },
+        Err(_) => RequestMeta::default(),
+    }
+}
+
+/// Reads one raw field of a JSON object (borrowed), or `None`.
+pub fn field<'a>(object: Option<&'a RawValue>, name: &str) -> Option<&'a RawValue> {
+    let object = object?;
+    if !object.get().starts_with('{') {
+        return None;
+    }
+    let map: std::collections::HashMap<Cow<'a, str>, &'a RawValue> =
+        serde_json::from_str(object.get()).ok()?;
+    map.get(name).copied()
+}
+
+/// Reads a string field of a JSON object.
+pub fn str_field(object: Option<&RawValue>, name: &str) -> Option<String> {
+    serde_json::from_str::<String>(field(object, name)?.get()).ok()
+}
+
+/// A response line `{"jsonrpc":"2.0","id":ID,"result":RESULT}` from raw JSON pieces.
+pub fn response(id: &[u8], result: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(40 + id.len() + result.len());
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(result);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// An error line; `id` is raw JSON (`null` when the request's id is unknown), `data` raw JSON.
+pub fn error(id: &[u8], code: i64, message: &str, data: Option<&str>) -> Bytes {
+    let mut out = Vec::with_capacity(96 + id.len() + message.len());
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b",\"error\":{\"code\":");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(b",\"message\":");
+    out.extend_from_slice(serde_json::Value::from(message).to_string().as_bytes());
+    if let Some(data) = data {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+    }
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
+}
+
+/// A request line with a numeric id and raw params.
+pub fn request(id: u64, method: &str, params: &str) -> Bytes {
+    Bytes::from(format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\",\"params\":{params}}}"
+    ))
+}
+
+/// A notification line with raw params.
+pub fn notification(method: &str, params: &str) -> Bytes {
+    Bytes::from(format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"{method}\",\"params\":{params}}}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_each_kind() {
+        let k = |s: &str| parse_one(s.as_bytes()).map(|e| e.kind);
+        assert_eq!(
+            k(r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#),
+            Ok(Kind::Request)
+        );
+        assert_eq!(
+            k(r#"{"jsonrpc":"2.0","method":"x"}"#),
+            Ok(Kind::Notification)
+        );
+        assert_eq!(
+            k(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
+            Ok(Kind::Response)
+        );
+        assert_eq!(
+            k(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"m"}}"#),
+            Ok(Kind::Error)
+        );
+        assert_eq!(k(r#"{"jsonrpc":"2.0","id":1}"#), Err(Malformed::Invalid));
+        assert_eq!(
+            k(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            Err(Malformed::Invalid)
+        );
+        assert_eq!(k(r#"{"id":1,"method":"x"}"#), Err(Malformed::Invalid));
+        assert_eq!(
+            k(r#"{"jsonrpc":"2.0","id":true,"method":"x"}"#),
+            Err(Malformed::Invalid)
+        );
+        assert_eq!(k(r#"{"jsonrpc":"2.0","id":1,"#), Err(Malformed::Parse));
+        assert_eq!(k("hello"), Err(Malformed::Parse));
+        assert_eq!(k("42"), Err(Malformed::Invalid));
+        assert_eq!(
+            k(r#"{"jsonrpc":2,"id":1,"method":"x"} junk"#),
+            Err(Malformed::Parse)
+        );
+    }
+
+    #[test]
+    fn ids_keep_their_json_type() {
+        let a = parse_one(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
+        let b = parse_one(br#"{"jsonrpc":"2.0","id":"1","method":"x"}"#).unwrap();
+        assert_eq!(a.id.unwrap().get(), "1");
+        assert_eq!(b.id.unwrap().get(), "\"1\"");
+        assert_eq!(as_u64(a.id.unwrap()), Some(1));
+        assert_eq!(as_u64(b.id.unwrap()), None);
+    }
+
+    #[test]
+    fn splices_id_and_token_without_touching_payload() {
+        let line = br#"{"jsonrpc":"2.0","id":"abc","method":"tools/call","params":{"_meta":{"progressToken":7},"x":"id"}}"#;
+        let env = parse_one(line).unwrap();
+        let meta = request_meta(env.params);
+        let id = span_in(line, env.id.unwrap().get());
+        let tok = span_in(line, meta.progress_token.unwrap().get());
+        let out = splice(line, &mut [(tok, b"99"), (id, b"12")]);
+        assert_eq!(
+            &out[..],
+            br#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"_meta":{"progressToken":99},"x":"id"}}"#
+        );
+    }
+
+    #[test]
+    fn batch_is_split() {
+        let Ok(Parsed::Batch(items)) = parse(br#" [{"jsonrpc":"2.0","id":1,"method":"a"}, 5]"#)
+        else {
+            panic!("not a batch")
+        };
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].get(), "5");
+    }
+
+    #[test]
+    fn builders_produce_valid_json() {
+        let e = error(
+            b"\"x\"",
+            codes::INTERNAL_ERROR,
+            "a \"quoted\" thing",
+            Some(r#"{"reason":"r"}"#),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["id"], "x");
+        assert_eq!(v["error"]["message"], "a \"quoted\" thing");
+        assert_eq!(v["error"]["data"]["reason"], "r");
+        let r: serde_json::Value = serde_json::from_slice(&response(b"3", b"{}")).unwrap();
+        assert_eq!(r["id"], 3);
+    }
+
+    #[test]
+    fn field_reads_nested_values() {
+        let line =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-1","status":"working"}}}"#;
+        let env = parse_one(line).unwrap();
+        let task = field(env.result, "task");
+        assert_eq!(str_field(task, "taskId").as_deref(), Some("t-1"));
+        assert_eq!(str_field(task, "missing"), None);
+    }
+}

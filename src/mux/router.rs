@@ -1,0 +1,1716 @@
+//! The routing table of PROTOCOL.md as a pure, synchronous state machine: one `Router` per server
+//! owns every piece of routing state (pending requests, progress tokens, subscriptions, log levels,
+//! server→client requests, tasks, the child's lifecycle) and turns inputs into actions.
+//!
+//! It must not do I/O, read clocks, spawn processes or touch tokio: time comes in as `now`, lines
+//! come in as bytes, and everything it wants done goes out through [`Router::poll_action`]. That is
+//! what lets the tests drive it message by message on a fake clock.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tracing::{debug, warn};
+
+use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
+use crate::jsonrpc::{self, codes, reasons, Kind, Malformed, Parsed};
+
+/// One client connection, numbered by the actor; never reused within a router's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+/// The protocol version the mux asks for upstream.
+pub const UPSTREAM_PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// A child that ran this long before exiting counts as healthy: its exit starts the restart
+/// count afresh.
+pub const HEALTHY_STRETCH: Duration = Duration::from_secs(60);
+
+/// Window in which repeated `notifications/roots/list_changed` from clients collapse into one.
+pub const ROOTS_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Everything that can happen to a server, fed in by the actor.
+#[derive(Debug)]
+pub enum Input {
+    /// A client connected to the socket.
+    ClientConnected(ClientId),
+    /// A client sent a line (without its newline).
+    ClientLine(ClientId, Bytes),
+    /// A client sent a line longer than `max_request_bytes`; it was discarded.
+    ClientTooLong(ClientId),
+    /// A client's connection ended.
+    ClientGone(ClientId),
+    /// The child process started.
+    ChildSpawned {
+        /// Its process id (the leader of its process group).
+        pid: u32,
+    },
+    /// The child could not be started at all.
+    ChildSpawnFailed(String),
+    /// The child wrote a line on stdout.
+    ChildLine(Bytes),
+    /// The child wrote a line longer than `max_response_bytes`; it was discarded.
+    ChildTooLong,
+    /// The child exited (stdout closed and the process was reaped).
+    ChildExited(String),
+    /// A control command (CLI, tray).
+    Command(Command),
+    /// The daemon is shutting down: answer what is owed and stop the child.
+    Shutdown,
+}
+
+/// Runtime control of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Start a stopped or failed server.
+    Start,
+    /// Stop the child and refuse requests until started again.
+    Stop,
+    /// Stop and start again, forgetting the restart count.
+    Restart,
+}
+
+/// What the router wants the actor to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write this line (no newline) to one client.
+    ToClient(ClientId, Bytes),
+    /// Write this line (no newline) to the child's stdin.
+    ToChild(Bytes),
+    /// Flush what was queued for this client and close its connection.
+    CloseClient(ClientId),
+    /// Start the child process.
+    Spawn,
+    /// Stop the child: close stdin, SIGTERM its group, SIGKILL after the grace period; report
+    /// [`Input::ChildExited`] when it is gone.
+    Kill,
+}
+
+/// The lifecycle state shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    /// Waiting for the first client request before starting the child.
+    Lazy,
+    /// The child is being started or is doing its handshake.
+    Starting,
+    /// The child is up and initialized.
+    Running,
+    /// The child exited; it will be restarted after a delay.
+    Backoff,
+    /// Stopped on request.
+    Stopped,
+    /// Gave up after `max_restarts` failed restarts; needs `rmcp-mux restart NAME`.
+    Failed,
+}
+
+impl ServerState {
+    /// The lowercase name used in status output and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Lazy => "lazy",
+            ServerState::Starting => "starting",
+            ServerState::Running => "running",
+            ServerState::Backoff => "backoff",
+            ServerState::Stopped => "stopped",
+            ServerState::Failed => "failed",
+        }
+    }
+}
+
+/// The part of a server's status the router knows; the actor adds the socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterStatus {
+    /// Lifecycle state.
+    pub state: ServerState,
+    /// The child's pid while one runs.
+    pub pid: Option<u32>,
+    /// Connected clients.
+    pub clients: usize,
+    /// Requests waiting for an answer from the child.
+    pub pending: usize,
+    /// Restarts after crashes since the daemon started.
+    pub restarts: u32,
+    /// When the current child finished its handshake.
+    pub running_since: Option<Instant>,
+    /// How the last child ended.
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Idle,
+    Spawning,
+    Initializing { init_id: u64 },
+    Running,
+    Stopping { then: AfterStop },
+    Backoff { until: Instant },
+    Stopped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Start,
+    Stay,
+    Crash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connected,
+    Initialized,
+    Ready,
+}
+
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn level_index(name: &str) -> Option<u8> {
+    LEVELS.iter().position(|l| *l == name).map(|i| i as u8)
+}
+
+struct Client {
+    phase: Phase,
+    caps: Capabilities,
+    level: Option<u8>,
+    subscriptions: HashSet<String>,
+    in_flight: usize,
+    last_request: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// An ordinary forwarded request.
+    Forward,
+    /// A client's `initialize`, answered from the cache once the upstream handshake is done.
+    ClientInit,
+    /// A forwarded `tasks/list`, filtered per client on the way back.
+    TasksList,
+    /// A request that asked for a task; its result may carry a task id to record.
+    TaskAugmented,
+    /// The mux's own upstream `initialize`.
+    UpstreamInit,
+    /// Any other request of the mux's own (subscribe replay, setLevel); its answer is dropped.
+    Internal,
+}
+
+struct Pending {
+    client: Option<ClientId>,
+    /// The client's id, raw JSON.
+    orig_id: Bytes,
+    purpose: Purpose,
+    deadline: Instant,
+    /// Whether it has been written to the current child.
+    sent: bool,
+    /// The client's raw progress token; the upstream token is the upstream id.
+    progress: Option<Bytes>,
+    batch: Option<u64>,
+}
+
+struct ServerRequest {
+    client: ClientId,
+    server_id: Bytes,
+    elicitation: Option<String>,
+}
+
+struct Batch {
+    client: ClientId,
+    expected: usize,
+    replies: Vec<Bytes>,
+}
+
+struct Task {
+    client: ClientId,
+    /// Upstream progress token kept alive for the task's lifetime.
+    progress: Option<u64>,
+}
+
+/// The routing state machine of one server. See the module docs.
+///
+/// Call order: feed an input with [`Router::handle`] (or [`Router::handle_timeout`] when the
+/// deadline from [`Router::poll_timeout`] passes), then drain [`Router::poll_action`] until it
+/// returns `None` and carry out every action in order, then ask [`Router::poll_timeout`] for
+/// the next deadline.
+pub struct Router {
+    name: String,
+    cfg: ServerConfig,
+    life: Life,
+    pid: Option<u32>,
+    clients: HashMap<ClientId, Client>,
+    next_upstream: u64,
+    pending: HashMap<u64, Pending>,
+    by_client: HashMap<(ClientId, Bytes), u64>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Requests accepted while the child is not running, written once it is.
+    held: VecDeque<(u64, Bytes)>,
+    progress_routes: HashMap<u64, (ClientId, Bytes)>,
+    next_server_req: u64,
+    server_reqs: HashMap<u64, ServerRequest>,
+    server_req_ids: HashMap<Bytes, u64>,
+    elicitations: HashMap<String, ClientId>,
+    tasks: HashMap<String, Task>,
+    subscriptions: HashMap<String, usize>,
+    upstream_level: Option<u8>,
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
+    init_result: Option<Bytes>,
+    running_since: Option<Instant>,
+    started_at: Option<Instant>,
+    consecutive_failures: u32,
+    restarts: u32,
+    last_exit: Option<String>,
+    request_seq: u64,
+    roots_changed: Option<Instant>,
+    roots_pending: bool,
+    actions: VecDeque<Action>,
+}
+
+impl Router {
+    /// A router for one server; the child starts at once unless `lazy_start` or disabled.
+    pub fn new(cfg: ServerConfig) -> Router {
+        let mut router = Router {
+            name: cfg.name.clone(),
+            life: Life::Idle,
+            cfg,
+            pid: None,
+            clients: HashMap::new(),
+            next_upstream: 1,
+            pending: HashMap::new(),
+            by_client: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            held: VecDeque::new(),
+            progress_routes: HashMap::new(),
+            next_server_req: 1,
+            server_reqs: HashMap::new(),
+            server_req_ids: HashMap::new(),
+            elicitations: HashMap::new(),
+            tasks: HashMap::new(),
+            subscriptions: HashMap::new(),
+            upstream_level: None,
+            batches: HashMap::new(),
+            next_batch: 1,
+            init_result: None,
+            running_since: None,
+            started_at: None,
+            consecutive_failures: 0,
+            restarts: 0,
+            last_exit: None,
+            request_seq: 0,
+            roots_changed: None,
+            roots_pending: false,
+            actions: VecDeque::new(),
+        };
+        if !router.cfg.enabled {
+            router.life = Life::Stopped;
+        } else if !router.cfg.lazy_start {
+            router.spawn();
+        }
+        router
+    }
+
+    // ----- getters -----
+
+    /// The server's name, for logs and errors.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The status as users see it.
+    pub fn status(&self) -> RouterStatus {
+        let state = match self.life {
+            Life::Idle => ServerState::Lazy,
+            Life::Spawning | Life::Initializing { .. } => ServerState::Starting,
+            Life::Running => ServerState::Running,
+            Life::Stopping {
+                then: AfterStop::Stay,
+            } => ServerState::Stopped,
+            Life::Stopping { .. } => ServerState::Starting,
+            Life::Backoff { .. } => ServerState::Backoff,
+            Life::Stopped => ServerState::Stopped,
+            Life::Failed => ServerState::Failed,
+        };
+        RouterStatus {
+            state,
+            pid: self.pid,
+            clients: self.clients.len(),
+            pending: self
+                .pending
+                .values()
+                .filter(|p| p.client.is_some() && p.purpose != Purpose::ClientInit)
+                .count(),
+            restarts: self.restarts,
+            running_since: self.running_since,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+
+    /// Whether the child process is alive (or being started or stopped).
+    pub fn child_alive(&self) -> bool {
+        matches!(
+            self.life,
+            Life::Spawning | Life::Initializing { .. } | Life::Running | Life::Stopping { .. }
+        )
+    }
+
+    // ----- outputs -----
+
+    /// The next action to carry out, in order.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next instant at which [`Router::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.deadlines.iter().next().map(|(t, _)| *t);
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        if let Life::Backoff { until } = self.life {
+            consider(until);
+        }
+        if self.roots_pending {
+            if let Some(at) = self.roots_changed {
+                consider(at + ROOTS_DEBOUNCE);
+            }
+        }
+        next
+    }
+
+    // ----- inputs -----
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::ClientConnected(id) => self.client_connected(id),
+            Input::ClientLine(id, line) => {
+                if self.clients.contains_key(&id) {
+                    self.client_line(now, id, &line, None);
+                }
+            }
+            Input::ClientTooLong(id) => {
+                let msg = format!(
+                    "request exceeds max_request_bytes ({} bytes)",
+                    self.cfg.max_request_bytes
+                );
+                let data = format!(
+                    r#"{{"reason":"{}","limit":{}}}"#,
+                    reasons::TOO_LARGE,
+                    self.cfg.max_request_bytes
+                );
+                self.to_client(
+                    id,
+                    jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, Some(&data)),
+                );
+            }
+            Input::ClientGone(id) => self.client_gone(now, id),
+            Input::ChildSpawned { pid } => self.child_spawned(now, pid),
+            Input::ChildSpawnFailed(reason) => {
+                warn!(server = %self.name, %reason, "child could not be started");
+                self.child_exited(now, reason)
+            }
+            Input::ChildLine(line) => self.child_line(now, &line),
+            Input::ChildTooLong => {
+                warn!(server = %self.name, limit = self.cfg.max_response_bytes,
+                    "child wrote a line over max_response_bytes; dropped")
+            }
+            Input::ChildExited(reason) => self.child_exited(now, reason),
+            Input::Command(cmd) => self.command(now, cmd),
+            Input::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// Expires whatever is due at `now`: request timeouts, restart backoff, roots debounce.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, up)) = self.deadlines.iter().next() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, up));
+            self.expire(up);
+        }
+        if let Life::Backoff { until } = self.life {
+            if until <= now {
+                self.spawn();
+            }
+        }
+        if self.roots_pending
+            && self
+                .roots_changed
+                .is_some_and(|t| t + ROOTS_DEBOUNCE <= now)
+        {
+            self.roots_pending = false;
+            self.roots_changed = Some(now);
+            if self.life == Life::Running {
+                self.push(Action::ToChild(jsonrpc::notification(
+                    "notifications/roots/list_changed",
+                    "{}",
+                )));
+            }
+        }
+    }
+
+    // ----- lifecycle -----
+
+    fn spawn(&mut self) {
+        self.life = Life::Spawning;
+        self.pid = None;
+        self.push(Action::Spawn);
+    }
+
+    fn child_spawned(&mut self, now: Instant, pid: u32) {
+        if self.life != Life::Spawning {
+            return;
+        }
+        self.pid = Some(pid);
+        self.started_at = Some(now);
+        let init_id = self.alloc_upstream();
+        let caps = &self.cfg.capabilities;
+        let mut declared = Vec::new();
+        if caps.sampling {
+            declared.push(r#""sampling":{}"#);
+        }
+        if caps.elicitation {
+            declared.push(r#""elicitation":{"form":{},"url":{}}"#);
+        }
+        if caps.roots {
+            declared.push(r#""roots":{"listChanged":true}"#);
+        }
+        let params = format!(
+            r#"{{"protocolVersion":"{}","capabilities":{{{}}},"clientInfo":{{"name":"rmcp-mux","version":"{}"}}}}"#,
+            UPSTREAM_PROTOCOL_VERSION,
+            declared.join(","),
+            env!("CARGO_PKG_VERSION")
+        );
+        self.insert_pending(
+            init_id,
+            Pending {
+                client: None,
+                orig_id: Bytes::new(),
+                purpose: Purpose::UpstreamInit,
+                deadline: now + self.cfg.request_timeout,
+                sent: true,
+                progress: None,
+                batch: None,
+            },
+        );
+        self.life = Life::Initializing { init_id };
+        self.push(Action::ToChild(jsonrpc::request(
+            init_id,
+            "initialize",
+            &params,
+        )));
+    }
+
+    fn upstream_initialized(&mut self, now: Instant, result: &RawValue) {
+        let new = Bytes::copy_from_slice(result.get().as_bytes());
+        let changed = match &self.init_result {
+            Some(old) => identity(old) != identity(&new),
+            None => false,
+        };
+        let restart = self.init_result.is_some();
+        self.init_result = Some(new);
+        self.life = Life::Running;
+        self.running_since = Some(now);
+        self.push(Action::ToChild(jsonrpc::notification(
+            "notifications/initialized",
+            "{}",
+        )));
+        // Subscriptions and the log level are per upstream session: replay them.
+        let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
+        for uri in uris {
+            let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
+            self.internal_request(now, "resources/subscribe", &params);
+        }
+        if let Some(level) = self.upstream_level {
+            let params = format!(r#"{{"level":"{}"}}"#, LEVELS[level as usize]);
+            self.internal_request(now, "logging/setLevel", &params);
+        }
+        // Answer the clients that were waiting for the handshake, and send what was held.
+        let waiting: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.purpose == Purpose::ClientInit)
+            .map(|(id, _)| *id)
+            .collect();
+        for up in waiting {
+            if let Some(p) = self.remove_pending(up) {
+                if let Some(client) = p.client {
+                    self.answer_init(client, &p.orig_id, p.batch);
+                }
+            }
+        }
+        while let Some((up, line)) = self.held.pop_front() {
+            if let Some(p) = self.pending.get_mut(&up) {
+                p.sent = true;
+                self.actions.push_back(Action::ToChild(line));
+            }
+        }
+        if restart && changed {
+            for kind in ["tools", "prompts", "resources"] {
+                let note =
+                    jsonrpc::notification(&format!("notifications/{kind}/list_changed"), "{}");
+                self.broadcast_ready(&note);
+            }
+        }
+    }
+
+    fn child_exited(&mut self, now: Instant, reason: String) {
+        let was = self.life;
+        self.pid = None;
+        self.last_exit = Some(reason.clone());
+        self.running_since = None;
+        // What was written to the dead child will never be answered.
+        let sent: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent)
+            .map(|(id, _)| *id)
+            .collect();
+        let data = format!(
+            r#"{{"reason":"{}","server":{}}}"#,
+            reasons::UPSTREAM_EXITED,
+            serde_json::Value::from(self.name.as_str())
+        );
+        for up in sent {
+            if let Some(p) = self.remove_pending(up) {
+                if let Some(client) = p.client {
+                    let msg = format!("server {} exited: {}", self.name, reason);
+                    self.reply(
+                        client,
+                        p.batch,
+                        jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data)),
+                    );
+                }
+            }
+        }
+        self.server_reqs.clear();
+        self.server_req_ids.clear();
+        self.elicitations.clear();
+        for task in std::mem::take(&mut self.tasks).into_values() {
+            if let Some(tok) = task.progress {
+                self.progress_routes.remove(&tok);
+            }
+        }
+        match was {
+            Life::Stopping {
+                then: AfterStop::Start,
+            } => {
+                self.consecutive_failures = 0;
+                self.spawn();
+            }
+            Life::Stopping {
+                then: AfterStop::Stay,
+            }
+            | Life::Stopped => {
+                self.life = Life::Stopped;
+                self.fail_all("stopped");
+            }
+            Life::Failed => {}
+            _ => {
+                warn!(server = %self.name, %reason, "child exited");
+                let healthy = self
+                    .started_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= HEALTHY_STRETCH);
+                if healthy {
+                    self.consecutive_failures = 0;
+                }
+                self.consecutive_failures += 1;
+                if self.cfg.max_restarts != 0 && self.consecutive_failures > self.cfg.max_restarts {
+                    tracing::error!(server = %self.name, restarts = self.cfg.max_restarts,
+                        "giving up after the restart limit; run `rmcp-mux restart {}`", self.name);
+                    self.life = Life::Failed;
+                    self.fail_all("failed");
+                } else {
+                    self.restarts += 1;
+                    let delay = self.backoff(self.consecutive_failures);
+                    self.life = Life::Backoff { until: now + delay };
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.cfg.restart_backoff;
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        base.saturating_mul(factor)
+            .min(self.cfg.restart_backoff_max)
+    }
+
+    /// Answers every request still owed with `server_unavailable` (server stopped or failed).
+    fn fail_all(&mut self, state: &str) {
+        self.held.clear();
+        let data = format!(
+            r#"{{"reason":"{}","state":"{}"}}"#,
+            reasons::SERVER_UNAVAILABLE,
+            state
+        );
+        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        for up in ids {
+            if let Some(p) = self.remove_pending(up) {
+                if let Some(client) = p.client {
+                    let msg = format!("server {} is {}", self.name, state);
+                    self.reply(
+                        client,
+                        p.batch,
+                        jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, _now: Instant, cmd: Command) {
+        match cmd {
+            Command::Start => match self.life {
+                Life::Stopped | Life::Failed | Life::Idle | Life::Backoff { .. } => {
+                    self.consecutive_failures = 0;
+                    self.spawn();
+                }
+                Life::Stopping { .. } => {
+                    self.life = Life::Stopping {
+                        then: AfterStop::Start,
+                    }
+                }
+                _ => {}
+            },
+            Command::Restart => {
+                self.consecutive_failures = 0;
+                if self.child_alive() {
+                    if !matches!(self.life, Life::Stopping { .. }) {
+                        self.push(Action::Kill);
+                    }
+                    self.life = Life::Stopping {
+                        then: AfterStop::Start,
+                    };
+                } else {
+                    self.spawn();
+                }
+            }
+            Command::Stop => {
+                if self.child_alive() {
+                    if !matches!(self.life, Life::Stopping { .. }) {
+                        self.push(Action::Kill);
+                    }
+                    self.life = Life::Stopping {
+                        then: AfterStop::Stay,
+                    };
+                } else {
+                    self.life = Life::Stopped;
+                }
+                self.fail_all("stopped");
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let alive = self.child_alive() && !matches!(self.life, Life::Stopping { .. });
+        self.life = if self.child_alive() {
+            Life::Stopping {
+                then: AfterStop::Stay,
+            }
+        } else {
+            Life::Stopped
+        };
+        // Requests written to the child are cancelled upstream so it can stop promptly.
+        let sent: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent && p.client.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for up in sent {
+            self.cancel_upstream(up, "rmcp-mux is shutting down");
+        }
+        self.fail_all("stopped");
+        if alive {
+            self.push(Action::Kill);
+        }
+        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.push(Action::CloseClient(c));
+        }
+    }
+
+    // ----- clients -----
+
+    fn client_connected(&mut self, id: ClientId) {
+        if self.clients.len() >= self.cfg.max_active_clients {
+            let max = self.cfg.max_active_clients;
+            let data = format!(
+                r#"{{"reason":"{}","max":{max}}}"#,
+                reasons::TOO_MANY_CLIENTS
+            );
+            let msg = format!("too many clients: server {} allows {max}", self.name);
+            warn!(server = %self.name, max, "refused a client over max_active_clients");
+            self.push(Action::ToClient(
+                id,
+                jsonrpc::error(b"null", codes::INTERNAL_ERROR, &msg, Some(&data)),
+            ));
+            self.push(Action::CloseClient(id));
+            return;
+        }
+        self.clients.insert(
+            id,
+            Client {
+                phase: Phase::Connected,
+                caps: Capabilities {
+                    sampling: false,
+                    elicitation: false,
+                    roots: false,
+                },
+                level: None,
+                subscriptions: HashSet::new(),
+                in_flight: 0,
+                last_request: 0,
+            },
+        );
+    }
+
+    fn client_gone(&mut self, now: Instant, id: ClientId) {
+        let Some(client) = self.clients.remove(&id) else {
+            return;
+        };
+        // Its requests in flight are cancelled upstream; nothing of its reaches anyone.
+        let mine: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.client == Some(id))
+            .map(|(up, _)| *up)
+            .collect();
+        for up in mine {
+            self.cancel_upstream(up, "client disconnected");
+            self.remove_pending(up);
+        }
+        // The server's requests to it are answered with an error.
+        let asked: Vec<u64> = self
+            .server_reqs
+            .iter()
+            .filter(|(_, r)| r.client == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in asked {
+            if let Some(r) = self.server_reqs.remove(&k) {
+                self.server_req_ids.remove(&r.server_id);
+                let data = format!(r#"{{"reason":"{}"}}"#, reasons::CLIENT_GONE);
+                self.push(Action::ToChild(jsonrpc::error(
+                    &r.server_id,
+                    codes::INTERNAL_ERROR,
+                    "the client handling this request disconnected",
+                    Some(&data),
+                )));
+            }
+        }
+        let before = std::mem::take(&mut self.subscriptions);
+        self.recount_subscriptions();
+        for uri in client.subscriptions {
+            let dropped =
+                before.get(&uri).is_some_and(|n| *n > 0) && !self.subscriptions.contains_key(&uri);
+            if dropped && self.life == Life::Running {
+                let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
+                self.internal_request(now, "resources/unsubscribe", &params);
+            }
+        }
+        self.tasks.retain(|_, t| t.client != id);
+        self.elicitations.retain(|_, c| *c != id);
+        self.batches.retain(|_, b| b.client != id);
+        self.progress_routes.retain(|_, (c, _)| *c != id);
+        if client.level.is_some() {
+            self.update_upstream_level(now);
+        }
+    }
+
+    fn client_line(&mut self, now: Instant, client: ClientId, line: &[u8], batch: Option<u64>) {
+        let parsed = if batch.is_some() {
+            jsonrpc::parse_one(line).map(Parsed::Single)
+        } else {
+            jsonrpc::parse(line)
+        };
+        let env = match parsed {
+            Ok(Parsed::Single(env)) => env,
+            Ok(Parsed::Batch(items)) => return self.client_batch(now, client, line, items),
+            Err(Malformed::Parse) => {
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(b"null", codes::PARSE_ERROR, "Parse error", None),
+                )
+            }
+            Err(Malformed::Invalid) => {
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(b"null", codes::INVALID_REQUEST, "Invalid Request", None),
+                )
+            }
+        };
+        let method = env.method.as_deref().unwrap_or("");
+        match env.kind {
+            Kind::Request => {
+                let id = env.id.map(|v| v.get()).unwrap_or("null");
+                let id_bytes = Bytes::copy_from_slice(id.as_bytes());
+                self.client_request(now, client, line, &env, method, id_bytes, batch);
+            }
+            Kind::Notification => self.client_notification(now, client, line, &env, method),
+            Kind::Response | Kind::Error => self.client_response(client, line, &env),
+        }
+    }
+
+    fn client_batch(&mut self, now: Instant, client: ClientId, line: &[u8], items: Vec<&RawValue>) {
+        if items.is_empty() {
+            return self.to_client(
+                client,
+                jsonrpc::error(b"null", codes::INVALID_REQUEST, "Invalid Request", None),
+            );
+        }
+        // Each element expects a reply unless it is a well-formed notification or response.
+        let expected = items
+            .iter()
+            .filter(|raw| {
+                !matches!(
+                    jsonrpc::parse_one(raw.get().as_bytes()).map(|e| e.kind),
+                    Ok(Kind::Notification | Kind::Response | Kind::Error)
+                )
+            })
+            .count();
+        let b = self.next_batch;
+        self.next_batch += 1;
+        if expected > 0 {
+            self.batches.insert(
+                b,
+                Batch {
+                    client,
+                    expected,
+                    replies: Vec::with_capacity(expected),
+                },
+            );
+        }
+        for raw in items {
+            let span = jsonrpc::span_in(line, raw.get());
+            self.client_line(now, client, &line[span], Some(b));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn client_request(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &[u8],
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+        id: Bytes,
+        batch: Option<u64>,
+    ) {
+        self.request_seq += 1;
+        let seq = self.request_seq;
+        if let Some(c) = self.clients.get_mut(&client) {
+            if method != "initialize" && c.phase == Phase::Initialized {
+                c.phase = Phase::Ready;
+            }
+        }
+        match method {
+            "initialize" => self.client_initialize(now, client, env, id, batch),
+            "ping" => self.reply(client, batch, jsonrpc::response(&id, b"{}")),
+            "server/discover" => self.reply(
+                client,
+                batch,
+                jsonrpc::error(&id, codes::METHOD_NOT_FOUND, "Method not found", None),
+            ),
+            "logging/setLevel" => {
+                let level = jsonrpc::str_field(env.params, "level");
+                match level.as_deref().and_then(level_index) {
+                    Some(level) => {
+                        if let Some(c) = self.clients.get_mut(&client) {
+                            c.level = Some(level);
+                        }
+                        self.update_upstream_level(now);
+                        self.reply(client, batch, jsonrpc::response(&id, b"{}"));
+                    }
+                    None => self.reply(
+                        client,
+                        batch,
+                        jsonrpc::error(&id, codes::INVALID_PARAMS, "unknown log level", None),
+                    ),
+                }
+            }
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
+                    return self.reply(
+                        client,
+                        batch,
+                        jsonrpc::error(&id, codes::INVALID_PARAMS, "missing uri", None),
+                    );
+                };
+                let subscribe = method == "resources/subscribe";
+                let Some(c) = self.clients.get_mut(&client) else {
+                    return;
+                };
+                // Counted once per client; only 0->1 and 1->0 reach the server.
+                let changed = if subscribe {
+                    c.subscriptions.insert(uri.clone())
+                } else {
+                    c.subscriptions.remove(&uri)
+                };
+                let before = self.subscriptions.get(&uri).copied().unwrap_or(0);
+                self.recount_subscriptions();
+                let after = self.subscriptions.get(&uri).copied().unwrap_or(0);
+                let edge = changed && ((before == 0 && after == 1) || (before == 1 && after == 0));
+                if edge && self.life == Life::Running {
+                    self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+                } else {
+                    self.reply(client, batch, jsonrpc::response(&id, b"{}"));
+                }
+            }
+            "tasks/get" | "tasks/result" | "tasks/cancel" => {
+                let task = jsonrpc::str_field(env.params, "taskId");
+                let foreign = task
+                    .as_ref()
+                    .and_then(|t| self.tasks.get(t))
+                    .is_some_and(|t| t.client != client);
+                if foreign {
+                    return self.reply(
+                        client,
+                        batch,
+                        jsonrpc::error(&id, codes::INVALID_PARAMS, "unknown task id", None),
+                    );
+                }
+                self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+            }
+            "tasks/list" => {
+                self.forward(now, client, line, env, id, Purpose::TasksList, batch, seq)
+            }
+            _ => {
+                let purpose = if jsonrpc::request_meta(env.params).task {
+                    Purpose::TaskAugmented
+                } else {
+                    Purpose::Forward
+                };
+                self.forward(now, client, line, env, id, purpose, batch, seq)
+            }
+        }
+    }
+
+    /// Subscription counts are the number of clients holding each URI.
+    fn recount_subscriptions(&mut self) {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for c in self.clients.values() {
+            for uri in &c.subscriptions {
+                *counts.entry(uri.clone()).or_insert(0) += 1;
+            }
+        }
+        self.subscriptions = counts;
+    }
+
+    fn client_initialize(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        env: &jsonrpc::Envelope<'_>,
+        id: Bytes,
+        batch: Option<u64>,
+    ) {
+        let caps = jsonrpc::field(env.params, "capabilities");
+        let declared = |name: &str| jsonrpc::field(caps, name).is_some_and(|v| v.get() != "null");
+        let declared = Capabilities {
+            sampling: declared("sampling"),
+            elicitation: declared("elicitation"),
+            roots: declared("roots"),
+        };
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.caps = declared;
+        }
+        match self.life {
+            Life::Running if self.init_result.is_some() => self.answer_init(client, &id, batch),
+            Life::Stopped | Life::Failed => self.unavailable(client, &id, batch),
+            _ => {
+                if self.life == Life::Idle {
+                    self.spawn();
+                }
+                let up = self.alloc_upstream();
+                self.insert_pending(
+                    up,
+                    Pending {
+                        client: Some(client),
+                        orig_id: id,
+                        purpose: Purpose::ClientInit,
+                        deadline: now + self.cfg.request_timeout,
+                        sent: false,
+                        progress: None,
+                        batch,
+                    },
+                );
+            }
+        }
+    }
+
+    fn answer_init(&mut self, client: ClientId, id: &[u8], batch: Option<u64>) {
+        let Some(result) = self.init_result.clone() else {
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(&client) {
+            if c.phase == Phase::Connected {
+                c.phase = Phase::Initialized;
+            }
+        }
+        self.reply(client, batch, jsonrpc::response(id, &result));
+    }
+
+    fn unavailable(&mut self, client: ClientId, id: &[u8], batch: Option<u64>) {
+        let state = self.status().state.as_str();
+        let data = format!(
+            r#"{{"reason":"{}","state":"{}"}}"#,
+            reasons::SERVER_UNAVAILABLE,
+            state
+        );
+        let msg = format!("server {} is {}", self.name, state);
+        self.reply(
+            client,
+            batch,
+            jsonrpc::error(id, codes::INTERNAL_ERROR, &msg, Some(&data)),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &[u8],
+        env: &jsonrpc::Envelope<'_>,
+        id: Bytes,
+        purpose: Purpose,
+        batch: Option<u64>,
+        seq: u64,
+    ) {
+        match self.life {
+            Life::Stopped
+            | Life::Failed
+            | Life::Stopping {
+                then: AfterStop::Stay,
+            } => return self.unavailable(client, &id, batch),
+            Life::Idle => self.spawn(),
+            _ => {}
+        }
+        let up = self.alloc_upstream();
+        let up_text = up.to_string();
+        let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+        let meta = jsonrpc::request_meta(env.params);
+        let mut edits = vec![(id_span, up_text.as_bytes())];
+        let mut progress = None;
+        if let Some(token) = meta.progress_token {
+            edits.push((jsonrpc::span_in(line, token.get()), up_text.as_bytes()));
+            progress = Some(Bytes::copy_from_slice(token.get().as_bytes()));
+            self.progress_routes
+                .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
+        }
+        let out = jsonrpc::splice(line, &mut edits);
+        let running = self.life == Life::Running;
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.in_flight += 1;
+            c.last_request = seq;
+        }
+        self.insert_pending(
+            up,
+            Pending {
+                client: Some(client),
+                orig_id: id,
+                purpose,
+                deadline: now + self.cfg.request_timeout,
+                sent: running,
+                progress,
+                batch,
+            },
+        );
+        if running {
+            self.push(Action::ToChild(out));
+        } else {
+            self.held.push_back((up, out));
+        }
+    }
+
+    fn client_notification(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &[u8],
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+    ) {
+        match method {
+            "notifications/initialized" => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.phase = Phase::Ready;
+                }
+            }
+            "notifications/cancelled" => {
+                let Some(req) = jsonrpc::field(env.params, "requestId") else {
+                    return;
+                };
+                let key = (client, Bytes::copy_from_slice(req.get().as_bytes()));
+                let Some(&up) = self.by_client.get(&key) else {
+                    debug!(server = %self.name, "cancel for an unknown request; dropped");
+                    return;
+                };
+                let sent = self.pending.get(&up).is_some_and(|p| p.sent);
+                if sent {
+                    let span = jsonrpc::span_in(line, req.get());
+                    let up_text = up.to_string();
+                    self.push(Action::ToChild(jsonrpc::splice(
+                        line,
+                        &mut [(span, up_text.as_bytes())],
+                    )));
+                }
+                // The reference server sends no response after a cancel: forget it now.
+                self.remove_pending(up);
+                self.held.retain(|(id, _)| *id != up);
+            }
+            "notifications/roots/list_changed" => {
+                if !self.cfg.capabilities.roots || self.cfg.roots.is_some() {
+                    return;
+                }
+                match self.roots_changed {
+                    Some(at) if now < at + ROOTS_DEBOUNCE => self.roots_pending = true,
+                    _ => {
+                        self.roots_changed = Some(now);
+                        if self.life == Life::Running {
+                            self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                        }
+                    }
+                }
+            }
+            _ => {
+                if self.life == Life::Running {
+                    self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                }
+            }
+        }
+    }
+
+    /// A client's reply to a server→client request.
+    fn client_response(&mut self, client: ClientId, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+        let Some(mux_id) = env.id.and_then(jsonrpc::as_u64) else {
+            debug!(server = %self.name, "client response with an id the mux never issued; dropped");
+            return;
+        };
+        match self.server_reqs.get(&mux_id) {
+            Some(r) if r.client == client => {}
+            _ => {
+                debug!(server = %self.name, "client response to an unknown server request; dropped");
+                return;
+            }
+        }
+        let Some(r) = self.server_reqs.remove(&mux_id) else {
+            return;
+        };
+        self.server_req_ids.remove(&r.server_id);
+        if self.life != Life::Running {
+            return;
+        }
+        let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+        let _ = r.elicitation;
+        self.push(Action::ToChild(jsonrpc::splice(
+            line,
+            &mut [(span, &r.server_id[..])],
+        )));
+    }
+
+    // ----- the child's lines -----
+
+    fn child_line(&mut self, now: Instant, line: &[u8]) {
+        let env = match jsonrpc::parse_one(line) {
+            Ok(env) => env,
+            Err(_) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                warn!(server = %self.name, line = %shown, "child wrote a line that is not JSON-RPC; skipped");
+                return;
+            }
+        };
+        let method = env.method.as_deref().unwrap_or("");
+        match env.kind {
+            Kind::Response | Kind::Error => self.child_response(now, line, &env),
+            Kind::Request => self.child_request(now, line, &env, method),
+            Kind::Notification => self.child_notification(line, &env, method),
+        }
+    }
+
+    fn child_response(&mut self, now: Instant, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+        let Some(up) = env.id.and_then(jsonrpc::as_u64) else {
+            warn!(server = %self.name, "child answered an id the mux never sent; dropped");
+            return;
+        };
+        let route = self.progress_routes.get(&up).cloned();
+        let Some(p) = self.remove_pending(up) else {
+            debug!(server = %self.name, id = up, "response to a request no longer pending; dropped");
+            return;
+        };
+        match p.purpose {
+            Purpose::UpstreamInit => {
+                match env.result {
+                    Some(result) => self.upstream_initialized(now, result),
+                    None => {
+                        let err = env.error.map(|e| e.get().to_owned()).unwrap_or_default();
+                        warn!(server = %self.name, error = %err, "child refused initialize");
+                        self.last_exit = Some(format!("initialize failed: {err}"));
+                        self.push(Action::Kill);
+                        self.life = Life::Stopping {
+                            then: AfterStop::Crash,
+                        };
+                    }
+                }
+                return;
+            }
+            Purpose::Internal | Purpose::ClientInit => return,
+            _ => {}
+        }
+        let Some(client) = p.client else { return };
+        let mut keep_progress = false;
+        let mut body: Option<Bytes> = None;
+        if p.purpose == Purpose::TaskAugmented {
+            let task = jsonrpc::field(env.result, "task");
+            if let Some(task_id) = jsonrpc::str_field(task, "taskId") {
+                keep_progress = p.progress.is_some();
+                self.tasks.insert(
+                    task_id,
+                    Task {
+                        client,
+                        progress: keep_progress.then_some(up),
+                    },
+                );
+            }
+        }
+        if p.purpose == Purpose::TasksList {
+            body = self.filter_tasks_list(client, &p.orig_id, env);
+        }
+        match route {
+            // A task keeps its progress token alive until the task ends.
+            Some(route) if keep_progress => {
+                self.progress_routes.insert(up, route);
+            }
+            _ => {
+                self.progress_routes.remove(&up);
+            }
+        }
+        let out = match body {
+            Some(b) => b,
+            None => {
+                let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+                jsonrpc::splice(line, &mut [(span, &p.orig_id[..])])
+            }
+        };
+        self.reply(client, p.batch, out);
+    }
+
+    fn filter_tasks_list(
+        &self,
+        client: ClientId,
+        orig_id: &[u8],
+        env: &jsonrpc::Envelope<'_>,
+    ) -> Option<Bytes> {
+        let result = env.result?;
+        let mut value: serde_json::Value = serde_json::from_str(result.get()).ok()?;
+        let tasks = value.get_mut("tasks")?.as_array_mut()?;
+        tasks.retain(|t| {
+            t.get("taskId")
+                .and_then(|v| v.as_str())
+                .and_then(|id| self.tasks.get(id))
+                .is_some_and(|t| t.client == client)
+        });
+        Some(jsonrpc::response(orig_id, value.to_string().as_bytes()))
+    }
+
+    fn child_request(
+        &mut self,
+        now: Instant,
+        line: &[u8],
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+    ) {
+        let server_id =
+            Bytes::copy_from_slice(env.id.map(|v| v.get()).unwrap_or("null").as_bytes());
+        if method == "ping" {
+            return self.push(Action::ToChild(jsonrpc::response(&server_id, b"{}")));
+        }
+        if method == "roots/list" {
+            if let Some(roots) = &self.cfg.roots {
+                let list: Vec<serde_json::Value> = roots
+                    .iter()
+                    .map(|r| serde_json::json!({ "uri": r }))
+                    .collect();
+                let result = serde_json::json!({ "roots": list }).to_string();
+                return self.push(Action::ToChild(jsonrpc::response(
+                    &server_id,
+                    result.as_bytes(),
+                )));
+            }
+        }
+        let needs = |c: &Capabilities| match method {
+            "sampling/createMessage" => c.sampling,
+            "elicitation/create" => c.elicitation,
+            "roots/list" => c.roots,
+            _ => true,
+        };
+        let Some(target) = self.pick_client(needs) else {
+            let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_CAPABLE_CLIENT);
+            let msg = format!("no connected client can handle {method}");
+            warn!(server = %self.name, method, "server request with no capable client; refused");
+            return self.push(Action::ToChild(jsonrpc::error(
+                &server_id,
+                codes::INTERNAL_ERROR,
+                &msg,
+                Some(&data),
+            )));
+        };
+        let mux_id = self.next_server_req;
+        self.next_server_req += 1;
+        let elicitation = if method == "elicitation/create" {
+            jsonrpc::str_field(env.params, "elicitationId")
+        } else {
+            None
+        };
+        if let Some(e) = &elicitation {
+            self.elicitations.insert(e.clone(), target);
+        }
+        self.server_req_ids.insert(server_id.clone(), mux_id);
+        self.server_reqs.insert(
+            mux_id,
+            ServerRequest {
+                client: target,
+                server_id,
+                elicitation,
+            },
+        );
+        let _ = now;
+        let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+        let text = mux_id.to_string();
+        self.push(Action::ToClient(
+            target,
+            jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
+        ));
+    }
+
+    /// Chooses the client for a server→client request: only clients that declared the
+    /// capability, preferring the one with the most recent request in flight.
+    fn pick_client(&self, needs: impl Fn(&Capabilities) -> bool) -> Option<ClientId> {
+        let capable = || {
+            self.clients
+                .iter()
+                .filter(|(_, c)| c.phase != Phase::Connected && needs(&c.caps))
+        };
+        let in_flight = capable()
+            .filter(|(_, c)| c.in_flight > 0)
+            .max_by_key(|(_, c)| c.last_request)
+            .map(|(id, _)| *id);
+        match (in_flight, self.cfg.server_request_policy) {
+            (Some(id), _) => Some(id),
+            (None, ServerRequestPolicy::InFlightOnly) => None,
+            (None, ServerRequestPolicy::MostRecent) => capable()
+                .max_by_key(|(id, c)| (c.last_request, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id),
+        }
+    }
+
+    fn child_notification(&mut self, line: &[u8], env: &jsonrpc::Envelope<'_>, method: &str) {
+        match method {
+            "notifications/progress" => {
+                let Some(token) = jsonrpc::field(env.params, "progressToken") else {
+                    return;
+                };
+                let Some((client, orig)) = jsonrpc::as_u64(token)
+                    .and_then(|t| self.progress_routes.get(&t))
+                    .cloned()
+                else {
+                    debug!(server = %self.name, "progress for no live request; dropped");
+                    return;
+                };
+                let span = jsonrpc::span_in(line, token.get());
+                self.push(Action::ToClient(
+                    client,
+                    jsonrpc::splice(line, &mut [(span, &orig[..])]),
+                ));
+            }
+            "notifications/cancelled" => {
+                let Some(req) = jsonrpc::field(env.params, "requestId") else {
+                    return;
+                };
+                let key = Bytes::copy_from_slice(req.get().as_bytes());
+                let Some(mux_id) = self.server_req_ids.remove(&key) else {
+                    return;
+                };
+                let Some(r) = self.server_reqs.remove(&mux_id) else {
+                    return;
+                };
+                let span = jsonrpc::span_in(line, req.get());
+                let text = mux_id.to_string();
+                self.push(Action::ToClient(
+                    r.client,
+                    jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
+                ));
+            }
+            "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed" => {
+                self.broadcast_ready(&Bytes::copy_from_slice(line));
+            }
+            "notifications/resources/updated" => {
+                let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
+                    return;
+                };
+                let targets: Vec<ClientId> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.subscriptions.iter().any(|s| uri_under(&uri, s)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                let note = Bytes::copy_from_slice(line);
+                for t in targets {
+                    self.push(Action::ToClient(t, note.clone()));
+                }
+            }
+            "notifications/message" => {
+                let level = jsonrpc::str_field(env.params, "level")
+                    .as_deref()
+                    .and_then(level_index)
+                    .unwrap_or(0);
+                let targets: Vec<ClientId> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.phase == Phase::Ready && c.level.is_none_or(|l| level >= l))
+                    .map(|(id, _)| *id)
+                    .collect();
+                let note = Bytes::copy_from_slice(line);
+                for t in targets {
+                    self.push(Action::ToClient(t, note.clone()));
+                }
+            }
+            "notifications/elicitation/complete" => {
+                let Some(id) = jsonrpc::str_field(env.params, "elicitationId") else {
+                    return;
+                };
+                if let Some(client) = self.elicitations.remove(&id) {
+                    self.push(Action::ToClient(client, Bytes::copy_from_slice(line)));
+                }
+            }
+            "notifications/tasks/status" => {
+                let Some(task_id) = jsonrpc::str_field(env.params, "taskId") else {
+                    return;
+                };
+                let Some(task) = self.tasks.get(&task_id) else {
+                    return;
+                };
+                let client = task.client;
+                let status = jsonrpc::str_field(env.params, "status");
+                if matches!(
+                    status.as_deref(),
+                    Some("completed" | "failed" | "cancelled")
+                ) {
+                    if let Some(tok) = task.progress {
+                        self.progress_routes.remove(&tok);
+                    }
+                    if let Some(t) = self.tasks.get_mut(&task_id) {
+                        t.progress = None;
+                    }
+                }
+                self.push(Action::ToClient(client, Bytes::copy_from_slice(line)));
+            }
+            _ => self.broadcast_ready(&Bytes::copy_from_slice(line)),
+        }
+    }
+
+    // ----- helpers -----
+
+    fn alloc_upstream(&mut self) -> u64 {
+        let id = self.next_upstream;
+        self.next_upstream += 1;
+        id
+    }
+
+    fn insert_pending(&mut self, up: u64, p: Pending) {
+        self.deadlines.insert((p.deadline, up));
+        if let Some(client) = p.client {
+            if p.purpose != Purpose::ClientInit {
+                self.by_client.insert((client, p.orig_id.clone()), up);
+            }
+        }
+        self.pending.insert(up, p);
+    }
+
+    fn remove_pending(&mut self, up: u64) -> Option<Pending> {
+        let p = self.pending.remove(&up)?;
+        self.deadlines.remove(&(p.deadline, up));
+        if let Some(client) = p.client {
+            if p.purpose != Purpose::ClientInit {
+                self.by_client.remove(&(client, p.orig_id.clone()));
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+            }
+            if p.progress.is_some() && !self.tasks.values().any(|t| t.progress == Some(up)) {
+                self.progress_routes.remove(&up);
+            }
+        }
+        Some(p)
+    }
+
+    fn cancel_upstream(&mut self, up: u64, reason: &str) {
+        if self.pending.get(&up).is_some_and(|p| p.sent) && self.life != Life::Failed {
+            let params = format!(
+                r#"{{"requestId":{up},"reason":{}}}"#,
+                serde_json::Value::from(reason)
+            );
+            self.push(Action::ToChild(jsonrpc::notification(
+                "notifications/cancelled",
+                &params,
+            )));
+        }
+    }
+
+    fn expire(&mut self, up: u64) {
+        let Some(p) = self.pending.get(&up) else {
+            return;
+        };
+        match p.purpose {
+            Purpose::UpstreamInit => {
+                warn!(server = %self.name, "child did not answer initialize in time; restarting it");
+                self.remove_pending(up);
+                self.last_exit = Some("initialize timed out".into());
+                self.push(Action::Kill);
+                self.life = Life::Stopping {
+                    then: AfterStop::Crash,
+                };
+            }
+            Purpose::Internal => {
+                self.remove_pending(up);
+            }
+            _ => {
+                self.cancel_upstream(up, "request timed out");
+                self.held.retain(|(id, _)| *id != up);
+                let Some(p) = self.remove_pending(up) else {
+                    return;
+                };
+                let ms = self.cfg.request_timeout.as_millis();
+                let data = format!(
+                    r#"{{"reason":"{}","timeout_ms":{ms}}}"#,
+                    reasons::UPSTREAM_TIMEOUT
+                );
+                let msg = format!("request timed out after {ms} ms");
+                if let Some(client) = p.client {
+                    self.reply(
+                        client,
+                        p.batch,
+                        jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn internal_request(&mut self, now: Instant, method: &str, params: &str) {
+        let up = self.alloc_upstream();
+        self.insert_pending(
+            up,
+            Pending {
+                client: None,
+                orig_id: Bytes::new(),
+                purpose: Purpose::Internal,
+                deadline: now + self.cfg.request_timeout,
+                sent: true,
+                progress: None,
+                batch: None,
+            },
+        );
+        self.push(Action::ToChild(jsonrpc::request(up, method, params)));
+    }
+
+    /// The most verbose level any client asked for is the one the upstream session gets.
+    fn update_upstream_level(&mut self, now: Instant) {
+        let wanted = self.clients.values().filter_map(|c| c.level).min();
+        if wanted.is_some() && wanted != self.upstream_level {
+            self.upstream_level = wanted;
+            if self.life == Life::Running {
+                if let Some(level) = wanted {
+                    let params = format!(r#"{{"level":"{}"}}"#, LEVELS[level as usize]);
+                    self.internal_request(now, "logging/setLevel", &params);
+                }
+            }
+        }
+    }
+
+    fn broadcast_ready(&mut self, line: &Bytes) {
+        let targets: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Ready)
+            .map(|(id, _)| *id)
+            .collect();
+        for t in targets {
+            self.push(Action::ToClient(t, line.clone()));
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, batch: Option<u64>, line: Bytes) {
+        let Some(b) = batch else {
+            return self.to_client(client, line);
+        };
+        let Some(entry) = self.batches.get_mut(&b) else {
+            return;
+        };
+        entry.replies.push(line);
+        if entry.replies.len() >= entry.expected {
+            if let Some(entry) = self.batches.remove(&b) {
+                let total: usize = entry.replies.iter().map(|r| r.len() + 1).sum();
+                let mut out = Vec::with_capacity(total + 2);
+                out.push(b'[');
+                for (i, r) in entry.replies.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(r);
+                }
+                out.push(b']');
+                self.to_client(entry.client, Bytes::from(out));
+            }
+        }
+    }
+
+    fn to_client(&mut self, client: ClientId, line: Bytes) {
+        self.push(Action::ToClient(client, line));
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+}
+
+/// Whether an updated resource concerns a subscription: the same URI or one below it.
+fn uri_under(uri: &str, subscribed: &str) -> bool {
+    uri == subscribed
+        || (uri.starts_with(subscribed)
+            && (subscribed.ends_with('/') || uri.as_bytes().get(subscribed.len()) == Some(&b'/')))
+}
+
+/// The parts of an initialize result whose change after a restart means clients must re-list.
+fn identity(result: &[u8]) -> Option<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+    let v: serde_json::Value = serde_json::from_slice(result).ok()?;
+    Some((
+        v.get("protocolVersion").cloned().unwrap_or_default(),
+        v.get("capabilities").cloned().unwrap_or_default(),
+        v.get("serverInfo").cloned().unwrap_or_default(),
+    ))
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

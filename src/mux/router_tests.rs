@@ -1,0 +1,1097 @@
+//! Router unit tests: a harness on a fake clock drives the state machine message by message,
+//! one test (at least) per row of PROTOCOL.md.
+
+use super::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn cfg() -> ServerConfig {
+    ServerConfig {
+        name: "srv".into(),
+        socket: PathBuf::from("/tmp/srv.sock"),
+        cmd: "srv".into(),
+        args: vec![],
+        env: Default::default(),
+        cwd: None,
+        enabled: true,
+        lazy_start: false,
+        max_active_clients: 4,
+        max_request_bytes: 1024,
+        max_response_bytes: 1 << 20,
+        request_timeout: Duration::from_millis(1000),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_millis(1000),
+        max_restarts: 3,
+        shutdown_grace: Duration::from_millis(100),
+        capabilities: Capabilities {
+            sampling: true,
+            elicitation: true,
+            roots: false,
+        },
+        roots: None,
+        server_request_policy: ServerRequestPolicy::MostRecent,
+        status_file: None,
+    }
+}
+
+const INIT_RESULT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}"#;
+
+struct H {
+    r: Router,
+    now: Instant,
+}
+
+fn v(b: &Bytes) -> Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", b))
+}
+
+impl H {
+    fn new(cfg: ServerConfig) -> H {
+        H {
+            r: Router::new(cfg),
+            now: Instant::now(),
+        }
+    }
+
+    /// A server whose child is up and initialized.
+    fn running() -> H {
+        Self::running_with(cfg())
+    }
+
+    fn running_with(cfg: ServerConfig) -> H {
+        let mut h = H::new(cfg);
+        assert_eq!(h.drain(), vec![Action::Spawn]);
+        h.spawned_and_init(INIT_RESULT);
+        h
+    }
+
+    fn spawned_and_init(&mut self, result: &str) -> Vec<Action> {
+        self.r.handle(self.now, Input::ChildSpawned { pid: 42 });
+        let out = self.drain();
+        let init = child_msgs(&out);
+        assert_eq!(init.len(), 1, "{out:?}");
+        assert_eq!(init[0]["method"], "initialize");
+        assert_eq!(
+            init[0]["params"]["protocolVersion"],
+            UPSTREAM_PROTOCOL_VERSION
+        );
+        let id = init[0]["id"].clone();
+        self.child(&json!({"jsonrpc":"2.0","id":id,"result":serde_json::from_str::<Value>(result).unwrap()}))
+    }
+
+    fn drain(&mut self) -> Vec<Action> {
+        let mut out = vec![];
+        while let Some(a) = self.r.poll_action() {
+            out.push(a);
+        }
+        out
+    }
+
+    fn connect(&mut self, c: u64) -> Vec<Action> {
+        self.r.handle(self.now, Input::ClientConnected(ClientId(c)));
+        self.drain()
+    }
+
+    fn client(&mut self, c: u64, msg: &Value) -> Vec<Action> {
+        self.client_raw(c, &msg.to_string())
+    }
+
+    fn client_raw(&mut self, c: u64, line: &str) -> Vec<Action> {
+        self.r.handle(
+            self.now,
+            Input::ClientLine(ClientId(c), Bytes::from(line.to_owned())),
+        );
+        self.drain()
+    }
+
+    fn child(&mut self, msg: &Value) -> Vec<Action> {
+        self.child_raw(&msg.to_string())
+    }
+
+    fn child_raw(&mut self, line: &str) -> Vec<Action> {
+        self.r
+            .handle(self.now, Input::ChildLine(Bytes::from(line.to_owned())));
+        self.drain()
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<Action> {
+        self.now += Duration::from_millis(ms);
+        self.r.handle_timeout(self.now);
+        self.drain()
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Action> {
+        self.r.handle(self.now, input);
+        self.drain()
+    }
+
+    /// Connects and completes a client handshake with the given capabilities.
+    fn ready(&mut self, c: u64, caps: Value) {
+        self.connect(c);
+        let out = self.client(
+            c,
+            &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":caps,"clientInfo":{"name":"t","version":"1"}}}),
+        );
+        assert_eq!(client_msgs(&out, c).len(), 1, "{out:?}");
+        let out = self.client(
+            c,
+            &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        );
+        assert!(out.is_empty(), "initialized must be swallowed: {out:?}");
+    }
+
+    /// Sends a request from client `c` and returns the upstream id it got.
+    fn request(&mut self, c: u64, id: Value, method: &str, params: Value) -> Value {
+        let out = self.client(
+            c,
+            &json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}),
+        );
+        let sent = child_msgs(&out);
+        assert_eq!(sent.len(), 1, "expected one forwarded message: {out:?}");
+        assert_eq!(sent[0]["method"], method);
+        sent[0]["id"].clone()
+    }
+}
+
+fn child_msgs(actions: &[Action]) -> Vec<Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToChild(b) => Some(v(b)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_msgs(actions: &[Action], c: u64) -> Vec<Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToClient(id, b) if *id == ClientId(c) => Some(v(b)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn any_client_msgs(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ToClient(..)))
+        .count()
+}
+
+// ----- requests and responses -----
+
+#[test]
+fn ids_are_rewritten_and_restored_with_their_json_type() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let up1 = h.request(1, json!(1), "tools/list", json!({}));
+    let up2 = h.request(2, json!("1"), "tools/list", json!({}));
+    assert_ne!(up1, up2, "upstream ids must be unique per server");
+    // Out of order: the second answer first.
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up2,"result":{"who":2}}));
+    let got = client_msgs(&out, 2);
+    assert_eq!(
+        got,
+        vec![json!({"jsonrpc":"2.0","id":"1","result":{"who":2}})]
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up1,"result":{"who":1}}));
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":1,"result":{"who":1}})]
+    );
+}
+
+#[test]
+fn unknown_response_ids_are_dropped() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":999,"result":{}}));
+    assert!(out.is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","id":"x","result":{}}));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn error_responses_are_routed_like_results() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(7), "tools/call", json!({"name":"x"}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"error":{"code":-32601,"message":"nope"}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 7);
+    assert_eq!(got[0]["error"]["code"], -32601);
+}
+
+#[test]
+fn many_requests_with_the_same_ids_from_two_clients_each_get_their_own() {
+    let mut h = H::running_with(ServerConfig {
+        request_timeout: Duration::from_secs(60),
+        ..cfg()
+    });
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let mut ups = vec![];
+    for i in 0..300 {
+        for c in [1u64, 2] {
+            let up = h.request(
+                c,
+                json!(i),
+                "tools/call",
+                json!({"_meta":{"progressToken":i}}),
+            );
+            ups.push((c, i, up));
+        }
+    }
+    // Progress for every request, then answers, in reverse order.
+    for (c, i, up) in ups.iter().rev() {
+        let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}));
+        let got = client_msgs(&out, *c);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["params"]["progressToken"], json!(i));
+        assert_eq!(any_client_msgs(&out), 1);
+        let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"c":c,"i":i}}));
+        let got = client_msgs(&out, *c);
+        assert_eq!(
+            got,
+            vec![json!({"jsonrpc":"2.0","id":i,"result":{"c":c,"i":i}})]
+        );
+        assert_eq!(any_client_msgs(&out), 1);
+    }
+    assert_eq!(h.r.status().pending, 0);
+}
+
+// ----- progress -----
+
+#[test]
+fn progress_tokens_are_made_unique_and_restored() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    // Both clients use token 0 (the SDKs reuse the request id, rmcp counts from 0).
+    let out1 = h.client(1, &json!({"jsonrpc":"2.0","id":0,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":0}}}));
+    let out2 = h.client(2, &json!({"jsonrpc":"2.0","id":0,"method":"tools/call","params":{"name":"a","_meta":{"progressToken":0}}}));
+    let t1 = child_msgs(&out1)[0]["params"]["_meta"]["progressToken"].clone();
+    let t2 = child_msgs(&out2)[0]["params"]["_meta"]["progressToken"].clone();
+    assert_ne!(t1, t2);
+    assert_eq!(
+        child_msgs(&out1)[0]["params"]["name"],
+        "a",
+        "payload untouched"
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":t2,"progress":5,"total":10}}));
+    let got = client_msgs(&out, 2);
+    assert_eq!(
+        got[0]["params"],
+        json!({"progressToken":0,"progress":5,"total":10})
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+}
+
+#[test]
+fn progress_after_the_response_or_a_cancel_is_dropped() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"_meta":{"progressToken":"tok"}}}));
+    let up = child_msgs(&out)[0]["id"].clone();
+    h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"a"}}),
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}));
+    assert!(out.is_empty(), "progress after cancel leaked: {out:?}");
+
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"_meta":{"progressToken":"tok"}}}));
+    let up = child_msgs(&out)[0]["id"].clone();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}));
+    assert!(out.is_empty());
+}
+
+// ----- cancellation, disconnects, timeouts -----
+
+#[test]
+fn client_cancel_is_rewritten_and_forgets_the_request() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!("r1"), "tools/call", json!({}));
+    let out = h.client(1, &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"r1","reason":"user"}}));
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["method"], "notifications/cancelled");
+    assert_eq!(sent[0]["params"]["requestId"], up);
+    assert_eq!(sent[0]["params"]["reason"], "user");
+    assert_eq!(h.r.status().pending, 0);
+    // A late answer reaches nobody.
+    assert!(h
+        .child(&json!({"jsonrpc":"2.0","id":up,"result":{}}))
+        .is_empty());
+    // Cancelling something unknown forwards nothing.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"zzz"}}),
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_client_cannot_cancel_another_clients_request() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    h.request(1, json!(5), "tools/call", json!({}));
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.r.status().pending, 1);
+}
+
+#[test]
+fn disconnect_cancels_in_flight_and_fails_server_requests_to_it() {
+    let mut h = H::running();
+    h.ready(1, json!({"sampling":{}}));
+    h.ready(2, json!({}));
+    let up_a = h.request(1, json!(1), "tools/call", json!({}));
+    let up_b = h.request(1, json!(2), "tools/call", json!({}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}));
+    assert_eq!(client_msgs(&out, 1).len(), 1);
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let sent = child_msgs(&out);
+    let cancelled: Vec<Value> = sent
+        .iter()
+        .filter(|m| m["method"] == "notifications/cancelled")
+        .map(|m| m["params"]["requestId"].clone())
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    assert!(cancelled.contains(&up_a) && cancelled.contains(&up_b));
+    let err = sent
+        .iter()
+        .find(|m| m["id"] == "s1")
+        .expect("server request answered");
+    assert_eq!(err["error"]["data"]["reason"], reasons::CLIENT_GONE);
+    // Nothing of its reaches anyone afterwards.
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up_a,"result":{}}));
+    assert_eq!(any_client_msgs(&out), 0);
+    assert_eq!(h.r.status().clients, 1);
+}
+
+#[test]
+fn timeout_cancels_upstream_and_tells_the_client() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(9), "tools/call", json!({}));
+    assert_eq!(
+        h.r.poll_timeout(),
+        Some(h.now + Duration::from_millis(1000))
+    );
+    assert!(h.advance(999).is_empty());
+    let out = h.advance(1);
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["method"], "notifications/cancelled");
+    assert_eq!(sent[0]["params"]["requestId"], up);
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 9);
+    assert_eq!(got[0]["error"]["code"], codes::INTERNAL_ERROR);
+    assert_eq!(
+        got[0]["error"]["data"],
+        json!({"reason":"upstream_timeout","timeout_ms":1000})
+    );
+}
+
+// ----- initialize -----
+
+#[test]
+fn initialize_is_answered_from_the_cache_and_never_forwarded() {
+    let mut h = H::running();
+    h.connect(1);
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}));
+    assert!(child_msgs(&out).is_empty());
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], "init-1");
+    // The upstream's negotiated version, not the client's.
+    assert_eq!(got[0]["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(got[0]["result"]["serverInfo"]["name"], "s");
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn concurrent_first_initializes_make_one_upstream_handshake() {
+    let mut h = H::new(ServerConfig {
+        lazy_start: true,
+        ..cfg()
+    });
+    assert!(h.drain().is_empty(), "lazy: no child at start");
+    assert_eq!(h.r.status().state, ServerState::Lazy);
+    h.connect(1);
+    h.connect(2);
+    let init =
+        |id| json!({"jsonrpc":"2.0","id":id,"method":"initialize","params":{"capabilities":{}}});
+    let out = h.client(1, &init(1));
+    assert_eq!(out, vec![Action::Spawn]);
+    let out = h.client(2, &init(1));
+    assert!(out.is_empty());
+    let out = h.spawned_and_init(INIT_RESULT);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "notifications/initialized");
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["serverInfo"]["name"], "s");
+    assert_eq!(client_msgs(&out, 2)[0]["id"], 1);
+}
+
+#[test]
+fn only_one_initialized_notification_per_child() {
+    let mut h = H::running();
+    for c in 1..=3 {
+        h.ready(c, json!({}));
+    }
+    // `ready` asserts each client's initialized is swallowed; the child saw exactly one.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn server_discover_is_refused_locally() {
+    let mut h = H::running();
+    h.connect(1);
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":1,"method":"server/discover"}),
+    );
+    assert!(child_msgs(&out).is_empty());
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::METHOD_NOT_FOUND
+    );
+}
+
+#[test]
+fn upstream_declares_configured_capabilities_not_the_clients() {
+    let mut h = H::new(ServerConfig {
+        capabilities: Capabilities {
+            sampling: false,
+            elicitation: true,
+            roots: true,
+        },
+        ..cfg()
+    });
+    h.drain();
+    h.r.handle(h.now, Input::ChildSpawned { pid: 1 });
+    let out = h.drain();
+    let caps = &child_msgs(&out)[0]["params"]["capabilities"];
+    assert!(caps.get("sampling").is_none());
+    assert!(caps.get("elicitation").is_some());
+    assert_eq!(caps["roots"]["listChanged"], true);
+}
+
+// ----- ping -----
+
+#[test]
+fn ping_is_answered_locally_in_both_directions() {
+    let mut h = H::running();
+    h.connect(1);
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":3,"method":"ping"}));
+    assert!(child_msgs(&out).is_empty());
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":3,"result":{}})]
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","id":"p","method":"ping"}));
+    assert_eq!(
+        child_msgs(&out),
+        vec![json!({"jsonrpc":"2.0","id":"p","result":{}})]
+    );
+    assert_eq!(any_client_msgs(&out), 0);
+}
+
+// ----- notifications from the server -----
+
+#[test]
+fn list_changed_goes_to_ready_clients_only() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.connect(2); // still in its handshake
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert_eq!(client_msgs(&out, 1).len(), 1);
+    assert!(client_msgs(&out, 2).is_empty());
+}
+
+#[test]
+fn subscriptions_are_reference_counted() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let sub = |id| json!({"jsonrpc":"2.0","id":id,"method":"resources/subscribe","params":{"uri":"file:///a"}});
+    let unsub = |id| json!({"jsonrpc":"2.0","id":id,"method":"resources/unsubscribe","params":{"uri":"file:///a"}});
+    let out = h.client(1, &sub(1));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "0->1 is forwarded");
+    h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":{}}));
+    let out = h.client(2, &sub(1));
+    assert!(child_msgs(&out).is_empty(), "1->2 is answered locally");
+    assert_eq!(client_msgs(&out, 2)[0]["result"], json!({}));
+    // Updates go to both subscribers, and to subscribers of a parent URI.
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}));
+    assert_eq!(any_client_msgs(&out), 2);
+    let out = h.client(1, &unsub(2));
+    assert!(child_msgs(&out).is_empty(), "2->1 is answered locally");
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a/b"}}));
+    assert_eq!(client_msgs(&out, 2).len(), 1);
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///ab"}}));
+    assert!(out.is_empty(), "a sibling URI is not under file:///a");
+    // The last subscriber leaving sends the unsubscribe upstream.
+    let out = h.input(Input::ClientGone(ClientId(2)));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "resources/unsubscribe");
+    assert_eq!(sent[0]["params"]["uri"], "file:///a");
+}
+
+#[test]
+fn log_level_is_the_most_verbose_upstream_and_filtered_per_client() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    h.ready(3, json!({}));
+    let set = |level| json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":level}});
+    let out = h.client(1, &set("error"));
+    assert_eq!(child_msgs(&out)[0]["params"]["level"], "error");
+    assert_eq!(client_msgs(&out, 1)[0]["result"], json!({}));
+    let out = h.client(2, &set("info"));
+    assert_eq!(child_msgs(&out)[0]["params"]["level"], "info");
+    let out = h.client(1, &set("warning"));
+    assert!(
+        child_msgs(&out).is_empty(),
+        "info is still the most verbose"
+    );
+    let msg = |level| json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":level,"data":"x"}});
+    let out = h.child(&msg("info"));
+    assert!(client_msgs(&out, 1).is_empty());
+    assert_eq!(client_msgs(&out, 2).len(), 1);
+    assert_eq!(
+        client_msgs(&out, 3).len(),
+        1,
+        "a client that set no level gets everything"
+    );
+    let out = h.child(&msg("error"));
+    assert_eq!(any_client_msgs(&out), 3);
+    let out = h.client(1, &set("loud"));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+}
+
+// ----- server -> client requests -----
+
+#[test]
+fn sampling_goes_to_the_capable_client_with_a_request_in_flight() {
+    let mut h = H::running();
+    h.ready(1, json!({"sampling":{}}));
+    h.ready(2, json!({"sampling":{}}));
+    h.ready(3, json!({})); // not capable, most recent request
+    h.request(2, json!(1), "tools/call", json!({"name":"sample"}));
+    h.request(3, json!(1), "tools/call", json!({}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":77,"method":"sampling/createMessage","params":{"maxTokens":1}}));
+    let got = client_msgs(&out, 2);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(any_client_msgs(&out), 1);
+    let mux_id = got[0]["id"].clone();
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":mux_id,"result":{"role":"assistant"}}),
+    );
+    assert_eq!(
+        child_msgs(&out),
+        vec![json!({"jsonrpc":"2.0","id":77,"result":{"role":"assistant"}})]
+    );
+    // The same reply again is not forwarded twice.
+    let out = h.client(2, &json!({"jsonrpc":"2.0","id":mux_id,"result":{}}));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn server_requests_never_reach_a_client_without_the_capability() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.request(1, json!(1), "tools/call", json!({}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"e1","method":"elicitation/create","params":{}}));
+    assert_eq!(any_client_msgs(&out), 0);
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["id"], "e1");
+    assert_eq!(
+        sent[0]["error"]["data"]["reason"],
+        reasons::NO_CAPABLE_CLIENT
+    );
+}
+
+#[test]
+fn in_flight_only_policy_refuses_idle_clients() {
+    let mut h = H::running_with(ServerConfig {
+        server_request_policy: ServerRequestPolicy::InFlightOnly,
+        ..cfg()
+    });
+    h.ready(1, json!({"sampling":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}));
+    assert_eq!(any_client_msgs(&out), 0);
+    let mut h = H::running();
+    h.ready(1, json!({"sampling":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}));
+    assert_eq!(
+        client_msgs(&out, 1).len(),
+        1,
+        "default policy falls back to a capable client"
+    );
+}
+
+#[test]
+fn roots_list_is_answered_from_config() {
+    let mut h = H::running_with(ServerConfig {
+        roots: Some(vec!["file:///p".into()]),
+        ..cfg()
+    });
+    h.ready(1, json!({"roots":{}}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":4,"method":"roots/list"}));
+    assert_eq!(any_client_msgs(&out), 0);
+    assert_eq!(
+        child_msgs(&out)[0]["result"],
+        json!({"roots":[{"uri":"file:///p"}]})
+    );
+}
+
+#[test]
+fn elicitation_complete_goes_to_the_asked_client_and_server_cancel_is_rewritten() {
+    let mut h = H::running();
+    h.ready(1, json!({"elicitation":{}}));
+    h.ready(2, json!({"elicitation":{}}));
+    h.request(2, json!(1), "tools/call", json!({}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":5,"method":"elicitation/create","params":{"mode":"url","elicitationId":"el-1"}}));
+    let mux_id = client_msgs(&out, 2)[0]["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"el-1"}}));
+    assert_eq!(client_msgs(&out, 2).len(), 1);
+    assert_eq!(any_client_msgs(&out), 1);
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
+    );
+    let got = client_msgs(&out, 2);
+    assert_eq!(got[0]["params"]["requestId"], mux_id);
+    assert_eq!(any_client_msgs(&out), 1);
+}
+
+#[test]
+fn roots_list_changed_is_forwarded_only_when_declared_and_debounced() {
+    let mut h = H::running();
+    h.ready(1, json!({"roots":{}}));
+    let note = json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"});
+    assert!(h.client(1, &note).is_empty(), "roots not declared upstream");
+    let mut h = H::running_with(ServerConfig {
+        capabilities: Capabilities {
+            sampling: true,
+            elicitation: true,
+            roots: true,
+        },
+        ..cfg()
+    });
+    h.ready(1, json!({"roots":{}}));
+    assert_eq!(child_msgs(&h.client(1, &note)).len(), 1);
+    assert!(h.client(1, &note).is_empty());
+    assert!(h.client(1, &note).is_empty());
+    let out = h.advance(ROOTS_DEBOUNCE.as_millis() as u64);
+    assert_eq!(
+        child_msgs(&out).len(),
+        1,
+        "the burst collapses into one more"
+    );
+    assert!(h.advance(1000).is_empty());
+}
+
+// ----- tasks -----
+
+#[test]
+fn tasks_belong_to_the_client_that_created_them() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let up = h.request(
+        1,
+        json!(1),
+        "tools/call",
+        json!({"name":"t","task":{"ttl":1000},"_meta":{"progressToken":"p"}}),
+    );
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"task":{"taskId":"T1","status":"working"}}}),
+    );
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["task"]["taskId"], "T1");
+    // Progress stays routed for the task's life.
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}));
+    assert_eq!(client_msgs(&out, 1)[0]["params"]["progressToken"], "p");
+    // Another client may not touch it.
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":8,"method":"tasks/get","params":{"taskId":"T1"}}),
+    );
+    assert!(child_msgs(&out).is_empty());
+    assert_eq!(
+        client_msgs(&out, 2)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+    h.request(1, json!(2), "tasks/get", json!({"taskId":"T1"}));
+    // tasks/list is filtered per client.
+    let up = h.request(2, json!(3), "tasks/list", json!({}));
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"tasks":[{"taskId":"T1"},{"taskId":"T9"}]}}),
+    );
+    assert_eq!(
+        client_msgs(&out, 2)[0],
+        json!({"jsonrpc":"2.0","id":3,"result":{"tasks":[]}})
+    );
+    // Status goes to the owner only; a terminal status ends the progress route.
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"T1","status":"completed"}}));
+    assert_eq!(client_msgs(&out, 1).len(), 1);
+    assert_eq!(any_client_msgs(&out), 1);
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":2}}));
+    assert!(out.is_empty());
+}
+
+// ----- malformed input -----
+
+#[test]
+fn malformed_lines_get_parse_error_or_invalid_request_and_keep_the_connection() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.client_raw(1, "{not json");
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}})]
+    );
+    let out = h.client_raw(1, r#"{"hello":"world"}"#);
+    assert_eq!(client_msgs(&out, 1)[0]["error"]["code"], -32600);
+    assert!(!out.iter().any(|a| matches!(a, Action::CloseClient(_))));
+    h.request(1, json!(1), "tools/list", json!({}));
+}
+
+#[test]
+fn oversized_lines_are_refused_with_the_bound() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.input(Input::ClientTooLong(ClientId(1)));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["error"]["code"], -32600);
+    assert!(got[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1024 bytes"));
+    assert_eq!(got[0]["error"]["data"]["limit"], 1024);
+}
+
+#[test]
+fn garbage_from_the_child_is_skipped() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(1), "tools/list", json!({}));
+    assert!(h.child_raw("Server started on stdio!").is_empty());
+    assert!(h.child_raw(r#"{"jsonrpc":"2.0""#).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    assert_eq!(client_msgs(&out, 1).len(), 1);
+}
+
+#[test]
+fn batches_are_split_and_answered_as_one_array() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.client_raw(1, r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"method":"ping"},42]"#);
+    let sent = child_msgs(&out);
+    assert_eq!(
+        sent.len(),
+        2,
+        "each element forwarded alone, never as a batch: {sent:?}"
+    );
+    assert!(sent.iter().all(|m| m.is_object()));
+    assert!(
+        client_msgs(&out, 1).is_empty(),
+        "the array waits for every answer"
+    );
+    let up = sent.iter().find(|m| m["method"] == "tools/list").unwrap()["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[]}}));
+    let got = client_msgs(&out, 1);
+    let arr = got[0].as_array().expect("an array");
+    assert_eq!(arr.len(), 3);
+    assert!(arr.iter().any(|r| r["id"] == 2 && r["result"] == json!({})));
+    assert!(arr
+        .iter()
+        .any(|r| r["id"] == 1 && r["result"]["tools"] == json!([])));
+    assert!(arr.iter().any(|r| r["error"]["code"] == -32600));
+    let out = h.client_raw(1, "[]");
+    assert_eq!(client_msgs(&out, 1)[0]["error"]["code"], -32600);
+}
+
+// ----- lifecycle -----
+
+#[test]
+fn crash_fails_in_flight_restarts_with_backoff_and_clients_stay() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.request(1, json!(1), "tools/call", json!({}));
+    let out = h.input(Input::ChildExited("exited with status 1".into()));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 1);
+    assert_eq!(
+        got[0]["error"]["data"],
+        json!({"reason":"upstream_exited","server":"srv"})
+    );
+    assert_eq!(h.r.status().state, ServerState::Backoff);
+    assert_eq!(
+        h.r.status().last_exit.as_deref(),
+        Some("exited with status 1")
+    );
+    // A request during backoff is held and sent after the new handshake.
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+    assert!(out.is_empty());
+    assert!(h.advance(99).is_empty());
+    assert_eq!(h.advance(1), vec![Action::Spawn]);
+    let out = h.spawned_and_init(INIT_RESULT);
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["method"], "notifications/initialized");
+    assert_eq!(sent[1]["method"], "tools/list");
+    assert_eq!(h.r.status().restarts, 1);
+    // Same server identity: no list_changed.
+    assert_eq!(any_client_msgs(&out), 0);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[1]["id"],"result":{}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 2);
+}
+
+#[test]
+fn backoff_doubles_up_to_the_max_then_fails() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let mut delays = vec![];
+    for _ in 0..3 {
+        h.input(Input::ChildExited("boom".into()));
+        let start = h.now;
+        let deadline = h.r.poll_timeout().unwrap();
+        delays.push((deadline - start).as_millis());
+        h.now = deadline;
+        h.r.handle_timeout(h.now);
+        assert_eq!(h.drain(), vec![Action::Spawn]);
+        h.input(Input::ChildSpawnFailed("no such file".into()));
+        assert_ne!(h.r.status().state, ServerState::Running);
+        // Spawn failure counts as a crash; take the next deadline from there.
+        let d = h.r.poll_timeout();
+        if h.r.status().state == ServerState::Failed {
+            break;
+        }
+        let deadline = d.unwrap();
+        delays.push((deadline - h.now).as_millis());
+        h.now = deadline;
+        h.r.handle_timeout(h.now);
+        assert_eq!(h.drain(), vec![Action::Spawn]);
+        h.spawned_and_init(INIT_RESULT);
+    }
+    assert_eq!(&delays[..3], &[100, 200, 400]);
+    assert_eq!(h.r.status().state, ServerState::Failed);
+    // Failed: requests get server_unavailable until a restart.
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["data"],
+        json!({"reason":"server_unavailable","state":"failed"})
+    );
+    assert_eq!(
+        h.input(Input::Command(Command::Restart)),
+        vec![Action::Spawn]
+    );
+    h.spawned_and_init(INIT_RESULT);
+    assert_eq!(h.r.status().state, ServerState::Running);
+}
+
+#[test]
+fn restart_with_changed_identity_announces_list_changed_and_replays_state() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}),
+    );
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"u://x"}}),
+    );
+    h.child(&json!({"jsonrpc":"2.0","id":child_msgs(&out)[0]["id"],"result":{}}));
+    h.input(Input::ChildExited("boom".into()));
+    h.advance(100);
+    let out = h.spawned_and_init(
+        r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"2"}}"#,
+    );
+    let sent = child_msgs(&out);
+    let methods: Vec<&str> = sent.iter().filter_map(|m| m["method"].as_str()).collect();
+    assert_eq!(
+        methods,
+        vec![
+            "notifications/initialized",
+            "resources/subscribe",
+            "logging/setLevel"
+        ]
+    );
+    assert_eq!(sent[1]["params"]["uri"], "u://x");
+    assert_eq!(sent[2]["params"]["level"], "debug");
+    let got: Vec<String> = client_msgs(&out, 1)
+        .iter()
+        .map(|m| m["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "notifications/tools/list_changed",
+            "notifications/prompts/list_changed",
+            "notifications/resources/list_changed"
+        ]
+    );
+    // Replayed requests' answers reach no client.
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[1]["id"],"result":{}}));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn stop_and_start_commands() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.request(1, json!(1), "tools/call", json!({}));
+    let out = h.input(Input::Command(Command::Stop));
+    assert!(out.contains(&Action::Kill));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["data"],
+        json!({"reason":"server_unavailable","state":"stopped"})
+    );
+    assert_eq!(h.r.status().state, ServerState::Stopped);
+    let out = h.input(Input::ChildExited("killed by signal 15".into()));
+    assert!(out.is_empty());
+    assert_eq!(h.r.status().state, ServerState::Stopped);
+    assert_eq!(h.r.status().restarts, 0, "a requested stop is not a crash");
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+    assert_eq!(client_msgs(&out, 1)[0]["error"]["data"]["state"], "stopped");
+    assert_eq!(h.input(Input::Command(Command::Start)), vec![Action::Spawn]);
+    h.spawned_and_init(INIT_RESULT);
+    h.request(1, json!(3), "tools/list", json!({}));
+}
+
+#[test]
+fn restart_command_kills_then_spawns() {
+    let mut h = H::running();
+    assert_eq!(
+        h.input(Input::Command(Command::Restart)),
+        vec![Action::Kill]
+    );
+    assert_eq!(h.r.status().state, ServerState::Starting);
+    assert_eq!(
+        h.input(Input::ChildExited("killed".into())),
+        vec![Action::Spawn]
+    );
+    h.spawned_and_init(INIT_RESULT);
+    assert_eq!(h.r.status().restarts, 0);
+}
+
+#[test]
+fn initialize_timeout_restarts_the_child() {
+    let mut h = H::new(cfg());
+    h.drain();
+    h.r.handle(h.now, Input::ChildSpawned { pid: 1 });
+    h.drain();
+    let out = h.advance(1000);
+    assert_eq!(out, vec![Action::Kill]);
+    let out = h.input(Input::ChildExited("killed by signal 15".into()));
+    assert!(out.is_empty());
+    assert_eq!(h.r.status().state, ServerState::Backoff);
+    assert_eq!(
+        h.r.status().last_exit.as_deref(),
+        Some("killed by signal 15")
+    );
+}
+
+#[test]
+fn too_many_clients_get_an_error_and_are_closed() {
+    let mut h = H::running();
+    for c in 1..=4 {
+        assert!(h.connect(c).is_empty());
+    }
+    let out = h.connect(5);
+    assert_eq!(
+        client_msgs(&out, 5)[0]["error"]["data"],
+        json!({"reason":"too_many_clients","max":4})
+    );
+    assert_eq!(out.last(), Some(&Action::CloseClient(ClientId(5))));
+    assert_eq!(h.r.status().clients, 4);
+}
+
+#[test]
+fn lazy_start_spawns_on_the_first_request() {
+    let mut h = H::new(ServerConfig {
+        lazy_start: true,
+        ..cfg()
+    });
+    assert!(h.drain().is_empty());
+    h.connect(1);
+    assert!(
+        h.client(1, &json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+            .len()
+            == 1
+    );
+    assert_eq!(h.r.status().state, ServerState::Lazy, "ping needs no child");
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+    assert_eq!(out, vec![Action::Spawn]);
+    let out = h.spawned_and_init(INIT_RESULT);
+    assert_eq!(child_msgs(&out)[1]["method"], "tools/list");
+}
+
+#[test]
+fn disabled_servers_start_stopped() {
+    let mut h = H::new(ServerConfig {
+        enabled: false,
+        ..cfg()
+    });
+    assert!(h.drain().is_empty());
+    assert_eq!(h.r.status().state, ServerState::Stopped);
+}
+
+#[test]
+fn shutdown_answers_everything_and_kills_the_child() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(1), "tools/call", json!({}));
+    let out = h.input(Input::Shutdown);
+    let cancel = &child_msgs(&out)[0];
+    assert_eq!(cancel["params"]["requestId"], up);
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["data"]["reason"],
+        "server_unavailable"
+    );
+    assert!(out.contains(&Action::Kill));
+    assert!(out.contains(&Action::CloseClient(ClientId(1))));
+}
+
+#[test]
+fn healthy_stretch_resets_the_failure_count() {
+    let mut h = H::running();
+    for _ in 0..5 {
+        h.now += HEALTHY_STRETCH;
+        h.input(Input::ChildExited("boom".into()));
+        assert_eq!(h.r.status().state, ServerState::Backoff);
+        assert_eq!(h.r.poll_timeout(), Some(h.now + Duration::from_millis(100)));
+        h.advance(100);
+        h.spawned_and_init(INIT_RESULT);
+    }
+    assert_eq!(h.r.status().restarts, 5);
+}
