@@ -7,9 +7,14 @@
 //! - [`daemon`]: all servers of a config, status snapshots, shutdown.
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+//! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod health;
 pub mod jsonrpc;
 pub mod mux;
 pub mod proxy;
+pub mod status;

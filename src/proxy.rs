@@ -1,1 +1,598 @@
-//! Proxy.
+//! The stdio <-> socket bridge that hosts run as a server's command (`rmcp-mux-proxy`).
+//!
+//! It passes lines both ways untouched and keeps just enough of the session to be a good
+//! citizen: which requests the host is still owed an answer for (so stdin EOF does not drop
+//! them, and a lost daemon answers them with an error instead of silence), and the host's
+//! handshake (so after a daemon restart it reconnects and replays it, and the host session
+//! survives). It never routes: the daemon does that.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::UnixStream;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::jsonrpc::framing::{Frame, LineCodec};
+use crate::jsonrpc::{self, codes, reasons, Kind, Parsed};
+
+/// How the proxy behaves; [`ProxyOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// The server's socket.
+    pub socket: PathBuf,
+    /// The longest line passed either way.
+    pub max_line: usize,
+    /// How long to keep trying when the daemon went away.
+    pub reconnect_timeout: Duration,
+    /// After stdin EOF, how long to wait for answers still owed.
+    pub drain_timeout: Duration,
+}
+
+impl ProxyOptions {
+    /// Defaults: 64 MiB lines, 30 s to reconnect, 60 s to drain.
+    pub fn new(socket: PathBuf) -> Self {
+        ProxyOptions {
+            socket,
+            max_line: 64 << 20,
+            reconnect_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs the bridge on the process's stdin and stdout until the host goes away.
+///
+/// # Errors
+/// The socket cannot be reached at start, or not again within `reconnect_timeout`.
+pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    run_with(opts, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+enum Outcome {
+    /// The host is gone or nothing more is owed: exit.
+    Done,
+    /// The daemon went away: reconnect.
+    SocketLost,
+}
+
+#[derive(Default)]
+struct Session {
+    init: Option<Bytes>,
+    initialized: Option<Bytes>,
+    set_level: Option<Bytes>,
+    owed: HashSet<Bytes>,
+    replay: HashSet<Bytes>,
+    replays: u64,
+}
+
+/// The same bridge over any pair of streams (tests use in-memory pipes).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with<I, O>(opts: ProxyOptions, input: I, output: O) -> anyhow::Result<()>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let mut stream = UnixStream::connect(&opts.socket).await.with_context(|| {
+        format!(
+            "cannot connect to {} (is rmcp-mux running?)",
+            opts.socket.display()
+        )
+    })?;
+    let mut input = FramedRead::new(input, LineCodec::new(opts.max_line));
+    let mut out = BufWriter::with_capacity(64 * 1024, output);
+    let mut session = Session::default();
+    let mut input_done = false;
+    loop {
+        let outcome = bridge(
+            &opts,
+            stream,
+            &mut input,
+            &mut input_done,
+            &mut out,
+            &mut session,
+        )
+        .await?;
+        match outcome {
+            Outcome::Done => return Ok(()),
+            Outcome::SocketLost => {
+                // Whatever was in flight is lost with the connection: say so.
+                let data = format!(r#"{{"reason":"{}"}}"#, reasons::UPSTREAM_EXITED);
+                for id in session.owed.drain() {
+                    let line = jsonrpc::error(
+                        &id,
+                        codes::INTERNAL_ERROR,
+                        "rmcp-mux connection lost; request aborted",
+                        Some(&data),
+                    );
+                    if write_line(&mut out, &line).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if out.flush().await.is_err() {
+                    return Ok(());
+                }
+                session.replay.clear();
+                if input_done {
+                    return Ok(());
+                }
+                warn!(socket = %opts.socket.display(), "lost the daemon; reconnecting");
+                stream = reconnect(&opts).await?;
+                info!("reconnected");
+            }
+        }
+    }
+}
+
+async fn reconnect(opts: &ProxyOptions) -> anyhow::Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + opts.reconnect_timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match UnixStream::connect(&opts.socket).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() + delay > deadline => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "lost {} and could not reconnect within {:?}",
+                        opts.socket.display(),
+                        opts.reconnect_timeout
+                    )
+                })
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn bridge<I, O>(
+    opts: &ProxyOptions,
+    stream: UnixStream,
+    input: &mut FramedRead<I, LineCodec>,
+    input_done: &mut bool,
+    out: &mut BufWriter<O>,
+    session: &mut Session,
+) -> anyhow::Result<Outcome>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let (read, write) = stream.into_split();
+    let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
+    let mut sock_out = BufWriter::with_capacity(64 * 1024, write);
+    // After a reconnect: the host's handshake again, under private ids, answers swallowed.
+    if replay(session, &mut sock_out).await.is_err() {
+        return Ok(Outcome::SocketLost);
+    }
+    let mut drain_deadline = None;
+    loop {
+        if *input_done && session.owed.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        tokio::select! {
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            frame = input.next(), if !*input_done => {
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Some(Ok(Frame::Line(line))) => {
+                            note_host_line(session, &line);
+                            if write_line(&mut sock_out, &line).await.is_err() {
+                                return Ok(Outcome::SocketLost);
+                            }
+                        }
+                        Some(Ok(Frame::TooLong { limit })) => {
+                            let msg = format!("message exceeds {limit} bytes");
+                            if write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
+                                return Ok(Outcome::Done);
+                            }
+                        }
+                        Some(Err(_)) | None => {
+                            debug!(owed = session.owed.len(), "host closed stdin");
+                            *input_done = true;
+                            drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
+                        }
+                    }
+                    if !*input_done {
+                        // Take whatever else is already buffered before one flush.
+                        next = input.next().now_or_never();
+                    }
+                }
+                if sock_out.flush().await.is_err() {
+                    return Ok(Outcome::SocketLost);
+                }
+                if out.flush().await.is_err() {
+                    return Ok(Outcome::Done);
+                }
+            }
+            frame = sock_in.next() => {
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Some(Ok(Frame::Line(line))) => {
+                            if keep_socket_line(session, &line)
+                                && write_line(out, &line).await.is_err()
+                            {
+                                return Ok(Outcome::Done);
+                            }
+                        }
+                        Some(Ok(Frame::TooLong { limit })) => {
+                            warn!(limit, "the daemon sent a line over the bound; dropped");
+                        }
+                        Some(Err(_)) | None => {
+                            let _ = out.flush().await;
+                            return Ok(Outcome::SocketLost);
+                        }
+                    }
+                    next = sock_in.next().now_or_never();
+                }
+                if out.flush().await.is_err() {
+                    return Ok(Outcome::Done);
+                }
+            }
+            () = sleep_opt(drain_deadline) => {
+                warn!(owed = session.owed.len(), "gave up waiting for answers after stdin closed");
+                return Ok(Outcome::Done);
+            }
+        }
+    }
+}
+
+async fn replay<W: AsyncWrite + Unpin>(
+    session: &mut Session,
+    sock: &mut BufWriter<W>,
+) -> std::io::Result<()> {
+    let lines = [session.init.clone(), session.set_level.clone()];
+    for (i, line) in lines.into_iter().enumerate() {
+        let Some(line) = line else { continue };
+        session.replays += 1;
+        let id = format!("\"rmcp-mux-proxy-replay-{}\"", session.replays);
+        let Some(rewritten) = with_id(&line, id.as_bytes()) else {
+            continue;
+        };
+        session.replay.insert(Bytes::from(id));
+        write_line(sock, &rewritten).await?;
+        if i == 0 {
+            if let Some(initialized) = &session.initialized {
+                write_line(sock, initialized).await?;
+            }
+        }
+    }
+    sock.flush().await
+}
+
+fn with_id(line: &[u8], id: &[u8]) -> Option<Bytes> {
+    let env = jsonrpc::parse_one(line).ok()?;
+    let span = jsonrpc::span_in(line, env.id?.get());
+    Some(jsonrpc::splice(line, &mut [(span, id)]))
+}
+
+/// Records what the host sent that matters for owed answers and replays.
+fn note_host_line(session: &mut Session, line: &Bytes) {
+    match jsonrpc::parse(line) {
+        Ok(Parsed::Single(env)) => note_envelope(session, line, &env),
+        Ok(Parsed::Batch(items)) => {
+            for raw in items {
+                if let Ok(env) = jsonrpc::parse_one(raw.get().as_bytes()) {
+                    note_envelope(session, line, &env);
+                }
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+fn note_envelope(session: &mut Session, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
+    match (env.kind, env.method.as_deref()) {
+        (Kind::Request, method) => {
+            if let Some(id) = env.id {
+                session
+                    .owed
+                    .insert(Bytes::copy_from_slice(id.get().as_bytes()));
+            }
+            match method {
+                Some("initialize") => session.init = Some(line.clone()),
+                Some("logging/setLevel") => session.set_level = Some(line.clone()),
+                _ => {}
+            }
+        }
+        (Kind::Notification, Some("notifications/initialized")) => {
+            session.initialized = Some(line.clone());
+        }
+        _ => {}
+    }
+}
+
+/// Settles owed answers; returns false for answers to the proxy's own replays.
+fn keep_socket_line(session: &mut Session, line: &[u8]) -> bool {
+    if session.owed.is_empty() && session.replay.is_empty() {
+        return true;
+    }
+    if let Some(id) = fast_response_id(line) {
+        return settle(session, id);
+    }
+    match jsonrpc::parse(line) {
+        Ok(Parsed::Single(env)) => {
+            if matches!(env.kind, Kind::Response | Kind::Error) {
+                if let Some(id) = env.id {
+                    return settle(session, id.get().as_bytes());
+                }
+            }
+            true
+        }
+        Ok(Parsed::Batch(items)) => {
+            for raw in items {
+                if let Ok(env) = jsonrpc::parse_one(raw.get().as_bytes()) {
+                    if let (Kind::Response | Kind::Error, Some(id)) = (env.kind, env.id) {
+                        session.owed.remove(id.get().as_bytes());
+                    }
+                }
+            }
+            true
+        }
+        Err(_) => true,
+    }
+}
+
+fn settle(session: &mut Session, id: &[u8]) -> bool {
+    if session.replay.remove(id) {
+        return false;
+    }
+    session.owed.remove(id);
+    true
+}
+
+/// The id of a response that starts the common way (`{"jsonrpc":"2.0","id":ID,"result"` or
+/// `"error"`), found without parsing a possibly huge payload.
+fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
+    const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
+    let rest = line.strip_prefix(PREFIX)?;
+    let end = match rest.first()? {
+        b'"' => {
+            let mut i = 1;
+            loop {
+                match rest.get(i)? {
+                    b'\\' => i += 2,
+                    b'"' => break i + 1,
+                    _ => i += 1,
+                }
+            }
+        }
+        b'-' | b'0'..=b'9' => rest
+            .iter()
+            .position(|b| !(b.is_ascii_digit() || *b == b'-'))?,
+        _ => return None,
+    };
+    let after = &rest[end..];
+    (after.starts_with(br#","result""#) || after.starts_with(br#","error""#)).then(|| &rest[..end])
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
+    line: &[u8],
+) -> std::io::Result<()> {
+    out.write_all(line).await?;
+    out.write_all(b"\n").await
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::UnixListener;
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn fast_path_finds_ids_of_the_common_shape() {
+        assert_eq!(
+            fast_response_id(br#"{"jsonrpc":"2.0","id":12,"result":{}}"#),
+            Some(&b"12"[..])
+        );
+        assert_eq!(
+            fast_response_id(br#"{"jsonrpc":"2.0","id":"a\"b","error":{}}"#),
+            Some(&br#""a\"b""#[..])
+        );
+        assert_eq!(
+            fast_response_id(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#),
+            None
+        );
+        assert_eq!(
+            fast_response_id(br#"{"id":1,"jsonrpc":"2.0","result":{}}"#),
+            None
+        );
+    }
+
+    struct Host {
+        stdin: tokio::io::DuplexStream,
+        stdout: tokio::io::Lines<BufReader<tokio::io::DuplexStream>>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    fn start(socket: PathBuf) -> Host {
+        let (stdin, proxy_in) = tokio::io::duplex(1 << 16);
+        let (proxy_out, stdout) = tokio::io::duplex(1 << 16);
+        let mut opts = ProxyOptions::new(socket);
+        opts.reconnect_timeout = Duration::from_secs(5);
+        let task = tokio::spawn(run_with(opts, proxy_in, proxy_out));
+        Host {
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+            task,
+        }
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(w: &mut W, v: Value) {
+        w.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+    }
+
+    async fn recv<R: tokio::io::AsyncBufRead + Unpin>(
+        r: &mut tokio::io::Lines<R>,
+    ) -> Option<Value> {
+        let line = tokio::time::timeout(T, r.next_line())
+            .await
+            .expect("timed out")
+            .unwrap()?;
+        Some(serde_json::from_str(&line).unwrap())
+    }
+
+    async fn accept(
+        l: &UnixListener,
+    ) -> (
+        tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+        tokio::net::unix::OwnedWriteHalf,
+    ) {
+        let (s, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+        let (r, w) = s.into_split();
+        (BufReader::new(r).lines(), w)
+    }
+
+    #[tokio::test]
+    async fn bridges_tracks_owed_ids_by_type_and_drains_after_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let mut host = start(path);
+        let (mut mux_in, mut mux_out) = accept(&l).await;
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","id":1,"method":"a"}),
+        )
+        .await;
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","id":"1","method":"b"}),
+        )
+        .await;
+        assert_eq!(recv(&mut mux_in).await.unwrap()["method"], "a");
+        assert_eq!(recv(&mut mux_in).await.unwrap()["method"], "b");
+        // The host goes quiet; the answers still owed must arrive before the proxy exits.
+        drop(host.stdin);
+        send(
+            &mut mux_out,
+            json!({"jsonrpc":"2.0","id":1,"result":{"n":1}}),
+        )
+        .await;
+        assert_eq!(recv(&mut host.stdout).await.unwrap()["result"]["n"], 1);
+        assert!(!host.task.is_finished(), "\"1\" is still owed");
+        send(
+            &mut mux_out,
+            json!({"jsonrpc":"2.0","id":"1","result":{"n":2}}),
+        )
+        .await;
+        assert_eq!(recv(&mut host.stdout).await.unwrap()["result"]["n"], 2);
+        tokio::time::timeout(T, host.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn host_gone_ends_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let host = start(path);
+        let (_mux_in, mut mux_out) = accept(&l).await;
+        drop(host.stdout);
+        send(
+            &mut mux_out,
+            json!({"jsonrpc":"2.0","method":"notifications/x"}),
+        )
+        .await;
+        drop(host.stdin);
+        tokio::time::timeout(T, host.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reconnects_and_replays_the_handshake_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let mut host = start(path);
+        let (mut mux_in, mut mux_out) = accept(&l).await;
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"capabilities":{}}}),
+        )
+        .await;
+        recv(&mut mux_in).await.unwrap();
+        send(&mut mux_out, json!({"jsonrpc":"2.0","id":0,"result":{}})).await;
+        recv(&mut host.stdout).await.unwrap();
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        )
+        .await;
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","id":5,"method":"slow"}),
+        )
+        .await;
+        recv(&mut mux_in).await.unwrap();
+        recv(&mut mux_in).await.unwrap();
+        // The daemon goes away with request 5 in flight.
+        drop((mux_in, mux_out));
+        let err = recv(&mut host.stdout).await.unwrap();
+        assert_eq!(err["id"], 5);
+        assert_eq!(err["error"]["data"]["reason"], "upstream_exited");
+        let (mut mux_in, mut mux_out) = accept(&l).await;
+        let init = recv(&mut mux_in).await.unwrap();
+        assert_eq!(init["method"], "initialize");
+        assert_eq!(init["id"], "rmcp-mux-proxy-replay-1");
+        assert_eq!(
+            recv(&mut mux_in).await.unwrap()["method"],
+            "notifications/initialized"
+        );
+        send(
+            &mut mux_out,
+            json!({"jsonrpc":"2.0","id":"rmcp-mux-proxy-replay-1","result":{}}),
+        )
+        .await;
+        send(
+            &mut host.stdin,
+            json!({"jsonrpc":"2.0","id":6,"method":"next"}),
+        )
+        .await;
+        assert_eq!(recv(&mut mux_in).await.unwrap()["id"], 6);
+        send(&mut mux_out, json!({"jsonrpc":"2.0","id":6,"result":{}})).await;
+        let got = recv(&mut host.stdout).await.unwrap();
+        assert_eq!(got["id"], 6, "the replay's answer never reaches the host");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.sock");
+        let err = run_with(
+            ProxyOptions::new(path),
+            tokio::io::empty(),
+            tokio::io::sink(),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("gone.sock"));
+    }
+}

@@ -1,1 +1,223 @@
-//! Framing.
+//! Bounded line framing: one JSON-RPC message per line, never more than the bound of one line
+//! held in memory, a line over the bound reported once and skipped up to its newline.
+//!
+//! Pure codec over a buffer (tokio-util's `Decoder`); it does no I/O of its own.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+/// One decoded unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A line without its `\n` (and without a trailing `\r`).
+    Line(Bytes),
+    /// A line longer than the bound was seen; it is being discarded up to its newline.
+    /// Emitted once per such line, as soon as the bound is crossed.
+    TooLong {
+        /// The bound in bytes.
+        limit: usize,
+    },
+}
+
+/// A newline codec with a hard bound per line.
+#[derive(Debug, Clone)]
+pub struct LineCodec {
+    max: usize,
+    /// How far the buffer was already searched for a newline.
+    scanned: usize,
+    /// Inside an over-long line: drop bytes until the next newline.
+    discarding: bool,
+}
+
+impl LineCodec {
+    /// A codec that refuses lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineCodec {
+            max: max_line,
+            scanned: 0,
+            discarding: false,
+        }
+    }
+
+    /// The bound in bytes.
+    pub fn max_line(&self) -> usize {
+        self.max
+    }
+}
+
+fn trim(mut line: BytesMut) -> Option<Bytes> {
+    while line
+        .last()
+        .is_some_and(|b| *b == b'\r' || *b == b' ' || *b == b'\t')
+    {
+        line.truncate(line.len() - 1);
+    }
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        None
+    } else {
+        Some(line.freeze())
+    }
+}
+
+impl Decoder for LineCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        loop {
+            let found = memchr(&buf[self.scanned..]).map(|i| self.scanned + i);
+            if self.discarding {
+                match found {
+                    Some(at) => {
+                        buf.advance(at + 1);
+                        self.scanned = 0;
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        buf.clear();
+                        self.scanned = 0;
+                        return Ok(None);
+                    }
+                }
+            }
+            match found {
+                Some(at) if at <= self.max => {
+                    let mut line = buf.split_to(at + 1);
+                    line.truncate(at);
+                    self.scanned = 0;
+                    match trim(line) {
+                        Some(line) => return Ok(Some(Frame::Line(line))),
+                        None => continue,
+                    }
+                }
+                Some(at) => {
+                    // Over the bound, and its end is already here.
+                    buf.advance(at + 1);
+                    self.scanned = 0;
+                    return Ok(Some(Frame::TooLong { limit: self.max }));
+                }
+                None if buf.len() > self.max => {
+                    buf.clear();
+                    self.scanned = 0;
+                    self.discarding = true;
+                    return Ok(Some(Frame::TooLong { limit: self.max }));
+                }
+                None => {
+                    self.scanned = buf.len();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        self.scanned = 0;
+        if self.discarding {
+            self.discarding = false;
+            buf.clear();
+            return Ok(None);
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let line = buf.split();
+        Ok(trim(line).map(Frame::Line))
+    }
+}
+
+fn memchr(hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|b| *b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(codec: &mut LineCodec, chunks: &[&[u8]]) -> (Vec<Frame>, usize) {
+        let mut buf = BytesMut::new();
+        let mut out = vec![];
+        let mut peak = 0;
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            peak = peak.max(buf.len());
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+            peak = peak.max(buf.len());
+        }
+        while let Some(f) = codec.decode_eof(&mut buf).unwrap() {
+            out.push(f);
+        }
+        (out, peak)
+    }
+
+    fn line(s: &str) -> Frame {
+        Frame::Line(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn splits_lines_and_skips_blank_ones() {
+        let mut c = LineCodec::new(100);
+        let (out, _) = run(&mut c, &[b"a\r\n\n  \nb", b"c\nlast"]);
+        assert_eq!(out, vec![line("a"), line("bc"), line("last")]);
+    }
+
+    #[test]
+    fn long_line_is_reported_once_as_soon_as_it_crosses_the_bound() {
+        let mut c = LineCodec::new(4);
+        let mut buf = BytesMut::from(&b"12345"[..]);
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::TooLong { limit: 4 })
+        );
+        assert!(buf.is_empty(), "nothing of it is kept");
+        buf.extend_from_slice(b"6789");
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"0\nok\n");
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(line("ok")));
+    }
+
+    #[test]
+    fn exactly_the_bound_passes() {
+        let mut c = LineCodec::new(4);
+        let (out, _) = run(&mut c, &[b"1234\n12345\nab\n"]);
+        assert_eq!(
+            out,
+            vec![line("1234"), Frame::TooLong { limit: 4 }, line("ab")]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_frames(
+            lines in prop::collection::vec("[a-z]{1,40}", 1..20),
+            cut in prop::collection::vec(1usize..17, 1..50),
+        ) {
+            let max = 20;
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let bytes = text.as_bytes();
+            let mut chunks = vec![];
+            let mut at = 0;
+            let mut i = 0;
+            while at < bytes.len() {
+                let n = cut[i % cut.len()].min(bytes.len() - at);
+                chunks.push(&bytes[at..at + n]);
+                at += n;
+                i += 1;
+            }
+            let expected: Vec<Frame> = lines
+                .iter()
+                .map(|l| if l.len() > max { Frame::TooLong { limit: max } } else { line(l) })
+                .collect();
+            let mut c = LineCodec::new(max);
+            let (out, peak) = run(&mut c, &chunks);
+            prop_assert_eq!(out, expected);
+            prop_assert!(peak <= max + 1 + 16, "buffer grew to {}", peak);
+        }
+    }
+}

@@ -1,1 +1,301 @@
-//! Child.
+//! Starting and stopping a server's child process: executed directly (never through a shell),
+//! in a process group of its own so that stopping it reaches `npx`'s grandchildren too, with
+//! stderr forwarded to the log under the server's name.
+//!
+//! It knows nothing of MCP; the actor decides when to start and stop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// What is needed to start a child, taken from the server's config.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// The server's name, for logs and errors.
+    pub server: String,
+    /// The program (looked up on PATH when it has no slash).
+    pub cmd: String,
+    /// Its arguments, passed as they are.
+    pub args: Vec<String>,
+    /// Added to the daemon's environment. Values are secrets: never logged.
+    pub env: BTreeMap<String, String>,
+    /// The working directory, when set.
+    pub cwd: Option<PathBuf>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChildError {
+    /// The program could not be executed (not found, not executable, bad cwd).
+    #[error("failed to start `{cmd}` for server {server}: {source}")]
+    Spawn {
+        /// The server's name.
+        server: String,
+        /// The program.
+        cmd: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started child with its pipes taken out.
+pub struct SpawnedChild {
+    /// The process, for waiting and reaping.
+    pub child: Child,
+    /// Its pid, which is also its process group id.
+    pub pid: u32,
+    /// Where MCP messages go in.
+    pub stdin: ChildStdin,
+    /// Where MCP messages come out.
+    pub stdout: ChildStdout,
+}
+
+/// Longest stderr line forwarded to the log; the rest of such a line is cut.
+const STDERR_LINE_MAX: usize = 64 * 1024;
+
+/// Starts the child in its own process group with stdin/stdout piped and stderr logged.
+///
+/// # Errors
+/// [`ChildError::Spawn`] when the program cannot be executed.
+pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
+    let mut cmd = tokio::process::Command::new(&spec.cmd);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let err = |source| ChildError::Spawn {
+        server: spec.server.clone(),
+        cmd: spec.cmd.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(err)?;
+    let pid = child.id().unwrap_or_default();
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(err(std::io::Error::other("child pipes missing")));
+    };
+    let server = spec.server.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match read_capped(&mut reader, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buf);
+                    let text = text.trim_end();
+                    if !text.is_empty() {
+                        tracing::info!(target: "child_stderr", server = %server, pid, "{text}");
+                    }
+                }
+            }
+        }
+    });
+    Ok(SpawnedChild {
+        child,
+        pid,
+        stdin,
+        stdout,
+    })
+}
+
+/// Reads one line, keeping at most [`STDERR_LINE_MAX`] bytes of it; returns bytes consumed.
+async fn read_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    out: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = STDERR_LINE_MAX.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..take.min(room)]);
+        reader.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sends a signal to the child's whole process group. A group already gone is not an error.
+///
+/// # Errors
+/// Any failure other than "no such process".
+pub fn signal_group(pid: u32, sig: Signal) -> std::io::Result<()> {
+    if pid == 0 {
+        return Ok(());
+    }
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(std::io::Error::from(e)),
+    }
+}
+
+/// The stop sequence: SIGTERM the group, wait up to `grace`, then SIGKILL the group and reap.
+/// The caller closes stdin first (many servers exit on their own at EOF). The group is
+/// SIGKILLed at the end in every case, so grandchildren never outlive the leader.
+///
+/// # Errors
+/// Only when waiting for the child fails.
+///
+/// # Cancel safety
+/// Not cancel safe: dropping it mid-way leaves the signals sent so far; `kill_on_drop` then
+/// takes the leader down with its `Child`.
+pub async fn terminate(
+    child: &mut Child,
+    pid: u32,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    let _ = signal_group(pid, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(
+                pid,
+                grace_ms = grace.as_millis() as u64,
+                "child ignored SIGTERM; killing it"
+            );
+            let _ = signal_group(pid, Signal::SIGKILL);
+            child.wait().await
+        }
+    };
+    let _ = signal_group(pid, Signal::SIGKILL);
+    status
+}
+
+/// Human text of an exit, for status and logs.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {sig} ({})", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        None => "exited".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::io::AsyncReadExt;
+
+    fn sh(script: &str) -> ChildSpec {
+        // Tests may use a shell to build odd children; the product never does.
+        ChildSpec {
+            server: "t".into(),
+            cmd: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: BTreeMap::new(),
+            cwd: None,
+        }
+    }
+
+    async fn output(mut c: SpawnedChild) -> String {
+        let mut s = String::new();
+        tokio::time::timeout(Duration::from_secs(10), c.stdout.read_to_string(&mut s))
+            .await
+            .unwrap()
+            .unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn env_and_cwd_are_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sh("echo \"$FOO\"; pwd");
+        spec.env.insert("FOO".into(), "bar baz".into());
+        spec.cwd = Some(dir.path().to_owned());
+        let out = output(spawn(&spec).unwrap()).await;
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(out, format!("bar baz\n{}\n", real.display()));
+    }
+
+    #[tokio::test]
+    async fn lots_of_stderr_does_not_stall_the_child() {
+        let c = spawn(&sh("i=0; while [ $i -lt 20000 ]; do echo 'noise noise noise noise' >&2; i=$((i+1)); done; echo done")).unwrap();
+        assert_eq!(output(c).await, "done\n");
+    }
+
+    #[tokio::test]
+    async fn spawn_failure_names_the_command_and_server() {
+        let mut spec = sh("");
+        spec.cmd = "/nonexistent/mcp-server".into();
+        let Err(e) = spawn(&spec) else {
+            panic!("spawned")
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/nonexistent/mcp-server") && msg.contains("server t"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn terminate_kills_a_child_that_ignores_sigterm_and_its_grandchildren() {
+        let mut c = spawn(&sh("trap '' TERM; sleep 100 & echo $!; wait")).unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            tokio::time::timeout(Duration::from_secs(10), c.stdout.read_exact(&mut byte))
+                .await
+                .unwrap()
+                .unwrap();
+            line.push(byte[0]);
+        }
+        let grandchild: i32 = String::from_utf8(line).unwrap().trim().parse().unwrap();
+        let start = Instant::now();
+        let grace = Duration::from_millis(300);
+        let status = terminate(&mut c.child, c.pid, grace).await.unwrap();
+        assert!(start.elapsed() >= grace && start.elapsed() < grace + Duration::from_secs(1));
+        assert_eq!(describe_exit(status), "killed by signal 9 (SIGKILL)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(grandchild), None)
+                .is_err()
+                || std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+                    .map(|s| s.contains(") Z"))
+                    .unwrap_or(true);
+            if gone {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {grandchild} survived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn exits_are_described() {
+        let mut c = spawn(&sh("exit 3")).unwrap();
+        let status = c.child.wait().await.unwrap();
+        assert_eq!(describe_exit(status), "exited with status 3");
+    }
+}

@@ -408,7 +408,7 @@ impl Router {
                     reasons::TOO_LARGE,
                     self.cfg.max_request_bytes
                 );
-                self.to_client(
+                self.send_client(
                     id,
                     jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, Some(&data)),
                 );
@@ -870,7 +870,7 @@ impl Router {
 
     fn client_batch(&mut self, now: Instant, client: ClientId, line: &[u8], items: Vec<&RawValue>) {
         if items.is_empty() {
-            return self.to_client(
+            return self.send_client(
                 client,
                 jsonrpc::error(b"null", codes::INVALID_REQUEST, "Invalid Request", None),
             );
@@ -1662,7 +1662,7 @@ impl Router {
 
     fn reply(&mut self, client: ClientId, batch: Option<u64>, line: Bytes) {
         let Some(b) = batch else {
-            return self.to_client(client, line);
+            return self.send_client(client, line);
         };
         let Some(entry) = self.batches.get_mut(&b) else {
             return;
@@ -1680,12 +1680,12 @@ impl Router {
                     out.extend_from_slice(r);
                 }
                 out.push(b']');
-                self.to_client(entry.client, Bytes::from(out));
+                self.send_client(entry.client, Bytes::from(out));
             }
         }
     }
 
-    fn to_client(&mut self, client: ClientId, line: Bytes) {
+    fn send_client(&mut self, client: ClientId, line: Bytes) {
         self.push(Action::ToClient(client, line));
     }
 

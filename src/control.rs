@@ -1,0 +1,161 @@
+//! The control socket: one JSON request per line, one JSON answer per line. The daemon serves
+//! it; the CLI (`status`, `restart`, `stop`, `start`) and later the dashboard are its clients.
+//!
+//! It only translates requests into calls on [`Shared`]; it holds no state of its own.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::daemon::{DaemonStatus, Shared};
+use crate::mux::listener::{self, BoundSocket};
+use crate::mux::router::Command;
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// The whole daemon's status.
+    Status,
+    /// Restart one server (also clears a `failed` state).
+    Restart {
+        /// The server's name.
+        server: String,
+    },
+    /// Stop one server.
+    Stop {
+        /// The server's name.
+        server: String,
+    },
+    /// Start one server.
+    Start {
+        /// The server's name.
+        server: String,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// What went wrong, for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The status, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DaemonStatus>,
+}
+
+/// Serves the control socket until `token` is cancelled, then removes it.
+pub async fn serve(socket: BoundSocket, shared: Arc<Shared>, token: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            // Cancel safe: accept loses nothing when dropped.
+            accepted = socket.listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = token.cancelled() => break,
+        };
+        if !listener::peer_is_owner(&stream) {
+            warn!("refused a control connection from another user");
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &shared).await {
+                debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+    socket.unlink();
+}
+
+async fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(64 * 1024)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response {
+                ok: false,
+                error: Some(format!("bad control request: {e}")),
+                status: None,
+            },
+            Ok(Request::Status) => Response {
+                ok: true,
+                error: None,
+                status: Some(shared.status()),
+            },
+            Ok(req) => {
+                let (name, cmd) = match &req {
+                    Request::Restart { server } => (server, Command::Restart),
+                    Request::Stop { server } => (server, Command::Stop),
+                    Request::Start { server } => (server, Command::Start),
+                    Request::Status => unreachable!("handled above"),
+                };
+                match shared.command(name, cmd).await {
+                    Ok(()) => Response {
+                        ok: true,
+                        error: None,
+                        status: None,
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        error: Some(format!("{e:#}")),
+                        status: None,
+                    },
+                }
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Sends one request to a daemon's control socket and returns its answer.
+///
+/// # Errors
+/// No daemon listening (with a hint on how to start one), or a daemon that answered with an
+/// error.
+pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!(
+            "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux --config FILE`)",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut lines = BufReader::new(read).lines();
+    let answer = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .context("the daemon did not answer within 10 s")??
+        .context("the daemon closed the control connection without answering")?;
+    let response: Response =
+        serde_json::from_str(&answer).context("the daemon sent an unreadable answer")?;
+    if !response.ok {
+        anyhow::bail!(
+            "{}",
+            response.error.unwrap_or_else(|| "request failed".into())
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,148 @@
+//! The human form of `rmcp-mux status`: an aligned table like the one users know from the
+//! single-daemon proposal. Pure formatting; no I/O.
+
+use crate::daemon::DaemonStatus;
+
+/// "4h 23m", "12m 5s", "45s".
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Renders the status as a box-drawn table followed by one summary line.
+pub fn render_table(status: &DaemonStatus) -> String {
+    let header = [
+        "Server",
+        "Status",
+        "Clients",
+        "Pending",
+        "Restarts",
+        "Uptime",
+        "PID",
+        "Last exit",
+    ];
+    let rows: Vec<[String; 8]> = status
+        .servers
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.state.as_str().to_owned(),
+                format!("{}/{}", s.clients, s.max_clients),
+                s.pending.to_string(),
+                s.restarts.to_string(),
+                s.uptime_ms.map_or_else(|| "-".into(), human_duration),
+                s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                s.last_exit.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let rule = |l: &str, m: &str, r: &str| {
+        let parts: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
+        format!("{l}{}{r}\n", parts.join(m))
+    };
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect();
+        format!("│{}│\n", parts.join("│"))
+    };
+    let mut out = rule("┌", "┬", "┐");
+    out += &line(header.to_vec());
+    out += &rule("├", "┼", "┤");
+    for row in &rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out += &rule("└", "┴", "┘");
+    out += &format!(
+        "rmcp-mux {} · pid {} · up {} · {}\n",
+        status.version,
+        status.pid,
+        human_duration(status.uptime_ms),
+        status.config.display()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::ServerReport;
+    use crate::mux::router::ServerState;
+
+    #[test]
+    fn durations_read_like_the_proposal() {
+        assert_eq!(human_duration(45_000), "45s");
+        assert_eq!(human_duration(12 * 60_000 + 5_000), "12m 5s");
+        assert_eq!(human_duration((4 * 60 + 23) * 60_000), "4h 23m");
+        assert_eq!(human_duration(3 * 86_400_000), "3d 0h");
+    }
+
+    #[test]
+    fn table_is_aligned_and_complete() {
+        let status = DaemonStatus {
+            version: "0.4.0".into(),
+            pid: 7,
+            uptime_ms: 1000,
+            config: "/c/mux.toml".into(),
+            servers: vec![
+                ServerReport {
+                    name: "memory".into(),
+                    state: ServerState::Running,
+                    socket: "/s/memory.sock".into(),
+                    pid: Some(1234),
+                    clients: 2,
+                    max_clients: 64,
+                    pending: 1,
+                    restarts: 0,
+                    uptime_ms: Some(61_000),
+                    last_exit: None,
+                },
+                ServerReport {
+                    name: "sequential-thinking".into(),
+                    state: ServerState::Failed,
+                    socket: "/s/st.sock".into(),
+                    pid: None,
+                    clients: 0,
+                    max_clients: 5,
+                    pending: 0,
+                    restarts: 5,
+                    uptime_ms: None,
+                    last_exit: Some("exited with status 1".into()),
+                },
+            ],
+        };
+        let table = render_table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 7);
+        let width = lines[0].chars().count();
+        assert!(
+            lines[..6].iter().all(|l| l.chars().count() == width),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("│ memory ")
+                && lines[3].contains("2/64")
+                && lines[3].contains("1m 1s")
+        );
+        assert!(lines[4].contains("failed") && lines[4].contains("exited with status 1"));
+        assert!(lines[6].contains("pid 7"));
+    }
+}

@@ -1,0 +1,498 @@
+//! The real `rmcp-mux` binary with our fake server: what no real server does on cue (crash,
+//! garbage, slow replies with progress, sampling requests), plus the daemon's own duties
+//! (sockets, signals, status, limits, restarts).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use support::*;
+
+fn fake(name: &str, extra: &str) -> String {
+    format!(
+        "[servers.{name}]\ncmd = \"{{fake}}\"\nargs = [\"--counter-file\", \"{{dir}}/{name}.starts\"]\nrestart_backoff_ms = 50\nrestart_backoff_max_ms = 200\nshutdown_grace_ms = 500\n{extra}\n"
+    )
+}
+
+fn starts(mux: &Mux, name: &str) -> usize {
+    std::fs::read_to_string(mux.path(&format!("{name}.starts")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn stats(c: &mut Client, id: i64) -> serde_json::Value {
+    let r = c.call(json!(id), "stats", json!({}));
+    serde_json::from_str(&text(&r)).unwrap()
+}
+
+#[test]
+fn two_clients_share_one_child_and_one_handshake() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut a = mux.connect("f");
+    let mut b = mux.connect("f");
+    let ia = a.initialize(json!({}));
+    let ib = b.initialize(json!({}));
+    assert_eq!(ia["result"], ib["result"]);
+    assert_eq!(ia["result"]["serverInfo"]["name"], "mcp-fake-server");
+    // Same ids from both clients; each gets its own answer.
+    a.send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"from-a"}}}));
+    b.send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"from-b"}}}));
+    assert_eq!(text(&a.response(&json!(1))), "from-a");
+    assert_eq!(text(&b.response(&json!(1))), "from-b");
+    let s = stats(&mut a, 2);
+    assert_eq!(s["initialize"], 1, "one upstream handshake: {s}");
+    assert_eq!(s["initialized"], 1, "one initialized notification: {s}");
+    assert_eq!(starts(&mux, "f"), 1);
+    let st = mux.server_status("f");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["clients"], 2);
+    assert_eq!(st["pid"], s["pid"]);
+}
+
+#[test]
+fn hundreds_in_flight_with_the_same_ids_and_tokens_each_get_their_own() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut clients: Vec<Client> = (0..2).map(|_| mux.connect("f")).collect();
+    for c in clients.iter_mut() {
+        c.initialize(json!({}));
+    }
+    for i in 0..200 {
+        for (n, c) in clients.iter_mut().enumerate() {
+            c.send(&json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"slow","arguments":{"ms":(i % 7) * 3,"steps":2},"_meta":{"progressToken":i}}}));
+            let _ = n;
+        }
+    }
+    for (n, c) in clients.iter_mut().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        let mut progress = 0;
+        while seen.len() < 200 {
+            let msg = c.recv().expect("eof");
+            if msg["method"] == "notifications/progress" {
+                let tok = msg["params"]["progressToken"].as_i64().unwrap();
+                assert!(
+                    (0..200).contains(&tok),
+                    "client {n} got a foreign token: {msg}"
+                );
+                assert!(
+                    !seen.contains(&tok),
+                    "progress after the response for {tok}"
+                );
+                progress += 1;
+                continue;
+            }
+            let id = msg["id"].as_i64().expect("numeric id kept");
+            assert!(msg["result"].is_object(), "{msg}");
+            assert!(seen.insert(id), "duplicate answer {id}");
+        }
+        assert_eq!(
+            progress, 400,
+            "client {n}: two progress notifications per request"
+        );
+    }
+}
+
+#[test]
+fn crash_fails_in_flight_then_restarts_and_clients_keep_working() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut a = mux.connect("f");
+    let mut b = mux.connect("f");
+    a.initialize(json!({}));
+    b.initialize(json!({}));
+    a.send(&json!({"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"slow","arguments":{"ms":10000}}}));
+    // The slow request is written before the crash request, on the same pipe.
+    mux.wait_status("f", |s| s["pending"] == 1);
+    b.send(&json!({"jsonrpc":"2.0","id":"boom","method":"tools/call","params":{"name":"crash","arguments":{"code":7}}}));
+    let r = a.response(&json!("slow"));
+    assert_eq!(r["error"]["code"], -32603);
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"upstream_exited","server":"f"})
+    );
+    let r = b.response(&json!("boom"));
+    assert_eq!(r["error"]["data"]["reason"], "upstream_exited");
+    let st = mux.wait_status("f", |s| s["state"] == "running" && s["restarts"] == 1);
+    assert_eq!(st["last_exit"], "exited with status 7");
+    // Same connections, no new handshake.
+    assert_eq!(
+        text(&a.call(json!(3), "echo", json!({"text":"again"}))),
+        "again"
+    );
+    let s = stats(&mut b, 4);
+    assert_eq!(
+        s["initialize"], 1,
+        "the mux re-initialized the new child itself"
+    );
+    assert_eq!(starts(&mux, "f"), 2);
+    mux.log.wait_for(&["child exited", "exited with status 7"]);
+}
+
+#[test]
+fn restart_limit_leads_to_failed_until_restarted() {
+    let mux = Mux::start(
+        "[servers.f]\ncmd = \"{fake}\"\nargs = [\"--crash-on-start\", \"--counter-file\", \"{dir}/f.starts\"]\nrestart_backoff_ms = 10\nrestart_backoff_max_ms = 40\nmax_restarts = 2\n",
+    );
+    let st = mux.wait_status("f", |s| s["state"] == "failed");
+    assert_eq!(st["restarts"], 2);
+    assert_eq!(starts(&mux, "f"), 3, "first start plus two restarts");
+    let mut c = mux.connect("f");
+    let r = c.request(json!(1), "initialize", json!({"capabilities":{}}));
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"server_unavailable","state":"failed"})
+    );
+    mux.log.wait_for(&["giving up"]);
+    let (code, out, err) = mux.cli(&["restart", "f"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "restarting f");
+    mux.wait_status("f", |s| s["state"] == "failed" && starts(&mux, "f") == 6);
+}
+
+#[test]
+fn lazy_start_waits_for_the_first_request() {
+    let mux = Mux::start(&fake("f", "lazy_start = true"));
+    assert_eq!(mux.server_status("f")["state"], "lazy");
+    let mut c = mux.connect("f");
+    assert_eq!(c.request(json!(1), "ping", json!({}))["result"], json!({}));
+    assert_eq!(starts(&mux, "f"), 0, "ping needs no child");
+    c.initialize(json!({}));
+    assert_eq!(starts(&mux, "f"), 1);
+    assert_eq!(mux.server_status("f")["state"], "running");
+}
+
+#[test]
+fn oversized_lines_are_refused_and_the_connection_survives() {
+    let mux = Mux::start(&fake("f", "max_request_bytes = 2048"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let big = "x".repeat(1 << 20);
+    c.send_raw(&format!(r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{big}"}}}}}}"#));
+    let r = c.recv().unwrap();
+    assert_eq!(r["id"], json!(null));
+    assert_eq!(r["error"]["code"], -32600);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2048 bytes"),
+        "{r}"
+    );
+    assert_eq!(
+        text(&c.call(json!(10), "echo", json!({"text":"small"}))),
+        "small"
+    );
+}
+
+#[test]
+fn malformed_client_lines_get_json_rpc_errors() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    c.send_raw("{this is not json");
+    assert_eq!(c.recv().unwrap()["error"]["code"], -32700);
+    c.send_raw(r#"{"just":"json"}"#);
+    assert_eq!(c.recv().unwrap()["error"]["code"], -32600);
+    assert_eq!(text(&c.call(json!(1), "echo", json!({"text":"ok"}))), "ok");
+}
+
+#[test]
+fn too_many_clients_are_told_and_closed() {
+    let mux = Mux::start(&fake("f", "max_active_clients = 1"));
+    let mut a = mux.connect("f");
+    a.initialize(json!({}));
+    let mut b = mux.connect("f");
+    let r = b.recv().expect("an error before the close");
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"too_many_clients","max":1})
+    );
+    assert!(b.recv().is_none(), "then the connection closes");
+    assert_eq!(
+        text(&a.call(json!(1), "echo", json!({"text":"still here"}))),
+        "still here"
+    );
+}
+
+#[test]
+fn garbage_on_stdout_is_logged_and_skipped_and_stderr_is_logged() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    assert_eq!(text(&c.call(json!(1), "garbage", json!({}))), "ok");
+    mux.log.wait_for(&["not JSON-RPC", "this is not json", "f"]);
+    c.call(json!(2), "log", json!({"text":"hello-from-stderr"}));
+    let line = mux.log.wait_for(&["hello-from-stderr"]);
+    assert!(
+        line.contains("child_stderr") && line.contains("f"),
+        "{line}"
+    );
+}
+
+#[test]
+fn disconnecting_client_cancels_its_requests_upstream() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut a = mux.connect("f");
+    let mut b = mux.connect("f");
+    a.initialize(json!({}));
+    b.initialize(json!({}));
+    a.send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{"ms":10000}}}));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    drop(a);
+    mux.wait_status("f", |s| s["clients"] == 1 && s["pending"] == 0);
+    let s = stats(&mut b, 1);
+    assert_eq!(s["cancelled"].as_array().unwrap().len(), 1, "{s}");
+}
+
+#[test]
+fn sampling_requests_reach_the_capable_client_only() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut plain = mux.connect("f");
+    plain.initialize(json!({}));
+    let mut sampler = mux.connect("f");
+    sampler.initialize(json!({"sampling":{}}));
+    plain.send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sample","arguments":{"text":"hi"}}}));
+    let req = sampler.recv().unwrap();
+    assert_eq!(req["method"], "sampling/createMessage");
+    sampler.send(&json!({"jsonrpc":"2.0","id":req["id"],"result":{"role":"assistant","content":{"type":"text","text":"sampled!"},"model":"m"}}));
+    let r = plain.response(&json!(1));
+    assert!(text(&r).contains("sampled!"), "{r}");
+    assert!(plain.requests.is_empty());
+}
+
+#[test]
+fn sigterm_stops_everything_even_a_child_that_ignores_it() {
+    let mut mux = Mux::start(
+        "[servers.f]\ncmd = \"{fake}\"\nargs = [\"--ignore-sigterm\", \"--spawn-grandchild\", \"--pid-file\", \"{dir}/f.pids\"]\nshutdown_grace_ms = 1000\n",
+    );
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let pids: Vec<i32> = std::fs::read_to_string(mux.path("f.pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    assert!(alive(pids[0]) && alive(pids[1]));
+    let socket = mux.socket("f");
+    let control = mux.path("run/control.sock");
+    let (code, took) = mux.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0), "{}", mux.log.text());
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    wait_dead(pids[0]);
+    wait_dead(pids[1]);
+    assert!(!socket.exists() && !control.exists(), "sockets left behind");
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let mut mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let pid = mux.server_status("f")["pid"].as_i64().unwrap() as i32;
+    let (code, _) = mux.stop(Signal::SIGINT);
+    assert_eq!(code, Some(0));
+    wait_dead(pid);
+    assert!(!mux.socket("f").exists());
+}
+
+#[test]
+fn sockets_are_private_and_a_live_one_is_never_stolen() {
+    let mux = Mux::start(&fake("f", ""));
+    let dir_mode = std::fs::metadata(mux.path("run"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    let sock_mode = std::fs::metadata(mux.socket("f"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    assert_eq!(sock_mode, 0o600);
+    // A second daemon on the same config refuses to start and leaves the first alone.
+    let out = std::process::Command::new(MUX)
+        .arg("--config")
+        .arg(&mux.config)
+        .env("HOME", mux.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already served"), "{err}");
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    assert_eq!(mux.server_status("f")["clients"], 1);
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    let stale = std::os::unix::net::UnixListener::bind(dir.path().join("run/f.sock")).unwrap();
+    drop(stale);
+    assert!(dir.path().join("run/f.sock").exists());
+    let mux = Mux::start_in(dir, &fake("f", ""), &[]);
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+}
+
+#[test]
+fn status_shows_every_server_and_never_env_values() {
+    let mux = Mux::start(&format!(
+        "{}{}",
+        fake("alpha", "env = { API_TOKEN = \"sekrit-value-123\" }"),
+        fake("beta", "lazy_start = true")
+    ));
+    let s = mux.status();
+    for key in ["version", "pid", "uptime_ms", "config", "servers"] {
+        assert!(s.get(key).is_some(), "missing {key}: {s}");
+    }
+    let names: Vec<&str> = s["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let alpha = &s["servers"][0];
+    for key in [
+        "name",
+        "state",
+        "socket",
+        "pid",
+        "clients",
+        "max_clients",
+        "pending",
+        "restarts",
+        "uptime_ms",
+        "last_exit",
+    ] {
+        assert!(alpha.get(key).is_some(), "missing {key}: {alpha}");
+    }
+    let (code, table, _) = mux.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("alpha") && table.contains("lazy") && table.contains("┌"),
+        "{table}"
+    );
+    let (_, legacy, _) = mux.cli(&["--show-status", "--json"]);
+    assert!(legacy.contains("\"alpha\""));
+    let (_, alias, _) = mux.cli(&["daemon-status"]);
+    assert!(alias.contains("alpha"));
+    for text in [s.to_string(), table, mux.log.text()] {
+        assert!(!text.contains("sekrit-value-123"), "secret leaked: {text}");
+    }
+}
+
+#[test]
+fn stop_and_start_from_the_cli() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let (code, out, _) = mux.cli(&["stop", "f"]);
+    assert_eq!((code, out.trim()), (0, "stopping f"));
+    mux.wait_status("f", |s| s["state"] == "stopped" && s["pid"].is_null());
+    let r = c.call(json!(1), "echo", json!({"text":"x"}));
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"server_unavailable","state":"stopped"})
+    );
+    let (code, _, _) = mux.cli(&["start", "f"]);
+    assert_eq!(code, 0);
+    mux.wait_status("f", |s| s["state"] == "running");
+    assert_eq!(
+        text(&c.call(json!(2), "echo", json!({"text":"back"}))),
+        "back"
+    );
+    let (code, _, err) = mux.cli(&["restart", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown server `nope`"), "{err}");
+    let (code, _, err) = mux.cli(&["stop", "ff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("did you mean `f`?"), "{err}");
+}
+
+#[test]
+fn health_answers_for_a_running_server_and_fails_for_a_failed_one() {
+    let mux = Mux::start(&format!(
+        "{}[servers.bad]\ncmd = \"{{fake}}\"\nargs = [\"--crash-on-start\"]\nrestart_backoff_ms = 10\nmax_restarts = 1\n",
+        fake("f", "")
+    ));
+    let (code, out, err) = mux.cli(&["health", "--service", "f"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ok: f answered"), "{out}");
+    let sock = mux.socket("f");
+    let out = std::process::Command::new(MUX)
+        .args(["health", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    mux.wait_status("bad", |s| s["state"] == "failed");
+    let (code, _, err) = mux.cli(&["health", "--service", "bad"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("failed"), "{err}");
+}
+
+#[test]
+fn only_and_except_select_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mux = Mux::start_in(
+        dir,
+        &format!("{}{}{}", fake("a", ""), fake("b", ""), fake("c", "")),
+        &["--except", "b", "--only", "a,b,c"],
+    );
+    let names: Vec<String> = mux.status()["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert!(!mux.socket("b").exists());
+}
+
+#[test]
+fn config_errors_name_the_file_line_and_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mux.toml");
+    std::fs::write(
+        &config,
+        "[servers.memory]\ncmd = \"npx\"\nsoket = \"/tmp/x.sock\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(MUX)
+        .arg("--config")
+        .arg(&config)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("rmcp-mux: "), "{err}");
+    assert!(err.contains("mux.toml:3"), "{err}");
+    assert!(err.contains("soket") && err.contains("socket"), "{err}");
+    let out = std::process::Command::new(MUX)
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn status_without_a_daemon_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(MUX)
+        .args(["status", "--control-socket"])
+        .arg(dir.path().join("nothing.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no rmcp-mux daemon is listening"), "{err}");
+}
