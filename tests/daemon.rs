@@ -280,6 +280,11 @@ fn sigterm_stops_everything_even_a_child_that_ignores_it() {
     let (code, took) = mux.stop(Signal::SIGTERM);
     assert_eq!(code, Some(0), "{}", mux.log.text());
     assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the grace period was not needed? {took:?}"
+    );
+    mux.log.wait_for(&["ignored SIGTERM"]);
     wait_dead(pids[0]);
     wait_dead(pids[1]);
     assert!(!socket.exists() && !control.exists(), "sockets left behind");

@@ -1,1 +1,355 @@
-fn main() {}
+//! A scriptable MCP stdio server for the tests and benchmarks: it crashes, prints garbage, sends
+//! progress, sampling and elicitation requests on cue, ignores SIGTERM, leaves a grandchild
+//! behind — everything no real server does on demand. Real servers cover the rest.
+//!
+//! Flags: `--counter-file PATH` (appends "start" per start), `--pid-file PATH` (our pid, then the
+//! grandchild's), `--spawn-grandchild`, `--ignore-sigterm`, `--crash-on-start`,
+//! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`.
+//! Tools: echo, slow, crash, exit_after, garbage, stats, sample, elicit, roots, notify, big, log.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+type Out = Arc<Mutex<BufWriter<std::io::Stdout>>>;
+
+fn send(out: &Out, msg: &Value) {
+    let mut w = out.lock().unwrap();
+    let _ = serde_json::to_writer(&mut *w, msg);
+    let _ = w.write_all(b"\n");
+    let _ = w.flush();
+}
+
+fn send_raw(out: &Out, line: &str) {
+    let mut w = out.lock().unwrap();
+    let _ = w.write_all(line.as_bytes());
+    let _ = w.write_all(b"\n");
+    let _ = w.flush();
+}
+
+fn result(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"result":result})
+}
+
+fn text_result(text: &str) -> Value {
+    json!({"content":[{"type":"text","text":text}]})
+}
+
+#[derive(Default)]
+struct Stats {
+    initialize: u64,
+    initialized: u64,
+    requests: u64,
+    cancelled: Vec<Value>,
+    subscribe: Vec<Value>,
+    unsubscribe: Vec<Value>,
+    set_level: Vec<Value>,
+}
+
+/// Requests of ours to the client, waiting for its answer: our id -> the tools/call id.
+type Asked = Arc<Mutex<HashMap<String, Value>>>;
+
+struct Flags {
+    protocol: String,
+    version: String,
+    exit_after_init: bool,
+}
+
+#[cfg(unix)]
+fn ignore_sigterm() {
+    // libc is not a dependency; SIG_IGN is 1 and SIGTERM is 15 on every Unix we run on.
+    extern "C" {
+        fn signal(sig: i32, handler: usize) -> usize;
+    }
+    // SAFETY: installing SIG_IGN for SIGTERM has no preconditions.
+    unsafe {
+        signal(15, 1);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(path) = value("--counter-file") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "start").unwrap();
+    }
+    if has("--crash-on-start") {
+        eprintln!("fake: crashing on start as asked");
+        std::process::exit(3);
+    }
+    if has("--ignore-sigterm") {
+        ignore_sigterm();
+    }
+    let mut pids = vec![std::process::id()];
+    if has("--spawn-grandchild") {
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eprintln!("grandchild_pid={}", child.id());
+        pids.push(child.id());
+    }
+    if let Some(path) = value("--pid-file") {
+        let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    }
+    let stubborn = has("--ignore-sigterm");
+    let flags = Flags {
+        protocol: value("--protocol-version").unwrap_or_else(|| "2025-11-25".into()),
+        version: value("--server-version").unwrap_or_else(|| "1.0".into()),
+        exit_after_init: has("--exit-after-init"),
+    };
+    let out: Out = Arc::new(Mutex::new(BufWriter::with_capacity(
+        1 << 16,
+        std::io::stdout(),
+    )));
+    if has("--startup-banner") {
+        send_raw(&out, "fake server starting (not JSON)");
+    }
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>> = Arc::default();
+    let asked: Asked = Arc::default();
+    let mut next_ask = 1000u64;
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            eprintln!("fake: ignoring a line that is not JSON");
+            continue;
+        };
+        let id = msg.get("id").cloned();
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        if method.is_empty() {
+            // A client's answer to one of our requests.
+            if let Some(call) = id
+                .as_ref()
+                .and_then(|i| asked.lock().unwrap().remove(&i.to_string()))
+            {
+                let answer = msg
+                    .get("result")
+                    .or(msg.get("error"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                send(&out, &result(&call, text_result(&answer.to_string())));
+            }
+            continue;
+        }
+        let Some(id) = id else {
+            match method {
+                "notifications/initialized" => stats.lock().unwrap().initialized += 1,
+                "notifications/cancelled" => {
+                    let req = params["requestId"].clone();
+                    if let Some(flag) = running.lock().unwrap().remove(&req.to_string()) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    stats.lock().unwrap().cancelled.push(req);
+                }
+                _ => {}
+            }
+            continue;
+        };
+        stats.lock().unwrap().requests += 1;
+        match method {
+            "initialize" => {
+                stats.lock().unwrap().initialize += 1;
+                send(
+                    &out,
+                    &result(
+                        &id,
+                        json!({
+                            "protocolVersion": flags.protocol,
+                            "capabilities": {"tools":{"listChanged":true},"resources":{"subscribe":true,"listChanged":true},"logging":{},"prompts":{"listChanged":true}},
+                            "serverInfo": {"name":"mcp-fake-server","version":flags.version}
+                        }),
+                    ),
+                );
+                if flags.exit_after_init {
+                    std::process::exit(2);
+                }
+            }
+            "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
+                let mut s = stats.lock().unwrap();
+                match method {
+                    "logging/setLevel" => s.set_level.push(params["level"].clone()),
+                    "resources/subscribe" => s.subscribe.push(params["uri"].clone()),
+                    "resources/unsubscribe" => s.unsubscribe.push(params["uri"].clone()),
+                    _ => {}
+                }
+                drop(s);
+                send(&out, &result(&id, json!({})));
+            }
+            "tools/list" => {
+                let names = [
+                    "echo",
+                    "slow",
+                    "crash",
+                    "exit_after",
+                    "garbage",
+                    "stats",
+                    "sample",
+                    "elicit",
+                    "roots",
+                    "notify",
+                    "big",
+                    "log",
+                ];
+                let tools: Vec<Value> = names
+                    .iter()
+                    .map(|n| json!({"name":n,"inputSchema":{"type":"object"}}))
+                    .collect();
+                send(&out, &result(&id, json!({ "tools": tools })));
+            }
+            "tools/call" => {
+                let name = params["name"].as_str().unwrap_or("");
+                let a = &params["arguments"];
+                match name {
+                    "echo" => {
+                        let mut text = a["text"].as_str().unwrap_or("").to_owned();
+                        text.push_str(&"x".repeat(a["pad"].as_u64().unwrap_or(0) as usize));
+                        send(&out, &result(&id, text_result(&text)));
+                    }
+                    "big" => {
+                        let text = "b".repeat(a["bytes"].as_u64().unwrap_or(0) as usize);
+                        send(&out, &result(&id, text_result(&text)));
+                    }
+                    "slow" => {
+                        let ms = a["ms"].as_u64().unwrap_or(100);
+                        let steps = a["steps"].as_u64().unwrap_or(3).max(1);
+                        let token = params["_meta"]["progressToken"].clone();
+                        let cancelled = Arc::new(AtomicBool::new(false));
+                        running
+                            .lock()
+                            .unwrap()
+                            .insert(id.to_string(), cancelled.clone());
+                        let (out, running) = (out.clone(), running.clone());
+                        std::thread::spawn(move || {
+                            for i in 1..=steps {
+                                std::thread::sleep(Duration::from_millis(ms / steps));
+                                if cancelled.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                if !token.is_null() {
+                                    send(
+                                        &out,
+                                        &json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":i,"total":steps}}),
+                                    );
+                                }
+                            }
+                            running.lock().unwrap().remove(&id.to_string());
+                            if !cancelled.load(Ordering::SeqCst) {
+                                send(&out, &result(&id, text_result(&format!("slept {ms}"))));
+                            }
+                        });
+                    }
+                    "crash" => {
+                        let _ = out.lock().unwrap().flush();
+                        std::process::exit(a["code"].as_i64().unwrap_or(1) as i32);
+                    }
+                    "exit_after" => {
+                        send(&out, &result(&id, json!({})));
+                        let ms = a["ms"].as_u64().unwrap_or(0);
+                        let code = a["code"].as_i64().unwrap_or(0) as i32;
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_millis(ms));
+                            std::process::exit(code);
+                        });
+                    }
+                    "garbage" => {
+                        send_raw(&out, "this is not json");
+                        send_raw(&out, r#"{"jsonrpc":"2.0""#);
+                        send(&out, &result(&id, text_result("ok")));
+                    }
+                    "stats" => {
+                        let s = stats.lock().unwrap();
+                        let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"pid":std::process::id()});
+                        drop(s);
+                        send(
+                            &out,
+                            &result(
+                                &id,
+                                json!({"content":[{"type":"text","text":v.to_string()}],"structuredContent":v}),
+                            ),
+                        );
+                    }
+                    "log" => {
+                        eprintln!("{}", a["text"].as_str().unwrap_or(""));
+                        send(&out, &result(&id, json!({})));
+                    }
+                    "sample" | "elicit" | "roots" => {
+                        next_ask += 1;
+                        let ask = json!(next_ask);
+                        let (m, p) = match name {
+                            "sample" => (
+                                "sampling/createMessage",
+                                json!({"messages":[{"role":"user","content":{"type":"text","text":a["text"]}}],"maxTokens":10}),
+                            ),
+                            "elicit" => (
+                                "elicitation/create",
+                                json!({"message":a["message"],"requestedSchema":{"type":"object","properties":{}}}),
+                            ),
+                            _ => ("roots/list", json!({})),
+                        };
+                        asked.lock().unwrap().insert(ask.to_string(), id.clone());
+                        send(
+                            &out,
+                            &json!({"jsonrpc":"2.0","id":ask,"method":m,"params":p}),
+                        );
+                    }
+                    "notify" => {
+                        let note = match a["kind"].as_str().unwrap_or("") {
+                            "tools_changed" => {
+                                json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})
+                            }
+                            "resources_changed" => {
+                                json!({"jsonrpc":"2.0","method":"notifications/resources/list_changed"})
+                            }
+                            "updated" => {
+                                json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":a["uri"]}})
+                            }
+                            "message" => {
+                                json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":a["level"],"logger":"fake","data":a["data"]}})
+                            }
+                            _ => {
+                                json!({"jsonrpc":"2.0","method":"notifications/prompts/list_changed"})
+                            }
+                        };
+                        send(&out, &note);
+                        send(&out, &result(&id, json!({})));
+                    }
+                    other => send(
+                        &out,
+                        &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32602,"message":format!("unknown tool {other}")}}),
+                    ),
+                }
+            }
+            _ => send(
+                &out,
+                &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
+            ),
+        }
+    }
+    if stubborn {
+        // A stubborn server outlives stdin EOF too: only SIGKILL ends it.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
