@@ -105,6 +105,8 @@ fn main() {
             .unwrap();
         eprintln!("grandchild_pid={}", child.id());
         pids.push(child.id());
+        // Deliberately never waited for: the test checks that the mux kills it with the group.
+        std::mem::forget(child);
     }
     if let Some(path) = value("--pid-file") {
         let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
