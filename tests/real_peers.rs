@@ -1,0 +1,186 @@
+//! The real reference servers (npm, PyPI) behind the real daemon, driven by the official Python
+//! MCP SDK through `rmcp-mux-proxy`, the way a host uses it. The peers are installed from the
+//! lock files in `tests/peers` by `tools/install-test-peers.sh`; CI sets
+//! RMCP_MUX_REQUIRE_PEERS=1 so that a failed install fails the run instead of skipping.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::*;
+
+fn peers() -> Option<PathBuf> {
+    static READY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let out = Command::new(root.join("tools/install-test-peers.sh")).output();
+            let required = std::env::var_os("RMCP_MUX_REQUIRE_PEERS").is_some();
+            match out {
+                Ok(o) if o.status.success() => Some(root.join("tests/peers")),
+                other => {
+                    let why = match other {
+                        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    assert!(!required, "installing the test peers failed: {why}");
+                    eprintln!("SKIPPED: real MCP peers unavailable ({why}); run tools/install-test-peers.sh");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn everything(peers: &std::path::Path) -> String {
+    format!(
+        "[servers.everything]\ncmd = \"node\"\nargs = [\"{}\", \"stdio\"]\nrestart_backoff_ms = 100\n",
+        peers.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js").display()
+    )
+}
+
+/// Starts a Python SDK session script through the proxy.
+fn session(
+    peers: &std::path::Path,
+    script: &str,
+    tag: Option<&str>,
+    socket: &std::path::Path,
+) -> std::process::Child {
+    session_with(peers, script, tag, &[], socket)
+}
+
+fn session_with(
+    peers: &std::path::Path,
+    script: &str,
+    tag: Option<&str>,
+    flags: &[&str],
+    socket: &std::path::Path,
+) -> std::process::Child {
+    let mut cmd = Command::new(peers.join(".venv/bin/python"));
+    cmd.arg(peers.join(script)).args(flags);
+    if let Some(tag) = tag {
+        cmd.args(["--tag", tag]);
+    }
+    cmd.args(["--", PROXY, "--socket"])
+        .arg(socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child) -> Value {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "session failed: {err}");
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("bad output {e}: {err}"))
+}
+
+#[test]
+fn two_python_sessions_share_one_server_everything() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&everything(&peers));
+    let socket = mux.socket("everything");
+    // Both at once: same request ids and progress tokens (the SDK numbers from 0 in each).
+    // Only alpha declares sampling, so every sampling request must reach alpha: stdio links a
+    // server request to no client request, and two capable sessions sampling at the same
+    // instant would be ambiguous (PROTOCOL.md's policy then decides).
+    let a = session(&peers, "everything_session.py", Some("alpha"), &socket);
+    let b = session_with(
+        &peers,
+        "everything_session.py",
+        Some("bravo"),
+        &["--no-sampling"],
+        &socket,
+    );
+    let (a, b) = (finish(a), finish(b));
+    for (out, tag) in [(&a, "alpha"), (&b, "bravo")] {
+        assert_eq!(out["tag"], tag);
+        assert_eq!(out["server_name"], "mcp-servers/everything");
+        assert_eq!(out["echo_ok"], true);
+        assert_eq!(
+            out["progress"],
+            serde_json::json!([1.0, 2.0, 3.0, 4.0]),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        a["sampling_ok"], true,
+        "sampling reached the capable session: {a}"
+    );
+    assert_eq!(b["sampling_ok"], Value::Null);
+    let st = mux.wait_status("everything", |s| s["clients"] == 0);
+    assert_eq!(st["restarts"], 0);
+    assert_eq!(st["state"], "running");
+    // Still the one child it started with.
+    mux.log.wait_for_count(&["child started"], 1);
+    assert!(!mux.log.text().contains("child exited"));
+}
+
+#[test]
+fn memory_sessions_see_one_shared_graph() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&format!(
+        "[servers.memory]\ncmd = \"node\"\nargs = [\"{}\"]\nenv = {{ MEMORY_FILE_PATH = \"{{dir}}/memory.jsonl\" }}\n",
+        peers.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js").display()
+    ));
+    let socket = mux.socket("memory");
+    let first = finish(session(&peers, "memory_session.py", Some("one"), &socket));
+    assert_eq!(first["server_name"], "memory-server");
+    let second = finish(session(&peers, "memory_session.py", Some("two"), &socket));
+    let graph = second["graph"].as_str().unwrap();
+    assert!(
+        graph.contains("entity-one") && graph.contains("entity-two"),
+        "one server, one graph: {graph}"
+    );
+}
+
+#[test]
+fn mcp_server_time_speaks_through_the_mux() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&format!(
+        "[servers.time]\ncmd = \"{}\"\n",
+        peers.join(".venv/bin/mcp-server-time").display()
+    ));
+    let out = finish(session(
+        &peers,
+        "time_session.py",
+        None,
+        &mux.socket("time"),
+    ));
+    assert_eq!(out["server_name"], "mcp-time");
+    assert_eq!(out["time"]["timezone"], "UTC");
+}
+
+#[test]
+fn a_killed_real_server_is_restarted_and_new_sessions_work() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&everything(&peers));
+    let pid = mux.wait_status("everything", |s| s["state"] == "running")["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let st = mux.wait_status("everything", |s| {
+        s["state"] == "running" && s["restarts"] == 1
+    });
+    assert_ne!(st["pid"].as_i64().unwrap() as i32, pid);
+    assert!(
+        st["last_exit"].as_str().unwrap().contains("signal 9"),
+        "{st}"
+    );
+    let out = finish(session(
+        &peers,
+        "everything_session.py",
+        Some("after"),
+        &mux.socket("everything"),
+    ));
+    assert_eq!(out["echo_ok"], true);
+}
