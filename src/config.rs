@@ -5,6 +5,8 @@
 //! `max_active_clients`, …; `tray` is accepted and ignored). It must not start anything or do
 //! I/O beyond reading the file in [`Config::load`].
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -424,12 +426,15 @@ impl Config {
     ///
     /// # Errors
     /// Any [`ConfigError`]; each names the file and, where it applies, the line and key.
+    #[allow(clippy::disallowed_methods)] // the one read this module does
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_with(&text, path, &Env::from_process())
+        // An absolute path, so that status shows where the file really is.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        Self::from_toml_with(&text, &path, &Env::from_process())
     }
 
     /// Validates config text as if read from `path`.
@@ -713,6 +718,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! The human form of `rmcp-mux status`: an aligned table like the one users know from the
 //! single-daemon proposal. Pure formatting; no I/O.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use crate::daemon::DaemonStatus;
 
 /// "4h 23m", "12m 5s", "45s".
@@ -82,6 +84,7 @@ pub fn render_table(status: &DaemonStatus) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
     use crate::daemon::ServerReport;

@@ -3,6 +3,8 @@
 //!
 //! Pure codec over a buffer (tokio-util's `Decoder`); it does no I/O of its own.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
@@ -134,6 +136,7 @@ fn memchr(hay: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -5,6 +5,8 @@
 //! rewrite copies the line once with the new id or token spliced in. This module does no I/O and
 //! never re-serializes a payload it did not have to look into.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 pub mod framing;
 
 use std::borrow::Cow;
@@ -319,6 +321,7 @@ pub fn notification(method: &str, params: &str) -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
 

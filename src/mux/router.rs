@@ -6,6 +6,8 @@
 //! come in as bytes, and everything it wants done goes out through [`Router::poll_action`]. That is
 //! what lets the tests drive it message by message on a fake clock.
 
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -1712,5 +1714,6 @@ fn identity(result: &[u8]) -> Option<(serde_json::Value, serde_json::Value, serd
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #[path = "router_tests.rs"]
 mod tests;
