@@ -501,3 +501,84 @@ fn status_without_a_daemon_says_how_to_start_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no rmcp-mux daemon is listening"), "{err}");
 }
+
+#[test]
+fn a_request_that_times_out_is_cancelled_upstream() {
+    let mux = Mux::start(&fake("f", "request_timeout_ms = 300"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let r = c.call(json!("late"), "slow", json!({"ms":5000}));
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"upstream_timeout","timeout_ms":300})
+    );
+    let s = stats(&mut c, 2);
+    assert_eq!(s["cancelled"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(mux.server_status("f")["pending"], 0);
+}
+
+#[test]
+fn subscriptions_are_shared_and_log_levels_kept_per_client() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut a = mux.connect("f");
+    let mut b = mux.connect("f");
+    a.initialize(json!({}));
+    b.initialize(json!({}));
+    for c in [&mut a, &mut b] {
+        let r = c.request(
+            json!("s"),
+            "resources/subscribe",
+            json!({"uri":"file:///x"}),
+        );
+        assert_eq!(r["result"], json!({}));
+    }
+    a.request(json!("l"), "logging/setLevel", json!({"level":"error"}));
+    b.request(json!("l"), "logging/setLevel", json!({"level":"info"}));
+    let s = stats(&mut a, 1);
+    assert_eq!(
+        s["subscribe"],
+        json!(["file:///x"]),
+        "one upstream subscribe for two clients"
+    );
+    assert_eq!(
+        s["set_level"],
+        json!(["error", "info"]),
+        "the most verbose goes upstream"
+    );
+    // An update reaches both subscribers; an info message only the client that wants info.
+    a.call(
+        json!(2),
+        "notify",
+        json!({"kind":"updated","uri":"file:///x"}),
+    );
+    a.call(
+        json!(3),
+        "notify",
+        json!({"kind":"message","level":"info","data":"hello"}),
+    );
+    b.call(json!(4), "stats", json!({}));
+    let methods = |c: &Client| {
+        c.notes
+            .iter()
+            .map(|n| n["method"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(methods(&a), ["notifications/resources/updated"]);
+    assert_eq!(
+        methods(&b),
+        ["notifications/resources/updated", "notifications/message"]
+    );
+    drop(b);
+    mux.wait_status("f", |s| s["clients"] == 1);
+    a.request(
+        json!("u"),
+        "resources/unsubscribe",
+        json!({"uri":"file:///x"}),
+    );
+    let s = stats(&mut a, 5);
+    assert_eq!(
+        s["unsubscribe"],
+        json!(["file:///x"]),
+        "sent once, when the last one left"
+    );
+}

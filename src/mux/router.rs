@@ -251,6 +251,8 @@ pub struct Router {
     clients: HashMap<ClientId, Client>,
     next_upstream: u64,
     pending: HashMap<u64, Pending>,
+    /// Client requests waiting for the child (what status calls `pending`).
+    client_pending: usize,
     by_client: HashMap<(ClientId, Bytes), u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// Requests accepted while the child is not running, written once it is.
@@ -288,6 +290,7 @@ impl Router {
             clients: HashMap::new(),
             next_upstream: 1,
             pending: HashMap::new(),
+            client_pending: 0,
             by_client: HashMap::new(),
             deadlines: BTreeSet::new(),
             held: VecDeque::new(),
@@ -345,11 +348,7 @@ impl Router {
             state,
             pid: self.pid,
             clients: self.clients.len(),
-            pending: self
-                .pending
-                .values()
-                .filter(|p| p.client.is_some() && p.purpose != Purpose::ClientInit)
-                .count(),
+            pending: self.client_pending,
             restarts: self.restarts,
             running_since: self.running_since,
             last_exit: self.last_exit.clone(),
@@ -1544,6 +1543,7 @@ impl Router {
         if let Some(client) = p.client {
             if p.purpose != Purpose::ClientInit {
                 self.by_client.insert((client, p.orig_id.clone()), up);
+                self.client_pending += 1;
             }
         }
         self.pending.insert(up, p);
@@ -1555,6 +1555,7 @@ impl Router {
         if let Some(client) = p.client {
             if p.purpose != Purpose::ClientInit {
                 self.by_client.remove(&(client, p.orig_id.clone()));
+                self.client_pending -= 1;
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.in_flight = c.in_flight.saturating_sub(1);
                 }
