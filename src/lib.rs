@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod health;
+mod io;
 pub mod jsonrpc;
 pub mod mux;
 pub mod proxy;

@@ -112,7 +112,7 @@ where
                         "rmcp-mux connection lost; request aborted",
                         Some(&data),
                     );
-                    if write_line(&mut out, &line).await.is_err() {
+                    if crate::io::write_line(&mut out, &line).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -186,13 +186,13 @@ where
                     match frame {
                         Some(Ok(Frame::Line(line))) => {
                             note_host_line(session, &line);
-                            if write_line(&mut sock_out, &line).await.is_err() {
+                            if crate::io::write_line(&mut sock_out, &line).await.is_err() {
                                 return Ok(Outcome::SocketLost);
                             }
                         }
                         Some(Ok(Frame::TooLong { limit })) => {
                             let msg = format!("message exceeds {limit} bytes");
-                            if write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
+                            if crate::io::write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
                                 return Ok(Outcome::Done);
                             }
                         }
@@ -220,7 +220,7 @@ where
                     match frame {
                         Some(Ok(Frame::Line(line))) => {
                             if keep_socket_line(session, &line)
-                                && write_line(out, &line).await.is_err()
+                                && crate::io::write_line(out, &line).await.is_err()
                             {
                                 return Ok(Outcome::Done);
                             }
@@ -239,7 +239,7 @@ where
                     return Ok(Outcome::Done);
                 }
             }
-            () = sleep_opt(drain_deadline) => {
+            () = crate::io::sleep_until(drain_deadline) => {
                 warn!(owed = session.owed.len(), "gave up waiting for answers after stdin closed");
                 return Ok(Outcome::Done);
             }
@@ -260,10 +260,10 @@ async fn replay<W: AsyncWrite + Unpin>(
             continue;
         };
         session.replay.insert(Bytes::from(id));
-        write_line(sock, &rewritten).await?;
+        crate::io::write_line(sock, &rewritten).await?;
         if i == 0 {
             if let Some(initialized) = &session.initialized {
-                write_line(sock, initialized).await?;
+                crate::io::write_line(sock, initialized).await?;
             }
         }
     }
@@ -374,21 +374,6 @@ fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
     };
     let after = &rest[end..];
     (after.starts_with(br#","result""#) || after.starts_with(br#","error""#)).then(|| &rest[..end])
-}
-
-async fn write_line<W: AsyncWrite + Unpin>(
-    out: &mut BufWriter<W>,
-    line: &[u8],
-) -> std::io::Result<()> {
-    out.write_all(line).await?;
-    out.write_all(b"\n").await
-}
-
-async fn sleep_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ impl Actor {
                 Some((generation, ev)) = child_rx.recv() => Event::Child(generation, ev),
                 Some(ctl) = cmd_rx.recv(), if !shutting_down => Event::Control(ctl),
                 // Cancel safe: a sleep is recreated every turn from the router's deadline.
-                () = sleep_until(deadline) => Event::Timer,
+                () = crate::io::sleep_until(deadline.map(tokio::time::Instant::from_std)) => Event::Timer,
                 () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
             };
             let now = Instant::now();
@@ -419,13 +419,6 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn read_client(
     id: ClientId,
     read: tokio::net::unix::OwnedReadHalf,
@@ -463,12 +456,12 @@ async fn write_client(
 ) {
     let mut out = BufWriter::with_capacity(64 * 1024, write);
     while let Some(line) = rx.recv().await {
-        if write_line(&mut out, &line).await.is_err() {
+        if crate::io::write_line(&mut out, &line).await.is_err() {
             break;
         }
         // Batch whatever else is ready before one flush.
         while let Ok(line) = rx.try_recv() {
-            if write_line(&mut out, &line).await.is_err() {
+            if crate::io::write_line(&mut out, &line).await.is_err() {
                 token.cancel();
                 return;
             }
@@ -483,22 +476,14 @@ async fn write_client(
     token.cancel();
 }
 
-async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
-    out: &mut BufWriter<W>,
-    line: &[u8],
-) -> std::io::Result<()> {
-    out.write_all(line).await?;
-    out.write_all(b"\n").await
-}
-
 async fn write_stdin(stdin: tokio::process::ChildStdin, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut out = BufWriter::with_capacity(64 * 1024, stdin);
     while let Some(line) = rx.recv().await {
-        if write_line(&mut out, &line).await.is_err() {
+        if crate::io::write_line(&mut out, &line).await.is_err() {
             return;
         }
         while let Ok(line) = rx.try_recv() {
-            if write_line(&mut out, &line).await.is_err() {
+            if crate::io::write_line(&mut out, &line).await.is_err() {
                 return;
             }
         }
@@ -542,7 +527,7 @@ async fn watch_child(
                 status = exit.ok();
                 drain_until = Some(tokio::time::Instant::now() + STDOUT_DRAIN);
             }
-            () = sleep_opt(drain_until) => break,
+            () = crate::io::sleep_until(drain_until) => break,
             res = &mut kill, if kill_armed => {
                 kill_armed = false;
                 if res.is_ok() {
@@ -570,11 +555,4 @@ async fn watch_child(
         child::describe_exit,
     );
     let _ = tx.send((generation, ChildEvent::Exited(reason))).await;
-}
-
-async fn sleep_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

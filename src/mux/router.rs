@@ -572,29 +572,13 @@ impl Router {
         self.last_exit = Some(reason.clone());
         self.running_since = None;
         // What was written to the dead child will never be answered.
-        let sent: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.sent)
-            .map(|(id, _)| *id)
-            .collect();
         let data = format!(
             r#"{{"reason":"{}","server":{}}}"#,
             reasons::UPSTREAM_EXITED,
             serde_json::Value::from(self.name.as_str())
         );
-        for up in sent {
-            if let Some(p) = self.remove_pending(up) {
-                if let Some(client) = p.client {
-                    let msg = format!("server {} exited: {}", self.name, reason);
-                    self.reply(
-                        client,
-                        p.batch,
-                        jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data)),
-                    );
-                }
-            }
-        }
+        let msg = format!("server {} exited: {}", self.name, reason);
+        self.fail_pending(|p| p.sent, &msg, &data);
         self.server_reqs.clear();
         self.server_req_ids.clear();
         self.elicitations.clear();
@@ -658,16 +642,23 @@ impl Router {
             reasons::SERVER_UNAVAILABLE,
             state
         );
-        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        let msg = format!("server {} is {}", self.name, state);
+        self.fail_pending(|_| true, &msg, &data);
+    }
+
+    /// Removes the pending requests `which` selects and answers their clients with an error.
+    fn fail_pending(&mut self, which: impl Fn(&Pending) -> bool, msg: &str, data: &str) {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| which(p))
+            .map(|(id, _)| *id)
+            .collect();
         for up in ids {
             if let Some(p) = self.remove_pending(up) {
                 if let Some(client) = p.client {
-                    let msg = format!("server {} is {}", self.name, state);
-                    self.reply(
-                        client,
-                        p.batch,
-                        jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data)),
-                    );
+                    let line = jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, msg, Some(data));
+                    self.reply(client, p.batch, line);
                 }
             }
         }
