@@ -351,29 +351,69 @@ fn settle(session: &mut Session, id: &[u8]) -> bool {
     true
 }
 
-/// The id of a response that starts the common way (`{"jsonrpc":"2.0","id":ID,"result"` or
-/// `"error"`), found without parsing a possibly huge payload.
+/// The id of a response, found without parsing a possibly huge payload when the line has one
+/// of the common shapes: `{"jsonrpc":"2.0","id":ID,"result"…` (Python SDK, the mux's own
+/// errors), `{"id":ID,"jsonrpc"…` (serde_json), or `…,"id":ID}` at the very end (TypeScript
+/// SDK). Anything else returns `None` and is parsed in full.
 fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
-    const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
-    let rest = line.strip_prefix(PREFIX)?;
-    let end = match rest.first()? {
+    let (id, after) = if let Some(rest) = line.strip_prefix(br#"{"jsonrpc":"2.0","id":"#) {
+        let end = scalar_end(rest)?;
+        (&rest[..end], &rest[end..])
+    } else if let Some(rest) = line.strip_prefix(br#"{"id":"#) {
+        let end = scalar_end(rest)?;
+        (&rest[..end], &rest[end..])
+    } else {
+        return trailing_id(line);
+    };
+    let is_response = after.starts_with(br#","result""#)
+        || after.starts_with(br#","error""#)
+        || (after.starts_with(br#","jsonrpc":"2.0","#)
+            && (after[16..].starts_with(br#""result""#) || after[16..].starts_with(br#""error""#)));
+    is_response.then_some(id)
+}
+
+/// Where a JSON number or string at the start of `s` ends.
+fn scalar_end(s: &[u8]) -> Option<usize> {
+    match s.first()? {
         b'"' => {
             let mut i = 1;
             loop {
-                match rest.get(i)? {
+                match s.get(i)? {
                     b'\\' => i += 2,
-                    b'"' => break i + 1,
+                    b'"' => return Some(i + 1),
                     _ => i += 1,
                 }
             }
         }
-        b'-' | b'0'..=b'9' => rest
-            .iter()
-            .position(|b| !(b.is_ascii_digit() || *b == b'-'))?,
-        _ => return None,
-    };
-    let after = &rest[end..];
-    (after.starts_with(br#","result""#) || after.starts_with(br#","error""#)).then(|| &rest[..end])
+        b'-' | b'0'..=b'9' => s.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')),
+        _ => None,
+    }
+}
+
+/// `…,"id":ID}` at the end of a line: the last `}` closes the top-level object, so a member
+/// right before it is a top-level member. Only numeric ids (what the mux hands out) qualify,
+/// and the line must not be a request (no top-level "method" can follow a trailing id, but one
+/// could precede it, so requests are told apart by the caller's full parse).
+fn trailing_id(line: &[u8]) -> Option<&[u8]> {
+    let body = line.strip_suffix(b"}")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (head, id) = body.split_at(body.len() - digits);
+    let head = head.strip_suffix(br#""id":"#)?;
+    if !matches!(head.last(), Some(b',')) {
+        return None;
+    }
+    // A response has "result" or "error" right at the top level; checking the start is cheap
+    // and covers the TypeScript shape `{"result":…` / `{"error":…` / `{"jsonrpc":"2.0","result"…`.
+    let starts = [
+        &br#"{"result":"#[..],
+        br#"{"error":"#,
+        br#"{"jsonrpc":"2.0","result":"#,
+        br#"{"jsonrpc":"2.0","error":"#,
+    ];
+    starts.iter().any(|p| line.starts_with(p)).then_some(id)
 }
 
 #[cfg(test)]

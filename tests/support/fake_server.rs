@@ -17,11 +17,18 @@ use serde_json::{json, Value};
 
 type Out = Arc<Mutex<BufWriter<std::io::Stdout>>>;
 
+/// Sends from worker threads: flushed at once.
 fn send(out: &Out, msg: &Value) {
+    queue(out, msg);
+    let _ = out.lock().unwrap().flush();
+}
+
+/// Sends from the reader loop: flushed once the input is drained, so a burst of requests is
+/// answered with few writes and the server is not the benchmarks' bottleneck.
+fn queue(out: &Out, msg: &Value) {
     let mut w = out.lock().unwrap();
     let _ = serde_json::to_writer(&mut *w, msg);
     let _ = w.write_all(b"\n");
-    let _ = w.flush();
 }
 
 fn send_raw(out: &Out, line: &str) {
@@ -129,9 +136,17 @@ fn main() {
     let running: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>> = Arc::default();
     let asked: Asked = Arc::default();
     let mut next_ask = 1000u64;
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    let mut line = String::new();
+    loop {
+        if input.buffer().is_empty() {
+            let _ = out.lock().unwrap().flush();
+        }
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
         let Ok(msg) = serde_json::from_str::<Value>(&line) else {
             eprintln!("fake: ignoring a line that is not JSON");
             continue;
@@ -226,7 +241,7 @@ fn main() {
                     "echo" => {
                         let mut text = a["text"].as_str().unwrap_or("").to_owned();
                         text.push_str(&"x".repeat(a["pad"].as_u64().unwrap_or(0) as usize));
-                        send(&out, &result(&id, text_result(&text)));
+                        queue(&out, &result(&id, text_result(&text)));
                     }
                     "big" => {
                         let text = "b".repeat(a["bytes"].as_u64().unwrap_or(0) as usize);

@@ -1,0 +1,430 @@
+//! The side-by-side benchmark: the same fast MCP server (`mcp-fake-server`) reached over its own
+//! stdio ("direct"), through the mux's socket ("mux"), and through `rmcp-mux-proxy` ("proxy",
+//! what a host uses), in one run. Every answer is checked: a misrouted or lost response fails
+//! the run. Results go to `target/bench/results.json`; `tools/bench.sh` turns them into a table
+//! and a plot.
+//!
+//! Run it through `tools/bench.sh` (it builds the release binaries first). Set
+//! `BENCH_QUICK=1` for a short smoke run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+type Reader = tokio::io::Lines<BufReader<Box<dyn AsyncRead + Unpin + Send>>>;
+type Writer = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
+
+struct Bins {
+    mux: PathBuf,
+    proxy: PathBuf,
+    fake: PathBuf,
+}
+
+fn bins() -> Bins {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release");
+    let b = Bins {
+        mux: dir.join("rmcp-mux"),
+        proxy: dir.join("rmcp-mux-proxy"),
+        fake: dir.join("mcp-fake-server"),
+    };
+    for p in [&b.mux, &b.proxy, &b.fake] {
+        assert!(
+            p.exists(),
+            "{} missing: run `cargo build --release --bins` (tools/bench.sh does)",
+            p.display()
+        );
+    }
+    b
+}
+
+/// One MCP connection of any kind.
+struct Conn {
+    w: Writer,
+    r: Reader,
+    _child: Option<Child>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Path3 {
+    Direct,
+    Mux,
+    Proxy,
+}
+
+impl Path3 {
+    fn name(self) -> &'static str {
+        match self {
+            Path3::Direct => "direct",
+            Path3::Mux => "mux",
+            Path3::Proxy => "proxy",
+        }
+    }
+}
+
+impl Conn {
+    async fn open(kind: Path3, bins: &Bins, socket: &Path) -> Conn {
+        let mut conn = match kind {
+            Path3::Direct => Self::spawn(Command::new(&bins.fake)),
+            Path3::Proxy => {
+                let mut cmd = Command::new(&bins.proxy);
+                cmd.arg("--socket").arg(socket);
+                Self::spawn(cmd)
+            }
+            Path3::Mux => {
+                let s = UnixStream::connect(socket)
+                    .await
+                    .expect("connect to the mux");
+                let (r, w) = s.into_split();
+                Conn {
+                    w: BufWriter::new(Box::new(w)),
+                    r: BufReader::new(Box::new(r) as Box<dyn AsyncRead + Unpin + Send>).lines(),
+                    _child: None,
+                }
+            }
+        };
+        conn.send(&json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}).to_string()).await;
+        conn.w.flush().await.unwrap();
+        let init = conn.recv().await;
+        assert!(init.contains("\"result\""), "initialize failed: {init}");
+        conn.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
+        conn
+    }
+
+    fn spawn(mut cmd: Command) -> Conn {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let w = child.stdin.take().unwrap();
+        let r = child.stdout.take().unwrap();
+        Conn {
+            w: BufWriter::new(Box::new(w)),
+            r: BufReader::with_capacity(1 << 16, Box::new(r) as Box<dyn AsyncRead + Unpin + Send>)
+                .lines(),
+            _child: Some(child),
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.w.write_all(line.as_bytes()).await.unwrap();
+        self.w.write_all(b"\n").await.unwrap();
+    }
+
+    async fn recv(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(60), self.r.next_line())
+            .await
+            .expect("no answer within 60 s")
+            .unwrap()
+            .expect("connection closed")
+    }
+}
+
+fn echo(client: usize, seq: u64, pad: usize) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{seq},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"c{client}-{seq}","pad":{pad}}}}}}}"#
+    )
+}
+
+/// Checks that `line` answers request `seq` of `client`; panics on a misrouted answer.
+fn check(line: &str, client: usize, seq: u64, pad: usize) {
+    let v: Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!(
+        v["id"],
+        json!(seq),
+        "misrouted or out-of-place answer: {}",
+        &line[..line.len().min(200)]
+    );
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .expect("an echo result");
+    let want = format!("c{client}-{seq}");
+    assert!(
+        text.starts_with(&want) && text.len() == want.len() + pad,
+        "wrong payload for c{client}-{seq}"
+    );
+}
+
+/// A daemon running `servers` fake servers in a temp dir.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    async fn start(bins: &Bins, servers: usize, lazy: bool) -> (Daemon, Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = format!(
+            "[daemon]\ncontrol_socket = \"{0}/control.sock\"\nsocket_dir = \"{0}/s\"\n",
+            dir.path().display()
+        );
+        for i in 0..servers {
+            cfg += &format!(
+                "[servers.s{i}]\ncmd = \"{}\"\nmax_active_clients = 4096\nmax_request_bytes = 8388608\nlazy_start = {lazy}\n",
+                bins.fake.display()
+            );
+        }
+        let path = dir.path().join("mux.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let start = Instant::now();
+        let child = Command::new(&bins.mux)
+            .arg("--config")
+            .arg(&path)
+            .env("RMCP_MUX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, dir };
+        // Ready when every socket accepts a connection.
+        for i in 0..servers {
+            let sock = d.socket(i);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while UnixStream::connect(&sock).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "socket {} never came up",
+                    sock.display()
+                );
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+        }
+        let took = start.elapsed();
+        (d, took)
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("s/s{i}.sock"))
+    }
+
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id().unwrap())
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Sequential requests, one in flight: latency percentiles in microseconds.
+async fn latency(conn: &mut Conn, n: usize, pad: usize) -> (f64, f64, f64, f64) {
+    let mut samples = Vec::with_capacity(n);
+    for seq in 0..(n as u64 + 100) {
+        let start = Instant::now();
+        conn.send(&echo(0, seq, pad)).await;
+        conn.w.flush().await.unwrap();
+        let line = conn.recv().await;
+        let took = start.elapsed().as_secs_f64() * 1e6;
+        check(&line, 0, seq, pad);
+        if seq >= 100 {
+            samples.push(took);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        percentile(&samples, 0.99),
+        mean,
+    )
+}
+
+/// `conns` connections with `depth` requests in flight each for `dur`: answers per second.
+async fn throughput(conns: Vec<Conn>, depth: usize, dur: Duration) -> f64 {
+    let deadline = Instant::now() + dur;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (client, mut conn) in conns.into_iter().enumerate() {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut next = 0u64;
+            let mut expect = std::collections::VecDeque::new();
+            for _ in 0..depth {
+                conn.send(&echo(client, next, 0)).await;
+                expect.push_back(next);
+                next += 1;
+            }
+            conn.w.flush().await.unwrap();
+            while let Some(seq) = expect.pop_front() {
+                let line = conn.recv().await;
+                // The server answers each connection's echoes in order.
+                check(&line, client, seq, 0);
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if Instant::now() < deadline {
+                    conn.send(&echo(client, next, 0)).await;
+                    expect.push_back(next);
+                    next += 1;
+                    conn.w.flush().await.unwrap();
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn open_many(kind: Path3, bins: &Bins, socket: &Path, n: usize) -> Vec<Conn> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(Conn::open(kind, bins, socket).await);
+    }
+    conns
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let bins = bins();
+    let mut results: HashMap<String, Value> = HashMap::new();
+    let lat_n = if quick { 300 } else { 3000 };
+    let dur = Duration::from_millis(if quick { 300 } else { 1500 });
+
+    // Start-up: 10 lazy servers, from exec to every socket accepting.
+    let mut starts = vec![];
+    for _ in 0..if quick { 2 } else { 5 } {
+        let (d, took) = Daemon::start(&bins, 10, true).await;
+        starts.push(took.as_secs_f64() * 1e3);
+        drop(d);
+    }
+    starts.sort_by(f64::total_cmp);
+    results.insert(
+        "start_10_servers_ms".into(),
+        json!(starts[starts.len() / 2]),
+    );
+    eprintln!(
+        "start-up (10 servers, median): {:.2} ms",
+        starts[starts.len() / 2]
+    );
+
+    let (daemon, _) = Daemon::start(&bins, 1, false).await;
+    let socket = daemon.socket(0);
+
+    // Latency, one request in flight.
+    let mut lat = serde_json::Map::new();
+    for kind in [Path3::Direct, Path3::Mux, Path3::Proxy] {
+        let mut c = Conn::open(kind, &bins, &socket).await;
+        let (p50, p90, p99, mean) = latency(&mut c, lat_n, 0).await;
+        eprintln!(
+            "latency {:6}: p50 {p50:7.1} µs  p90 {p90:7.1}  p99 {p99:7.1}  mean {mean:7.1}",
+            kind.name()
+        );
+        lat.insert(
+            kind.name().into(),
+            json!({"p50_us":p50,"p90_us":p90,"p99_us":p99,"mean_us":mean}),
+        );
+    }
+    results.insert("latency".into(), Value::Object(lat));
+
+    // A 1 MiB result, sequentially.
+    let mut big = serde_json::Map::new();
+    let reps = if quick { 10 } else { 40 };
+    for kind in [Path3::Direct, Path3::Mux, Path3::Proxy] {
+        let mut c = Conn::open(kind, &bins, &socket).await;
+        let (p50, _, _, mean) = latency(&mut c, reps, 1 << 20).await;
+        eprintln!(
+            "1 MiB result {:6}: p50 {p50:8.1} µs  mean {mean:8.1}",
+            kind.name()
+        );
+        big.insert(kind.name().into(), json!({"p50_us":p50,"mean_us":mean}));
+    }
+    results.insert("one_mib".into(), Value::Object(big));
+
+    // Throughput: the direct baseline is one stdio connection with 512 in flight.
+    let mut tp = serde_json::Map::new();
+    let base = throughput(
+        vec![Conn::open(Path3::Direct, &bins, &socket).await],
+        512,
+        dur,
+    )
+    .await;
+    eprintln!("throughput direct (1 conn, 512 in flight): {base:9.0} req/s");
+    tp.insert("direct_512_in_flight".into(), json!(base));
+    let depth = 8;
+    for clients in [1usize, 8, 64, 512] {
+        for kind in [Path3::Mux, Path3::Proxy] {
+            if kind == Path3::Proxy && clients > 64 {
+                continue; // 512 proxy processes measure process spawning, not the mux
+            }
+            let conns = open_many(kind, &bins, &socket, clients).await;
+            let rate = throughput(conns, depth, dur).await;
+            eprintln!(
+                "throughput {:6} {clients:4} clients × {depth}: {rate:9.0} req/s ({:.2}× direct)",
+                kind.name(),
+                rate / base
+            );
+            tp.insert(format!("{}_{clients}", kind.name()), json!(rate));
+        }
+        let direct = open_many(Path3::Direct, &bins, &socket, 1).await;
+        let rate = throughput(direct, clients * depth, dur).await;
+        tp.insert(format!("direct_{clients}"), json!(rate));
+    }
+    results.insert("throughput".into(), Value::Object(tp));
+
+    // 1,000 clients, 4 in flight each: all served.
+    let many = if quick { 200 } else { 1000 };
+    let start = Instant::now();
+    let conns = open_many(Path3::Mux, &bins, &socket, many).await;
+    let connect_ms = start.elapsed().as_secs_f64() * 1e3;
+    let rss_many = daemon.rss_kib();
+    let rate = throughput(conns, 4, dur).await;
+    eprintln!("{many} clients: connect+initialize {connect_ms:.0} ms, {rate:.0} req/s, daemon RSS {rss_many} KiB");
+    results.insert("many_clients".into(), json!({"clients":many,"connect_init_ms":connect_ms,"req_per_s":rate,"daemon_rss_kib":rss_many}));
+    drop(daemon);
+
+    // Memory: 10 idle servers, then 100 connected clients; one idle proxy.
+    let (daemon, _) = Daemon::start(&bins, 10, false).await;
+    let mut warm = Conn::open(Path3::Mux, &bins, &daemon.socket(0)).await;
+    latency(&mut warm, 10, 0).await;
+    let idle = daemon.rss_kib();
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        clients.push(Conn::open(Path3::Mux, &bins, &daemon.socket(i % 10)).await);
+    }
+    let with_100 = daemon.rss_kib();
+    let proxy = Conn::open(Path3::Proxy, &bins, &daemon.socket(0)).await;
+    let proxy_rss = proxy
+        ._child
+        .as_ref()
+        .and_then(|c| c.id())
+        .map(rss_kib)
+        .unwrap_or(0);
+    eprintln!("RSS: daemon idle (10 servers) {idle} KiB, with 100 clients {with_100} KiB, proxy {proxy_rss} KiB");
+    results.insert(
+        "rss_kib".into(),
+        json!({"daemon_10_idle":idle,"daemon_10_with_100_clients":with_100,"proxy":proxy_rss}),
+    );
+    drop((clients, proxy, warm, daemon));
+
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let json = serde_json::to_string_pretty(&results).unwrap();
+    std::fs::write(out.join("results.json"), &json).unwrap();
+    eprintln!("wrote {}", out.join("results.json").display());
+}
