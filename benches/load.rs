@@ -181,6 +181,11 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env("RMCP_MUX_LOG", "warn")
+            .envs(
+                std::env::var("RMCP_MUX_THREADS")
+                    .ok()
+                    .map(|v| ("RMCP_MUX_THREADS", v)),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

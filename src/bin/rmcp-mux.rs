@@ -104,10 +104,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
     init_logging(if proxy { "warn" } else { "info" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("RMCP_MUX_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
     {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rmcp-mux: cannot start the runtime: {e}");
