@@ -681,30 +681,29 @@ impl Router {
             Command::Restart => {
                 self.consecutive_failures = 0;
                 if self.child_alive() {
-                    if !matches!(self.life, Life::Stopping { .. }) {
-                        self.push(Action::Kill);
-                    }
-                    self.life = Life::Stopping {
-                        then: AfterStop::Start,
-                    };
+                    self.stop_child(AfterStop::Start);
                 } else {
                     self.spawn();
                 }
             }
             Command::Stop => {
                 if self.child_alive() {
-                    if !matches!(self.life, Life::Stopping { .. }) {
-                        self.push(Action::Kill);
-                    }
-                    self.life = Life::Stopping {
-                        then: AfterStop::Stay,
-                    };
+                    self.stop_child(AfterStop::Stay);
                 } else {
                     self.life = Life::Stopped;
                 }
                 self.fail_all("stopped");
             }
         }
+    }
+
+    /// Kills the child (once, even when asked again while it is stopping) and records what
+    /// happens when it is gone.
+    fn stop_child(&mut self, then: AfterStop) {
+        if !matches!(self.life, Life::Stopping { .. }) {
+            self.push(Action::Kill);
+        }
+        self.life = Life::Stopping { then };
     }
 
     fn shutdown(&mut self) {
