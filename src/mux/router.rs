@@ -420,7 +420,7 @@ impl Router {
                 warn!(server = %self.name, %reason, "child could not be started");
                 self.child_exited(now, reason)
             }
-            Input::ChildLine(line) => self.child_line(now, &line),
+            Input::ChildLine(line) => self.child_line(now, line),
             Input::ChildTooLong => {
                 warn!(server = %self.name, limit = self.cfg.max_response_bytes,
                     "child wrote a line over max_response_bytes; dropped")
@@ -1220,8 +1220,8 @@ impl Router {
 
     // ----- the child's lines -----
 
-    fn child_line(&mut self, now: Instant, line: &[u8]) {
-        let env = match jsonrpc::parse_one(line) {
+    fn child_line(&mut self, now: Instant, line: Bytes) {
+        let env = match jsonrpc::parse_one(&line) {
             Ok(env) => env,
             Err(_) => {
                 let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
@@ -1231,9 +1231,9 @@ impl Router {
         };
         let method = env.method.as_deref().unwrap_or("");
         match env.kind {
-            Kind::Response | Kind::Error => self.child_response(now, line, &env),
-            Kind::Request => self.child_request(now, line, &env, method),
-            Kind::Notification => self.child_notification(line, &env, method),
+            Kind::Response | Kind::Error => self.child_response(now, &line, &env),
+            Kind::Request => self.child_request(now, &line, &env, method),
+            Kind::Notification => self.child_notification(&line, &env, method),
         }
     }
 
@@ -1413,7 +1413,7 @@ impl Router {
         }
     }
 
-    fn child_notification(&mut self, line: &[u8], env: &jsonrpc::Envelope<'_>, method: &str) {
+    fn child_notification(&mut self, line: &Bytes, env: &jsonrpc::Envelope<'_>, method: &str) {
         match method {
             "notifications/progress" => {
                 let Some(token) = jsonrpc::field(env.params, "progressToken") else {
@@ -1453,45 +1453,29 @@ impl Router {
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
-                self.broadcast_ready(&Bytes::copy_from_slice(line));
+                self.broadcast_ready(line);
             }
             "notifications/resources/updated" => {
                 let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
                     return;
                 };
-                let targets: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.subscriptions.iter().any(|s| uri_under(&uri, s)))
-                    .map(|(id, _)| *id)
-                    .collect();
-                let note = Bytes::copy_from_slice(line);
-                for t in targets {
-                    self.push(Action::ToClient(t, note.clone()));
-                }
+                self.send_to_matching(line, |c| c.subscriptions.iter().any(|s| uri_under(&uri, s)));
             }
             "notifications/message" => {
                 let level = jsonrpc::str_field(env.params, "level")
                     .as_deref()
                     .and_then(level_index)
                     .unwrap_or(0);
-                let targets: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.phase == Phase::Ready && c.level.is_none_or(|l| level >= l))
-                    .map(|(id, _)| *id)
-                    .collect();
-                let note = Bytes::copy_from_slice(line);
-                for t in targets {
-                    self.push(Action::ToClient(t, note.clone()));
-                }
+                self.send_to_matching(line, |c| {
+                    c.phase == Phase::Ready && c.level.is_none_or(|l| level >= l)
+                });
             }
             "notifications/elicitation/complete" => {
                 let Some(id) = jsonrpc::str_field(env.params, "elicitationId") else {
                     return;
                 };
                 if let Some(client) = self.elicitations.remove(&id) {
-                    self.push(Action::ToClient(client, Bytes::copy_from_slice(line)));
+                    self.push(Action::ToClient(client, line.clone()));
                 }
             }
             "notifications/tasks/status" => {
@@ -1514,9 +1498,9 @@ impl Router {
                         t.progress = None;
                     }
                 }
-                self.push(Action::ToClient(client, Bytes::copy_from_slice(line)));
+                self.push(Action::ToClient(client, line.clone()));
             }
-            _ => self.broadcast_ready(&Bytes::copy_from_slice(line)),
+            _ => self.broadcast_ready(line),
         }
     }
 
@@ -1642,10 +1626,15 @@ impl Router {
     }
 
     fn broadcast_ready(&mut self, line: &Bytes) {
+        self.send_to_matching(line, |c| c.phase == Phase::Ready);
+    }
+
+    /// Sends one line (shared, not copied) to every client `wants` selects.
+    fn send_to_matching(&mut self, line: &Bytes, wants: impl Fn(&Client) -> bool) {
         let targets: Vec<ClientId> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Ready)
+            .filter(|(_, c)| wants(c))
             .map(|(id, _)| *id)
             .collect();
         for t in targets {
