@@ -32,6 +32,12 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     /// The config file it runs.
     pub config: PathBuf,
+    /// The daemon's log file, when it logs to one (detached or under a service manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Why the last config reload was refused; cleared by the next good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
 }
@@ -97,6 +103,8 @@ impl Shared {
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
+            log_file: None,
+            config_error: None,
             servers: self
                 .handles
                 .iter()

@@ -37,6 +37,10 @@ struct Cli {
     /// With --show-status: print JSON.
     #[arg(long)]
     json: bool,
+    /// Run the servers and a live dashboard of them in this terminal; `q` stops both.
+    /// Logs go to ~/.rmcp-mux/tui.log meanwhile.
+    #[arg(long, conflicts_with_all = ["show_status", "restart_service"])]
+    tui: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -64,6 +68,12 @@ enum Cmd {
     Stop(NamedTarget),
     /// Start a stopped or failed server.
     Start(NamedTarget),
+    /// A live terminal dashboard of the running daemon (keys: j/k move, r restart, s stop,
+    /// S start, l log, q quit).
+    Dashboard {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Exit 0 when a server answers an MCP handshake and ping through its socket.
     Health {
         /// The server's socket.
@@ -102,8 +112,24 @@ struct NamedTarget {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
-    init_logging(if proxy { "warn" } else { "info" });
+    let mut tui_log = None;
+    match &cli.command {
+        Some(Cmd::Proxy { .. }) => init_logging("warn", Log::Stderr),
+        // The dashboard owns the terminal and logs nothing of its own.
+        Some(Cmd::Dashboard { .. }) => {}
+        // The daemon runs under the dashboard: its log must not draw over the screen.
+        None if cli.tui => match rmcp_mux::dashboard::open_tui_log() {
+            Ok((path, file)) => {
+                init_logging("info", Log::File(file));
+                tui_log = Some(path);
+            }
+            Err(e) => {
+                eprintln!("rmcp-mux: {e:#}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => init_logging("info", Log::Stderr),
+    }
     // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("RMCP_MUX_THREADS")
@@ -119,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, tui_log)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("rmcp-mux: {err:#}");
@@ -131,17 +157,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Where log lines go.
+enum Log {
+    Stderr,
+    File(std::fs::File),
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn init_logging(default: &str, to: Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    match to {
+        Log::Stderr => fmt
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Log::File(file) => fmt
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+    }
+}
+
+async fn run(cli: Cli, tui_log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let legacy_target = Target {
         config: cli.config.clone(),
         control_socket: None,
@@ -155,6 +193,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
         Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
         Some(Cmd::Start(t)) => command(&t.target, Request::Start { server: t.name }).await,
+        Some(Cmd::Dashboard { target }) => {
+            let options = rmcp_mux::dashboard::Options {
+                control_socket: control_socket(&target)?,
+                local_log: None,
+            };
+            rmcp_mux::dashboard::run(options, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Cmd::Health {
             socket,
             config,
@@ -179,6 +225,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None if cli.restart_service.is_some() => {
             let server = cli.restart_service.unwrap_or_default();
             command(&legacy_target, Request::Restart { server }).await
+        }
+        None if cli.tui => {
+            let cfg = load(cli.config.as_deref())?;
+            let servers = cfg.select(&cli.only, &cli.except)?;
+            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, tui_log, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             let cfg = load(cli.config.as_deref())?;
