@@ -275,6 +275,13 @@ impl Model {
     }
 
     fn control(&mut self, action: Action) -> Effect {
+        if self.connection != Connection::Up {
+            self.note = Some(Note {
+                text: format!("{UNREACHABLE}: nothing was sent"),
+                error: true,
+            });
+            return Effect::Redraw;
+        }
         let Some(server) = self.selected_server() else {
             self.note = Some(Note {
                 text: "no server selected".into(),
@@ -654,6 +661,13 @@ mod tests {
             .iter()
             .filter(|k| ["restart", "stop", "start"].contains(&k.label))
             .all(|k| !k.enabled));
+        // And the keys do nothing: the snapshot they would act on is stale.
+        assert_eq!(m.apply(Action::Restart), Effect::Redraw);
+        m.update(status(vec![report("memory", ServerState::Running)]));
+        assert_eq!(
+            m.message().unwrap().text,
+            "daemon not reachable: nothing was sent"
+        );
     }
 
     #[test]
@@ -752,6 +766,7 @@ mod tests {
     #[test]
     fn actions_without_a_server_say_so() {
         let mut m = Model::new(None);
+        m.update(status(vec![]));
         assert_eq!(m.apply(Action::Restart), Effect::Redraw);
         assert_eq!(m.message().unwrap().text, "no server selected");
         assert_eq!(m.apply(Action::Quit), Effect::Quit);
