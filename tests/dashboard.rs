@@ -148,7 +148,7 @@ impl Drop for Tmux {
 
 fn fake(name: &str) -> String {
     format!(
-        "[servers.{name}]\ncmd = \"{{fake}}\"\nrestart_backoff_ms = 50\nshutdown_grace_ms = 500\n\n"
+        "[servers.{name}]\ncmd = \"{{fake}}\"\nargs = [\"--counter-file\", \"{{dir}}/{name}.starts\"]\nrestart_backoff_ms = 50\nshutdown_grace_ms = 500\n\n"
     )
 }
 
@@ -270,8 +270,37 @@ fn dashboard_says_when_the_daemon_is_gone_and_keeps_running() {
             .next()
             .is_some_and(|header| header.starts_with("rmcp-mux") && header.contains(&daemon_pid))
     });
-    tmux.keys("q");
+    // SIGINT from outside (raw mode turns Ctrl-C into a key, so only `kill` sends one) ends it
+    // as cleanly as `q`.
+    let dashboard_pid: i32 = tmux.pane("#{pane_pid}").parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dashboard_pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     assert_eq!(tmux.wait_exit(), 0);
+}
+
+#[test]
+fn tui_without_a_terminal_starts_nothing() {
+    let (dir, config) = tui_config();
+    let out = Command::new(MUX)
+        .args(["--tui", "--config", &config])
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "rmcp-mux: the dashboard needs a terminal (stdin and stdout); use `rmcp-mux status` in scripts\n"
+    );
+    assert!(out.stdout.is_empty(), "no escape codes on a non-terminal");
+    assert!(!dir.path().join("run/control.sock").exists());
+    assert!(
+        !dir.path().join("alpha.starts").exists(),
+        "a server was started"
+    );
 }
 
 /// A config with two fake servers in a fresh temp HOME, for `--tui`.
@@ -283,7 +312,9 @@ fn tui_config() -> (tempfile::TempDir, String) {
         &config,
         format!(
             "[daemon]\ncontrol_socket = \"{d}/run/control.sock\"\nsocket_dir = \"{d}/run\"\n\n{}",
-            (fake("alpha") + &fake("beta")).replace("{fake}", FAKE)
+            (fake("alpha") + &fake("beta"))
+                .replace("{fake}", FAKE)
+                .replace("{dir}", &d)
         ),
     )
     .unwrap();
@@ -361,6 +392,7 @@ fn tui_runs_the_servers_and_q_stops_everything() {
         return;
     };
     let (tui_pid, children) = start_tui(&tmux, dir.path(), &config);
+    assert!(dir.path().join("alpha.starts").exists());
 
     // Its log went to the file, and the log view shows alpha's lines from it.
     let log = dir.path().join(".rmcp-mux/tui.log");

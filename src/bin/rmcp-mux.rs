@@ -112,6 +112,16 @@ struct NamedTarget {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.tui && cli.command.is_some() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tui runs the servers itself; it cannot be combined with a subcommand \
+                 (use `rmcp-mux dashboard` for a running daemon)",
+            )
+            .exit();
+    }
     let mut tui_log = None;
     match &cli.command {
         Some(Cmd::Proxy { .. }) => init_logging("warn", Log::Stderr),

@@ -95,6 +95,7 @@ impl Drop for RestoreTerminal {
 /// The terminal cannot be set up, drawn on or read. A daemon that does not answer is not an
 /// error: the dashboard says so and keeps asking.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    need_terminal()?;
     let _restore = RestoreTerminal;
     // Also installs a panic hook that restores the terminal before the panic is printed.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
@@ -160,6 +161,8 @@ pub async fn run_with_daemon(
     local_log: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Before anything starts: a daemon with no screen to show it would just be in the way.
+    need_terminal()?;
     let daemon = Daemon::start(config, servers).await?;
     let options = Options {
         control_socket: config.daemon.control_socket.clone(),
@@ -168,6 +171,17 @@ pub async fn run_with_daemon(
     let result = run(options, shutdown).await;
     daemon.shutdown().await;
     result
+}
+
+/// The dashboard draws on stdout and reads keys from stdin: both must be a terminal.
+fn need_terminal() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "the dashboard needs a terminal (stdin and stdout); use `rmcp-mux status` in scripts"
+        );
+    }
+    Ok(())
 }
 
 fn translate(k: KeyEvent) -> Option<Key> {
@@ -210,9 +224,9 @@ async fn refresh(model: &mut Model, socket: &Path) {
 
 fn done(req: &Request) -> String {
     match req {
-        Request::Restart { server } => format!("restarted {server}"),
-        Request::Stop { server } => format!("stopped {server}"),
-        Request::Start { server } => format!("started {server}"),
+        Request::Restart { server } => format!("restarting {server}"),
+        Request::Stop { server } => format!("stopping {server}"),
+        Request::Start { server } => format!("starting {server}"),
         Request::Status => String::new(),
     }
 }

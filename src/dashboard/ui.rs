@@ -138,7 +138,7 @@ fn draw_table(frame: &mut Frame, model: &Model, area: Rect) {
 }
 
 fn draw_log(frame: &mut Frame, model: &Model, log: &[String], area: Rect) {
-    let (title, lines): (String, Vec<Line>) = match model.log_source() {
+    let (title, lines, wrap): (String, Vec<Line>, bool) = match model.log_source() {
         LogSource::File { path, server } => {
             let height = area.height.saturating_sub(2) as usize;
             let shown = &log[log.len().saturating_sub(height)..];
@@ -150,15 +150,22 @@ fn draw_log(frame: &mut Frame, model: &Model, log: &[String], area: Rect) {
             } else {
                 shown.iter().map(|l| Line::raw(l.as_str())).collect()
             };
-            (format!(" log: {server} · {} ", path.display()), lines)
+            (
+                format!(" log: {server} · {} ", path.display()),
+                lines,
+                false,
+            )
         }
-        LogSource::None => (" log ".into(), vec![Line::raw(NO_LOG_FILE)]),
-        LogSource::NoServer => (" log ".into(), vec![Line::raw("no server selected")]),
+        LogSource::None => (" log ".into(), vec![Line::raw(NO_LOG_FILE)], true),
+        LogSource::NoServer => (" log ".into(), vec![Line::raw("no server selected")], true),
     };
-    frame.render_widget(
-        Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title)),
-        area,
-    );
+    // Log lines are cut at the edge (so the last ones fit); a sentence to read is wrapped.
+    let mut paragraph =
+        Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(title));
+    if wrap {
+        paragraph = paragraph.wrap(Wrap { trim: true });
+    }
+    frame.render_widget(paragraph, area);
 }
 
 #[cfg(test)]
