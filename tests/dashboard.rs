@@ -122,13 +122,15 @@ impl Tmux {
     fn wait_exit(&self) -> i32 {
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.pane("#{pane_dead}") == "1" {
+            // tmux may see the pty close before it has reaped the process: wait for both.
+            let dead = self.pane("#{pane_dead}:#{pane_dead_status}");
+            if let Some(Ok(status)) = dead.strip_prefix("1:").map(str::parse) {
                 assert_eq!(
                     self.pane("#{alternate_on}"),
                     "0",
                     "the terminal was not restored"
                 );
-                return self.pane("#{pane_dead_status}").parse().unwrap();
+                return status;
             }
             assert!(
                 Instant::now() < deadline,
