@@ -120,17 +120,18 @@ impl Tmux {
     /// Waits until the pane's command has exited; returns its exit status. Also checks that it
     /// gave the terminal back: it left the alternate screen it drew on.
     fn wait_exit(&self) -> i32 {
+        let pid: i32 = self.pane("#{pane_pid}").parse().unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
-            // tmux may see the pty close before it has reaped the process: wait for both.
-            let dead = self.pane("#{pane_dead}:#{pane_dead_status}");
-            if let Some(Ok(status)) = dead.strip_prefix("1:").map(str::parse) {
-                assert_eq!(
-                    self.pane("#{alternate_on}"),
-                    "0",
-                    "the terminal was not restored"
-                );
-                return status;
+            if self.pane("#{pane_dead}") == "1" {
+                if let Some(status) = self.exit_status(pid) {
+                    assert_eq!(
+                        self.pane("#{alternate_on}"),
+                        "0",
+                        "the terminal was not restored"
+                    );
+                    return status;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -139,6 +140,29 @@ impl Tmux {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The exit code of the pane's dead process (negative: killed by that signal).
+    fn exit_status(&self, pid: i32) -> Option<i32> {
+        if let Ok(code) = self.pane("#{pane_dead_status}").parse() {
+            return Some(code);
+        }
+        if let Ok(signal) = self.pane("#{pane_dead_signal}").parse::<i32>() {
+            return Some(-signal);
+        }
+        // With several tmux servers at once, tmux sometimes leaves its dead child unreaped
+        // for a long while; a zombie still has its wait status in /proc/PID/stat (field 52).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        if fields.first() != Some(&"Z") {
+            return None;
+        }
+        let wait: i32 = fields.get(52 - 3)?.parse().ok()?;
+        Some(if wait & 0x7f == 0 {
+            (wait >> 8) & 0xff
+        } else {
+            -(wait & 0x7f)
+        })
     }
 }
 
