@@ -16,7 +16,7 @@ use rmcp_mux::control::{self, Request};
     version,
     about = "Run each MCP server once and share it between every MCP host on the machine",
     after_help = "Without a subcommand, runs every server of the config in the foreground.\n\
-                  Logs go to stderr; set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
+                  Logs go to stderr (with --tui: to ~/.rmcp-mux/tui.log); set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
 )]
 struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).

@@ -519,15 +519,37 @@ pub fn line_is_for(line: &str, server: &str) -> bool {
         })
 }
 
-/// The last `max` lines of `text` that belong to `server`, oldest first. A first line cut
-/// in half by the tail read is dropped by the caller, not here.
+/// `line` without terminal colour codes (`ESC [ … letter`): a log written for a terminal
+/// has them inside the span names, and they would garble the screen.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.clone().next() == Some('[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The last `max` lines of `text` that belong to `server`, oldest first, without colour
+/// codes. A first line cut in half by the tail read is dropped by the caller, not here.
 pub fn server_lines(text: &str, server: &str, max: usize) -> Vec<String> {
     let mut lines: Vec<String> = text
         .lines()
         .rev()
+        .map(strip_ansi)
         .filter(|l| line_is_for(l, server))
         .take(max)
-        .map(str::to_owned)
         .collect();
     lines.reverse();
     lines
@@ -882,5 +904,16 @@ mod tests {
         assert_eq!(server_lines(text, "memory-2", 10).len(), 2);
         assert_eq!(server_lines(text, "time", 10).len(), 1);
         assert!(server_lines(text, "mem", 10).is_empty());
+    }
+
+    #[test]
+    fn colour_codes_are_stripped_before_matching() {
+        let coloured = "\u{1b}[32m INFO\u{1b}[0m \u{1b}[1mserver\u{1b}[0m{\u{1b}[3mname\u{1b}[0m\u{1b}[2m=\u{1b}[0mmemory}\u{1b}[2m:\u{1b}[0m started";
+        assert_eq!(strip_ansi(coloured), " INFO server{name=memory}: started");
+        assert_eq!(
+            server_lines(coloured, "memory", 5),
+            vec![" INFO server{name=memory}: started".to_owned()]
+        );
+        assert_eq!(strip_ansi("plain \u{1b}"), "plain ");
     }
 }
