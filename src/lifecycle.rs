@@ -646,7 +646,12 @@ pub fn autostart(socket: &Path, config: &Path, wait: Duration) -> anyhow::Result
     let said = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     let lost_race = said.contains("already running");
     if !out.status.success() && !lost_race {
-        tracing::warn!("daemon start: {said}");
+        // Not a lost race (those wait below): a config error, a busy socket. Say it now.
+        anyhow::bail!(
+            "cannot start the daemon for {}: {}",
+            config.display(),
+            said.trim_start_matches("rmcp-mux: ")
+        );
     }
     let deadline = Instant::now() + wait;
     while nothing_listens(socket) {

@@ -21,14 +21,14 @@ pub const DEFAULT_KEEP: usize = 5;
 /// A file that starts over as `path` once it reaches `max_bytes`, keeping the `keep` previous
 /// ones as `path.1` (newest) … `path.keep` (oldest). Files are created 0600.
 ///
-/// Rotation happens between writes, never inside one, so a whole formatted event (one
-/// `write_all` from tracing-subscriber) stays in one file.
+/// Rotation happens between lines, never inside one, so every event stays whole in one file.
 pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
     file: File,
     size: u64,
+    pending: Vec<u8>,
 }
 
 impl RotatingFile {
@@ -45,6 +45,7 @@ impl RotatingFile {
             keep,
             file,
             size,
+            pending: Vec::new(),
         })
     }
 
@@ -68,19 +69,42 @@ impl RotatingFile {
     }
 }
 
-impl Write for RotatingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+impl RotatingFile {
+    fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + chunk.len() as u64 > self.max_bytes {
             // A failed rotation keeps logging into the current file rather than losing lines.
             let _ = self.rotate();
         }
-        let n = self.file.write(buf)?;
-        self.size += n as u64;
-        Ok(n)
+        self.file.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    /// Whole lines go to the file at once (so rotation never splits one); the rest of a line
+    /// waits for its newline or a flush.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(last) = self.pending.iter().rposition(|&b| b == b'\n') {
+            let lines: Vec<u8> = self.pending.drain(..=last).collect();
+            self.write_chunk(&lines)?;
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.write_chunk(&rest)?;
+        }
         self.file.flush()
+    }
+}
+
+impl Drop for RotatingFile {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -134,6 +158,21 @@ fn is_name_char(c: u8) -> bool {
 /// # Errors
 /// No log file at `path` (with where it was looked for).
 pub fn tail(path: &Path, server: Option<&str>, n: usize) -> io::Result<Vec<String>> {
+    tail_at(path, server, n).map(|(lines, _)| lines)
+}
+
+/// Where [`tail`] stopped reading, so [`follow`] shows what comes after it and nothing twice.
+#[derive(Debug)]
+pub struct Position {
+    file: File,
+    offset: u64,
+}
+
+/// [`tail`], plus the open current file and how far it was read.
+///
+/// # Errors
+/// As [`tail`].
+pub fn tail_at(path: &Path, server: Option<&str>, n: usize) -> io::Result<(Vec<String>, Position)> {
     if !path.exists() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -145,39 +184,65 @@ pub fn tail(path: &Path, server: Option<&str>, n: usize) -> io::Result<Vec<Strin
         .take_while(|p| p.exists())
         .collect();
     files.reverse();
-    files.push(path.to_owned());
+    // The current file is opened first and read through this handle only up to the length it
+    // had then, so what is appended meanwhile is left for `follow`.
+    let mut current = File::open(path)?;
+    let offset = current.metadata()?.len();
     let mut kept = std::collections::VecDeque::with_capacity(n.min(4096));
+    let mut keep = |line: &[u8]| {
+        let line = String::from_utf8_lossy(line).into_owned();
+        if n > 0 && server.is_none_or(|s| line_is_for(&line, s)) {
+            if kept.len() == n {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    };
     for f in files {
         let Ok(file) = File::open(&f) else { continue };
         for line in BufReader::new(file).split(b'\n') {
-            let line = String::from_utf8_lossy(&line?).into_owned();
-            if server.is_none_or(|s| line_is_for(&line, s)) {
-                if kept.len() == n {
-                    kept.pop_front();
-                }
-                if n > 0 {
-                    kept.push_back(line);
-                }
-            }
+            keep(&line?);
         }
     }
-    Ok(kept.into())
+    for line in BufReader::new((&mut current).take(offset)).split(b'\n') {
+        keep(&line?);
+    }
+    current.seek(SeekFrom::Start(offset))?;
+    Ok((
+        kept.into(),
+        Position {
+            file: current,
+            offset,
+        },
+    ))
 }
 
-/// Prints lines appended to `path` after it was opened, following rotation, until `out`
-/// fails or `until` passes (`None`: forever). Polls: the file is written by another process.
+/// Prints lines appended to `path` after `from` (or after it was opened), following rotation,
+/// until `out` fails or `until` passes (`None`: forever). Polls: the file is written by
+/// another process.
 ///
 /// # Errors
 /// The file cannot be opened.
 pub fn follow(
     path: &Path,
+    from: Option<Position>,
     server: Option<&str>,
     out: &mut dyn Write,
     until: Option<Instant>,
 ) -> io::Result<()> {
-    let mut file = File::open(path)?;
+    let mut file = match from {
+        Some(p) => {
+            let mut f = p.file;
+            f.seek(SeekFrom::Start(p.offset))?;
+            f
+        }
+        None => {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::End(0))?;
+            f
+        }
+    };
     let mut ino = file.metadata()?.ino();
-    file.seek(SeekFrom::End(0))?;
     let mut partial = Vec::new();
     loop {
         if !drain(&mut file, &mut partial, server, out)? {
@@ -275,12 +340,21 @@ mod tests {
         let path = dir.path().join("d.log");
         std::fs::write(&path, "x".repeat(90)).unwrap();
         let mut w = RotatingFile::open(&path, 100, 1).unwrap();
-        w.write_all(&[b'y'; 20]).unwrap();
+        w.write_all(format!("{}\n", "y".repeat(19)).as_bytes())
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(numbered(&path, 1)).unwrap().len(),
             90
         );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "y".repeat(20));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", "y".repeat(19))
+        );
+        // A partial line waits for its newline, or a flush.
+        w.write_all(b"part").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 20);
+        w.flush().unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("part"));
     }
 
     #[test]
@@ -329,6 +403,7 @@ mod tests {
         let mut out = Vec::new();
         follow(
             &path,
+            None,
             Some("x"),
             &mut out,
             Some(Instant::now() + Duration::from_secs(3)),

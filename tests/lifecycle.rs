@@ -504,9 +504,16 @@ fn ten_autostarting_proxies_give_one_daemon_and_all_get_answers() {
     let home = Home::new(&fake("f"));
     let socket = home.path("run/f.sock");
     let proxies: Vec<_> = (0..10)
-        .map(|_| {
-            home.cmd(PROXY)
-                .arg("--socket")
+        .map(|i| {
+            // Both spellings: rmcp-mux-proxy and `rmcp-mux proxy`.
+            let mut cmd = if i % 2 == 0 {
+                home.cmd(PROXY)
+            } else {
+                let mut c = home.cmd(MUX);
+                c.arg("proxy");
+                c
+            };
+            cmd.arg("--socket")
                 .arg(&socket)
                 .arg("--autostart")
                 .arg("--config")
@@ -598,4 +605,28 @@ fn count_daemons(config: &Path) -> usize {
                 && args.iter().any(|a| Path::new(a) == canon)
         })
         .count()
+}
+
+#[test]
+fn autostart_with_a_broken_config_fails_at_once_with_the_error() {
+    let home = Home::new("[servers.f]\ncmd = \"{fake}\"\nsoket = \"x\"\n");
+    let begun = Instant::now();
+    let mut c = home.cmd(PROXY);
+    c.arg("--socket")
+        .arg(home.path("run/f.sock"))
+        .arg("--autostart")
+        .arg("--config")
+        .arg(&home.config);
+    let out = bounded_output(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing but protocol on stdout");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot start the daemon") && err.contains("soket"),
+        "{err}"
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "it did not wait for the socket"
+    );
 }

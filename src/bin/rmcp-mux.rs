@@ -253,6 +253,12 @@ fn init_file_logging(path: &Path) -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     logfile::set_active(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
+    // A detached daemon's stderr is /dev/null: put a panic where `rmcp-mux logs` shows it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("panic: {info}");
+        default_hook(info);
+    }));
     Ok(())
 }
 
@@ -523,7 +529,7 @@ fn logs(
 ) -> anyhow::Result<ExitCode> {
     let paths = Paths::for_config(&config_or_default(config))?;
     let path = &paths.log_file;
-    let shown = logfile::tail(path, name.as_deref(), lines).with_context(|| {
+    let (shown, position) = logfile::tail_at(path, name.as_deref(), lines).with_context(|| {
         format!(
             "no log for {} yet (the detached daemon writes {})",
             paths.config.display(),
@@ -538,7 +544,7 @@ fn logs(
     }
     let _ = out.flush();
     if follow {
-        logfile::follow(path, name.as_deref(), &mut out, None)
+        logfile::follow(path, Some(position), name.as_deref(), &mut out, None)
             .with_context(|| format!("cannot follow {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
