@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -31,6 +31,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the proxy's `--autostart` waits for the socket.
 pub const AUTOSTART_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Inherited fds below this are not passed on to the detached daemon (all but the ready pipe).
+const MAX_INHERITED_FD: i32 = 1024;
 
 /// The environment variable that hands the detached daemon its "ready" pipe.
 const READY_ENV: &str = "RMCP_MUX_READY_FD";
@@ -441,7 +444,12 @@ pub fn start_detached(
         private_dir(dir)?;
     }
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    // pipe2 does not exist on macOS: pipe, then close-on-exec on both ends (this process
+    // starts nothing else meanwhile), so only the daemon, on purpose, inherits the write end.
+    let (read, write) = nix::unistd::pipe().context("cannot create a pipe")?;
+    for end in [&read, &write] {
+        fcntl(end, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("cannot set up the pipe")?;
+    }
     let write_fd = write.as_raw_fd();
     let mut cmd = Command::new(&exe);
     cmd.arg("--config").arg(&paths.config);
@@ -460,7 +468,8 @@ pub fn start_detached(
     if let Some(home) = directories::BaseDirs::new() {
         cmd.current_dir(home.home_dir());
     }
-    // SAFETY: between fork and exec only async-signal-safe calls: setsid and fcntl.
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl); the borrowed
+    // fds are only used for the duration of one fcntl each.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
@@ -469,6 +478,15 @@ pub fn start_detached(
                 BorrowedFd::borrow_raw(write_fd),
                 FcntlArg::F_SETFD(FdFlag::empty()),
             )?;
+            // Nothing else: fds our own caller leaked to us (a host's pipes, a jobserver)
+            // must not be held open for months by the daemon. Marked close-on-exec rather
+            // than closed, so std's own exec-error pipe keeps working.
+            for fd in (3..MAX_INHERITED_FD).filter(|&fd| fd != write_fd) {
+                let _ = fcntl(
+                    BorrowedFd::borrow_raw(fd),
+                    FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
+                );
+            }
             Ok(())
         });
     }
