@@ -630,3 +630,53 @@ fn autostart_with_a_broken_config_fails_at_once_with_the_error() {
         "it did not wait for the socket"
     );
 }
+
+#[test]
+fn the_daemon_keeps_no_fd_its_starter_leaked_and_passes_nothing_on_to_servers() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let home = Home::new(&fake("f"));
+    // A caller that leaks the write end of a pipe as fd 50 (as some shells and hosts do).
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let raw = write.as_raw_fd();
+    let mut c = home.cmd(MUX);
+    c.args(["daemon", "start", "--config"]).arg(&home.config);
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            nix::libc::dup2(raw, 50);
+            Ok(())
+        });
+    }
+    let out = bounded_output(c);
+    assert!(out.status.success());
+    let pid = parse_pid(&String::from_utf8_lossy(&out.stdout));
+    drop(write);
+    // EOF on the pipe: nobody (the daemon included) holds its write end any more.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::fs::File::from(read).read_to_end(&mut buf);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(WAIT).is_ok(),
+        "the daemon (PID {pid}) kept the leaked fd open"
+    );
+    // The server process sees neither the ready pipe nor its variable.
+    let st = wait_running(&home, 1);
+    let child = child_pids(&st)[0];
+    if let Ok(environ) = std::fs::read(format!("/proc/{child}/environ")) {
+        assert!(
+            !String::from_utf8_lossy(&environ).contains("RMCP_MUX_READY_FD"),
+            "the ready variable reached a server"
+        );
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut fds: Vec<i32> = fds.iter().map(|f| f.parse().unwrap()).collect();
+        fds.sort();
+        assert_eq!(fds, [0, 1, 2], "a server inherits only its stdio");
+    }
+}
