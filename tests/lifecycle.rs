@@ -680,3 +680,32 @@ fn the_daemon_keeps_no_fd_its_starter_leaked_and_passes_nothing_on_to_servers() 
         assert_eq!(fds, [0, 1, 2], "a server inherits only its stdio");
     }
 }
+
+#[test]
+fn stop_kills_a_daemon_that_does_not_stop_within_ten_seconds() {
+    let home = Home::new(&fake("f"));
+    let pid = home.start();
+    let child = child_pids(&wait_running(&home, 1))[0];
+    // A stopped process cannot act on SIGTERM; only SIGKILL ends it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let begun = Instant::now();
+    let (code, out, err) = home.mux(&["daemon", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("stopped (PID {pid})"));
+    assert!(
+        err.contains(&format!("PID {pid} did not stop within 10 s; killed it")),
+        "{err}"
+    );
+    assert!(begun.elapsed() >= Duration::from_secs(10));
+    wait_dead(pid);
+    assert!(
+        home.pid_files().is_empty(),
+        "PID file cleaned after SIGKILL"
+    );
+    // Its server sees stdin close and exits on its own.
+    wait_dead(child);
+}

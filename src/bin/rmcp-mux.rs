@@ -18,8 +18,10 @@ use rmcp_mux::logfile::{self, RotatingFile};
     name = "rmcp-mux",
     version,
     about = "Run each MCP server once and share it between every MCP host on the machine",
-    after_help = "Without a subcommand, runs every server of the config in the foreground.\n\
-                  Logs go to stderr; set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
+    after_help = "Without a subcommand, runs every server of the config in the foreground\n\
+                  (`rmcp-mux daemon start` runs it in the background).\n\
+                  Logs go to stderr (or --log-file); set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace)\n\
+                  to change the level."
 )]
 struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).
@@ -226,15 +228,11 @@ fn fail(err: &anyhow::Error) -> ExitCode {
         _ => None,
     });
     let code = child.unwrap_or(if config { 2 } else { 1 });
-    if lifecycle_log_active() {
+    if logfile::active().is_some() {
         tracing::error!("{err:#}");
     }
     lifecycle::notify_failed(code, &format!("{err:#}"));
     ExitCode::from(code)
-}
-
-fn lifecycle_log_active() -> bool {
-    rmcp_mux::logfile::active().is_some()
 }
 
 /// Logs into a size-capped rotating file, without colours; the daemon's stderr may be
