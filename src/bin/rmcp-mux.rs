@@ -283,7 +283,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let socket = rmcp_mux::config::expand_home(&socket);
             if autostart {
-                let config = config.unwrap_or_else(Config::default_path);
+                let config =
+                    config.map_or_else(Config::default_path, |c| rmcp_mux::config::expand_home(&c));
                 let s = socket.clone();
                 tokio::task::spawn_blocking(move || {
                     lifecycle::autostart(&s, &config, lifecycle::AUTOSTART_TIMEOUT)
