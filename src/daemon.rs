@@ -32,6 +32,9 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     /// The config file it runs.
     pub config: PathBuf,
+    /// The daemon's log file, when it logs to one (detached or under a service manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
 }
@@ -97,6 +100,7 @@ impl Shared {
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
+            log_file: crate::logfile::active(),
             servers: self
                 .handles
                 .iter()
@@ -196,6 +200,8 @@ impl Daemon {
             control = %config.daemon.control_socket.display(),
             "rmcp-mux ready"
         );
+        // A `daemon start` waiting for this process returns now (no-op in the foreground).
+        crate::lifecycle::notify_ready();
         Ok(Daemon {
             shared,
             token,

@@ -7,6 +7,8 @@
 //! - [`daemon`]: all servers of a config, status snapshots, shutdown.
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+//! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
 #![warn(missing_docs)]
 
@@ -16,6 +18,8 @@ pub mod daemon;
 pub mod health;
 mod io;
 pub mod jsonrpc;
+pub mod lifecycle;
+pub mod logfile;
 pub mod mux;
 pub mod proxy;
 pub mod status;

@@ -105,6 +105,7 @@ mod tests {
             pid: 7,
             uptime_ms: 1000,
             config: "/c/mux.toml".into(),
+            log_file: None,
             servers: vec![
                 ServerReport {
                     name: "memory".into(),
