@@ -136,7 +136,7 @@ use tokio::io::AsyncReadExt as _;
 pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
-            "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux --config FILE`)",
+            "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux daemon start --config FILE`)",
             socket.display()
         )
     })?;

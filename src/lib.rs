@@ -9,6 +9,8 @@
 //! - [`dashboard`]: the live terminal dashboard, a control-socket client; its pure
 //!   [`dashboard::model`] says what to show.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+//! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
 #![warn(missing_docs)]
 
@@ -19,6 +21,8 @@ pub mod dashboard;
 pub mod health;
 mod io;
 pub mod jsonrpc;
+pub mod lifecycle;
+pub mod logfile;
 pub mod mux;
 pub mod proxy;
 pub mod status;

@@ -54,6 +54,8 @@ impl Tmux {
             .env("TMUX_TMPDIR", self.tmpdir.path())
             .env_remove("TMUX")
             .env("HOME", &self.home)
+            .env("XDG_STATE_HOME", self.home.join("state"))
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
             .env("LANG", "C.UTF-8")
             .env("TERM", "xterm-256color")
             .output()
@@ -313,6 +315,8 @@ fn tui_without_a_terminal_starts_nothing() {
     let out = Command::new(MUX)
         .args(["--tui", "--config", &config])
         .env("HOME", dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -347,8 +351,9 @@ fn tui_config() -> (tempfile::TempDir, String) {
     (dir, config.display().to_string())
 }
 
-/// Starts `--tui` and waits for both servers; returns its pid and its children's pids.
-fn start_tui(tmux: &Tmux, home: &Path, config: &str) -> (i32, Vec<i32>) {
+/// Starts `--tui` and waits for both servers; returns its pid, its children's pids and the log
+/// file its status names.
+fn start_tui(tmux: &Tmux, home: &Path, config: &str) -> (i32, Vec<i32>, PathBuf) {
     tmux.start(&[MUX, "--tui", "--config", config]);
     let screen = tmux.wait_screen("both servers running", |s| {
         s.lines()
@@ -362,6 +367,8 @@ fn start_tui(tmux: &Tmux, home: &Path, config: &str) -> (i32, Vec<i32>) {
     let out = Command::new(MUX)
         .args(["status", "--json", "--config", config])
         .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
         .output()
         .unwrap();
     assert!(
@@ -378,7 +385,14 @@ fn start_tui(tmux: &Tmux, home: &Path, config: &str) -> (i32, Vec<i32>) {
         .map(|s| pid(s) as i32)
         .collect();
     assert_eq!(children.len(), 2);
-    (tui_pid, children)
+    // It logs to the config's log file in the user's own log folder, not to the screen.
+    let log = PathBuf::from(
+        status["log_file"]
+            .as_str()
+            .expect("a log file in the status"),
+    );
+    assert!(log.starts_with(home.join("state")), "{}", log.display());
+    (tui_pid, children, log)
 }
 
 /// After `--tui` ended: no process and no socket left.
@@ -399,7 +413,7 @@ fn tui_stops_cleanly_on_sigterm() {
     let Some(tmux) = Tmux::new("tui-term", dir.path()) else {
         return;
     };
-    let (tui_pid, children) = start_tui(&tmux, dir.path(), &config);
+    let (tui_pid, children, log) = start_tui(&tmux, dir.path(), &config);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tui_pid),
         nix::sys::signal::Signal::SIGTERM,
@@ -407,7 +421,7 @@ fn tui_stops_cleanly_on_sigterm() {
     .unwrap();
     assert_eq!(tmux.wait_exit(), 0, "{}", tmux.screen());
     assert_all_gone(dir.path(), tui_pid, children);
-    let log = std::fs::read_to_string(dir.path().join(".rmcp-mux/tui.log")).unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
     assert!(log.contains("SIGTERM received"), "{log}");
 }
 
@@ -417,15 +431,18 @@ fn tui_runs_the_servers_and_q_stops_everything() {
     let Some(tmux) = Tmux::new("tui", dir.path()) else {
         return;
     };
-    let (tui_pid, children) = start_tui(&tmux, dir.path(), &config);
+    let (tui_pid, children, log) = start_tui(&tmux, dir.path(), &config);
     assert!(dir.path().join("alpha.starts").exists());
 
     // Its log went to the file, and the log view shows alpha's lines from it.
-    let log = dir.path().join(".rmcp-mux/tui.log");
     tmux.keys("l");
     let screen = tmux.wait_screen("alpha's log", |s| s.contains("server{name=alpha}"));
     assert!(!screen.contains("server{name=beta}"), "{screen}");
-    assert!(screen.contains("tui.log"), "{screen}");
+    let name = log.file_name().unwrap().to_str().unwrap();
+    assert!(
+        screen.contains("log: alpha · ") && screen.contains(name),
+        "{screen}"
+    );
     tmux.keys("Escape");
     tmux.wait_screen("the table again", |s| s.contains("Restarts"));
 
@@ -438,4 +455,69 @@ fn tui_runs_the_servers_and_q_stops_everything() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&log).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// `rmcp-mux ARGS --config F` as the temporary user, with its output.
+fn mux_as(home: &Path, config: &str, args: &[&str]) -> Output {
+    Command::new(MUX)
+        .args(args)
+        .args(["--config", config])
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("RMCP_MUX_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A detached daemon (`daemon start`), stopped (`daemon stop`) on drop.
+struct Detached<'a> {
+    home: &'a Path,
+    config: &'a str,
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = mux_as(self.home, self.config, &["daemon", "stop"]);
+    }
+}
+
+#[test]
+fn dashboard_tails_a_detached_daemons_log_for_the_selected_server() {
+    let (dir, config) = tui_config();
+    let Some(tmux) = Tmux::new("detached", dir.path()) else {
+        return;
+    };
+    let out = mux_as(dir.path(), &config, &["daemon", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _daemon = Detached {
+        home: dir.path(),
+        config: &config,
+    };
+    tmux.start(&[MUX, "dashboard", "--config", &config]);
+    tmux.wait_screen("both servers running", |s| {
+        s.lines()
+            .any(|l| l.contains(" alpha ") && l.contains("running"))
+            && s.lines()
+                .any(|l| l.contains(" beta ") && l.contains("running"))
+    });
+    // beta's lines only, from the file the daemon's status names.
+    tmux.keys("j");
+    tmux.wait_screen("beta selected", |s| row(s, "beta").contains("▶"));
+    tmux.keys("l");
+    let screen = tmux.wait_screen("beta's log", |s| s.contains("server{name=beta}"));
+    assert!(screen.contains("log: beta · "), "{screen}");
+    assert!(!screen.contains("server{name=alpha}"), "{screen}");
+    // Back up to alpha while the log is open: the view follows the selection.
+    tmux.keys("k");
+    tmux.wait_screen("alpha's log", |s| {
+        s.contains("server{name=alpha}") && !s.contains("server{name=beta}")
+    });
+    tmux.keys("q");
+    assert_eq!(tmux.wait_exit(), 0, "{}", tmux.screen());
 }

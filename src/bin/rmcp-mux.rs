@@ -1,6 +1,7 @@
 //! The `rmcp-mux` command: parses arguments, sets up logging, calls the library and maps the
 //! result to an exit code (0 ok, 1 failure, 2 usage or config error).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,14 +10,18 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rmcp_mux::config::{default_state_dir, Config, ConfigError};
 use rmcp_mux::control::{self, Request};
+use rmcp_mux::lifecycle::{self, Instance, LifecycleError, Paths, Probe};
+use rmcp_mux::logfile::{self, RotatingFile};
 
 #[derive(Parser)]
 #[command(
     name = "rmcp-mux",
     version,
     about = "Run each MCP server once and share it between every MCP host on the machine",
-    after_help = "Without a subcommand, runs every server of the config in the foreground.\n\
-                  Logs go to stderr (with --tui: to ~/.rmcp-mux/tui.log); set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
+    after_help = "Without a subcommand, runs every server of the config in the foreground\n\
+                  (`rmcp-mux daemon start` runs it in the background).\n\
+                  Logs go to stderr (or --log-file; with --tui, to the config's log file);\n\
+                  set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
 )]
 struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).
@@ -37,8 +42,12 @@ struct Cli {
     /// With --show-status: print JSON.
     #[arg(long)]
     json: bool,
-    /// Run the servers and a live dashboard of them in this terminal; `q` stops both.
-    /// Logs go to ~/.rmcp-mux/tui.log meanwhile.
+    /// Log to this file (rotated at 5 MiB, 5 kept) instead of stderr; without a path, to the
+    /// config's log file in the log folder (where `rmcp-mux logs` looks).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    log_file: Option<Option<PathBuf>>,
+    /// Run the servers and a live dashboard of them in this terminal; `q` stops both. The
+    /// log goes to the config's log file (or --log-file) meanwhile.
     #[arg(long, conflicts_with_all = ["show_status", "restart_service"])]
     tui: bool,
     #[command(subcommand)]
@@ -52,6 +61,31 @@ enum Cmd {
         /// The server's socket.
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
+        /// When nothing listens on the socket, start the daemon detached and wait for it.
+        #[arg(long)]
+        autostart: bool,
+        /// With --autostart: the config the daemon runs.
+        #[arg(long, value_name = "FILE", requires = "autostart")]
+        config: Option<PathBuf>,
+    },
+    /// The background daemon: start (detached), stop, status, restart.
+    Daemon {
+        #[command(subcommand)]
+        cmd: DaemonCmd,
+    },
+    /// Show the daemon's log (only NAME's lines when given); works without a running daemon.
+    Logs {
+        /// A server's name.
+        name: Option<String>,
+        /// Keep printing lines as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// The config whose daemon's log to show.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How many lines to show first.
+        #[arg(short = 'n', value_name = "N", default_value_t = 100)]
+        lines: usize,
     },
     /// Show every server of the running daemon.
     #[command(alias = "daemon-status")]
@@ -91,6 +125,43 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum DaemonCmd {
+    /// Start the daemon detached; prints its PID once every socket is ready.
+    Start {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Start only these servers (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        only: Vec<String>,
+        /// Start every server except these (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        except: Vec<String>,
+    },
+    /// SIGTERM the daemon, SIGKILL after 10 s; removes its PID file.
+    Stop {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Whether the daemon runs: PID, uptime, servers (exit 1 when not running).
+    Status {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop, then start again with the same config and server selection.
+    Restart {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Which daemon a control command talks to.
 #[derive(Args, Clone)]
 struct Target {
@@ -111,6 +182,8 @@ struct NamedTarget {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: a `daemon start` may be waiting on a pipe.
+    lifecycle::take_ready_fd();
     let cli = Cli::parse();
     if cli.tui && cli.command.is_some() {
         use clap::CommandFactory;
@@ -122,23 +195,36 @@ fn main() -> ExitCode {
             )
             .exit();
     }
-    let mut tui_log = None;
-    match &cli.command {
-        Some(Cmd::Proxy { .. }) => init_logging("warn", Log::Stderr),
-        // The dashboard owns the terminal and logs nothing of its own.
-        Some(Cmd::Dashboard { .. }) => {}
+    let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
+    let dashboard = matches!(cli.command, Some(Cmd::Dashboard { .. }));
+    let log_file = match &cli.log_file {
         // The daemon runs under the dashboard: its log must not draw over the screen.
-        None if cli.tui => match rmcp_mux::dashboard::open_tui_log() {
-            Ok((path, file)) => {
-                init_logging("info", Log::File(file));
-                tui_log = Some(path);
+        None if cli.tui && cli.command.is_none() => {
+            let config = cli.config.clone().unwrap_or_else(Config::default_path);
+            match rmcp_mux::dashboard::tui_log_file(&config) {
+                Ok(path) => Some(path),
+                Err(err) => return fail(&err),
             }
-            Err(e) => {
-                eprintln!("rmcp-mux: {e:#}");
-                return ExitCode::from(1);
+        }
+        None => None,
+        Some(Some(path)) => Some(path.clone()),
+        Some(None) => {
+            let config = cli.config.clone().unwrap_or_else(Config::default_path);
+            match Paths::for_config(&config) {
+                Ok(p) => Some(p.log_file),
+                Err(err) => return fail(&err),
             }
-        },
-        _ => init_logging("info", Log::Stderr),
+        }
+    };
+    match log_file {
+        Some(path) => {
+            if let Err(err) = init_file_logging(&path) {
+                return fail(&err);
+            }
+        }
+        // The dashboard owns the terminal and logs nothing of its own.
+        None if dashboard => {}
+        None => init_logging(if proxy { "warn" } else { "info" }),
     }
     // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -155,50 +241,97 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli, tui_log)) {
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("rmcp-mux: {err:#}");
-            let config = err
-                .chain()
-                .any(|e| e.downcast_ref::<ConfigError>().is_some());
-            ExitCode::from(if config { 2 } else { 1 })
-        }
+        Err(err) => fail(&err),
     }
 }
 
-/// Where log lines go.
-enum Log {
-    Stderr,
-    File(std::fs::File),
+/// Prints the error, tells a waiting `daemon start` (and the log) about it, and picks the
+/// exit code: 2 for config errors (also a detached daemon's), 1 otherwise.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("rmcp-mux: {err:#}");
+    let config = err
+        .chain()
+        .any(|e| e.downcast_ref::<ConfigError>().is_some());
+    let child = err.chain().find_map(|e| match e.downcast_ref() {
+        Some(LifecycleError::ChildFailed { code, .. }) => Some(*code),
+        _ => None,
+    });
+    let code = child.unwrap_or(if config { 2 } else { 1 });
+    if logfile::active().is_some() {
+        tracing::error!("{err:#}");
+    }
+    lifecycle::notify_failed(code, &format!("{err:#}"));
+    ExitCode::from(code)
 }
 
-fn init_logging(default: &str, to: Log) {
+/// Logs into a size-capped rotating file, without colours; the daemon's stderr may be
+/// /dev/null, so this is where its errors end up.
+fn init_file_logging(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        lifecycle::private_dir(dir)?;
+    }
+    let file = RotatingFile::open(path, logfile::DEFAULT_MAX_BYTES, logfile::DEFAULT_KEEP)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
+    logfile::set_active(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
+    // A detached daemon's stderr is /dev/null: put a panic where `rmcp-mux logs` shows it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("panic: {info}");
+        default_hook(info);
+    }));
+    Ok(())
+}
+
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
-    match to {
-        Log::Stderr => fmt
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        Log::File(file) => fmt
-            .with_writer(std::sync::Mutex::new(file))
-            .with_ansi(false)
-            .init(),
-    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
-async fn run(cli: Cli, tui_log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let legacy_target = Target {
         config: cli.config.clone(),
         control_socket: None,
     };
     match cli.command {
-        Some(Cmd::Proxy { socket }) => {
+        Some(Cmd::Proxy {
+            socket,
+            autostart,
+            config,
+        }) => {
+            let socket = rmcp_mux::config::expand_home(&socket);
+            if autostart {
+                let config =
+                    config.map_or_else(Config::default_path, |c| rmcp_mux::config::expand_home(&c));
+                let s = socket.clone();
+                tokio::task::spawn_blocking(move || {
+                    lifecycle::autostart(&s, &config, lifecycle::AUTOSTART_TIMEOUT)
+                })
+                .await??;
+            }
             rmcp_mux::proxy::run(rmcp_mux::proxy::ProxyOptions::new(socket)).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Cmd::Daemon { cmd }) => tokio::task::spawn_blocking(move || daemon(cmd)).await?,
+        Some(Cmd::Logs {
+            name,
+            follow,
+            config,
+            lines,
+        }) => tokio::task::spawn_blocking(move || logs(config, name, follow, lines)).await?,
         Some(Cmd::Status { target, json }) => status(&target, json).await,
         Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
         Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
@@ -206,7 +339,6 @@ async fn run(cli: Cli, tui_log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Some(Cmd::Dashboard { target }) => {
             let options = rmcp_mux::dashboard::Options {
                 control_socket: control_socket(&target)?,
-                local_log: None,
             };
             rmcp_mux::dashboard::run(options, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -239,13 +371,21 @@ async fn run(cli: Cli, tui_log: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         None if cli.tui => {
             let cfg = load(cli.config.as_deref())?;
             let servers = cfg.select(&cli.only, &cli.except)?;
-            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, tui_log, shutdown_signal()).await?;
+            // The same one-daemon-per-config lock as the foreground daemon below.
+            let instance =
+                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, shutdown_signal()).await?;
+            drop(instance);
             Ok(ExitCode::SUCCESS)
         }
         None => {
             let cfg = load(cli.config.as_deref())?;
             let servers = cfg.select(&cli.only, &cli.except)?;
+            // One daemon per config, held until the daemon has stopped everything.
+            let instance =
+                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
             rmcp_mux::daemon::run(&cfg, servers, shutdown_signal()).await?;
+            drop(instance);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -315,4 +455,144 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
     }
+}
+
+fn config_or_default(config: Option<PathBuf>) -> PathBuf {
+    config.unwrap_or_else(Config::default_path)
+}
+
+/// `rmcp-mux daemon ...` (blocking: signals, locks and a pipe, no async work).
+fn daemon(cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DaemonCmd::Start {
+            config,
+            only,
+            except,
+        } => start(&config_or_default(config), &only, &except),
+        DaemonCmd::Stop { config } => {
+            let (pid, notes) = lifecycle::stop(&config_or_default(config))?;
+            for note in notes {
+                eprintln!("rmcp-mux: {note}");
+            }
+            println!("stopped (PID {pid})");
+            Ok(ExitCode::SUCCESS)
+        }
+        DaemonCmd::Status { config, json } => daemon_status(&config_or_default(config), json),
+        DaemonCmd::Restart { config } => {
+            let config = config_or_default(config);
+            let paths = Paths::for_config(&config)?;
+            // The running daemon's selection, read before its PID file goes away.
+            let selection = match lifecycle::probe(&paths)? {
+                Probe::Running(Some(info)) => Some((info.only, info.except)),
+                _ => None,
+            };
+            match lifecycle::stop(&config) {
+                Ok((pid, notes)) => {
+                    for note in notes {
+                        eprintln!("rmcp-mux: {note}");
+                    }
+                    println!("stopped (PID {pid})");
+                }
+                Err(e) if is_not_running(&e) => eprintln!("rmcp-mux: was not running; starting"),
+                Err(e) => return Err(e),
+            }
+            let (only, except) = selection.unwrap_or_default();
+            start(&config, &only, &except)
+        }
+    }
+}
+
+fn is_not_running(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<LifecycleError>(),
+            Some(LifecycleError::NotRunning { .. })
+        )
+    })
+}
+
+fn start(config: &Path, only: &[String], except: &[String]) -> anyhow::Result<ExitCode> {
+    let started = lifecycle::start_detached(config, only, except)?;
+    for note in &started.notes {
+        eprintln!("rmcp-mux: {note}");
+    }
+    println!("started (PID {})", started.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon_status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let paths = Paths::for_config(config)?;
+    let info = match lifecycle::probe(&paths)? {
+        Probe::Running(info) => info,
+        Probe::NotRunning { stale } => {
+            if let Some(pid) = stale {
+                eprintln!("rmcp-mux: removed a stale PID file (PID {pid} held no lock)");
+            }
+            return Err(LifecycleError::NotRunning {
+                config: paths.config,
+            }
+            .into());
+        }
+    };
+    let pid = info.map_or_else(|| "unknown".to_owned(), |i| i.pid.to_string());
+    let cfg = Config::load(&paths.config)?;
+    // On a blocking-pool thread of the CLI's runtime, so its handle may block on this.
+    let answer = tokio::runtime::Handle::current().block_on(control::request(
+        &cfg.daemon.control_socket,
+        &Request::Status,
+    ));
+    let status = match answer.map(|r| r.status) {
+        Ok(Some(status)) => status,
+        Ok(None) => anyhow::bail!("the daemon (PID {pid}) answered without a status"),
+        Err(e) => {
+            return Err(e.context(format!(
+                "running (PID {pid}) but its control socket did not answer"
+            )))
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "running (PID {}), up {}",
+        status.pid,
+        rmcp_mux::status::human_duration(status.uptime_ms)
+    );
+    println!("config: {}", status.config.display());
+    if let Some(log) = &status.log_file {
+        println!("log: {}", log.display());
+    }
+    print!("{}", rmcp_mux::status::render_table(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rmcp-mux logs`: the log file is found from the config alone, daemon or not.
+fn logs(
+    config: Option<PathBuf>,
+    name: Option<String>,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<ExitCode> {
+    let paths = Paths::for_config(&config_or_default(config))?;
+    let path = &paths.log_file;
+    let (shown, position) = logfile::tail_at(path, name.as_deref(), lines).with_context(|| {
+        format!(
+            "no log for {} yet (the detached daemon writes {})",
+            paths.config.display(),
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    for line in shown {
+        if writeln!(out, "{line}").is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let _ = out.flush();
+    if follow {
+        logfile::follow(path, Some(position), name.as_deref(), &mut out, None)
+            .with_context(|| format!("cannot follow {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

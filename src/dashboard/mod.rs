@@ -20,9 +20,10 @@ use anyhow::Context;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use futures_util::StreamExt;
 
-use crate::config::{default_state_dir, Config, ServerConfig};
+use crate::config::{Config, ServerConfig};
 use crate::control::{self, Request};
 use crate::daemon::Daemon;
+use crate::lifecycle::Paths;
 use model::{action_for, Effect, Key, LogSource, Model};
 
 /// How often the status is asked for (and the log re-read) without a key press.
@@ -43,40 +44,15 @@ const LOG_LINES: usize = 500;
 pub struct Options {
     /// The daemon's control socket.
     pub control_socket: PathBuf,
-    /// The log file of a daemon running in this process (`--tui`), for when its status names
-    /// none.
-    pub local_log: Option<PathBuf>,
 }
 
-/// Where `--tui` writes the daemon's log while the dashboard owns the terminal.
-///
-/// One function on purpose: the detached daemon's log file replaces it when both exist.
-pub fn tui_log_file() -> PathBuf {
-    default_state_dir().join("tui.log")
-}
-
-/// Opens (appending) the `--tui` log file, creating its folder for the owner alone (0700) and
-/// the file as 0600.
+/// Where `--tui` writes the daemon's log while the dashboard owns the terminal: the config's
+/// log file, the one a detached daemon writes and `rmcp-mux logs` reads.
 ///
 /// # Errors
-/// The folder or the file cannot be created.
-pub fn open_tui_log() -> anyhow::Result<(PathBuf, File)> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let path = tui_log_file();
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open the log file {}", path.display()))?;
-    Ok((path, file))
+/// No log folder can be found for this user.
+pub fn tui_log_file(config: &Path) -> anyhow::Result<PathBuf> {
+    Ok(Paths::for_config(config)?.log_file)
 }
 
 /// Restores the terminal when dropped, whichever way the dashboard ends.
@@ -99,7 +75,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let _restore = RestoreTerminal;
     // Also installs a panic hook that restores the terminal before the panic is printed.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
-    let mut model = Model::new(options.local_log.clone());
+    let mut model = Model::default();
     let mut log: Vec<String> = Vec::new();
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(REFRESH);
@@ -158,7 +134,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
 pub async fn run_with_daemon(
     config: &Config,
     servers: Vec<ServerConfig>,
-    local_log: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Before anything starts: a daemon with no screen to show it would just be in the way.
@@ -166,7 +141,6 @@ pub async fn run_with_daemon(
     let daemon = Daemon::start(config, servers).await?;
     let options = Options {
         control_socket: config.daemon.control_socket.clone(),
-        local_log,
     };
     let result = run(options, shutdown).await;
     daemon.shutdown().await;

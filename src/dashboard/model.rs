@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::control::Request;
 use crate::daemon::{DaemonStatus, ServerReport};
+use crate::logfile;
 use crate::mux::router::ServerState;
 use crate::status::human_duration;
 
@@ -195,26 +196,23 @@ pub struct Model {
     selected: Option<String>,
     view: View,
     note: Option<Note>,
-    local_log: Option<PathBuf>,
 }
 
 impl Default for Model {
     fn default() -> Self {
-        Model::new(None)
+        Model::new()
     }
 }
 
 impl Model {
-    /// A model with no status yet. `local_log` is the log file of a daemon running in this
-    /// process (`--tui`), used when the status names none.
-    pub fn new(local_log: Option<PathBuf>) -> Model {
+    /// A model with no status yet.
+    pub fn new() -> Model {
         Model {
             status: None,
             connection: Connection::Connecting,
             selected: None,
             view: View::Table,
             note: None,
-            local_log,
         }
     }
 
@@ -472,12 +470,7 @@ impl Model {
         let Some(server) = self.selected_server() else {
             return LogSource::NoServer;
         };
-        let path = self
-            .status
-            .as_ref()
-            .and_then(|s| s.log_file.clone())
-            .or_else(|| self.local_log.clone());
-        match path {
+        match self.status.as_ref().and_then(|s| s.log_file.clone()) {
             Some(path) => LogSource::File {
                 path,
                 server: server.name.clone(),
@@ -501,22 +494,6 @@ fn progressive(action: Action) -> &'static str {
         Action::Stop => "stopping",
         _ => "starting",
     }
-}
-
-/// Whether a log line belongs to `server`: it was written inside its `server{name=…}` span,
-/// or names it in a `server=…` field (the daemon's own lines about it).
-pub fn line_is_for(line: &str, server: &str) -> bool {
-    let span = format!("server{{name={server}}}");
-    let span_more = format!("server{{name={server} ");
-    let field = format!("server={server}");
-    line.contains(&span)
-        || line.contains(&span_more)
-        || line.match_indices(&field).any(|(i, m)| {
-            let before = line[..i].chars().next_back();
-            let after = line[i + m.len()..].chars().next();
-            !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
-                && after.is_none_or(|c| c.is_whitespace() || c == ':' || c == '}')
-        })
 }
 
 /// `line` without terminal colour codes (`ESC [ … letter`): a log written for a terminal
@@ -548,7 +525,7 @@ pub fn server_lines(text: &str, server: &str, max: usize) -> Vec<String> {
         .lines()
         .rev()
         .map(strip_ansi)
-        .filter(|l| line_is_for(l, server))
+        .filter(|l| logfile::line_is_for(l, server))
         .take(max)
         .collect();
     lines.reverse();
@@ -589,7 +566,7 @@ mod tests {
     }
 
     fn two() -> Model {
-        let mut m = Model::new(None);
+        let mut m = Model::new();
         m.update(status(vec![
             report("memory", ServerState::Running),
             report("time", ServerState::Stopped),
@@ -660,7 +637,7 @@ mod tests {
     #[test]
     fn key_hints_follow_the_selected_state() {
         for state in ALL {
-            let mut m = Model::new(None);
+            let mut m = Model::new();
             m.update(status(vec![report("a", state)]));
             let keys = m.keys();
             let on = |label: &str| keys.iter().find(|k| k.label == label).unwrap().enabled;
@@ -787,7 +764,7 @@ mod tests {
 
     #[test]
     fn actions_without_a_server_say_so() {
-        let mut m = Model::new(None);
+        let mut m = Model::new();
         m.update(status(vec![]));
         assert_eq!(m.apply(Action::Restart), Effect::Redraw);
         assert_eq!(m.message().unwrap().text, "no server selected");
@@ -811,7 +788,7 @@ mod tests {
 
     #[test]
     fn header_names_the_daemon_or_says_it_is_gone() {
-        let mut m = Model::new(None);
+        let mut m = Model::new();
         assert_eq!(m.header(), "connecting to the daemon…");
         m.unreachable("no daemon".into());
         assert_eq!(m.header(), "daemon not reachable (retrying)");
@@ -858,32 +835,20 @@ mod tests {
     }
 
     #[test]
-    fn log_source_prefers_the_daemons_file() {
+    fn log_source_is_the_daemons_file() {
         let mut m = two();
         assert_eq!(m.log_source(), LogSource::None);
-        let mut local = Model::new(Some("/l/tui.log".into()));
-        assert_eq!(local.log_source(), LogSource::NoServer);
-        local.update(status(vec![report("memory", ServerState::Running)]));
+        assert_eq!(Model::new().log_source(), LogSource::NoServer);
+        let mut s = status(vec![report("memory", ServerState::Running)]);
+        s.log_file = Some("/d/rmcp-mux.log".into());
+        m.update(s);
         assert_eq!(
-            local.log_source(),
+            m.log_source(),
             LogSource::File {
-                path: "/l/tui.log".into(),
+                path: "/d/rmcp-mux.log".into(),
                 server: "memory".into()
             }
         );
-        let mut s = status(vec![report("memory", ServerState::Running)]);
-        s.log_file = Some("/d/rmcp-mux.log".into());
-        m.update(s.clone());
-        local.update(s);
-        for m in [m, local] {
-            assert_eq!(
-                m.log_source(),
-                LogSource::File {
-                    path: "/d/rmcp-mux.log".into(),
-                    server: "memory".into()
-                }
-            );
-        }
     }
 
     #[test]

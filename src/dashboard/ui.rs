@@ -192,7 +192,7 @@ mod tests {
     }
 
     fn model(config_error: Option<&str>, log_file: Option<&str>) -> Model {
-        let mut m = Model::new(None);
+        let mut m = Model::new();
         m.update(DaemonStatus {
             version: "0.4.0".into(),
             pid: 99,

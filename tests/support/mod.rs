@@ -113,6 +113,8 @@ impl Mux {
             .arg(&config)
             .args(extra_args)
             .env("HOME", dir.path())
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env("RMCP_MUX_LOG", "info,rmcp_mux=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -149,6 +151,8 @@ impl Mux {
             .arg("--config")
             .arg(&self.config)
             .env("HOME", self.dir.path())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .output()
             .unwrap();
         (
