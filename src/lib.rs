@@ -8,12 +8,14 @@
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
+//! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod health;
+pub mod hosts;
 mod io;
 pub mod jsonrpc;
 pub mod mux;
