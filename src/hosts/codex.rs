@@ -100,6 +100,31 @@ fn launch(t: &dyn TableLike) -> Launch {
     })
 }
 
+/// Every string under an `env` or `http_headers` table anywhere in the file: what output
+/// (such as a diff) must mask.
+///
+/// # Errors
+/// A syntax error.
+pub fn secret_values(text: &str) -> Result<Vec<String>, SyntaxError> {
+    fn walk(t: &dyn TableLike, out: &mut Vec<String>) {
+        for (k, item) in t.iter() {
+            if let Some(sub) = item.as_table_like() {
+                if matches!(k, "env" | "http_headers") {
+                    out.extend(
+                        sub.iter()
+                            .filter_map(|(_, v)| v.as_str().map(str::to_owned)),
+                    );
+                }
+                walk(sub, out);
+            }
+        }
+    }
+    let doc = parse(text)?;
+    let mut out = Vec::new();
+    walk(doc.as_table(), &mut out);
+    Ok(out)
+}
+
 /// One change of the file: the whole lines that differ, before and after.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fragment {

@@ -225,6 +225,35 @@ fn launch(o: &Object<'_>, format: Format) -> Launch {
     })
 }
 
+/// Every string under an `env` or `headers` object anywhere in the file: what output (such as
+/// a diff) must mask.
+///
+/// # Errors
+/// A syntax error.
+pub fn secret_values(text: &str) -> Result<Vec<String>, SyntaxError> {
+    fn walk(v: &Value<'_>, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for p in &o.properties {
+                    if matches!(p.name.as_str(), "env" | "headers") {
+                        if let Some(map) = p.value.as_object() {
+                            out.extend(map.properties.iter().filter_map(|q| string(&q.value)));
+                        }
+                    }
+                    walk(&p.value, out);
+                }
+            }
+            Value::Array(a) => a.elements.iter().for_each(|e| walk(e, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(root) = parse(text)? {
+        walk(&root, &mut out);
+    }
+    Ok(out)
+}
+
 /// The property at `key_path` (each step an object key).
 fn find<'a, 'b>(root: &'b Value<'a>, key_path: &[String]) -> Option<&'b ObjectProp<'a>> {
     let (last, parents) = key_path.split_last()?;

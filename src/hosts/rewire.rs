@@ -319,13 +319,20 @@ pub fn rewire(
         report.changed += changes.len();
         if dry_run {
             let name = file.path.display().to_string();
-            report.diffs.push(similar::udiff::unified_diff(
+            let diff = similar::udiff::unified_diff(
                 similar::Algorithm::Myers,
                 &text,
                 &new_text,
                 3,
                 Some((&name, &format!("{name} (rewired)"))),
-            ));
+            );
+            let secrets = if file.format == Format::Codex {
+                codex::secret_values(&text)
+            } else {
+                json::secret_values(&text)
+            }
+            .map_err(|e| e.in_file(&file.path))?;
+            report.diffs.push(mask(&diff, &secrets));
             continue;
         }
         let backup = backup(&file.path, text.as_bytes(), &stamp)?;
@@ -353,6 +360,19 @@ pub fn rewire(
         report.lines.push(format!("backup: {}", backup.display()));
     }
     Ok(report)
+}
+
+/// `text` with every quoted occurrence of the `secrets` replaced by the mask.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let masked = format!("\"{}\"", super::MASK);
+    let mut out = text.to_owned();
+    for v in secrets.iter().filter(|v| !v.is_empty()) {
+        let json = serde_json::to_string(v).unwrap_or_default();
+        for quoted in [json, format!("'{v}'"), format!("\"{v}\"")] {
+            out = out.replace(&quoted, &masked);
+        }
+    }
+    out
 }
 
 /// The file's new text and the changes, for the entries in `jobs` (key path, server, args).
