@@ -469,7 +469,7 @@ fn import_dedups_across_hosts_masks_secrets_and_is_idempotent() {
     assert!(out.contains(": remote server"), "{out}");
     assert!(out.contains("skipped github (vscode, "), "{out}");
     assert!(out.contains("added memory (from claude-desktop, claude-code, cursor, vscode, codex, zed): npx [env API_TOKEN=***]"), "{out}");
-    assert!(out.contains("5 server(s) added to"), "{out}");
+    assert!(out.contains("5 servers added to"), "{out}");
     // The mux accepts what import wrote.
     let (code, _, err) = s.run(&[
         "health",
@@ -716,7 +716,7 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("dry run: 2 entr(ies) would change; nothing written"),
+        out.contains("dry run: 2 entries would change; nothing written"),
         "{out}"
     );
     assert!(

@@ -306,6 +306,10 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The host paths, with the project folder (default: the current one).
 fn host_paths(project: Option<PathBuf>) -> hosts::Paths {
     let project = project.or_else(|| std::env::current_dir().ok());
@@ -343,8 +347,8 @@ fn import(
         println!("nothing to add to {}", report.config.display());
     } else {
         println!(
-            "{} server(s) added to {}; start the daemon with `rmcp-mux --config {}`, then `rmcp-mux rewire --host NAME`",
-            report.added.len(),
+            "{} added to {}; start the daemon with `rmcp-mux --config {}`, then `rmcp-mux rewire --host NAME`",
+            count(report.added.len(), "server", "servers"),
             report.config.display(),
             report.config.display()
         );
@@ -386,15 +390,15 @@ fn rewire(
         println!("no {host} config found");
     } else if dry_run {
         println!(
-            "dry run: {} entr(ies) would change; nothing written",
-            report.changed
+            "dry run: {} would change; nothing written",
+            count(report.changed, "entry", "entries")
         );
     } else if report.changed == 0 {
         println!("nothing changed");
     } else {
         println!(
-            "{} entr(ies) rewired; `rmcp-mux unwire --host {host}` puts them back",
-            report.changed
+            "{} rewired; `rmcp-mux unwire --host {host}` puts them back",
+            count(report.changed, "entry", "entries")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -26,8 +26,15 @@ pub enum ImportError {
 }
 
 /// What identifies a server for dedup: the command line and environment after the mux's own
-/// expansion (`~`), so a host entry and the mux server it was imported as compare equal.
-pub type Key = (String, Vec<String>, BTreeMap<String, String>);
+/// expansion (`~`), so a host entry and the mux server it was imported as compare equal; and
+/// the working directory, which only project entries with relative paths set
+/// ([`Entry::effective`]), so that `fs .` of two projects stays two servers.
+pub type Key = (
+    String,
+    Vec<String>,
+    BTreeMap<String, String>,
+    Option<String>,
+);
 
 /// A host value as a `mux.toml` literal: the mux expands `$VAR`, hosts pass `$` through.
 pub fn literal(s: &str) -> String {
@@ -43,12 +50,18 @@ pub fn host_key(s: &Stdio, home: &Path) -> Key {
         x(&s.command),
         s.args.iter().map(|a| x(a)).collect(),
         s.env.iter().map(|(k, v)| (k.clone(), x(v))).collect(),
+        s.cwd.as_deref().map(x),
     )
 }
 
 /// The dedup key of a server of the mux config.
 pub fn server_key(s: &ServerConfig) -> Key {
-    (s.cmd.clone(), s.args.clone(), s.env.clone())
+    (
+        s.cmd.clone(),
+        s.args.clone(),
+        s.env.clone(),
+        s.cwd.as_ref().map(|c| c.display().to_string()),
+    )
 }
 
 /// One server to add to `mux.toml`.
@@ -118,9 +131,12 @@ pub fn plan(existing: &[ServerConfig], entries: &[Entry], home: &Path) -> Plan {
                     .push(format!("skipped {at}: already runs rmcp-mux-proxy"));
                 continue;
             }
-            Launch::Stdio(s) => s,
+            Launch::Stdio(_) => match e.effective() {
+                Some(s) => s,
+                None => continue,
+            },
         };
-        let key = host_key(s, home);
+        let key = host_key(&s, home);
         match by_key.get(&key) {
             Some(Err(name)) => {
                 plan.notes
@@ -157,7 +173,7 @@ pub fn plan(existing: &[ServerConfig], entries: &[Entry], home: &Path) -> Plan {
         by_key.insert(key, Ok(plan.add.len()));
         plan.add.push(NewServer {
             name,
-            stdio: s.clone(),
+            stdio: s,
             from: vec![(e.host, e.file.clone())],
         });
     }

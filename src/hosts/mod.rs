@@ -159,6 +159,7 @@ impl Host {
             path,
             scope: Scope::User,
             format,
+            project: None,
         };
         let project = |rel: &str, format| {
             paths.project.as_ref().map(|p| HostFile {
@@ -166,6 +167,7 @@ impl Host {
                 path: p.join(rel),
                 scope: Scope::Project,
                 format,
+                project: Some(p.clone()),
             })
         };
         let app_support = |rel: &str| {
@@ -305,6 +307,8 @@ pub struct HostFile {
     pub scope: Scope,
     /// Its format.
     pub format: Format,
+    /// For a project file: the project folder (where the host runs its servers).
+    pub project: Option<PathBuf>,
 }
 
 /// How an entry starts its server.
@@ -358,7 +362,8 @@ pub struct Entry {
     pub file: PathBuf,
     /// User or project file.
     pub scope: Scope,
-    /// For Claude Code's per-project entries in `~/.claude.json`: the project folder.
+    /// The project folder the entry belongs to: that of a project file, or the key of Claude
+    /// Code's per-project entries in `~/.claude.json`. Hosts run such servers in it.
     pub project: Option<String>,
     /// The keys leading to the entry, e.g. `["mcpServers", "memory"]`.
     pub key_path: Vec<String>,
@@ -375,6 +380,27 @@ impl Entry {
             Launch::Stdio(s) if !s.is_proxy() => Some(s),
             _ => None,
         }
+    }
+
+    /// The launch as the mux must run it: a project's entry whose arguments name relative paths
+    /// (`.`, `./x`, `../x`), or that has a relative `cwd`, runs in the project folder, as the
+    /// host runs it.
+    pub fn effective(&self) -> Option<Stdio> {
+        let mut s = self.runnable()?.clone();
+        let Some(project) = &self.project else {
+            return Some(s);
+        };
+        let relative =
+            |a: &str| a == "." || a == ".." || a.starts_with("./") || a.starts_with("../");
+        s.cwd = match s.cwd.take() {
+            Some(c) if Path::new(&c).is_relative() && !c.starts_with('~') => {
+                Some(Path::new(project).join(c).display().to_string())
+            }
+            Some(c) => Some(c),
+            None if s.args.iter().any(|a| relative(a)) => Some(project.clone()),
+            None => None,
+        };
+        Some(s)
     }
 }
 
@@ -473,7 +499,9 @@ pub fn scan_file(file: &HostFile) -> Result<Vec<Entry>, HostError> {
             host: file.host,
             file: file.path.clone(),
             scope: file.scope,
-            project: r.project,
+            project: r
+                .project
+                .or_else(|| file.project.as_ref().map(|p| p.display().to_string())),
             key_path: r.key_path,
             name: r.name,
             launch: r.launch,

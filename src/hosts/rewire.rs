@@ -130,7 +130,8 @@ pub fn create_private_dir(dir: &Path) -> Result<(), HostError> {
 }
 
 /// Writes a file atomically: a temp file in the same folder, fsync, rename over the target,
-/// fsync the folder. The target's permissions are kept; `mode` forces them (e.g. 0600).
+/// fsync the folder. The target's permissions are kept; `mode` forces them (e.g. 0600). A
+/// symlink (dotfile managers use them) is followed, so the link stays a link.
 ///
 /// # Errors
 /// [`HostError::Write`]; the target is untouched then.
@@ -138,6 +139,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), 
     let err = |source| HostError::Write {
         path: path.to_owned(),
         source,
+    };
+    let real;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            real = std::fs::canonicalize(path).map_err(err)?;
+            real.as_path()
+        }
+        _ => path,
     };
     let dir = path
         .parent()
@@ -291,7 +300,10 @@ pub fn rewire(
                 Launch::Remote { .. } => report.lines.push(format!("left {at} alone: remote server")),
                 Launch::Unsupported { why } => report.lines.push(format!("left {at} alone: {why}")),
                 Launch::Stdio(s) if s.is_proxy() => report.lines.push(format!("{at}: already rewired")),
-                Launch::Stdio(s) => match match_server(cfg, &e.name, s, &paths.home) {
+                Launch::Stdio(_) => match e
+                    .effective()
+                    .and_then(|s| match_server(cfg, &e.name, &s, &paths.home))
+                {
                     None => report.lines.push(format!(
                         "left {at} alone: not run by the mux (add it with `rmcp-mux import --host {host}`)"
                     )),
