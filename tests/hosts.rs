@@ -547,6 +547,10 @@ fn rewire_then_unwire_is_byte_identical_for_every_host() {
         let originals: Vec<String> = files.iter().map(|f| s.read(f)).collect();
         let out = s.ok(&["rewire", "--host", host]);
         assert!(
+            out.contains("note: the daemon is not running"),
+            "{host}: {out}"
+        );
+        assert!(
             out.contains("rewired; `rmcp-mux unwire --host"),
             "{host}: {out}"
         );
@@ -774,82 +778,29 @@ impl Session {
     }
 }
 
-#[test]
-fn a_rewired_claude_desktop_entry_reaches_the_real_memory_server() {
-    let Some(peers) = peers() else { return };
-    let s = Setup::empty();
-    let server = peers.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js");
-    let memory_file = s.path("memory.jsonl");
-    let host_file = json!({
-        "mcpServers": {
-            "memory": {
-                "command": "node",
-                "args": [server],
-                "env": { "MEMORY_FILE_PATH": memory_file, "API_TOKEN": SECRET }
-            }
-        }
-    });
-    s.write(
-        claude_desktop_rel(),
-        &serde_json::to_string_pretty(&host_file).unwrap(),
-    );
-    let out = s.ok(&["import", "--host", "claude-desktop"]);
-    assert!(
-        out.contains(
-            "added memory (from claude-desktop): node [env API_TOKEN=*** MEMORY_FILE_PATH=***]"
-        ),
-        "{out}"
-    );
-    assert!(!out.contains(SECRET));
-    let mux = Mux::start_config(s.dir.clone(), s.mux_toml(), &s.home());
-    s.ok(&["rewire", "--host", "claude-desktop"]);
-
-    // Start the rewired entry as Claude Desktop does: its command and args, no shell.
-    let v: Value = serde_json::from_str(&s.read(claude_desktop_rel())).unwrap();
-    let entry = &v["mcpServers"]["memory"];
-    let command = entry["command"].as_str().unwrap();
-    assert!(Path::new(command).is_absolute(), "{entry}");
-    assert_eq!(command, proxy());
-    let args: Vec<&str> = entry["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert_eq!(
-        args,
-        [
-            "--socket",
-            s.home()
-                .join(".rmcp-mux/sockets/memory.sock")
-                .to_str()
-                .unwrap()
-        ]
-    );
-    assert!(
-        entry.get("env").is_none(),
-        "the secret stays in mux.toml only: {entry}"
-    );
-    let mut child = Command::new(command)
-        .args(&args)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut session = Session { child, out };
-    let init = session.request(
-        1,
-        "initialize",
-        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "claude-desktop-test", "version": "1"}}),
-    );
-    assert_eq!(
-        init["result"]["serverInfo"]["name"], "memory-server",
-        "{init}"
-    );
-    {
+impl Session {
+    /// Starts a host entry's command and args as a host does (directly, no shell, none of
+    /// the user's environment) and initializes an MCP session.
+    fn start(command: &str, args: &[String]) -> Session {
+        let mut child = Command::new(command)
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut session = Session { child, out };
+        let init = session.request(
+            1,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "host-test", "version": "1"}}),
+        );
+        assert_eq!(
+            init["result"]["serverInfo"]["name"], "memory-server",
+            "{init}"
+        );
         use std::io::Write;
         let stdin = session.child.stdin.as_mut().unwrap();
         writeln!(
@@ -858,44 +809,160 @@ fn a_rewired_claude_desktop_entry_reaches_the_real_memory_server() {
             json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
         )
         .unwrap();
+        session
     }
-    let tools = session.request(2, "tools/list", json!({}));
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{tools}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    for want in ["create_entities", "read_graph", "search_nodes"] {
-        assert!(names.contains(&want), "{want} missing from {names:?}");
+
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        assert!(self.child.wait().unwrap().success());
     }
-    let created = session.request(
-        3,
-        "tools/call",
-        json!({"name": "create_entities", "arguments": {"entities": [{"name": "rewired", "entityType": "test", "observations": ["via the mux"]}]}}),
+}
+
+/// The command and args of a rewired entry, as the host will read them.
+fn rewired_entry(s: &Setup, host: &str) -> (String, Vec<String>) {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    match host {
+        "codex" => {
+            let t: toml::Table = toml::from_str(&s.read("home/.codex/config.toml")).unwrap();
+            let e = &t["mcp_servers"]["memory"];
+            assert!(
+                e.get("env").is_none(),
+                "the secret stays in mux.toml only: {e}"
+            );
+            let args = e["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            (e["command"].as_str().unwrap().to_owned(), args)
+        }
+        _ => {
+            let rel = if host == "cursor" {
+                "home/.cursor/mcp.json"
+            } else {
+                claude_desktop_rel()
+            };
+            let v: Value = serde_json::from_str(&s.read(rel)).unwrap();
+            let e = &v["mcpServers"]["memory"];
+            assert!(
+                e.get("env").is_none(),
+                "the secret stays in mux.toml only: {e}"
+            );
+            (
+                e["command"].as_str().unwrap().to_owned(),
+                strings(&e["args"]),
+            )
+        }
+    }
+}
+
+/// The "done when": three hosts with the same server, one import, a rewire per host;
+/// each host's entry, started as the host starts it, reaches the one real server-memory.
+#[test]
+fn three_rewired_hosts_share_one_real_memory_server() {
+    let Some(peers) = peers() else { return };
+    let s = Setup::empty();
+    let server = peers.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    let memory_file = s.path("memory.jsonl");
+    let desktop = serde_json::to_string_pretty(&json!({
+        "mcpServers": {
+            "memory": {
+                "command": "node",
+                "args": [server],
+                "env": { "MEMORY_FILE_PATH": memory_file, "API_TOKEN": SECRET }
+            }
+        }
+    }))
+    .unwrap();
+    let cursor = desktop.replace("  ", "    ");
+    let codex = format!(
+        "# codex\n[mcp_servers.memory]\ncommand = \"node\"\nargs = [{:?}]\nenv = {{ MEMORY_FILE_PATH = {:?}, API_TOKEN = \"{SECRET}\" }}\n",
+        server.display().to_string(),
+        memory_file.display().to_string()
     );
-    assert!(created["result"]["isError"] != true, "{created}");
-    let graph = session.request(
-        4,
-        "tools/call",
-        json!({"name": "read_graph", "arguments": {}}),
+    s.write(claude_desktop_rel(), &desktop);
+    s.write("home/.cursor/mcp.json", &cursor);
+    s.write("home/.codex/config.toml", &codex);
+    let out = s.ok(&["import"]);
+    assert!(
+        out.contains("added memory (from claude-desktop, cursor, codex): node [env API_TOKEN=*** MEMORY_FILE_PATH=***]"),
+        "{out}"
     );
-    assert!(text(&graph).contains("rewired"), "{graph}");
-    drop(session.child.stdin.take());
-    assert!(session.child.wait().unwrap().success());
+    assert!(out.contains("1 server added to"), "{out}");
+    assert!(!out.contains(SECRET));
+    let mux = Mux::start_config(s.dir.clone(), s.mux_toml(), &s.home());
+    let socket = s
+        .home()
+        .join(".rmcp-mux/sockets/memory.sock")
+        .display()
+        .to_string();
+    for (i, host) in ["claude-desktop", "cursor", "codex"]
+        .into_iter()
+        .enumerate()
+    {
+        let out = s.ok(&["rewire", "--host", host]);
+        assert!(!out.contains("daemon is not running"), "{out}");
+        let (command, args) = rewired_entry(&s, host);
+        assert!(Path::new(&command).is_absolute(), "{command}");
+        assert_eq!(command, proxy());
+        assert_eq!(args, ["--socket", socket.as_str()]);
+        let mut session = Session::start(&command, &args);
+        let tools = session.request(2, "tools/list", json!({}));
+        let names: Vec<&str> = tools["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{tools}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        for want in ["create_entities", "read_graph", "search_nodes"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let created = session.request(
+            3,
+            "tools/call",
+            json!({"name": "create_entities", "arguments": {"entities": [{"name": host, "entityType": "host", "observations": ["via the mux"]}]}}),
+        );
+        assert!(created["result"]["isError"] != true, "{created}");
+        let graph = text(&session.request(
+            4,
+            "tools/call",
+            json!({"name": "read_graph", "arguments": {}}),
+        ));
+        // One server, one graph: every host so far is in it.
+        for earlier in ["claude-desktop", "cursor", "codex"].iter().take(i + 1) {
+            assert!(
+                graph.contains(&format!("\"{earlier}\"")),
+                "{earlier} missing from {graph}"
+            );
+        }
+        session.finish();
+    }
     // The server ran under the mux with the env import copied: it wrote where MEMORY_FILE_PATH says.
     let saved = std::fs::read_to_string(&memory_file).unwrap();
     assert!(saved.contains("via the mux"), "{saved}");
     mux.log.wait_for(&["child started"]);
+    assert_eq!(
+        mux.log.text().matches("child started").count(),
+        1,
+        "one copy of the server"
+    );
     assert!(
         !mux.log.text().contains(SECRET),
         "the daemon logged a secret"
     );
     drop(mux);
-    let out = s.ok(&["unwire", "--host", "claude-desktop"]);
-    assert!(out.contains("restored memory in "), "{out}");
-    assert_eq!(
-        s.read(claude_desktop_rel()),
-        serde_json::to_string_pretty(&host_file).unwrap()
-    );
+    for host in ["claude-desktop", "cursor", "codex"] {
+        let out = s.ok(&["unwire", "--host", host]);
+        assert!(out.contains("restored memory in "), "{out}");
+    }
+    assert_eq!(s.read(claude_desktop_rel()), desktop);
+    assert_eq!(s.read("home/.cursor/mcp.json"), cursor);
+    assert_eq!(s.read("home/.codex/config.toml"), codex);
 }

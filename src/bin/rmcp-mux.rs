@@ -234,13 +234,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hosts,
             config,
             project,
-        }) => import(&hosts, config, project),
+        }) => import(&hosts, config.or(cli.config), project),
         Some(Cmd::Rewire {
             host,
             dry_run,
             config,
             project,
-        }) => rewire(&host, dry_run, config.as_deref(), project),
+        }) => rewire(&host, dry_run, config.or(cli.config).as_deref(), project),
         Some(Cmd::Unwire { host, project }) => unwire(&host, project),
         None if cli.show_status => status(&legacy_target, cli.json).await,
         None if cli.restart_service.is_some() => {
@@ -400,6 +400,12 @@ fn rewire(
             "{} rewired; `rmcp-mux unwire --host {host}` puts them back",
             count(report.changed, "entry", "entries")
         );
+        if !cfg.daemon.control_socket.exists() {
+            println!(
+                "note: the daemon is not running; start it (`rmcp-mux --config {}`) before {host} restarts its servers",
+                cfg.path.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
