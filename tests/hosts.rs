@@ -966,3 +966,28 @@ fn three_rewired_hosts_share_one_real_memory_server() {
     assert_eq!(s.read("home/.cursor/mcp.json"), cursor);
     assert_eq!(s.read("home/.codex/config.toml"), codex);
 }
+
+/// Claude Code rewrites `~/.claude.json` with its own layout at every start; unwire still
+/// recognises the entries it wrote and puts the originals back.
+#[test]
+fn unwire_after_the_host_reformats_its_file() {
+    let s = Setup::new();
+    s.ok(&["import", "--host", "claude-code"]);
+    let original: Value = serde_json::from_str(&s.read("home/.claude.json")).unwrap();
+    s.ok(&["rewire", "--host", "claude-code"]);
+    let mut v: Value = serde_json::from_str(&s.read("home/.claude.json")).unwrap();
+    v["numStartups"] = json!(13);
+    s.write(
+        "home/.claude.json",
+        &serde_json::to_string_pretty(&v).unwrap(),
+    );
+    let out = s.ok(&["unwire", "--host", "claude-code"]);
+    assert!(
+        out.contains("restored time in ") && out.contains("restored memory in "),
+        "{out}"
+    );
+    let mut want = original;
+    want["numStartups"] = json!(13);
+    let now: Value = serde_json::from_str(&s.read("home/.claude.json")).unwrap();
+    assert_eq!(now, want);
+}

@@ -286,6 +286,27 @@ model = "gpt"
     }
 
     #[test]
+    fn inline_and_sub_tables_are_rewired_and_restored() {
+        let args = vec!["--socket".to_owned(), "/s/m.sock".to_owned()];
+        for text in [
+            "[mcp_servers]\nm = { command = \"npx\", args = [\"-y\"] } # inline\nother = 1\n",
+            "[mcp_servers.m]\ncommand = \"npx\"\n\n[mcp_servers.m.env]\nK = \"secret\"\n\n[after]\nx = 1\n",
+        ] {
+            let f = rewire(text, "m", "/p", &args).unwrap().unwrap();
+            let new = format!("{}{}{}", &text[..f.start], f.written, &text[f.start + f.original.len()..]);
+            let e = entries(&new).unwrap();
+            match &e[0].launch {
+                Launch::Stdio(s) => {
+                    assert_eq!((s.command.as_str(), s.args.clone(), s.env.len()), ("/p", args.clone(), 0), "{new}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(!new.contains("secret"), "{new}");
+            assert_eq!(restore(&new, &f).unwrap(), text);
+        }
+    }
+
+    #[test]
     fn syntax_errors_have_line_and_column() {
         let e = entries("a = 1\n[mcp_servers.x\n").unwrap_err();
         assert_eq!(e.line, 2, "{e:?}");

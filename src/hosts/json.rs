@@ -254,6 +254,23 @@ pub fn secret_values(text: &str) -> Result<Vec<String>, SyntaxError> {
     Ok(out)
 }
 
+/// A value without its layout, to compare two texts of it.
+fn to_serde(v: &Value<'_>) -> serde_json::Value {
+    match v {
+        Value::StringLit(s) => serde_json::Value::String(s.value.to_string()),
+        Value::NumberLit(n) => serde_json::from_str(n.value).unwrap_or(serde_json::Value::Null),
+        Value::BooleanLit(b) => serde_json::Value::Bool(b.value),
+        Value::Object(o) => serde_json::Value::Object(
+            o.properties
+                .iter()
+                .map(|p| (p.name.as_str().to_owned(), to_serde(&p.value)))
+                .collect(),
+        ),
+        Value::Array(a) => serde_json::Value::Array(a.elements.iter().map(to_serde).collect()),
+        Value::NullKeyword(_) => serde_json::Value::Null,
+    }
+}
+
 /// The property at `key_path` (each step an object key).
 fn find<'a, 'b>(root: &'b Value<'a>, key_path: &[String]) -> Option<&'b ObjectProp<'a>> {
     let (last, parents) = key_path.split_last()?;
@@ -431,7 +448,14 @@ pub fn restore(
         return Ok(Err(Unrestorable::Gone));
     };
     let r = prop.value.range();
-    if &text[r.start..r.end] != written {
+    // Hosts that rewrite their file (Claude Code does, at every start) change the layout but
+    // not the value: the same value still counts as what rewire wrote.
+    let same = &text[r.start..r.end] == written
+        || parse(written)
+            .ok()
+            .flatten()
+            .is_some_and(|w| to_serde(&w) == to_serde(&prop.value));
+    if !same {
         return Ok(Err(Unrestorable::Changed));
     }
     let mut out = text.to_owned();
@@ -579,6 +603,24 @@ mod tests {
         assert_eq!(
             s.written,
             r#"{"command": { "path": "/p", "args": ["--socket", "/s/memory.sock"] }, "settings": {}}"#
+        );
+    }
+
+    #[test]
+    fn restore_accepts_the_same_value_in_another_layout() {
+        let written = r#"{ "command": "/p", "args": ["--socket", "/s"] }"#;
+        let text = "{\n  \"mcpServers\": {\n    \"m\": {\n      \"command\": \"/p\",\n      \"args\": [\n        \"--socket\",\n        \"/s\"\n      ]\n    }\n  }\n}";
+        let back = restore(
+            text,
+            &path(&["mcpServers", "m"]),
+            r#"{"command": "npx"}"#,
+            written,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            back,
+            "{\n  \"mcpServers\": {\n    \"m\": {\"command\": \"npx\"}\n  }\n}"
         );
     }
 

@@ -31,10 +31,13 @@ pub fn records_dir(state_dir: &Path) -> PathBuf {
 /// [`HostError::NoProxy`] when there is neither.
 pub fn proxy_path() -> Result<PathBuf, HostError> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rmcp-mux"));
-    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-    if let Some(p) = exe.parent().map(|d| d.join("rmcp-mux-proxy")) {
-        if p.is_file() {
-            return Ok(p);
+    // The path as started first (a package manager's stable bin/ link), then the real one.
+    let real = std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.clone());
+    for e in [&exe, &real] {
+        if let Some(p) = e.parent().map(|d| d.join("rmcp-mux-proxy")) {
+            if e.is_absolute() && p.is_file() {
+                return Ok(p);
+            }
         }
     }
     std::env::var_os("PATH")
