@@ -48,6 +48,15 @@ pub fn parse(text: &str) -> Result<Option<Value<'_>>, SyntaxError> {
         })
 }
 
+/// The text with a leading byte-order mark (editors on Windows write one) blanked to three
+/// spaces: the parser refuses it, and spaces keep every byte offset where it was.
+fn blank_bom(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => format!("   {rest}").into(),
+        None => text.into(),
+    }
+}
+
 /// The key under which a format keeps its servers.
 fn servers_key(format: Format) -> &'static str {
     match format {
@@ -67,7 +76,8 @@ fn object<'a, 'b>(v: &'b Value<'a>, key: &str) -> Result<&'b Object<'a>, SyntaxE
 /// # Errors
 /// A syntax error, or a servers key that is not an object.
 pub fn entries(text: &str, format: Format) -> Result<Vec<RawEntry>, SyntaxError> {
-    let Some(root) = parse(text)? else {
+    let src = blank_bom(text);
+    let Some(root) = parse(&src)? else {
         return Ok(vec![]);
     };
     let root = object(&root, "(top level)")?;
@@ -248,7 +258,7 @@ pub fn secret_values(text: &str) -> Result<Vec<String>, SyntaxError> {
         }
     }
     let mut out = Vec::new();
-    if let Some(root) = parse(text)? {
+    if let Some(root) = parse(&blank_bom(text))? {
         walk(&root, &mut out);
     }
     Ok(out)
@@ -393,7 +403,8 @@ pub fn rewire_splice(
     command: &str,
     args: &[String],
 ) -> Result<Option<Splice>, SyntaxError> {
-    let Some(root) = parse(text)? else {
+    let src = blank_bom(text);
+    let Some(root) = parse(&src)? else {
         return Ok(None);
     };
     let Some(prop) = find(&root, key_path) else {
@@ -441,7 +452,8 @@ pub fn restore(
     original: &str,
     written: &str,
 ) -> Result<Result<String, Unrestorable>, SyntaxError> {
-    let Some(root) = parse(text)? else {
+    let src = blank_bom(text);
+    let Some(root) = parse(&src)? else {
         return Ok(Err(Unrestorable::Gone));
     };
     let Some(prop) = find(&root, key_path) else {
@@ -622,6 +634,28 @@ mod tests {
             back,
             "{\n  \"mcpServers\": {\n    \"m\": {\"command\": \"npx\"}\n  }\n}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept() {
+        let text = "\u{feff}{\"mcpServers\": {\"a\": {\"command\": \"x\"}}}";
+        assert_eq!(entries(text, Format::McpServers).unwrap().len(), 1);
+        let s = rewire_splice(
+            text,
+            Format::McpServers,
+            &path(&["mcpServers", "a"]),
+            "/p",
+            &[],
+        )
+        .unwrap()
+        .unwrap();
+        let out = apply(text, std::slice::from_ref(&s));
+        assert_eq!(
+            out,
+            "\u{feff}{\"mcpServers\": {\"a\": {\"command\": \"/p\", \"args\": []}}}"
+        );
+        let back = restore(&out, &path(&["mcpServers", "a"]), &s.original, &s.written).unwrap();
+        assert_eq!(back.unwrap(), text);
     }
 
     #[test]

@@ -207,6 +207,13 @@ impl Host {
             Host::Zed => project(".zed/settings.json", Format::Zed),
             _ => None,
         });
+        // Run from the home folder, a project file can be the user file itself.
+        let mut seen = Vec::new();
+        files.retain(|f| {
+            let fresh = !seen.contains(&f.path);
+            seen.push(f.path.clone());
+            fresh
+        });
         files
     }
 }
