@@ -727,6 +727,11 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
         !out.contains(SECRET),
         "the diff shows a secret line:\n{out}"
     );
+    assert!(out.contains("\"env\": { \"API_TOKEN\": \"***\" }"), "{out}");
+    assert!(
+        !out.contains("url-token-123"),
+        "the diff shows a URL's token:\n{out}"
+    );
 }
 
 #[test]

@@ -567,12 +567,20 @@ pub struct ScanItem {
 /// What env values look like in output.
 pub const MASK: &str = "***";
 
-/// A URL without its query or fragment (they often carry tokens).
+/// A URL without a password, query or fragment (they often carry tokens).
 pub fn display_url(url: &str) -> String {
-    match url.find(['?', '#']) {
+    let mut out = match url.find(['?', '#']) {
         Some(i) => format!("{}?{MASK}", &url[..i]),
         None => url.to_owned(),
+    };
+    let authority = out.find("://").map(|i| i + 3);
+    if let Some(start) = authority {
+        let end = out[start..].find('/').map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@') {
+            out.replace_range(start..start + at, MASK);
+        }
     }
+    out
 }
 
 impl From<&Entry> for ScanItem {
@@ -756,5 +764,6 @@ mod tests {
     fn urls_lose_their_query() {
         assert_eq!(display_url("https://a/b?key=s3cret"), "https://a/b?***");
         assert_eq!(display_url("https://a/b"), "https://a/b");
+        assert_eq!(display_url("https://me:pw@a/b?x"), "https://***@a/b?***");
     }
 }

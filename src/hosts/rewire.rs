@@ -347,7 +347,13 @@ pub fn rewire(
                 json::secret_values(&text)
             }
             .map_err(|e| e.in_file(&file.path))?;
-            report.diffs.push(mask(&diff, &secrets));
+            let mut diff = mask(&diff, &secrets);
+            for e in &entries {
+                if let Launch::Remote { url } = &e.launch {
+                    diff = diff.replace(url.as_str(), &super::display_url(url));
+                }
+            }
+            report.diffs.push(diff);
             continue;
         }
         let backup = backup(&file.path, text.as_bytes(), &stamp)?;
