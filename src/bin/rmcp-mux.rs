@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rmcp_mux::config::{default_state_dir, Config, ConfigError};
 use rmcp_mux::control::{self, Request};
+use rmcp_mux::hosts::{self, HostError};
 use rmcp_mux::lifecycle::{self, Instance, LifecycleError, Paths, Probe};
 use rmcp_mux::logfile::{self, RotatingFile};
-use rmcp_mux::hosts::{self, HostError};
 
 #[derive(Parser)]
 #[command(
@@ -556,7 +556,7 @@ fn rewire(
         );
         if !cfg.daemon.control_socket.exists() {
             println!(
-                "note: the daemon is not running; start it (`rmcp-mux --config {}`) before {host} restarts its servers",
+                "note: the daemon is not running; {host} starts it when it next starts these servers (the proxy's --autostart), or start it now: `rmcp-mux daemon start --config {}`",
                 cfg.path.display()
             );
         }
