@@ -12,6 +12,7 @@
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
+//! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod daemon;
 pub mod dashboard;
 pub mod health;
+pub mod hosts;
 mod io;
 pub mod jsonrpc;
 pub mod lifecycle;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rmcp_mux::config::{default_state_dir, Config, ConfigError};
 use rmcp_mux::control::{self, Request};
+use rmcp_mux::hosts::{self, HostError};
 use rmcp_mux::lifecycle::{self, Instance, LifecycleError, Paths, Probe};
 use rmcp_mux::logfile::{self, RotatingFile};
 
@@ -122,6 +123,54 @@ enum Cmd {
         /// How long to wait for the answers.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         timeout_ms: u64,
+    },
+    /// List every MCP server found in the known hosts' config files (env values masked).
+    Scan {
+        /// Only these hosts (repeatable; default: all).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Print JSON instead of a listing.
+        #[arg(long)]
+        json: bool,
+        /// The project whose .mcp.json, .vscode/mcp.json, … are read (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Add the hosts' stdio servers to mux.toml (deduplicated by command, args and env).
+    Import {
+        /// Only these hosts (repeatable; default: all).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// The mux config to add to (created when missing).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The project whose files are read (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Point a host's entries at rmcp-mux-proxy for the servers the mux runs.
+    Rewire {
+        /// The host.
+        #[arg(long, value_name = "NAME")]
+        host: String,
+        /// Print the diff and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The mux config whose servers (and sockets) are used.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The project whose files are rewired too (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Put back the entries rewire changed in a host's files.
+    Unwire {
+        /// The host.
+        #[arg(long, value_name = "NAME")]
+        host: String,
+        /// Only this project's files and the user's (default: every file rewire changed).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
     },
 }
 
@@ -251,9 +300,10 @@ fn main() -> ExitCode {
 /// exit code: 2 for config errors (also a detached daemon's), 1 otherwise.
 fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("rmcp-mux: {err:#}");
-    let config = err
-        .chain()
-        .any(|e| e.downcast_ref::<ConfigError>().is_some());
+    let config = err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some()
+            || matches!(e.downcast_ref(), Some(HostError::UnknownHost { .. }))
+    });
     let child = err.chain().find_map(|e| match e.downcast_ref() {
         Some(LifecycleError::ChildFailed { code, .. }) => Some(*code),
         _ => None,
@@ -363,6 +413,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("ok: {name} answered in {} ms", took.as_millis());
             Ok(ExitCode::SUCCESS)
         }
+        Some(Cmd::Scan {
+            hosts,
+            json,
+            project,
+        }) => scan(&hosts, json, project),
+        Some(Cmd::Import {
+            hosts,
+            config,
+            project,
+        }) => import(&hosts, config.or(cli.config), project),
+        Some(Cmd::Rewire {
+            host,
+            dry_run,
+            config,
+            project,
+        }) => rewire(&host, dry_run, config.or(cli.config).as_deref(), project),
+        Some(Cmd::Unwire { host, project }) => unwire(&host, project),
         None if cli.show_status => status(&legacy_target, cli.json).await,
         None if cli.restart_service.is_some() => {
             let server = cli.restart_service.unwrap_or_default();
@@ -438,6 +505,120 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
     };
     control::request(&socket, &req).await?;
     println!("{what}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The host paths, with the project folder (default: the current one).
+fn host_paths(project: Option<PathBuf>) -> hosts::Paths {
+    let project = project.or_else(|| std::env::current_dir().ok());
+    hosts::Paths::from_env(project)
+}
+
+fn scan(names: &[String], json: bool, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let list = hosts::hosts_from_names(names)?;
+    let entries = hosts::scan(&list, &host_paths(project))?;
+    if json {
+        let items: Vec<hosts::ScanItem> = entries.iter().map(hosts::ScanItem::from).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        print!("{}", hosts::render_scan(&entries));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(
+    names: &[String],
+    config: Option<PathBuf>,
+    project: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let list = hosts::hosts_from_names(names)?;
+    let path = config.unwrap_or_else(Config::default_path);
+    let report = hosts::import::run(&path, &list, &host_paths(project)).map_err(|e| match e {
+        hosts::import::ImportError::Config(e) => anyhow::Error::from(e),
+        hosts::import::ImportError::Host(e) => anyhow::Error::from(e),
+        other => anyhow::Error::from(other),
+    })?;
+    for line in report.notes.iter().chain(&report.added) {
+        println!("{line}");
+    }
+    if report.added.is_empty() {
+        println!("nothing to add to {}", report.config.display());
+    } else {
+        println!(
+            "{} added to {}; start the daemon with `rmcp-mux --config {}`, then `rmcp-mux rewire --host NAME`",
+            count(report.added.len(), "server", "servers"),
+            report.config.display(),
+            report.config.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rewire(
+    name: &str,
+    dry_run: bool,
+    config: Option<&Path>,
+    project: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let host = hosts::Host::from_name(name)?;
+    let path = config.map_or_else(Config::default_path, Path::to_path_buf);
+    if !path.exists() {
+        anyhow::bail!(
+            "no mux config at {}; run `rmcp-mux import --host {host}` first",
+            path.display()
+        );
+    }
+    let cfg = Config::load(&path)?;
+    let proxy = hosts::rewire::proxy_path()?;
+    let report = hosts::rewire::rewire(
+        host,
+        &host_paths(project),
+        &cfg,
+        &proxy,
+        &default_state_dir(),
+        dry_run,
+    )?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    for diff in &report.diffs {
+        print!("{diff}");
+    }
+    if report.lines.is_empty() {
+        println!("no {host} config found");
+    } else if dry_run {
+        println!(
+            "dry run: {} would change; nothing written",
+            count(report.changed, "entry", "entries")
+        );
+    } else if report.changed == 0 {
+        println!("nothing changed");
+    } else {
+        println!(
+            "{} rewired; `rmcp-mux unwire --host {host}` puts them back",
+            count(report.changed, "entry", "entries")
+        );
+        if !cfg.daemon.control_socket.exists() {
+            println!(
+                "note: the daemon is not running; {host} starts it when it next starts these servers (the proxy's --autostart), or start it now: `rmcp-mux daemon start --config {}`",
+                cfg.path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unwire(name: &str, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let host = hosts::Host::from_name(name)?;
+    let report =
+        hosts::rewire::unwire(host, &hosts::Paths::from_env(project), &default_state_dir())?;
+    for line in &report.lines {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
