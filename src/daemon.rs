@@ -35,6 +35,9 @@ pub struct DaemonStatus {
     /// The daemon's log file, when it logs to one (detached or under a service manager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// Why the last config reload was refused; cleared by the next good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
 }
@@ -101,6 +104,7 @@ impl Shared {
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
             log_file: crate::logfile::active(),
+            config_error: None,
             servers: self
                 .handles
                 .iter()

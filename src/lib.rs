@@ -6,6 +6,8 @@
 //! - [`mux`]: one actor per server: the pure [`mux::router`], the child process, the socket.
 //! - [`daemon`]: all servers of a config, status snapshots, shutdown.
 //! - [`control`]: the control socket and the client the CLI uses.
+//! - [`dashboard`]: the live terminal dashboard, a control-socket client; its pure
+//!   [`dashboard::model`] says what to show.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod health;
 pub mod hosts;
 mod io;

@@ -106,6 +106,7 @@ mod tests {
             uptime_ms: 1000,
             config: "/c/mux.toml".into(),
             log_file: None,
+            config_error: None,
             servers: vec![
                 ServerReport {
                     name: "memory".into(),
