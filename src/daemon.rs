@@ -32,6 +32,12 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     /// The config file it runs.
     pub config: PathBuf,
+    /// The daemon's log file, when it logs to one (detached or under a service manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Why the last config reload was refused; cleared by the next good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
 }
@@ -59,6 +65,13 @@ pub struct ServerReport {
     pub uptime_ms: Option<u64>,
     /// How the last child ended.
     pub last_exit: Option<String>,
+    /// While waiting to restart after a crash: how long until the next start (the tray's
+    /// "restarting in 2 s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_in_ms: Option<u64>,
+    /// `max_restarts`: consecutive crashes before the server is `failed` (0 = never).
+    #[serde(default)]
+    pub max_restarts: u32,
 }
 
 impl ServerReport {
@@ -77,6 +90,10 @@ impl ServerReport {
                 .running_since
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             last_exit: s.last_exit.clone(),
+            restart_in_ms: s
+                .restart_at
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            max_restarts: s.max_restarts,
         }
     }
 }
@@ -97,6 +114,8 @@ impl Shared {
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
+            log_file: None,
+            config_error: None,
             servers: self
                 .handles
                 .iter()

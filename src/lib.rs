@@ -8,6 +8,7 @@
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
+//! - [`tray`]: the menu-bar app (its menu model and notification rules are pure and always built).
 #![warn(missing_docs)]
 
 pub mod config;
@@ -19,3 +20,4 @@ pub mod jsonrpc;
 pub mod mux;
 pub mod proxy;
 pub mod status;
+pub mod tray;

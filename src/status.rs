@@ -105,6 +105,8 @@ mod tests {
             pid: 7,
             uptime_ms: 1000,
             config: "/c/mux.toml".into(),
+            log_file: None,
+            config_error: None,
             servers: vec![
                 ServerReport {
                     name: "memory".into(),
@@ -117,6 +119,8 @@ mod tests {
                     restarts: 0,
                     uptime_ms: Some(61_000),
                     last_exit: None,
+                    restart_in_ms: None,
+                    max_restarts: 5,
                 },
                 ServerReport {
                     name: "sequential-thinking".into(),
@@ -129,6 +133,8 @@ mod tests {
                     restarts: 5,
                     uptime_ms: None,
                     last_exit: Some("exited with status 1".into()),
+                    restart_in_ms: None,
+                    max_restarts: 5,
                 },
             ],
         };
