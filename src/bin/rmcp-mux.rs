@@ -37,6 +37,9 @@ struct Cli {
     /// With --show-status: print JSON.
     #[arg(long)]
     json: bool,
+    /// Run the servers with the menu-bar app (macOS; on Linux, builds with `--features tray`).
+    #[arg(long)]
+    tray: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -119,7 +122,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = if cli.tray && cli.command.is_none() {
+        tray(runtime, &cli)
+    } else {
+        runtime.block_on(run(cli))
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("rmcp-mux: {err:#}");
@@ -129,6 +137,23 @@ fn main() -> ExitCode {
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
+}
+
+/// `--tray`: the mux and the menu-bar app in this process; returns only on a startup error.
+#[cfg(any(feature = "tray", target_os = "macos"))]
+fn tray(runtime: tokio::runtime::Runtime, cli: &Cli) -> anyhow::Result<ExitCode> {
+    let cfg = load(cli.config.as_deref())?;
+    let servers = cfg.select(&cli.only, &cli.except)?;
+    match rmcp_mux::tray::app::run(runtime, cfg, servers)? {}
+}
+
+#[cfg(not(any(feature = "tray", target_os = "macos")))]
+fn tray(_runtime: tokio::runtime::Runtime, _cli: &Cli) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "rmcp-mux: this build has no menu-bar app; build with `cargo build --features tray` \
+         (needs libgtk-3-dev and libayatana-appindicator3-dev)"
+    );
+    Ok(ExitCode::from(2))
 }
 
 fn init_logging(default: &str) {
