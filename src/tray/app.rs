@@ -153,6 +153,7 @@ pub fn run(
                         // The check item shows the disk, whatever the click toggled.
                         if let Some(ui) = ui.as_mut() {
                             ui.show(&status, login.state());
+                            ui.rendered.login.set_checked(ui.model.login_checked);
                         }
                     }
                     Action::Quit => {
@@ -432,8 +433,9 @@ impl Rendered {
         if old.login.enabled != new.login.enabled {
             self.login.set_enabled(new.login.enabled);
         }
-        // Always: a click toggles the check item on its own, whatever the disk says.
-        self.login.set_checked(new.login_checked);
+        if old.login_checked != new.login_checked {
+            self.login.set_checked(new.login_checked);
+        }
     }
 }
 

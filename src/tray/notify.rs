@@ -183,9 +183,14 @@ pub async fn show(notice: &Notice) -> anyhow::Result<()> {
         .appname("rmcp-mux");
     #[cfg(target_os = "macos")]
     {
-        // Without it macOS attributes the notification to Finder (DESIGN.md, Platforms).
-        let _ = notify_rust::set_application(APP_ID);
-        n.show()?;
+        // macOS's call blocks until the notification is delivered: keep it off the workers.
+        tokio::task::spawn_blocking(move || {
+            // Without it macOS attributes the notification to Finder (DESIGN.md, Platforms); a
+            // second call only says it is already set.
+            let _ = notify_rust::set_application(APP_ID);
+            n.show().map(drop)
+        })
+        .await??;
     }
     #[cfg(not(target_os = "macos"))]
     {
