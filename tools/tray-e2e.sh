@@ -131,6 +131,14 @@ restart_backoff_ms = 300
 EOF
 touch "$work/crash-marker"
 
+say "check 0: without a display --tray fails cleanly"
+rc=0
+env -u DISPLAY -u WAYLAND_DISPLAY "$bin" --tray --config "$config" >"$out/nodisplay.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || die "without a display: exit $rc, expected 1: $(cat "$out/nodisplay.log")"
+grep -qx "rmcp-mux: --tray needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); run \`rmcp-mux\` without --tray for the daemon alone" \
+  "$out/nodisplay.log" || die "without a display: $(cat "$out/nodisplay.log")"
+[ ! -e "$work/run/control.sock" ] || die "without a display: a control socket was left behind"
+
 say "starting $bin --tray"
 RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$config" >"$out/tray.log" 2>&1 &
 tray_pid=$!

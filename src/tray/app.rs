@@ -57,12 +57,22 @@ enum UserEvent {
 /// returns: the process exits with 0 after every server has stopped.
 ///
 /// # Errors
-/// The daemon cannot start (see [`crate::daemon::Daemon::start`]).
+/// No graphical session (Linux: neither `DISPLAY` nor `WAYLAND_DISPLAY`; GTK would panic), or
+/// the daemon cannot start (see [`crate::daemon::Daemon::start`]).
 pub fn run(
     runtime: Runtime,
     config: Config,
     servers: Vec<ServerConfig>,
 ) -> anyhow::Result<Infallible> {
+    #[cfg(not(target_os = "macos"))]
+    {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+        anyhow::ensure!(
+            set("DISPLAY") || set("WAYLAND_DISPLAY"),
+            "--tray needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); \
+             run `rmcp-mux` without --tray for the daemon alone"
+        );
+    }
     let daemon = runtime.block_on(crate::daemon::Daemon::start(&config, servers))?;
     let shared = daemon.shared();
     let quit = CancellationToken::new();
