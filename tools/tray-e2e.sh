@@ -271,6 +271,29 @@ menu_has "1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" &&
   die "the summary did not update"
 menu_has "2 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 2 of 2"
 
+say "check 5b: Stop and Start from the menu, then Restart all"
+state_is() { [ "$(field "$1" state)" = "$2" ]; }
+click "$(menu_id "crasher > Stop")"
+wait_for 20 "crasher stopped in the status JSON" state_is crasher stopped
+wait_for 10 "crasher stopped in the menu" menu_has "crasher > stopped${T}disabled${T}-${T}item"
+menu_has "crasher > Stop${T}disabled${T}-${T}item" || die "crasher's Stop enabled while stopped"
+menu_has "crasher > Restart${T}disabled${T}-${T}item" || die "crasher's Restart enabled while stopped"
+menu_has "1 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
+click "$(menu_id "crasher > Start")"
+wait_for 20 "crasher running again" state_is crasher running
+crasher_pid="$(field crasher pid)"
+wait_for 10 "crasher running in the menu" menu_has \
+  "crasher > running · pid $crasher_pid · 0 clients${T}disabled${T}-${T}item"
+old_memory_pid="$memory_pid"
+click "$(menu_id "Restart all")"
+pid_changed() { p="$(field "$1" pid)"; [ "$p" != None ] && [ "$p" != "$2" ] && state_is "$1" running; }
+wait_for 60 "memory restarted by Restart all" pid_changed memory "$old_memory_pid"
+wait_for 20 "crasher restarted by Restart all" pid_changed crasher "$crasher_pid"
+memory_pid="$(field memory pid)"
+crasher_pid="$(field crasher pid)"
+wait_for 10 "the menu shows the new pids" menu_has \
+  "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+
 say "check 6: launch at login writes and removes the autostart entry"
 desktop="$XDG_CONFIG_HOME/autostart/rmcp-mux.desktop"
 click "$(menu_id "Launch at login")"
