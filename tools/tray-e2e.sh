@@ -231,8 +231,13 @@ time.sleep(120)
 PY
 client_pid=$!
 pids+=("$client_pid")
+t0="$(date +%s%N)"
 wait_for 10 "memory's status line to show 1 client" menu_has \
   "memory > running · pid $memory_pid · 1 client${T}disabled${T}-${T}item"
+ms=$((($(date +%s%N) - t0) / 1000000))
+# The app polls every 100 ms; each read here costs a gdbus call. A loose bound for loaded CI.
+say "  seen over D-Bus ${ms} ms after the client started (python start and reads included)"
+[ "$ms" -lt 3000 ] || die "the in-place update took ${ms} ms"
 kill "$client_pid"
 wait_for 10 "memory's status line back to 0 clients" menu_has \
   "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
