@@ -86,6 +86,9 @@ pub struct DaemonConfig {
     pub socket_dir: PathBuf,
     /// A JSON status snapshot rewritten on change, when set.
     pub status_file: Option<PathBuf>,
+    /// Whether the menu-bar app shows desktop notifications (crashes, restart limit, refused
+    /// reloads); `notifications = false` turns them off.
+    pub notifications: bool,
 }
 
 /// Which capabilities the mux declares upstream. They change what servers offer
@@ -228,6 +231,7 @@ struct RawDaemon {
     control_socket: Option<Spanned<String>>,
     socket_dir: Option<Spanned<String>>,
     status_file: Option<Spanned<String>>,
+    notifications: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -479,6 +483,7 @@ impl Config {
             control_socket: None,
             socket_dir: None,
             status_file: None,
+            notifications: None,
         });
         let control_socket = match &daemon.control_socket {
             Some(v) => ctx.socket(v, "daemon.control_socket")?,
@@ -651,6 +656,7 @@ impl Config {
                 control_socket,
                 socket_dir,
                 status_file,
+                notifications: daemon.notifications.unwrap_or(true),
             },
             servers,
         })
@@ -771,6 +777,7 @@ mod tests {
             }
         );
         assert!(s.enabled && !s.lazy_start && s.roots.is_none());
+        assert!(c.daemon.notifications, "notifications are on by default");
     }
 
     #[test]
@@ -781,6 +788,7 @@ mod tests {
 control_socket = "~/.mux/ctl.sock"
 socket_dir = "run"
 status_file = "$PROJ/status.json"
+notifications = false
 
 [servers.zeta]
 cmd = "${PROJ}/bin/server"
@@ -818,6 +826,7 @@ cmd = "a"
             c.daemon.status_file,
             Some(PathBuf::from("/work/p/status.json"))
         );
+        assert!(!c.daemon.notifications);
         let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["zeta", "alpha"], "file order");
         let z = &c.servers[0];

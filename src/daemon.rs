@@ -65,6 +65,13 @@ pub struct ServerReport {
     pub uptime_ms: Option<u64>,
     /// How the last child ended.
     pub last_exit: Option<String>,
+    /// While waiting to restart after a crash: how long until the next start (the tray's
+    /// "restarting in 2 s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_in_ms: Option<u64>,
+    /// `max_restarts`: consecutive crashes before the server is `failed` (0 = never).
+    #[serde(default)]
+    pub max_restarts: u32,
 }
 
 impl ServerReport {
@@ -83,6 +90,10 @@ impl ServerReport {
                 .running_since
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             last_exit: s.last_exit.clone(),
+            restart_in_ms: s
+                .restart_at
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            max_restarts: s.max_restarts,
         }
     }
 }

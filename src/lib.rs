@@ -13,6 +13,7 @@
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
 //! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
+//! - [`tray`]: the menu-bar app (its menu model and notification rules are pure and always built).
 #![warn(missing_docs)]
 
 pub mod config;
@@ -28,3 +29,4 @@ pub mod logfile;
 pub mod mux;
 pub mod proxy;
 pub mod status;
+pub mod tray;

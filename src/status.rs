@@ -119,6 +119,8 @@ mod tests {
                     restarts: 0,
                     uptime_ms: Some(61_000),
                     last_exit: None,
+                    restart_in_ms: None,
+                    max_restarts: 5,
                 },
                 ServerReport {
                     name: "sequential-thinking".into(),
@@ -131,6 +133,8 @@ mod tests {
                     restarts: 5,
                     uptime_ms: None,
                     last_exit: Some("exited with status 1".into()),
+                    restart_in_ms: None,
+                    max_restarts: 5,
                 },
             ],
         };

@@ -594,3 +594,22 @@ fn subscriptions_are_shared_and_log_levels_kept_per_client() {
         "sent once, when the last one left"
     );
 }
+
+/// Without the `tray` feature (Linux), `--tray` is a usage error that says how to get it.
+#[cfg(not(any(feature = "tray", target_os = "macos")))]
+#[test]
+fn tray_without_the_feature_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(MUX)
+        .args(["--tray", "--config"])
+        .arg(dir.path().join("mux.toml"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "rmcp-mux: this build has no menu-bar app; build with `cargo build --features tray` \
+         (needs libgtk-3-dev and libayatana-appindicator3-dev)\n"
+    );
+}

@@ -51,6 +51,10 @@ struct Cli {
     /// log goes to the config's log file (or --log-file) meanwhile.
     #[arg(long, conflicts_with_all = ["show_status", "restart_service"])]
     tui: bool,
+    /// Run the servers with the menu-bar app (macOS; on Linux, builds with `--features tray`).
+    /// The log goes to the config's log file (or --log-file): a menu-bar app has no terminal.
+    #[arg(long, conflicts_with_all = ["tui", "show_status", "restart_service"])]
+    tray: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -247,8 +251,9 @@ fn main() -> ExitCode {
     let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
     let dashboard = matches!(cli.command, Some(Cmd::Dashboard { .. }));
     let log_file = match &cli.log_file {
-        // The daemon runs under the dashboard: its log must not draw over the screen.
-        None if cli.tui && cli.command.is_none() => {
+        // The daemon runs under the dashboard (its log must not draw over the screen) or the
+        // menu-bar app (started from a bundle or at login, it has no terminal).
+        None if (cli.tui || cli.tray) && cli.command.is_none() => {
             let config = cli.config.clone().unwrap_or_else(Config::default_path);
             match rmcp_mux::dashboard::tui_log_file(&config) {
                 Ok(path) => Some(path),
@@ -290,7 +295,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = if cli.tray && cli.command.is_none() {
+        tray(runtime, &cli)
+    } else {
+        runtime.block_on(run(cli))
+    };
+    match result {
         Ok(code) => code,
         Err(err) => fail(&err),
     }
@@ -339,6 +349,25 @@ fn init_file_logging(path: &Path) -> anyhow::Result<()> {
         default_hook(info);
     }));
     Ok(())
+}
+
+/// `--tray`: the mux and the menu-bar app in this process; returns only on a startup error.
+#[cfg(any(feature = "tray", target_os = "macos"))]
+fn tray(runtime: tokio::runtime::Runtime, cli: &Cli) -> anyhow::Result<ExitCode> {
+    let cfg = load(cli.config.as_deref())?;
+    let servers = cfg.select(&cli.only, &cli.except)?;
+    // The same one-daemon-per-config lock as the foreground daemon; the app releases it.
+    let instance = Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+    match rmcp_mux::tray::app::run(runtime, cfg, servers, instance)? {}
+}
+
+#[cfg(not(any(feature = "tray", target_os = "macos")))]
+fn tray(_runtime: tokio::runtime::Runtime, _cli: &Cli) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "rmcp-mux: this build has no menu-bar app; build with `cargo build --features tray` \
+         (needs libgtk-3-dev and libayatana-appindicator3-dev)"
+    );
+    Ok(ExitCode::from(2))
 }
 
 fn init_logging(default: &str) {

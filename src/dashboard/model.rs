@@ -550,6 +550,8 @@ mod tests {
             restarts: 3,
             uptime_ms: running.then_some(61_000),
             last_exit: (!running).then(|| "exited with status 1".into()),
+            restart_in_ms: None,
+            max_restarts: 5,
         }
     }
 

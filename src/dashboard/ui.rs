@@ -188,6 +188,8 @@ mod tests {
             restarts: 4,
             uptime_ms: pid.map(|_| 125_000),
             last_exit: pid.is_none().then(|| "killed by signal 9".into()),
+            restart_in_ms: None,
+            max_restarts: 5,
         }
     }
 

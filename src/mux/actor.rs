@@ -53,6 +53,10 @@ pub struct ServerStatus {
     pub running_since: Option<Instant>,
     /// How the last child ended.
     pub last_exit: Option<String>,
+    /// When the next restart after a crash is due.
+    pub restart_at: Option<Instant>,
+    /// `max_restarts` from the config.
+    pub max_restarts: u32,
 }
 
 /// A command with a way to say it was taken.
@@ -176,6 +180,8 @@ fn snapshot(router: &Router, cfg: &ServerConfig) -> ServerStatus {
         restarts: s.restarts,
         running_since: s.running_since,
         last_exit: s.last_exit,
+        restart_at: s.restart_at,
+        max_restarts: cfg.max_restarts,
     }
 }
 

@@ -138,6 +138,8 @@ pub struct RouterStatus {
     pub running_since: Option<Instant>,
     /// How the last child ended.
     pub last_exit: Option<String>,
+    /// When the next restart after a crash is due (in backoff).
+    pub restart_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +354,10 @@ impl Router {
             restarts: self.restarts,
             running_since: self.running_since,
             last_exit: self.last_exit.clone(),
+            restart_at: match self.life {
+                Life::Backoff { until } => Some(until),
+                _ => None,
+            },
         }
     }
 

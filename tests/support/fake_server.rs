@@ -4,6 +4,7 @@
 //!
 //! Flags: `--counter-file PATH` (appends "start" per start), `--pid-file PATH` (our pid, then the
 //! grandchild's), `--spawn-grandchild`, `--ignore-sigterm`, `--crash-on-start`,
+//! `--crash-while-exists PATH` (exit status 1 at start while PATH exists),
 //! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`.
 //! Tools: echo, slow, crash, exit_after, garbage, stats, sample, elicit, roots, notify, big, log.
 
@@ -98,6 +99,13 @@ fn main() {
     if has("--crash-on-start") {
         eprintln!("fake: crashing on start as asked");
         std::process::exit(3);
+    }
+    // Crashes like --crash-on-start while PATH exists: a test removes it to let a restart work.
+    if let Some(path) = value("--crash-while-exists") {
+        if std::path::Path::new(&path).exists() {
+            eprintln!("fake: crashing on start while {path} exists");
+            std::process::exit(1);
+        }
     }
     if has("--ignore-sigterm") {
         ignore_sigterm();

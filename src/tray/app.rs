@@ -1,0 +1,555 @@
+//! The menu-bar app (`rmcp-mux --tray`): the tao event loop on the main thread owns the tray
+//! icon and its muda menu; the tokio runtime runs the mux on its own threads. A driver task
+//! polls the daemon's status, shows notifications and sends every snapshot that changes the
+//! menu to the loop through an [`EventLoopProxy`]; menu clicks go back as daemon commands.
+//!
+//! It renders [`model::TrayModel`]s and decides nothing the model can decide. It must not block
+//! the main thread on the daemon (commands run on the runtime) and must not exit before every
+//! server has been stopped (Quit and SIGTERM take the daemon's own shutdown path).
+//!
+//! Known trap (DESIGN.md, Platforms): with tray-icon's `libappindicator` backend on Linux a
+//! submenu's `set_text` never reaches the tray host. There the submenu carries the model's
+//! steady label ("memory", "memory — failed") and the live state sits in the submenu's first
+//! item, which does update in place; the menu is rebuilt only when a steady label changes (a
+//! server fails or recovers) or the server set does. macOS relabels submenus in place.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use muda::{CheckMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
+use tao::event::{Event, StartCause};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+use super::login::LoginItem;
+use super::model::{self, Action, IconState, Item, Login, TrayModel};
+use super::notify::{self, RateLimit};
+use crate::config::{Config, ServerConfig};
+use crate::daemon::{DaemonStatus, Shared};
+
+/// How often the driver looks at the status: well inside the 250 ms the menu may lag behind.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Whether this platform's tray host shows a submenu's new label after `set_text`.
+const LIVE_SUBMENU_LABELS: bool = cfg!(target_os = "macos");
+
+/// What the runtime's threads tell the event loop.
+#[derive(Debug)]
+enum UserEvent {
+    /// A snapshot that changes what the menu shows.
+    Status(Box<DaemonStatus>),
+    /// A menu item was clicked (its id).
+    Menu(String),
+    /// Every server has stopped; the loop may exit.
+    Stopped,
+}
+
+/// Runs the mux and the tray in this process until Quit, SIGTERM or SIGINT.
+///
+/// Must be called on the main thread (tao panics otherwise). The servers are started before the
+/// loop, so a socket that cannot be bound is an ordinary error; once the loop runs this never
+/// returns: the process exits with 0 after every server has stopped.
+///
+/// # Errors
+/// No graphical session (Linux: neither `DISPLAY` nor `WAYLAND_DISPLAY`; GTK would panic), or
+/// the daemon cannot start (see [`crate::daemon::Daemon::start`]).
+pub fn run(
+    runtime: Runtime,
+    config: Config,
+    servers: Vec<ServerConfig>,
+    instance: crate::lifecycle::Instance,
+) -> anyhow::Result<Infallible> {
+    #[cfg(not(target_os = "macos"))]
+    {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+        anyhow::ensure!(
+            set("DISPLAY") || set("WAYLAND_DISPLAY"),
+            "--tray needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); \
+             run `rmcp-mux` without --tray for the daemon alone"
+        );
+    }
+    let daemon = runtime.block_on(crate::daemon::Daemon::start(&config, servers))?;
+    let shared = daemon.shared();
+    let quit = CancellationToken::new();
+
+    let mut event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
+    #[cfg(target_os = "macos")]
+    {
+        use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
+        // No dock icon when started outside the bundle (the bundle says so in Info.plist).
+        event_loop.set_activation_policy(ActivationPolicy::Accessory);
+    }
+    #[cfg(not(target_os = "macos"))]
+    let _ = &mut event_loop;
+    let proxy = event_loop.create_proxy();
+    {
+        let proxy = proxy.clone();
+        // Wakes the loop (ControlFlow::Wait) on every click, as muda's tao example does.
+        MenuEvent::set_event_handler(Some(move |e: MenuEvent| {
+            let _ = proxy.send_event(UserEvent::Menu(e.id.0));
+        }));
+    }
+    runtime.spawn(drive(
+        daemon,
+        instance,
+        proxy,
+        quit.clone(),
+        config.daemon.notifications,
+    ));
+
+    let login = LoginItem::new(&config.path);
+    let config_path = config.path.clone();
+    let mut ui: Option<Ui> = None;
+    let mut exit_code = 0;
+    let mut status = shared.status();
+    event_loop.run(move |event, _, control_flow| {
+        if !matches!(*control_flow, ControlFlow::ExitWithCode(_)) {
+            *control_flow = ControlFlow::Wait;
+        }
+        match event {
+            // macOS wants the icon created once the loop runs (tray-icon's docs).
+            Event::NewEvents(StartCause::Init) => match Ui::new(&status, login.state()) {
+                Ok(u) => ui = Some(u),
+                Err(e) => {
+                    eprintln!("rmcp-mux: cannot show the tray icon: {e:#}");
+                    exit_code = 1;
+                    quit.cancel();
+                }
+            },
+            Event::UserEvent(UserEvent::Status(next)) => {
+                status = *next;
+                if let Some(ui) = ui.as_mut() {
+                    ui.show(&status, login.state());
+                }
+            }
+            Event::UserEvent(UserEvent::Menu(id)) => {
+                let Some(action) = Action::parse(&id) else {
+                    return;
+                };
+                debug!(%id, "menu click");
+                match action {
+                    Action::Server(name, cmd) => command(&runtime, &shared, name, cmd),
+                    Action::RestartAll => {
+                        if let Some(ui) = &ui {
+                            for name in ui.model.restart_all_targets() {
+                                command(
+                                    &runtime,
+                                    &shared,
+                                    name,
+                                    crate::mux::router::Command::Restart,
+                                );
+                            }
+                        }
+                    }
+                    Action::OpenConfig => match ensure_config(&config_path) {
+                        Ok(()) => open(&runtime, &config_path, true),
+                        Err(e) => warn!(error = format!("{e:#}"), "cannot open the config"),
+                    },
+                    Action::OpenLogs => {
+                        if let Some(log) = &status.log_file {
+                            open(&runtime, log, false);
+                        }
+                    }
+                    Action::ToggleLogin => {
+                        let on = login.state() != Login::On;
+                        match login.set(on) {
+                            Ok(()) => info!(on, "launch at login changed"),
+                            Err(e) => warn!(error = format!("{e:#}"), "launch at login"),
+                        }
+                        // The check item shows the disk, whatever the click toggled.
+                        if let Some(ui) = ui.as_mut() {
+                            ui.show(&status, login.state());
+                            ui.rendered.login.set_checked(ui.model.login_checked);
+                        }
+                    }
+                    Action::Quit => {
+                        info!("quit from the menu");
+                        quit.cancel();
+                    }
+                }
+            }
+            Event::UserEvent(UserEvent::Stopped) => {
+                // Drop the icon first so the tray host forgets it before the process ends.
+                ui = None;
+                *control_flow = ControlFlow::ExitWithCode(exit_code);
+            }
+            _ => {}
+        }
+    })
+}
+
+/// Sends one command to a server on the runtime; the next snapshot shows its effect.
+fn command(
+    runtime: &Runtime,
+    shared: &Arc<Shared>,
+    name: String,
+    cmd: crate::mux::router::Command,
+) {
+    let shared = shared.clone();
+    runtime.spawn(async move {
+        info!(server = %name, ?cmd, "command from the menu");
+        if let Err(e) = shared.command(&name, cmd).await {
+            warn!(server = %name, error = format!("{e:#}"), "menu command failed");
+        }
+    });
+}
+
+/// The task on the runtime that owns the daemon: polls its status, notifies, feeds the loop,
+/// and on Quit or a signal stops every server before telling the loop to exit. It also owns the
+/// one-daemon-per-config lock, released (PID file removed) once every server has stopped: the
+/// loop ends the process without running destructors.
+async fn drive(
+    daemon: crate::daemon::Daemon,
+    instance: crate::lifecycle::Instance,
+    proxy: EventLoopProxy<UserEvent>,
+    quit: CancellationToken,
+    notifications: bool,
+) {
+    let shared = daemon.shared();
+    let first = shared.status();
+    let mut shown = model::build(&first, Login::Off);
+    // The loop may have drawn an older snapshot than this one.
+    let _ = proxy.send_event(UserEvent::Status(Box::new(first.clone())));
+    let mut prev = notify::baseline(&first);
+    let mut limit = RateLimit::new(RateLimit::DEFAULT_WINDOW);
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            // All three are cancel safe: an interval tick, a token, a signal stream future.
+            _ = tick.tick() => {}
+            _ = quit.cancelled() => break,
+            _ = &mut signal => break,
+        }
+        let next = shared.status();
+        for notice in notify::changes(&prev, &next) {
+            if !notifications {
+                continue;
+            }
+            if !limit.allow(&notice, Instant::now()) {
+                debug!(summary = %notice.summary(), "notification rate-limited");
+                continue;
+            }
+            info!(summary = %notice.summary(), body = %notice.body(), "notification");
+            tokio::spawn(async move {
+                if let Err(e) = notify::show(&notice).await {
+                    warn!(error = format!("{e:#}"), "cannot show a notification");
+                }
+            });
+        }
+        // Send only what changes the menu: uptime and backoff countdowns do not.
+        let menu = model::build(&next, Login::Off);
+        if menu != shown
+            && proxy
+                .send_event(UserEvent::Status(Box::new(next.clone())))
+                .is_err()
+        {
+            break;
+        }
+        shown = menu;
+        prev = next;
+    }
+    daemon.shutdown().await;
+    drop(instance);
+    let _ = proxy.send_event(UserEvent::Stopped);
+}
+
+/// SIGTERM or SIGINT: the same stop as the foreground daemon's.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The tray icon, its menu as rendered, and the model it shows.
+struct Ui {
+    tray: TrayIcon,
+    rendered: Rendered,
+    model: TrayModel,
+}
+
+impl Ui {
+    fn new(status: &DaemonStatus, login: Login) -> anyhow::Result<Ui> {
+        let model = model::build(status, login);
+        let rendered = Rendered::new(&model)?;
+        let builder = TrayIconBuilder::new()
+            .with_id("rmcp-mux")
+            .with_menu(Box::new(rendered.menu.clone()))
+            .with_tooltip(&model.tooltip);
+        #[cfg(target_os = "macos")]
+        let builder = builder.with_icon_templated(icon(model.icon)?);
+        #[cfg(not(target_os = "macos"))]
+        let builder = builder.with_icon(icon(model.icon)?);
+        let tray = builder.build().context("cannot create the tray icon")?;
+        Ok(Ui {
+            tray,
+            rendered,
+            model,
+        })
+    }
+
+    /// Shows a new snapshot: in place where the platform allows, rebuilt where it must be.
+    fn show(&mut self, status: &DaemonStatus, login: Login) {
+        let next = model::build(status, login);
+        if next == self.model {
+            return;
+        }
+        if next.shape(LIVE_SUBMENU_LABELS) != self.model.shape(LIVE_SUBMENU_LABELS) {
+            match Rendered::new(&next) {
+                Ok(r) => {
+                    self.tray.set_menu(Some(Box::new(r.menu.clone())));
+                    self.rendered = r;
+                }
+                Err(e) => warn!(error = format!("{e:#}"), "cannot rebuild the menu"),
+            }
+        } else {
+            self.rendered.update(&self.model, &next);
+        }
+        if next.icon != self.model.icon {
+            let res = icon(next.icon).and_then(|i| {
+                #[cfg(target_os = "macos")]
+                let r = self.tray.set_icon_templated(Some(i));
+                #[cfg(not(target_os = "macos"))]
+                let r = self.tray.set_icon(Some(i));
+                r.context("cannot set the tray icon")
+            });
+            if let Err(e) = res {
+                warn!(error = format!("{e:#}"), "tray icon");
+            }
+        }
+        if next.tooltip != self.model.tooltip {
+            let _ = self.tray.set_tooltip(Some(&next.tooltip));
+        }
+        self.model = next;
+    }
+}
+
+/// The muda items of one model, kept so that they can be updated in place.
+struct Rendered {
+    menu: Menu,
+    summary: MenuItem,
+    servers: Vec<ServerItems>,
+    restart_all: MenuItem,
+    open_config: MenuItem,
+    open_logs: MenuItem,
+    login: CheckMenuItem,
+    quit: MenuItem,
+}
+
+struct ServerItems {
+    submenu: Submenu,
+    status: MenuItem,
+    restart: MenuItem,
+    stop: MenuItem,
+    start: MenuItem,
+}
+
+fn item(i: &Item) -> MenuItem {
+    MenuItem::with_id(i.id.as_str(), &i.label, i.enabled, None)
+}
+
+fn submenu_label(s: &model::ServerEntry) -> &str {
+    if LIVE_SUBMENU_LABELS {
+        &s.label
+    } else {
+        &s.steady_label
+    }
+}
+
+impl Rendered {
+    fn new(m: &TrayModel) -> anyhow::Result<Rendered> {
+        let menu = Menu::new();
+        let summary = item(&m.summary);
+        menu.append(&summary)?;
+        if let Some(err) = &m.config_error {
+            menu.append(&item(err))?;
+        }
+        menu.append(&PredefinedMenuItem::separator())?;
+        let mut servers = Vec::with_capacity(m.servers.len());
+        for s in &m.servers {
+            let items = ServerItems {
+                submenu: Submenu::with_id(s.id.as_str(), submenu_label(s), true),
+                status: item(&s.status),
+                restart: item(&s.restart),
+                stop: item(&s.stop),
+                start: item(&s.start),
+            };
+            items.submenu.append_items(&[
+                &items.status,
+                &PredefinedMenuItem::separator(),
+                &items.restart,
+                &items.stop,
+                &items.start,
+            ])?;
+            menu.append(&items.submenu)?;
+            servers.push(items);
+        }
+        let r = Rendered {
+            summary,
+            servers,
+            restart_all: item(&m.restart_all),
+            open_config: item(&m.open_config),
+            open_logs: item(&m.open_logs),
+            login: CheckMenuItem::with_id(
+                m.login.id.as_str(),
+                &m.login.label,
+                m.login.enabled,
+                m.login_checked,
+                None,
+            ),
+            quit: item(&m.quit),
+            menu,
+        };
+        r.menu.append_items(&[
+            &PredefinedMenuItem::separator(),
+            &r.restart_all,
+            &r.open_config,
+            &r.open_logs,
+            &PredefinedMenuItem::separator(),
+            &r.login,
+            &PredefinedMenuItem::separator(),
+            &r.quit,
+        ])?;
+        Ok(r)
+    }
+
+    /// Applies what changed between two models of the same shape, touching nothing else (each
+    /// change is a D-Bus signal on Linux).
+    fn update(&self, old: &TrayModel, new: &TrayModel) {
+        sync(&self.summary, &old.summary, &new.summary);
+        for ((r, o), n) in self.servers.iter().zip(&old.servers).zip(&new.servers) {
+            if LIVE_SUBMENU_LABELS && o.label != n.label {
+                r.submenu.set_text(&n.label);
+            }
+            sync(&r.status, &o.status, &n.status);
+            sync(&r.restart, &o.restart, &n.restart);
+            sync(&r.stop, &o.stop, &n.stop);
+            sync(&r.start, &o.start, &n.start);
+        }
+        sync(&self.restart_all, &old.restart_all, &new.restart_all);
+        sync(&self.open_config, &old.open_config, &new.open_config);
+        sync(&self.open_logs, &old.open_logs, &new.open_logs);
+        sync(&self.quit, &old.quit, &new.quit);
+        if old.login.enabled != new.login.enabled {
+            self.login.set_enabled(new.login.enabled);
+        }
+        if old.login_checked != new.login_checked {
+            self.login.set_checked(new.login_checked);
+        }
+    }
+}
+
+fn sync(r: &MenuItem, old: &Item, new: &Item) {
+    if old.label != new.label {
+        r.set_text(&new.label);
+    }
+    if old.enabled != new.enabled {
+        r.set_enabled(new.enabled);
+    }
+}
+
+/// The icon of a state: a template image on macOS (tinted by the menu bar), coloured elsewhere.
+fn icon(state: IconState) -> anyhow::Result<Icon> {
+    #[cfg(target_os = "macos")]
+    let bytes: &[u8] = match state {
+        IconState::Running => include_bytes!("../../public/tray-running-template@2x.png"),
+        IconState::Busy => include_bytes!("../../public/tray-busy-template@2x.png"),
+        IconState::Failed => include_bytes!("../../public/tray-failed-template@2x.png"),
+        IconState::Stopped => include_bytes!("../../public/tray-stopped-template@2x.png"),
+    };
+    #[cfg(not(target_os = "macos"))]
+    let bytes: &[u8] = match state {
+        IconState::Running => include_bytes!("../../public/tray-running.png"),
+        IconState::Busy => include_bytes!("../../public/tray-busy.png"),
+        IconState::Failed => include_bytes!("../../public/tray-failed.png"),
+        IconState::Stopped => include_bytes!("../../public/tray-stopped.png"),
+    };
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .with_context(|| format!("icon {}", state.as_str()))?;
+    let size = reader
+        .output_buffer_size()
+        .context("icon too large to decode")?;
+    let mut buf = vec![0; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("icon {}", state.as_str()))?;
+    anyhow::ensure!(
+        info.color_type == png::ColorType::Rgba && info.bit_depth == png::BitDepth::Eight,
+        "icon {} is not 8-bit RGBA",
+        state.as_str()
+    );
+    buf.truncate(info.buffer_size());
+    Icon::from_rgba(buf, info.width, info.height).context("bad icon")
+}
+
+/// What Open config writes when the file is missing: every key commented out.
+const CONFIG_TEMPLATE: &str = "# rmcp-mux config: one [servers.NAME] table per MCP server.\n\
+# See the README's configuration reference; the daemon applies changes on reload or restart.\n\
+#\n\
+# [daemon]\n\
+# notifications = true        # desktop notifications of the menu-bar app\n\
+#\n\
+# [servers.memory]\n\
+# cmd = \"npx\"\n\
+# args = [\"-y\", \"@modelcontextprotocol/server-memory\"]\n";
+
+/// Creates the config from [`CONFIG_TEMPLATE`] when it is missing (0600: it may hold secrets).
+fn ensure_config(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => f
+            .write_all(CONFIG_TEMPLATE.as_bytes())
+            .with_context(|| format!("{}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
+/// Opens a file with the desktop's handler (a text editor for the config), on the runtime so
+/// the child is reaped.
+fn open(runtime: &Runtime, path: &Path, text: bool) {
+    let path: PathBuf = path.to_owned();
+    runtime.spawn(async move {
+        let mut cmd = if cfg!(target_os = "macos") {
+            let mut c = tokio::process::Command::new("open");
+            if text {
+                c.arg("-t");
+            }
+            c
+        } else {
+            tokio::process::Command::new("xdg-open")
+        };
+        cmd.arg(&path);
+        match cmd.status().await {
+            Ok(s) if s.success() => {}
+            Ok(s) => warn!(path = %path.display(), %s, "the opener failed"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot start the opener"),
+        }
+    });
+}

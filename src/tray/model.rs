@@ -1,0 +1,578 @@
+//! The menu-bar app's menu as data: a pure function of one [`DaemonStatus`] snapshot (plus the
+//! launch-at-login state) to the items, labels, enabled flags, icon state and tooltip the app
+//! renders, and the fixed menu ids its clicks come back with.
+//!
+//! It owns every word the menu shows and every "does this action make sense now" decision, so
+//! they are unit-tested without a display. It must not touch the GUI crates, read clocks, start
+//! processes or do I/O (clippy enforces the last three).
+
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use crate::daemon::{DaemonStatus, ServerReport};
+use crate::mux::router::{Command, ServerState};
+
+/// The aggregate state the tray icon shows; one icon per variant in `public/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IconState {
+    /// Every server runs (or waits for its first client, or was stopped on purpose).
+    Running,
+    /// Something is starting or waiting to restart after a crash.
+    Busy,
+    /// Some server gave up after its restart limit and needs the user.
+    Failed,
+    /// Every server is stopped (or there are none).
+    Stopped,
+}
+
+impl IconState {
+    /// The stem of the icon files in `public/` (`tray-running.png`, `tray-running@2x.png`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IconState::Running => "running",
+            IconState::Busy => "busy",
+            IconState::Failed => "failed",
+            IconState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Whether launch at login is on, as read from disk, or unavailable on this system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The LaunchAgent / autostart entry exists.
+    On,
+    /// It does not.
+    Off,
+    /// It cannot be read or written here; the item is shown disabled.
+    Unavailable,
+}
+
+/// One menu action with whether it makes sense in the current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The fixed menu id the click comes back with (see [`Action::parse`]).
+    pub id: String,
+    /// What the item says.
+    pub label: String,
+    /// Whether it can be clicked.
+    pub enabled: bool,
+}
+
+/// One server's entry: a submenu with a status line and Restart / Stop / Start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The server's name.
+    pub name: String,
+    /// The submenu id (`server:NAME`).
+    pub id: String,
+    /// The live label, "memory — running (2 clients)".
+    pub label: String,
+    /// A label that changes only when the server fails or recovers ("memory", "memory — failed"),
+    /// for tray hosts that cannot relabel a submenu in place (see `app.rs`).
+    pub steady_label: String,
+    /// The first, disabled item inside the submenu: the state in words, with the last exit
+    /// reason of a server that crashed ("failed · last exit: exited with status 1").
+    pub status: Item,
+    /// Restart (also clears a failed state).
+    pub restart: Item,
+    /// Stop.
+    pub stop: Item,
+    /// Start.
+    pub start: Item,
+}
+
+/// Everything the tray shows for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrayModel {
+    /// Which icon to show.
+    pub icon: IconState,
+    /// "rmcp-mux: 2 of 3 servers running".
+    pub tooltip: String,
+    /// The same count as a disabled first item, for tray hosts that show no tooltip.
+    pub summary: Item,
+    /// Why the last config reload was refused, shown as a disabled item at the top.
+    pub config_error: Option<Item>,
+    /// One entry per server, in config order.
+    pub servers: Vec<ServerEntry>,
+    /// Restart every server that is not stopped.
+    pub restart_all: Item,
+    /// Open the config file in the user's editor.
+    pub open_config: Item,
+    /// Open the daemon's log file (enabled when it logs to one).
+    pub open_logs: Item,
+    /// The launch-at-login check item.
+    pub login: Item,
+    /// Whether the login item is checked.
+    pub login_checked: bool,
+    /// Stop every server and exit.
+    pub quit: Item,
+}
+
+/// Menu ids of the fixed items.
+pub mod ids {
+    /// Restart every running server.
+    pub const RESTART_ALL: &str = "restart-all";
+    /// Open the config file.
+    pub const OPEN_CONFIG: &str = "open-config";
+    /// Open the log file.
+    pub const OPEN_LOGS: &str = "open-logs";
+    /// The launch-at-login check item.
+    pub const LOGIN: &str = "login";
+    /// Quit.
+    pub const QUIT: &str = "quit";
+    /// The config-error line.
+    pub const CONFIG_ERROR: &str = "config-error";
+    /// The summary line.
+    pub const SUMMARY: &str = "summary";
+}
+
+/// What a click on a menu id asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A command for one server.
+    Server(String, Command),
+    /// Restart every server that is not stopped.
+    RestartAll,
+    /// Open the config file in the user's editor.
+    OpenConfig,
+    /// Open the log file.
+    OpenLogs,
+    /// Turn launch at login on or off.
+    ToggleLogin,
+    /// Stop everything and exit.
+    Quit,
+}
+
+impl Action {
+    /// The action of a menu id, or `None` for ids that do nothing (labels, submenus).
+    pub fn parse(id: &str) -> Option<Action> {
+        let server = |prefix: &str, cmd| {
+            id.strip_prefix(prefix)
+                .filter(|n| !n.is_empty())
+                .map(|n| Action::Server(n.to_owned(), cmd))
+        };
+        match id {
+            ids::RESTART_ALL => Some(Action::RestartAll),
+            ids::OPEN_CONFIG => Some(Action::OpenConfig),
+            ids::OPEN_LOGS => Some(Action::OpenLogs),
+            ids::LOGIN => Some(Action::ToggleLogin),
+            ids::QUIT => Some(Action::Quit),
+            _ => server("restart:", Command::Restart)
+                .or_else(|| server("stop:", Command::Stop))
+                .or_else(|| server("start:", Command::Start)),
+        }
+    }
+}
+
+/// The word a user reads for a state.
+pub fn state_word(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Lazy => "idle",
+        ServerState::Starting => "starting",
+        ServerState::Running => "running",
+        ServerState::Backoff => "restarting",
+        ServerState::Stopped => "stopped",
+        ServerState::Failed => "failed",
+    }
+}
+
+fn clients(n: usize) -> String {
+    if n == 1 {
+        "1 client".into()
+    } else {
+        format!("{n} clients")
+    }
+}
+
+/// Whether the server's last child ended in a crash the user should see the reason of.
+fn crashed(s: &ServerReport) -> bool {
+    match s.state {
+        ServerState::Backoff | ServerState::Failed => true,
+        ServerState::Starting => s.restarts > 0,
+        _ => false,
+    }
+}
+
+fn entry(s: &ServerReport) -> ServerEntry {
+    let word = state_word(s.state);
+    let n = &s.name;
+    let mut status = match s.state {
+        ServerState::Running => match s.pid {
+            Some(pid) => format!("running · pid {pid} · {}", clients(s.clients)),
+            None => format!("running · {}", clients(s.clients)),
+        },
+        ServerState::Lazy => "idle · starts on the first request".into(),
+        ServerState::Failed => "failed · gave up restarting; Restart to try again".into(),
+        _ => word.to_owned(),
+    };
+    if crashed(s) {
+        if let Some(exit) = &s.last_exit {
+            status = format!("{status} · last exit: {exit}");
+        }
+    }
+    let restart = matches!(
+        s.state,
+        ServerState::Running | ServerState::Starting | ServerState::Backoff | ServerState::Failed
+    );
+    let stop = matches!(
+        s.state,
+        ServerState::Lazy | ServerState::Starting | ServerState::Running | ServerState::Backoff
+    );
+    let start = matches!(
+        s.state,
+        ServerState::Lazy | ServerState::Stopped | ServerState::Failed
+    );
+    let item = |id: String, label: &str, enabled| Item {
+        id,
+        label: label.to_owned(),
+        enabled,
+    };
+    ServerEntry {
+        name: n.clone(),
+        id: format!("server:{n}"),
+        label: format!("{n} — {word} ({})", clients(s.clients)),
+        steady_label: if s.state == ServerState::Failed {
+            format!("{n} — failed")
+        } else {
+            n.clone()
+        },
+        status: item(format!("status:{n}"), &status, false),
+        restart: item(format!("restart:{n}"), "Restart", restart),
+        stop: item(format!("stop:{n}"), "Stop", stop),
+        start: item(format!("start:{n}"), "Start", start),
+    }
+}
+
+/// The aggregate icon state of a set of servers.
+pub fn icon_state(servers: &[ServerReport]) -> IconState {
+    let any = |f: fn(ServerState) -> bool| servers.iter().any(|s| f(s.state));
+    if any(|s| s == ServerState::Failed) {
+        IconState::Failed
+    } else if any(|s| matches!(s, ServerState::Starting | ServerState::Backoff)) {
+        IconState::Busy
+    } else if servers.iter().all(|s| s.state == ServerState::Stopped) {
+        IconState::Stopped
+    } else {
+        IconState::Running
+    }
+}
+
+/// Builds the whole menu for one snapshot.
+pub fn build(status: &DaemonStatus, login: Login) -> TrayModel {
+    let servers: Vec<ServerEntry> = status.servers.iter().map(entry).collect();
+    let running = status
+        .servers
+        .iter()
+        .filter(|s| s.state == ServerState::Running)
+        .count();
+    let total = status.servers.len();
+    let mut tooltip = format!(
+        "rmcp-mux: {running} of {total} server{} running",
+        if total == 1 { "" } else { "s" }
+    );
+    let failed = status
+        .servers
+        .iter()
+        .filter(|s| s.state == ServerState::Failed)
+        .count();
+    if failed > 0 {
+        tooltip += &format!(", {failed} failed");
+    }
+    let fixed = |id: &str, label: &str, enabled| Item {
+        id: id.to_owned(),
+        label: label.to_owned(),
+        enabled,
+    };
+    TrayModel {
+        icon: icon_state(&status.servers),
+        summary: fixed(
+            ids::SUMMARY,
+            tooltip.trim_start_matches("rmcp-mux: "),
+            false,
+        ),
+        tooltip,
+        config_error: status.config_error.as_ref().map(|e| Item {
+            id: ids::CONFIG_ERROR.to_owned(),
+            label: format!("Config not applied: {e}"),
+            enabled: false,
+        }),
+        restart_all: fixed(
+            ids::RESTART_ALL,
+            "Restart all",
+            servers.iter().any(|s| s.restart.enabled),
+        ),
+        servers,
+        open_config: fixed(ids::OPEN_CONFIG, "Open config", true),
+        open_logs: fixed(ids::OPEN_LOGS, "Open logs", status.log_file.is_some()),
+        login: fixed(ids::LOGIN, "Launch at login", login != Login::Unavailable),
+        login_checked: login == Login::On,
+        quit: fixed(ids::QUIT, "Quit rmcp-mux", true),
+    }
+}
+
+impl TrayModel {
+    /// What decides whether the rendered menu must be rebuilt rather than updated in place:
+    /// the server set, whether a config error line is shown, and — for hosts that cannot
+    /// relabel submenus (`live_submenu_labels` false) — the steady labels.
+    pub fn shape(&self, live_submenu_labels: bool) -> Vec<String> {
+        let mut shape: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| {
+                if live_submenu_labels {
+                    s.name.clone()
+                } else {
+                    s.steady_label.clone()
+                }
+            })
+            .collect();
+        shape.push(self.config_error.is_some().to_string());
+        shape
+    }
+
+    /// The servers the "Restart all" item restarts.
+    pub fn restart_all_targets(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| s.restart.enabled)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, state: ServerState) -> ServerReport {
+        ServerReport {
+            name: name.into(),
+            state,
+            socket: format!("/s/{name}.sock").into(),
+            pid: (state == ServerState::Running).then_some(4242),
+            clients: 0,
+            max_clients: 64,
+            pending: 0,
+            restarts: 0,
+            uptime_ms: None,
+            last_exit: None,
+            restart_in_ms: None,
+            max_restarts: 5,
+        }
+    }
+
+    fn status(servers: Vec<ServerReport>) -> DaemonStatus {
+        DaemonStatus {
+            version: "0.4.0".into(),
+            pid: 7,
+            uptime_ms: 1000,
+            config: "/c/mux.toml".into(),
+            log_file: None,
+            config_error: None,
+            servers,
+        }
+    }
+
+    fn one(s: ServerReport) -> ServerEntry {
+        build(&status(vec![s]), Login::Off).servers.remove(0)
+    }
+
+    fn flags(e: &ServerEntry) -> (bool, bool, bool) {
+        (e.restart.enabled, e.stop.enabled, e.start.enabled)
+    }
+
+    #[test]
+    fn every_state_has_its_label_and_enabled_actions() {
+        use ServerState::*;
+        // (state, label word, restart, stop, start)
+        let table = [
+            (Lazy, "idle", false, true, true),
+            (Starting, "starting", true, true, false),
+            (Running, "running", true, true, false),
+            (Backoff, "restarting", true, true, false),
+            (Stopped, "stopped", false, false, true),
+            (Failed, "failed", true, false, true),
+        ];
+        for (state, word, restart, stop, start) in table {
+            let e = one(server("memory", state));
+            assert_eq!(e.label, format!("memory — {word} (0 clients)"), "{state:?}");
+            assert_eq!(flags(&e), (restart, stop, start), "{state:?}");
+            assert!(!e.status.enabled, "the status line is never clickable");
+            assert_eq!(e.status.id, "status:memory");
+        }
+    }
+
+    #[test]
+    fn client_counts_read_naturally() {
+        let mut s = server("memory", ServerState::Running);
+        s.clients = 1;
+        assert_eq!(one(s.clone()).label, "memory — running (1 client)");
+        s.clients = 2;
+        let e = one(s);
+        assert_eq!(e.label, "memory — running (2 clients)");
+        assert_eq!(e.status.label, "running · pid 4242 · 2 clients");
+    }
+
+    #[test]
+    fn a_crashed_server_shows_its_last_exit() {
+        let mut s = server("memory", ServerState::Backoff);
+        s.last_exit = Some("exited with status 1".into());
+        s.restarts = 1;
+        assert_eq!(
+            one(s.clone()).status.label,
+            "restarting · last exit: exited with status 1"
+        );
+        s.state = ServerState::Failed;
+        let e = one(s.clone());
+        assert_eq!(
+            e.status.label,
+            "failed · gave up restarting; Restart to try again · last exit: exited with status 1"
+        );
+        assert_eq!(e.steady_label, "memory — failed");
+        // Starting again after a crash still says why it went down.
+        s.state = ServerState::Starting;
+        assert_eq!(
+            one(s.clone()).status.label,
+            "starting · last exit: exited with status 1"
+        );
+        // A server stopped on request has a last exit too, but it was no crash.
+        s.state = ServerState::Stopped;
+        s.last_exit = Some("killed by signal 15 (SIGTERM)".into());
+        assert_eq!(one(s).status.label, "stopped");
+    }
+
+    #[test]
+    fn the_steady_label_changes_only_on_failure() {
+        for state in [
+            ServerState::Lazy,
+            ServerState::Starting,
+            ServerState::Running,
+            ServerState::Backoff,
+            ServerState::Stopped,
+        ] {
+            assert_eq!(one(server("time", state)).steady_label, "time");
+        }
+        assert_eq!(
+            one(server("time", ServerState::Failed)).steady_label,
+            "time — failed"
+        );
+    }
+
+    #[test]
+    fn ids_round_trip_through_parse() {
+        let e = one(server("my.server-1", ServerState::Running));
+        assert_eq!(
+            Action::parse(&e.restart.id),
+            Some(Action::Server("my.server-1".into(), Command::Restart))
+        );
+        assert_eq!(
+            Action::parse(&e.stop.id),
+            Some(Action::Server("my.server-1".into(), Command::Stop))
+        );
+        assert_eq!(
+            Action::parse(&e.start.id),
+            Some(Action::Server("my.server-1".into(), Command::Start))
+        );
+        assert_eq!(Action::parse(&e.status.id), None);
+        assert_eq!(Action::parse(&e.id), None);
+        assert_eq!(Action::parse("restart:"), None);
+        assert_eq!(Action::parse("quit"), Some(Action::Quit));
+        assert_eq!(Action::parse("restart-all"), Some(Action::RestartAll));
+        assert_eq!(Action::parse("open-config"), Some(Action::OpenConfig));
+        assert_eq!(Action::parse("open-logs"), Some(Action::OpenLogs));
+        assert_eq!(Action::parse("login"), Some(Action::ToggleLogin));
+        assert_eq!(Action::parse("bogus"), None);
+    }
+
+    #[test]
+    fn icon_follows_the_worst_server() {
+        use ServerState::*;
+        let icon = |states: &[ServerState]| {
+            let servers = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| server(&format!("s{i}"), *s))
+                .collect::<Vec<_>>();
+            build(&status(servers), Login::Off).icon
+        };
+        assert_eq!(icon(&[Running, Running]), IconState::Running);
+        assert_eq!(icon(&[Running, Lazy, Stopped]), IconState::Running);
+        assert_eq!(icon(&[Running, Starting]), IconState::Busy);
+        assert_eq!(icon(&[Running, Backoff]), IconState::Busy);
+        assert_eq!(icon(&[Backoff, Failed]), IconState::Failed);
+        assert_eq!(icon(&[Stopped, Stopped]), IconState::Stopped);
+        assert_eq!(icon(&[]), IconState::Stopped);
+        assert_eq!(IconState::Busy.as_str(), "busy");
+    }
+
+    #[test]
+    fn tooltip_counts_running_and_failed() {
+        use ServerState::*;
+        let m = build(
+            &status(vec![
+                server("a", Running),
+                server("b", Failed),
+                server("c", Running),
+            ]),
+            Login::Off,
+        );
+        assert_eq!(m.tooltip, "rmcp-mux: 2 of 3 servers running, 1 failed");
+        assert_eq!(m.summary.label, "2 of 3 servers running, 1 failed");
+        assert!(!m.summary.enabled);
+        let m = build(&status(vec![server("a", Stopped)]), Login::Off);
+        assert_eq!(m.tooltip, "rmcp-mux: 0 of 1 server running");
+    }
+
+    #[test]
+    fn fixed_items_follow_the_snapshot() {
+        use ServerState::*;
+        let mut st = status(vec![server("a", Stopped), server("b", Stopped)]);
+        let m = build(&st, Login::Unavailable);
+        assert!(!m.restart_all.enabled, "nothing to restart");
+        assert!(m.restart_all_targets().is_empty());
+        assert!(!m.open_logs.enabled, "no log file");
+        assert!(!m.login.enabled && !m.login_checked);
+        assert!(m.open_config.enabled && m.quit.enabled);
+        assert_eq!(m.config_error, None);
+
+        st.servers[1].state = Failed;
+        st.log_file = Some("/l/rmcp-mux.log".into());
+        st.config_error = Some("mux.toml line 3: unknown key `cmdd`".into());
+        let m = build(&st, Login::On);
+        assert!(m.restart_all.enabled);
+        assert_eq!(m.restart_all_targets(), vec!["b".to_owned()]);
+        assert!(m.open_logs.enabled);
+        assert!(m.login.enabled && m.login_checked);
+        assert_eq!(
+            m.config_error.map(|i| (i.label, i.enabled)),
+            Some((
+                "Config not applied: mux.toml line 3: unknown key `cmdd`".to_owned(),
+                false
+            ))
+        );
+        assert!(!build(&st, Login::Off).login_checked);
+    }
+
+    #[test]
+    fn shape_changes_only_when_the_menu_must_be_rebuilt() {
+        use ServerState::*;
+        let mut st = status(vec![server("a", Running), server("b", Running)]);
+        let before = build(&st, Login::Off);
+        st.servers[0].clients = 3;
+        st.servers[1].state = Backoff;
+        let after = build(&st, Login::Off);
+        assert_ne!(before, after);
+        assert_eq!(before.shape(false), after.shape(false));
+        assert_eq!(before.shape(true), after.shape(true));
+        // Failing relabels the submenu on hosts that cannot do it in place.
+        st.servers[1].state = Failed;
+        let failed = build(&st, Login::Off);
+        assert_ne!(after.shape(false), failed.shape(false));
+        assert_eq!(after.shape(true), failed.shape(true));
+        // A new server set or a config error always rebuilds.
+        st.config_error = Some("bad".into());
+        assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
+        st.servers.pop();
+        assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
+    }
+}

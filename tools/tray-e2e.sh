@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# End-to-end test of the menu-bar app on Linux, headless (DESIGN.md, "Testing the tray headless"):
+# a private D-Bus session, Xvfb, openbox, a StatusNotifier watcher and panel, dunst, and
+# `rmcp-mux --tray` (built with `--features tray`) running a real server (server-memory) and a
+# fake one that crashes until told not to. Reads the menu back over D-Bus as the panel does
+# (com.canonical.dbusmenu.GetLayout), clicks items as a user would (com.canonical.dbusmenu.Event),
+# checks the daemon's status JSON, the notifications on the bus, launch at login and Quit, and
+# saves a screenshot of the open menu to target/tray-e2e/menu.png.
+#
+# Needs: tools/install-tray-deps.sh, tools/install-test-peers.sh, and
+#   cargo build --features tray --bins
+# Every wait is bounded; everything started is killed on exit. Exits non-zero on the first
+# failed check, printing what it saw. Logs are left in target/tray-e2e/.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/target/tray-e2e"
+bin="${RMCP_MUX_BIN:-$root/target/debug/rmcp-mux}"
+fake="$root/target/debug/mcp-fake-server"
+memory_js="$root/tests/peers/node_modules/@modelcontextprotocol/server-memory/dist/index.js"
+
+say() { echo "tray-e2e: $*"; }
+die() {
+  echo "tray-e2e: FAILED: $*" >&2
+  if [ -f "$out/menu.txt" ]; then echo "--- last menu read:" >&2; cat "$out/menu.txt" "$out/dbusmenu.err" >&2; fi
+  if [ -f "$out/tray.log" ]; then echo "--- tray.log (tail):" >&2; tail -n 30 "$out/tray.log" >&2; fi
+  for f in "$HOME"/.local/state/rmcp-mux/logs/*.log; do
+    [ -f "$f" ] && { echo "--- $f (tail):" >&2; tail -n 30 "$f" >&2; }
+  done
+  exit 1
+}
+
+# Re-run inside a private session bus so nothing reaches the user's desktop.
+if [ "${TRAY_E2E_INNER:-}" != 1 ]; then
+  for f in "$bin" "$fake"; do
+    [ -x "$f" ] || die "$f not built; run: cargo build --features tray --bins"
+  done
+  [ -f "$memory_js" ] || die "server-memory not installed; run tools/install-test-peers.sh"
+  for t in dbus-run-session Xvfb openbox dbus-monitor dunst status-notifier-watcher \
+    gtk-sni-tray-standalone gdbus xdotool import xwininfo python3; do
+    command -v "$t" >/dev/null 2>&1 || die "'$t' not found; run tools/install-tray-deps.sh"
+  done
+  rm -rf "$out"
+  mkdir -p "$out"
+  export TRAY_E2E_INNER=1
+  exec timeout -k 10 300 dbus-run-session -- "$0" "$@"
+fi
+
+work="$(mktemp -d /tmp/tray-e2e.XXXXXX)"
+pids=()
+cleanup() {
+  local rc=$?
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds.
+wait_for() {
+  local secs="$1" what="$2"
+  shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$end" ] || die "timed out after ${secs}s waiting for: $what"
+    sleep 0.2
+  done
+}
+has_owner() {
+  gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+    --method org.freedesktop.DBus.NameHasOwner "$1" | grep -q true
+}
+
+# A temp HOME and XDG dirs: the autostart entry and every socket stay in here.
+export HOME="$work/home" XDG_CONFIG_HOME="$work/home/.config" XDG_DATA_HOME="$work/home/.local/share"
+export XDG_CACHE_HOME="$work/home/.cache" XDG_RUNTIME_DIR="$work/xdg-run"
+mkdir -p "$HOME" "$XDG_CONFIG_HOME" "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+unset WAYLAND_DISPLAY
+
+display=""
+for n in $(seq 99 140); do
+  if [ ! -e "/tmp/.X$n-lock" ] && [ ! -e "/tmp/.X11-unix/X$n" ]; then display=":$n"; break; fi
+done
+[ -n "$display" ] || die "no free X display between :99 and :140"
+export DISPLAY="$display"
+
+say "Xvfb on $DISPLAY, openbox, notifications, StatusNotifier watcher and panel"
+Xvfb "$DISPLAY" -screen 0 1024x768x24 -nolisten tcp >"$out/xvfb.log" 2>&1 &
+pids+=($!)
+wait_for 20 "Xvfb" xwininfo -root
+openbox >"$out/openbox.log" 2>&1 &
+pids+=($!)
+dbus-monitor --session "interface='org.freedesktop.Notifications'" >"$out/notifications.log" 2>&1 &
+pids+=($!)
+dunst >"$out/dunst.log" 2>&1 &
+pids+=($!)
+wait_for 20 "dunst on the bus" has_owner org.freedesktop.Notifications
+status-notifier-watcher >"$out/watcher.log" 2>&1 &
+pids+=($!)
+wait_for 20 "status-notifier-watcher on the bus" has_owner org.kde.StatusNotifierWatcher
+gtk-sni-tray-standalone --top >"$out/panel.log" 2>&1 &
+pids+=($!)
+watcher_prop() {
+  gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+    --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher "$1"
+}
+wait_for 20 "the panel registered as a host" sh -c \
+  "gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+   --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher \
+   IsStatusNotifierHostRegistered | grep -q true"
+
+config="$work/mux.toml"
+cat >"$config" <<EOF
+[daemon]
+control_socket = "$work/run/control.sock"
+socket_dir = "$work/run/sockets"
+
+[servers.memory]
+cmd = "node"
+args = ["$memory_js"]
+env = { MEMORY_FILE_PATH = "$work/memory.jsonl" }
+
+[servers.crasher]
+cmd = "$fake"
+args = ["--crash-while-exists", "$work/crash-marker", "--counter-file", "$work/crasher-starts"]
+max_restarts = 2
+restart_backoff_ms = 300
+EOF
+touch "$work/crash-marker"
+
+say "check 0: without a display --tray fails cleanly"
+rc=0
+env -u DISPLAY -u WAYLAND_DISPLAY "$bin" --tray --config "$config" >"$out/nodisplay.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || die "without a display: exit $rc, expected 1: $(cat "$out/nodisplay.log")"
+grep -qx "rmcp-mux: --tray needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); run \`rmcp-mux\` without --tray for the daemon alone" \
+  "$out/nodisplay.log" || die "without a display: $(cat "$out/nodisplay.log")"
+[ ! -e "$work/run/control.sock" ] || die "without a display: a control socket was left behind"
+
+say "starting $bin --tray"
+RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$config" >"$out/tray.log" 2>&1 &
+tray_pid=$!
+pids+=("$tray_pid")
+
+# The item: libayatana registers its unique bus name (or name/path); the object lives under
+# /org/ayatana/NotificationItem/.
+item_entry() { watcher_prop RegisteredStatusNotifierItems | grep -o "'[^']*'" | head -n1 | tr -d "'"; }
+wait_for 30 "the tray item registered with the watcher" sh -c \
+  "gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
+   --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher \
+   RegisteredStatusNotifierItems | grep -q \"'\""
+entry="$(item_entry)"
+bus="${entry%%/*}"
+if [[ "$entry" == */* ]]; then
+  item_path="/${entry#*/}"
+else
+  node="$(gdbus introspect --session --dest "$bus" --object-path /org/ayatana/NotificationItem |
+    sed -n 's/^ \{2,\}node \([^ /]*\) {.*/\1/p' | head -n1)" || true
+  [ -n "$node" ] || die "no item under /org/ayatana/NotificationItem on $bus"
+  item_path="/org/ayatana/NotificationItem/$node"
+fi
+menu_path="$(gdbus call --session --dest "$bus" --object-path "$item_path" \
+  --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierItem Menu |
+  grep -o "'/[^']*'" | tr -d "'")"
+[ -n "$menu_path" ] || die "the item at $bus $item_path has no Menu property"
+say "item $bus $item_path, menu $menu_path"
+
+read_menu() {
+  DBUSMENU_RAW="$out/layout.raw" python3 "$root/tools/dbusmenu.py" "$bus" "$menu_path" >"$out/menu.txt" 2>"$out/dbusmenu.err"
+}
+# menu_has LINE-REGEX: the menu (read now) has a line matching it (label, flags; no id).
+menu_has() { read_menu && cut -f2- "$out/menu.txt" | grep -qx -- "$1"; }
+menu_id() { read_menu && awk -F'\t' -v l="$1" '$2 == l { print $1; exit }' "$out/menu.txt"; }
+click() {
+  gdbus call --session --dest "$bus" --object-path "$menu_path" \
+    --method com.canonical.dbusmenu.Event "$1" clicked "<int32 0>" 0 >/dev/null
+}
+status_json() { "$bin" status --json --config "$config"; }
+# field SERVER KEY: one field of one server from the status JSON.
+field() {
+  status_json | python3 -c "import json,sys; s=[x for x in json.load(sys.stdin)['servers'] if x['name']=='$1'][0]; print(s['$2'])"
+}
+T=$'\t'
+
+say "check 1: both servers' states, labels and enabled flags"
+wait_for 60 "memory running in the menu" menu_has \
+  "memory > running · pid [0-9]* · 0 clients${T}disabled${T}-${T}item"
+wait_for 30 "crasher failed in the menu" menu_has "crasher — failed${T}enabled${T}-${T}submenu"
+for line in \
+  "2 servers? running|1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" \
+  "memory${T}enabled${T}-${T}submenu" \
+  "memory > Restart${T}enabled${T}-${T}item" \
+  "memory > Stop${T}enabled${T}-${T}item" \
+  "memory > Start${T}disabled${T}-${T}item" \
+  "crasher — failed > failed · gave up restarting; Restart to try again · last exit: exited with status 1${T}disabled${T}-${T}item" \
+  "crasher — failed > Restart${T}enabled${T}-${T}item" \
+  "crasher — failed > Stop${T}disabled${T}-${T}item" \
+  "crasher — failed > Start${T}enabled${T}-${T}item" \
+  "Restart all${T}enabled${T}-${T}item" \
+  "Open config${T}enabled${T}-${T}item" \
+  "Open logs${T}enabled${T}-${T}item" \
+  "Launch at login${T}enabled${T}unchecked${T}item" \
+  "Quit rmcp-mux${T}enabled${T}-${T}item"; do
+  if [[ "$line" == *"|"* ]]; then line="${line#*|}"; fi
+  menu_has "$line" || die "menu line missing: $line"
+done
+memory_pid="$(field memory pid)"
+menu_has "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item" ||
+  die "memory's menu line does not show its pid $memory_pid"
+[ "$(field crasher state)" = failed ] || die "status JSON: crasher is not failed"
+[ "$(field crasher restarts)" = 2 ] || die "status JSON: crasher restarts != 2"
+
+say "check 2: crash and restart-limit notifications (one crash notice: rate-limited)"
+wait_for 20 "the restart-limit notification" grep -q \
+  'string "crasher stopped after 2 failed restarts — click its menu item to restart"' \
+  "$out/notifications.log"
+grep -q 'string "crasher crashed"' "$out/notifications.log" || die "no crash notification"
+grep -Eq 'string "crasher exited with status 1; restarting in [0-9]+ s"' "$out/notifications.log" ||
+  die "the crash notification does not say why and when"
+crashes="$(grep -c 'string "crasher crashed"' "$out/notifications.log")"
+[ "$crashes" = 1 ] || die "expected 1 crash notification (rate limit), saw $crashes"
+
+say "check 3: a label inside a submenu updates in place (a client connects to memory)"
+python3 - "$work/run/sockets/memory.sock" >"$work/client.log" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(120)
+PY
+client_pid=$!
+pids+=("$client_pid")
+t0="$(date +%s%N)"
+wait_for 10 "memory's status line to show 1 client" menu_has \
+  "memory > running · pid $memory_pid · 1 client${T}disabled${T}-${T}item"
+ms=$((($(date +%s%N) - t0) / 1000000))
+# The app polls every 100 ms; each read here costs a gdbus call. A loose bound for loaded CI.
+say "  seen over D-Bus ${ms} ms after the client started (python start and reads included)"
+[ "$ms" -lt 3000 ] || die "the in-place update took ${ms} ms"
+kill "$client_pid"
+wait_for 10 "memory's status line back to 0 clients" menu_has \
+  "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+
+say "check 4: screenshot of the open menu"
+panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/null | head -n1 || true)"
+if [ -z "$panel" ]; then panel="$(xdotool search --onlyvisible --name gtk-sni-tray 2>/dev/null | head -n1 || true)"; fi
+[ -n "$panel" ] || die "cannot find the panel window"
+eval "$(xdotool getwindowgeometry --shell "$panel")"
+# The panel packs its icons from the left; ours is the only one.
+xdotool mousemove $((X + HEIGHT / 2)) $((Y + HEIGHT / 2)) click 3
+# Open the failed server's submenu from the keyboard: first item, second item, right.
+# The menu has no event to wait for; half a second per step is plenty for GTK to draw it.
+sleep 1
+for k in Down Down Right; do xdotool key "$k"; sleep 0.5; done
+import -window root "$out/menu.png"
+xdotool key Escape Escape
+[ -s "$out/menu.png" ] || die "no screenshot"
+
+say "check 5: clicking crasher's Restart restarts it"
+rm -f "$work/crash-marker"
+starts_before="$(wc -l <"$work/crasher-starts")"
+restart_id="$(menu_id "crasher — failed > Restart")"
+[ -n "$restart_id" ] || die "no Restart item under crasher"
+click "$restart_id"
+wait_for 20 "crasher running in the status JSON" sh -c "[ \"\$('$bin' status --json --config '$config' | python3 -c \"import json,sys; print([x for x in json.load(sys.stdin)['servers'] if x['name']=='crasher'][0]['state'])\")\" = running ]"
+crasher_pid="$(field crasher pid)"
+[ -n "$crasher_pid" ] && [ "$crasher_pid" != None ] || die "crasher runs without a pid"
+starts_after="$(wc -l <"$work/crasher-starts")"
+[ "$starts_after" -eq $((starts_before + 1)) ] || die "crasher started $starts_before then $starts_after times"
+wait_for 10 "crasher running in the menu (rebuilt: steady label)" menu_has \
+  "crasher > running · pid $crasher_pid · 0 clients${T}disabled${T}-${T}item"
+menu_has "crasher${T}enabled${T}-${T}submenu" || die "crasher's submenu still says failed"
+menu_has "crasher > Start${T}disabled${T}-${T}item" || die "crasher's Start still enabled"
+menu_has "1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" &&
+  die "the summary did not update"
+menu_has "2 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 2 of 2"
+
+say "check 5b: Stop and Start from the menu, then Restart all"
+state_is() { [ "$(field "$1" state)" = "$2" ]; }
+click "$(menu_id "crasher > Stop")"
+wait_for 20 "crasher stopped in the status JSON" state_is crasher stopped
+wait_for 10 "crasher stopped in the menu" menu_has "crasher > stopped${T}disabled${T}-${T}item"
+menu_has "crasher > Stop${T}disabled${T}-${T}item" || die "crasher's Stop enabled while stopped"
+menu_has "crasher > Restart${T}disabled${T}-${T}item" || die "crasher's Restart enabled while stopped"
+menu_has "1 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
+click "$(menu_id "crasher > Start")"
+wait_for 20 "crasher running again" state_is crasher running
+crasher_pid="$(field crasher pid)"
+wait_for 10 "crasher running in the menu" menu_has \
+  "crasher > running · pid $crasher_pid · 0 clients${T}disabled${T}-${T}item"
+old_memory_pid="$memory_pid"
+click "$(menu_id "Restart all")"
+pid_changed() { p="$(field "$1" pid)"; [ "$p" != None ] && [ "$p" != "$2" ] && state_is "$1" running; }
+wait_for 60 "memory restarted by Restart all" pid_changed memory "$old_memory_pid"
+wait_for 20 "crasher restarted by Restart all" pid_changed crasher "$crasher_pid"
+memory_pid="$(field memory pid)"
+crasher_pid="$(field crasher pid)"
+wait_for 10 "the menu shows the new pids" menu_has \
+  "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+
+say "check 6: launch at login writes and removes the autostart entry"
+desktop="$XDG_CONFIG_HOME/autostart/rmcp-mux.desktop"
+click "$(menu_id "Launch at login")"
+wait_for 10 "the autostart entry" test -f "$desktop"
+grep -q -- "--tray --config $config" "$desktop" || die "autostart entry: $(cat "$desktop")"
+wait_for 10 "the check item checked" menu_has "Launch at login${T}enabled${T}checked${T}item"
+click "$(menu_id "Launch at login")"
+wait_for 10 "the autostart entry gone" sh -c "[ ! -e '$desktop' ]"
+wait_for 10 "the check item unchecked" menu_has "Launch at login${T}enabled${T}unchecked${T}item"
+
+say "check 7: Quit stops every server and exits 0"
+click "$(menu_id "Quit rmcp-mux")"
+end=$((SECONDS + 20))
+while kill -0 "$tray_pid" 2>/dev/null; do
+  [ "$SECONDS" -lt "$end" ] || die "the app did not exit within 20 s of Quit"
+  sleep 0.2
+done
+rc=0
+wait "$tray_pid" || rc=$?
+[ "$rc" = 0 ] || die "the app exited with $rc after Quit"
+for p in "$memory_pid" "$crasher_pid"; do
+  kill -0 "$p" 2>/dev/null && die "server process $p outlived Quit"
+done
+[ ! -e "$work/run/sockets/memory.sock" ] || die "memory's socket left behind"
+
+say "all checks passed (menu: $out/menu.txt, screenshot: $out/menu.png)"
