@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// Daemon-wide settings (`[daemon]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     /// Where the CLI finds the daemon.
     pub control_socket: PathBuf,
@@ -112,7 +112,10 @@ pub enum ServerRequestPolicy {
 }
 
 /// One server (`[servers.NAME]`), with defaults applied and paths expanded.
-#[derive(Clone)]
+///
+/// Equality compares every field (env values included, without showing them): a reload
+/// restarts a server whose config is not equal to the one it runs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// The table's name; also names the socket and the log lines.
     pub name: String,
@@ -173,6 +176,16 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_restarts", &self.max_restarts)
             .finish_non_exhaustive()
     }
+}
+
+/// Which servers of a config a daemon runs (`--only` / `--except`). Kept by the daemon so
+/// that a reload picks from the new file by the same rule as at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Exactly these (enabled or not); empty means every enabled server.
+    pub only: Vec<String>,
+    /// Never these.
+    pub except: Vec<String>,
 }
 
 /// The home folder and variables used for expansion; tests pass their own.
@@ -654,6 +667,14 @@ impl Config {
             },
             servers,
         })
+    }
+
+    /// The servers a [`Selection`] picks; see [`Config::select`].
+    ///
+    /// # Errors
+    /// As [`Config::select`].
+    pub fn select_by(&self, selection: &Selection) -> Result<Vec<ServerConfig>, ConfigError> {
+        self.select(&selection.only, &selection.except)
     }
 
     /// The servers to run: enabled ones, or exactly those in `only`, minus `except`.

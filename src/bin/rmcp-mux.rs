@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use rmcp_mux::config::{default_state_dir, Config, ConfigError};
-use rmcp_mux::control::{self, Request};
+use rmcp_mux::config::{default_state_dir, Config, ConfigError, Selection};
+use rmcp_mux::control::{self, ReloadRefused, Request};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +64,8 @@ enum Cmd {
     Stop(NamedTarget),
     /// Start a stopped or failed server.
     Start(NamedTarget),
+    /// Make the running daemon read its config again (as SIGHUP does) and print what changed.
+    Reload(Target),
     /// Exit 0 when a server answers an MCP handshake and ping through its socket.
     Health {
         /// The server's socket.
@@ -123,9 +125,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("rmcp-mux: {err:#}");
-            let config = err
-                .chain()
-                .any(|e| e.downcast_ref::<ConfigError>().is_some());
+            let config = err.chain().any(|e| {
+                e.downcast_ref::<ConfigError>().is_some()
+                    || e.downcast_ref::<ReloadRefused>().is_some()
+            });
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
@@ -155,6 +158,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
         Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
         Some(Cmd::Start(t)) => command(&t.target, Request::Start { server: t.name }).await,
+        Some(Cmd::Reload(target)) => {
+            let socket = control_socket(&target)?;
+            let report = control::reload(&socket).await?;
+            print!("{}", report.render());
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Some(Cmd::Health {
             socket,
             config,
@@ -182,8 +195,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => {
             let cfg = load(cli.config.as_deref())?;
-            let servers = cfg.select(&cli.only, &cli.except)?;
-            rmcp_mux::daemon::run(&cfg, servers, shutdown_signal()).await?;
+            let selection = Selection {
+                only: cli.only,
+                except: cli.except,
+            };
+            rmcp_mux::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -232,13 +248,14 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
         Request::Restart { server } => format!("restarting {server}"),
         Request::Stop { server } => format!("stopping {server}"),
         Request::Start { server } => format!("starting {server}"),
-        Request::Status => String::new(),
+        Request::Status | Request::Reload => String::new(),
     };
     control::request(&socket, &req).await?;
     println!("{what}");
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGINT or SIGTERM. (SIGHUP reloads the config instead; `daemon::run_selected` handles it.)
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
