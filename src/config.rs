@@ -427,6 +427,42 @@ fn explain(message: &str) -> String {
     message.replace("missing field", "missing key")
 }
 
+/// Where a daemon running `text` listens for control requests, read as leniently as
+/// possible: the CLI must reach a daemon whose config the user has just broken (to show
+/// the error in `status`, or to `reload`). Tries the TOML's `[daemon] control_socket`, then
+/// a line `control_socket = "..."` when the TOML does not even parse, then the default.
+pub fn find_control_socket(text: &str, path: &Path, env: &Env) -> PathBuf {
+    let resolve = |raw: &str| -> Option<PathBuf> {
+        let expanded = expand(raw, &env.home, |v| env.vars.get(v).cloned()).ok()?;
+        let p = PathBuf::from(expanded);
+        Some(if p.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p
+        })
+    };
+    let default = env.home.join(".rmcp-mux").join("control.sock");
+    if let Ok(table) = text.parse::<toml::Table>() {
+        return table
+            .get("daemon")
+            .and_then(|d| d.get("control_socket"))
+            .and_then(|v| v.as_str())
+            .and_then(resolve)
+            .unwrap_or(default);
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("control_socket"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .filter_map(|v| {
+            let v = v.trim();
+            let quote = v.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+            let inner = &v[1..];
+            inner.find(quote).map(|end| inner[..end].to_owned())
+        })
+        .find_map(|v| resolve(&v))
+        .unwrap_or(default)
+}
+
 impl Config {
     /// `$RMCP_MUX_CONFIG`, or `~/.rmcp-mux/mux.toml`.
     pub fn default_path() -> PathBuf {
@@ -1008,6 +1044,26 @@ status_file = "/tmp/brave.json"
             c.select(&["a".into()], &["a".into()]),
             Err(ConfigError::NothingSelected)
         ));
+    }
+
+    #[test]
+    fn the_control_socket_is_found_in_a_broken_config() {
+        let p = Path::new("/etc/mux/mux.toml");
+        let valid_but_wrong =
+            "[daemon]\ncontrol_socket = \"~/c.sock\"\n[servers.a]\ncmdd = \"x\"\n";
+        assert_eq!(
+            find_control_socket(valid_but_wrong, p, &env()),
+            PathBuf::from("/home/me/c.sock")
+        );
+        let not_toml = "[daemon]\ncontrol_socket = 'run/c.sock'\n[servers.a\ncmd = \n";
+        assert_eq!(
+            find_control_socket(not_toml, p, &env()),
+            PathBuf::from("/etc/mux/run/c.sock")
+        );
+        assert_eq!(
+            find_control_socket("[servers.a]\ncmd = \"x\"\n", p, &env()),
+            PathBuf::from("/home/me/.rmcp-mux/control.sock")
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use rmcp_mux::config::{default_state_dir, Config, ConfigError, Selection};
+use rmcp_mux::config::{
+    default_state_dir, find_control_socket, Config, ConfigError, Env, Selection,
+};
 use rmcp_mux::control::{self, ReloadRefused, Request};
 
 #[derive(Parser)]
@@ -210,20 +212,32 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(&path)?)
 }
 
-/// The control socket of the daemon a command is meant for.
+/// The control socket of the daemon a command is meant for. A config that does not load
+/// still names its daemon's socket (read leniently): the daemon is running the previous good
+/// config and `status` / `reload` must reach it to show the error.
 fn control_socket(target: &Target) -> anyhow::Result<PathBuf> {
     if let Some(p) = &target.control_socket {
         return Ok(p.clone());
     }
-    match &target.config {
-        Some(path) => Ok(Config::load(path)?.daemon.control_socket),
+    let path = match &target.config {
+        Some(path) => path.clone(),
         None => {
             let path = Config::default_path();
-            if path.exists() {
-                Ok(Config::load(&path)?.daemon.control_socket)
-            } else {
-                Ok(default_state_dir().join("control.sock"))
+            if !path.exists() {
+                return Ok(default_state_dir().join("control.sock"));
             }
+            path
+        }
+    };
+    match Config::load(&path) {
+        Ok(cfg) => Ok(cfg.daemon.control_socket),
+        Err(err @ ConfigError::Read { .. }) => Err(err.into()),
+        Err(_) => {
+            // Readable (it parsed far enough to fail on a key): find the socket leniently.
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            Ok(find_control_socket(&text, &path, &Env::from_process()))
         }
     }
 }
