@@ -515,6 +515,10 @@ impl Daemon {
     /// writes the status files one last time.
     pub async fn shutdown(self) {
         info!("shutting down");
+        self.token.cancel();
+        // A reload in progress starts nothing more once the token is cancelled; waiting for it
+        // to end makes the list below complete.
+        let _no_more_reloads = self.shared.reloading.lock().await;
         let (handles, grace): (Vec<ServerHandle>, Duration) = {
             let live = self.shared.live();
             (
@@ -526,7 +530,6 @@ impl Daemon {
                     .unwrap_or_default(),
             )
         };
-        self.token.cancel();
         // Children get their grace period; writers a moment to flush after that.
         stopped_all(&handles, grace + STOP_MARGIN).await;
         self.writer_token.cancel();
@@ -539,16 +542,13 @@ impl Daemon {
         }
     }
 
-    /// Serves until `shutdown` completes, reloading on SIGHUP, then stops everything.
-    async fn serve_until(self, shutdown: impl Future<Output = ()>) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGHUP; reload with `rmcp-mux reload`");
-                None
-            }
-        };
+    /// Serves until `shutdown` completes, reloading on every signal of `hup`, then stops
+    /// everything.
+    async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut hup: Option<tokio::signal::unix::Signal>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -576,8 +576,11 @@ pub async fn run(
     servers: Vec<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Listen before the sockets are up: a SIGHUP sent once `ready` is logged must reload, not
+    // kill (its default action).
+    let hup = sighup();
     let daemon = Daemon::start(config, servers).await?;
-    daemon.serve_until(shutdown).await;
+    daemon.serve_until(shutdown, hup).await;
     Ok(())
 }
 
@@ -592,7 +595,20 @@ pub async fn run_selected(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let servers = config.select_by(&selection)?;
+    let hup = sighup();
     let daemon = Daemon::start_selected(config, servers, selection).await?;
-    daemon.serve_until(shutdown).await;
+    daemon.serve_until(shutdown, hup).await;
     Ok(())
+}
+
+/// The SIGHUP stream, or `None` (logged) when it cannot be had.
+fn sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload with `rmcp-mux reload`");
+            None
+        }
+    }
 }

@@ -335,3 +335,35 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
         .collect();
     assert_eq!(left, ["daemon.json"], "no temporary file left behind");
 }
+
+#[test]
+fn a_new_socket_dir_moves_sockets_and_a_new_control_socket_waits_for_a_restart() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "socket = \"{dir}/own/b.sock\"");
+    let mux = Mux::start(&format!("{a}{b}"));
+    let a_pid = pid(&mux.wait_status("a", running));
+    let b_pid = pid(&mux.wait_status("b", running));
+    let text = config_text(mux.dir.path(), "", &format!("{a}{b}"))
+        .replace("/run/control.sock", "/run/other.sock")
+        .replace("/run\"", "/moved\"");
+    mux.write_config(&text);
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    mux.log
+        .wait_for(&["control_socket changed", "needs a daemon restart"]);
+    // a's default socket moved; b has its own socket and did not restart.
+    let moved = mux.path("moved/a.sock");
+    assert!(moved.exists() && !mux.socket("a").exists());
+    Client::connect(&moved).initialize(json!({}));
+    let st = mux.wait_daemon(|s| running(&s["servers"][0]) && pid(&s["servers"][0]) != a_pid);
+    assert_eq!(st["servers"][0]["socket"], moved.display().to_string());
+    assert_eq!(pid(&st["servers"][1]), b_pid);
+    // The daemon still answers on the control socket it started with.
+    assert!(mux.control_socket().exists() && !mux.path("run/other.sock").exists());
+    let socket = mux.control_socket().display().to_string();
+    let (code, out, err) = mux.cli_raw(&["reload", "--control-socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("note:") && out.contains("needs a daemon restart"),
+        "{out}"
+    );
+}
