@@ -327,10 +327,8 @@ impl Shared {
             }
             live.entries = entries;
             live.daemon = daemon;
-            live.config_error = report
-                .failed
-                .first()
-                .map(|f| format!("server {}: {}", f.server, f.error));
+            // The error already names the server ("server x: cannot listen: ...").
+            live.config_error = report.failed.first().map(|f| f.error.clone());
         }
         self.changed.notify_one();
         info!(

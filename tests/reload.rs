@@ -367,3 +367,32 @@ fn a_new_socket_dir_moves_sockets_and_a_new_control_socket_waits_for_a_restart()
         "{out}"
     );
 }
+
+#[test]
+fn a_server_that_cannot_listen_is_reported_and_the_rest_applies() {
+    let a = fake("a", "", "");
+    let mux = Mux::start(&a);
+    let a_pid = pid(&mux.wait_status("a", running));
+    // Something that is not a socket is in the way: it is never deleted.
+    std::fs::write(mux.path("in-the-way"), "keep me").unwrap();
+    let blocked = fake("x", "", "socket = \"{dir}/in-the-way\"");
+    let c = fake("c", "", "");
+    mux.edit("", &format!("{a}{blocked}{c}"));
+    let socket = mux.control_socket().display().to_string();
+    let (code, out, err) = mux.cli_raw(&["reload", "--control-socket", &socket]);
+    // The watcher may have applied the edit first: then c shows as unchanged.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("  failed:    x: server x: cannot listen") && out.contains("not a socket"),
+        "{out}"
+    );
+    assert!(!out.contains("added:     x"), "{out}");
+    let st = mux.wait_daemon(|s| names(s) == ["a", "c"]);
+    let e = st["config_error"].as_str().unwrap_or_default();
+    assert!(e.starts_with("server x: cannot listen"), "{st}");
+    assert_eq!(pid(&st["servers"][0]), a_pid);
+    assert_eq!(
+        std::fs::read_to_string(mux.path("in-the-way")).unwrap(),
+        "keep me"
+    );
+}

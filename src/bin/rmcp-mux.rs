@@ -233,7 +233,7 @@ fn control_socket(target: &Target) -> anyhow::Result<PathBuf> {
         Ok(cfg) => Ok(cfg.daemon.control_socket),
         Err(err @ ConfigError::Read { .. }) => Err(err.into()),
         Err(_) => {
-            // Readable (it parsed far enough to fail on a key): find the socket leniently.
+            // Readable but invalid: find the socket leniently.
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             let path = std::fs::canonicalize(&path).unwrap_or(path);
