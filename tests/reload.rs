@@ -271,7 +271,7 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
         &format!(
             "{}{}",
             fake("a", "", "status_file = \"a.json\""),
-            fake("b", "", "")
+            fake("b", "", "status_file = \"b.json\"")
         ),
         &[],
         &[],
@@ -312,7 +312,20 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
     let a = wait_file(&a_file, |v| running(v) && pid(v) != first);
     wait_file(&daemon_file, |v| v["servers"][0]["pid"] == a["pid"]);
 
-    // At shutdown both files keep the final state: stopped, no pid.
+    // A server removed by a reload leaves its file in its final state.
+    wait_file(&mux.path("b.json"), running);
+    mux.edit(
+        "status_file = \"{dir}/state/daemon.json\"",
+        &fake("a", "", "status_file = \"a.json\""),
+    );
+    mux.log.wait_for(&["config reloaded", "removed=[\"b\"]"]);
+    // (While the child is being stopped the file may say `stopped` with its pid.)
+    wait_file(&mux.path("b.json"), |v| {
+        v["state"] == "stopped" && v["pid"].is_null()
+    });
+    wait_file(&daemon_file, |v| names(v) == ["a"]);
+
+    // At shutdown the files keep the final state: stopped, no pid.
     let (code, _) = mux.stop(Signal::SIGTERM);
     assert_eq!(code, Some(0));
     let a: Value = serde_json::from_str(&std::fs::read_to_string(&a_file).unwrap()).unwrap();
@@ -395,4 +408,46 @@ fn a_server_that_cannot_listen_is_reported_and_the_rest_applies() {
         std::fs::read_to_string(mux.path("in-the-way")).unwrap(),
         "keep me"
     );
+}
+
+#[test]
+fn only_and_except_apply_to_every_reload() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        "",
+        &format!("{a}{b}"),
+        &["--except", "b"],
+        &[],
+    );
+    assert_eq!(names(&mux.status()), ["a"]);
+    let c = fake("c", "", "");
+    let d = fake("d", "", "enabled = false");
+    mux.edit("", &format!("{a}{b}{c}{d}"));
+    mux.log.wait_for(&["config reloaded", "added=[\"c\"]"]);
+    assert_eq!(
+        names(&mux.status()),
+        ["a", "c"],
+        "b stays excepted, d disabled"
+    );
+    assert!(!mux.socket("b").exists() && !mux.socket("d").exists());
+
+    // With --only, exactly those run, disabled or not; a file without one of them is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let only = Mux::start_full(dir, "", &format!("{a}{d}"), &["--only", "d"], &[]);
+    assert_eq!(names(&only.status()), ["d"]);
+    only.edit("", &format!("{a}{c}{d}"));
+    only.log.wait_for(&["config reloaded", "unchanged=1"]);
+    assert_eq!(names(&only.status()), ["d"]);
+    only.edit("", &format!("{a}{c}"));
+    let st = only.wait_daemon(|s| s["config_error"].is_string());
+    assert!(
+        st["config_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown server `d`"),
+        "{st}"
+    );
+    assert_eq!(names(&st), ["d"], "d keeps running");
 }
