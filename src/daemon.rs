@@ -403,6 +403,9 @@ impl Daemon {
     /// servers, a reload runs the new file's enabled servers; otherwise exactly these names
     /// (as `--only` would). [`Daemon::start_selected`] takes the selection explicitly.
     ///
+    /// The config file is watched and reloaded on change; SIGHUP is left to the caller
+    /// ([`run`] and [`run_selected`] listen for it), since signals belong to the process.
+    ///
     /// # Errors
     /// A socket that cannot be bound or is served by another live daemon; nothing is left
     /// behind when this fails.
