@@ -29,6 +29,9 @@ use crate::mux::actor::{ServerHandle, ServerStatus};
 /// At most one round of writes per this interval, however fast the state changes.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How soon a status file that could not be written is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
 /// Writes `bytes` to `path` atomically: a private temporary file beside it, renamed over it.
 /// Missing folders are created 0700; existing ones are left as they are.
 ///
@@ -108,9 +111,10 @@ impl<K: PartialEq> Target<K> {
         }
     }
 
-    /// Writes `json` when `key` differs from the last one written (or when `force`).
+    /// Writes `json` when `key` differs from the last one written, when the last write
+    /// failed, or when `force`.
     fn write(&mut self, key: K, json: impl FnOnce() -> Vec<u8>, force: bool) {
-        if !force && self.last.as_ref() == Some(&key) {
+        if !force && !self.failing && self.last.as_ref() == Some(&key) {
             return;
         }
         match write_atomic(&self.path, &json()) {
@@ -212,9 +216,16 @@ async fn run(shared: Arc<Shared>, token: CancellationToken, tracker: TaskTracker
             return;
         }
         let wrote_at = tokio::time::Instant::now();
+        // A file that could not be written is tried again now and then, change or not.
+        let failing = daemon_file.as_ref().is_some_and(|t| t.failing)
+            || followed
+                .iter()
+                .any(|f| f.file.as_ref().is_some_and(|t| t.failing));
+        let retry = failing.then(|| wrote_at + RETRY);
         tokio::select! {
             // Cancel safe: a permit stays stored in the Notify.
             () = changed.notified() => {}
+            () = crate::io::sleep_until(retry) => {}
             () = token.cancelled() => stopping = true,
         }
         if !stopping {

@@ -451,3 +451,34 @@ fn only_and_except_apply_to_every_reload() {
     );
     assert_eq!(names(&st), ["d"], "d keeps running");
 }
+
+#[test]
+fn an_unwritable_status_file_is_logged_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the status file's folder should be.
+    std::fs::write(dir.path().join("blocker"), "").unwrap();
+    let mux = Mux::start_full(
+        dir,
+        "status_file = \"{dir}/blocker/status.json\"",
+        &fake("a", "", ""),
+        &[],
+        &[],
+    );
+    mux.log
+        .wait_for(&["WARN", "cannot write the status file", "blocker"]);
+    assert!(running(&mux.wait_status("a", running)));
+    std::fs::remove_file(mux.path("blocker")).unwrap();
+    let v = wait_file(&mux.path("blocker/status.json"), |v| {
+        v["servers"][0]["state"] == "running"
+    });
+    assert_eq!(names(&v), ["a"]);
+    mux.log.wait_for(&["status file written again"]);
+    assert_eq!(
+        mux.log
+            .text()
+            .matches("cannot write the status file")
+            .count(),
+        1,
+        "logged once per failing spell"
+    );
+}
