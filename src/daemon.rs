@@ -127,8 +127,8 @@ pub struct Shared {
 
 impl Shared {
     fn live(&self) -> RwLockReadGuard<'_, Live> {
-        // A panic while holding the lock cannot leave `Live` half-updated (every update is
-        // one assignment), so a poisoned lock is still good to read.
+        // Code holding the lock only moves values in and out; even an update cut short leaves
+        // a usable `Live`, so a poisoned lock is still good to read.
         self.live.read().unwrap_or_else(PoisonError::into_inner)
     }
 
