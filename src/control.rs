@@ -189,7 +189,7 @@ pub async fn reload(socket: &Path) -> anyhow::Result<ReloadReport> {
 async fn exchange(socket: &Path, req: &Request) -> anyhow::Result<Response> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
-            "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux --config FILE`)",
+            "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux daemon start --config FILE`)",
             socket.display()
         )
     })?;

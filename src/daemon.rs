@@ -145,7 +145,7 @@ impl Shared {
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
-            log_file: None,
+            log_file: crate::logfile::active(),
             config_error: live.config_error.clone(),
             servers: live
                 .entries
@@ -491,6 +491,8 @@ impl Daemon {
             control = %config.daemon.control_socket.display(),
             "rmcp-mux ready"
         );
+        // A `daemon start` waiting for this process returns now (no-op in the foreground).
+        crate::lifecycle::notify_ready();
         Ok(Daemon {
             shared,
             token,

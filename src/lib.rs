@@ -10,7 +10,10 @@
 //! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically.
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+//! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
+//! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -18,8 +21,11 @@ mod config_watch;
 pub mod control;
 pub mod daemon;
 pub mod health;
+pub mod hosts;
 mod io;
 pub mod jsonrpc;
+pub mod lifecycle;
+pub mod logfile;
 pub mod mux;
 pub mod proxy;
 pub mod reload;

@@ -317,16 +317,28 @@ fn sockets_are_private_and_a_live_one_is_never_stolen() {
         & 0o777;
     assert_eq!(dir_mode, 0o700);
     assert_eq!(sock_mode, 0o600);
-    // A second daemon on the same config refuses to start and leaves the first alone.
-    let out = std::process::Command::new(MUX)
-        .arg("--config")
-        .arg(&mux.config)
-        .env("HOME", mux.dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already served"), "{err}");
+    // A second daemon on the same config refuses to start (its lock is taken) and leaves the
+    // first alone; so does one on another config naming the same sockets (they are served).
+    let copy = mux.path("copy.toml");
+    std::fs::copy(&mux.config, &copy).unwrap();
+    for (config, expected) in [
+        (
+            &mux.config,
+            format!("already running (PID {})", mux.child.id()),
+        ),
+        (&copy, "already served".to_owned()),
+    ] {
+        let out = std::process::Command::new(MUX)
+            .arg("--config")
+            .arg(config)
+            .env("HOME", mux.dir.path())
+            .env("XDG_STATE_HOME", mux.path("state"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&expected), "{err}");
+    }
     let mut c = mux.connect("f");
     c.initialize(json!({}));
     assert_eq!(mux.server_status("f")["clients"], 1);

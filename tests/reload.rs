@@ -267,7 +267,7 @@ fn sighup_and_the_reload_command_apply_the_config_on_demand() {
 fn status_files_follow_restarts_and_keep_the_final_state() {
     let mut mux = Mux::start_full(
         tempfile::tempdir().unwrap(),
-        "status_file = \"{dir}/state/daemon.json\"",
+        "status_file = \"{dir}/status/daemon.json\"",
         &format!(
             "{}{}",
             fake("a", "", "status_file = \"a.json\""),
@@ -276,7 +276,7 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
         &[],
         &[],
     );
-    let daemon_file = mux.path("state/daemon.json");
+    let daemon_file = mux.path("status/daemon.json");
     let a_file = mux.path("a.json");
     let a = wait_file(&a_file, running);
     assert_eq!(a["name"], "a");
@@ -289,7 +289,7 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
     assert_eq!(names(&d), ["a", "b"]);
     assert_eq!(mode(&a_file), 0o600);
     assert_eq!(mode(&daemon_file), 0o600);
-    assert_eq!(mode(&mux.path("state")), 0o700);
+    assert_eq!(mode(&mux.path("status")), 0o700);
 
     // A client connecting is a change; the requests it sends are not.
     let mut c = mux.connect("a");
@@ -315,7 +315,7 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
     // A server removed by a reload leaves its file in its final state.
     wait_file(&mux.path("b.json"), running);
     mux.edit(
-        "status_file = \"{dir}/state/daemon.json\"",
+        "status_file = \"{dir}/status/daemon.json\"",
         &fake("a", "", "status_file = \"a.json\""),
     );
     mux.log.wait_for(&["config reloaded", "removed=[\"b\"]"]);
@@ -342,7 +342,7 @@ fn status_files_follow_restarts_and_keep_the_final_state() {
             "{d}"
         );
     }
-    let left: Vec<String> = std::fs::read_dir(mux.path("state"))
+    let left: Vec<String> = std::fs::read_dir(mux.path("status"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

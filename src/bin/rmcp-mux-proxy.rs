@@ -16,6 +16,14 @@ struct Cli {
     /// The server's socket, e.g. ~/.rmcp-mux/sockets/memory.sock.
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// When nothing listens on the socket, start the daemon detached (`rmcp-mux daemon
+    /// start`, found next to this program or on PATH) and wait up to 20 s for it.
+    #[arg(long)]
+    autostart: bool,
+    /// With --autostart: the config the daemon runs (default: $RMCP_MUX_CONFIG or
+    /// ~/.rmcp-mux/mux.toml).
+    #[arg(long, value_name = "FILE", requires = "autostart")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +46,18 @@ fn main() -> ExitCode {
         }
     };
     let socket = rmcp_mux::config::expand_home(&cli.socket);
+    if cli.autostart {
+        let config = cli
+            .config
+            .map(|c| rmcp_mux::config::expand_home(&c))
+            .unwrap_or_else(rmcp_mux::config::Config::default_path);
+        if let Err(err) =
+            rmcp_mux::lifecycle::autostart(&socket, &config, rmcp_mux::lifecycle::AUTOSTART_TIMEOUT)
+        {
+            eprintln!("rmcp-mux-proxy: {err:#}");
+            return ExitCode::from(1);
+        }
+    }
     match runtime.block_on(rmcp_mux::proxy::run(rmcp_mux::proxy::ProxyOptions::new(
         socket,
     ))) {

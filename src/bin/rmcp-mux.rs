@@ -1,6 +1,7 @@
 //! The `rmcp-mux` command: parses arguments, sets up logging, calls the library and maps the
 //! result to an exit code (0 ok, 1 failure, 2 usage or config error).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,14 +12,19 @@ use rmcp_mux::config::{
     default_state_dir, find_control_socket, Config, ConfigError, Env, Selection,
 };
 use rmcp_mux::control::{self, ReloadRefused, Request};
+use rmcp_mux::hosts::{self, HostError};
+use rmcp_mux::lifecycle::{self, Instance, LifecycleError, Paths, Probe};
+use rmcp_mux::logfile::{self, RotatingFile};
 
 #[derive(Parser)]
 #[command(
     name = "rmcp-mux",
     version,
     about = "Run each MCP server once and share it between every MCP host on the machine",
-    after_help = "Without a subcommand, runs every server of the config in the foreground.\n\
-                  Logs go to stderr; set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
+    after_help = "Without a subcommand, runs every server of the config in the foreground\n\
+                  (`rmcp-mux daemon start` runs it in the background).\n\
+                  Logs go to stderr (or --log-file); set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace)\n\
+                  to change the level."
 )]
 struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).
@@ -39,6 +45,10 @@ struct Cli {
     /// With --show-status: print JSON.
     #[arg(long)]
     json: bool,
+    /// Log to this file (rotated at 5 MiB, 5 kept) instead of stderr; without a path, to the
+    /// config's log file in the log folder (where `rmcp-mux logs` looks).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    log_file: Option<Option<PathBuf>>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -50,6 +60,31 @@ enum Cmd {
         /// The server's socket.
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
+        /// When nothing listens on the socket, start the daemon detached and wait for it.
+        #[arg(long)]
+        autostart: bool,
+        /// With --autostart: the config the daemon runs.
+        #[arg(long, value_name = "FILE", requires = "autostart")]
+        config: Option<PathBuf>,
+    },
+    /// The background daemon: start (detached), stop, status, restart.
+    Daemon {
+        #[command(subcommand)]
+        cmd: DaemonCmd,
+    },
+    /// Show the daemon's log (only NAME's lines when given); works without a running daemon.
+    Logs {
+        /// A server's name.
+        name: Option<String>,
+        /// Keep printing lines as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// The config whose daemon's log to show.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How many lines to show first.
+        #[arg(short = 'n', value_name = "N", default_value_t = 100)]
+        lines: usize,
     },
     /// Show every server of the running daemon.
     #[command(alias = "daemon-status")]
@@ -83,6 +118,91 @@ enum Cmd {
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// List every MCP server found in the known hosts' config files (env values masked).
+    Scan {
+        /// Only these hosts (repeatable; default: all).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Print JSON instead of a listing.
+        #[arg(long)]
+        json: bool,
+        /// The project whose .mcp.json, .vscode/mcp.json, … are read (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Add the hosts' stdio servers to mux.toml (deduplicated by command, args and env).
+    Import {
+        /// Only these hosts (repeatable; default: all).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// The mux config to add to (created when missing).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The project whose files are read (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Point a host's entries at rmcp-mux-proxy for the servers the mux runs.
+    Rewire {
+        /// The host.
+        #[arg(long, value_name = "NAME")]
+        host: String,
+        /// Print the diff and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The mux config whose servers (and sockets) are used.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The project whose files are rewired too (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+    /// Put back the entries rewire changed in a host's files.
+    Unwire {
+        /// The host.
+        #[arg(long, value_name = "NAME")]
+        host: String,
+        /// Only this project's files and the user's (default: every file rewire changed).
+        #[arg(long, value_name = "DIR")]
+        project: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DaemonCmd {
+    /// Start the daemon detached; prints its PID once every socket is ready.
+    Start {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Start only these servers (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        only: Vec<String>,
+        /// Start every server except these (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        except: Vec<String>,
+    },
+    /// SIGTERM the daemon, SIGKILL after 10 s; removes its PID file.
+    Stop {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Whether the daemon runs: PID, uptime, servers (exit 1 when not running).
+    Status {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop, then start again with the same config and server selection.
+    Restart {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Which daemon a control command talks to.
@@ -105,9 +225,29 @@ struct NamedTarget {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: a `daemon start` may be waiting on a pipe.
+    lifecycle::take_ready_fd();
     let cli = Cli::parse();
     let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
-    init_logging(if proxy { "warn" } else { "info" });
+    let log_file = match &cli.log_file {
+        None => None,
+        Some(Some(path)) => Some(path.clone()),
+        Some(None) => {
+            let config = cli.config.clone().unwrap_or_else(Config::default_path);
+            match Paths::for_config(&config) {
+                Ok(p) => Some(p.log_file),
+                Err(err) => return fail(&err),
+            }
+        }
+    };
+    match log_file {
+        Some(path) => {
+            if let Err(err) = init_file_logging(&path) {
+                return fail(&err);
+            }
+        }
+        None => init_logging(if proxy { "warn" } else { "info" }),
+    }
     // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("RMCP_MUX_THREADS")
@@ -125,15 +265,54 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("rmcp-mux: {err:#}");
-            let config = err.chain().any(|e| {
-                e.downcast_ref::<ConfigError>().is_some()
-                    || e.downcast_ref::<ReloadRefused>().is_some()
-            });
-            ExitCode::from(if config { 2 } else { 1 })
-        }
+        Err(err) => fail(&err),
     }
+}
+
+/// Prints the error, tells a waiting `daemon start` (and the log) about it, and picks the
+/// exit code: 2 for config errors (also a detached daemon's), 1 otherwise.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("rmcp-mux: {err:#}");
+    let config = err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some()
+            || e.downcast_ref::<ReloadRefused>().is_some()
+            || matches!(e.downcast_ref(), Some(HostError::UnknownHost { .. }))
+    });
+    let child = err.chain().find_map(|e| match e.downcast_ref() {
+        Some(LifecycleError::ChildFailed { code, .. }) => Some(*code),
+        _ => None,
+    });
+    let code = child.unwrap_or(if config { 2 } else { 1 });
+    if logfile::active().is_some() {
+        tracing::error!("{err:#}");
+    }
+    lifecycle::notify_failed(code, &format!("{err:#}"));
+    ExitCode::from(code)
+}
+
+/// Logs into a size-capped rotating file, without colours; the daemon's stderr may be
+/// /dev/null, so this is where its errors end up.
+fn init_file_logging(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        lifecycle::private_dir(dir)?;
+    }
+    let file = RotatingFile::open(path, logfile::DEFAULT_MAX_BYTES, logfile::DEFAULT_KEEP)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
+    logfile::set_active(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
+    // A detached daemon's stderr is /dev/null: put a panic where `rmcp-mux logs` shows it.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("panic: {info}");
+        default_hook(info);
+    }));
+    Ok(())
 }
 
 fn init_logging(default: &str) {
@@ -152,10 +331,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         control_socket: None,
     };
     match cli.command {
-        Some(Cmd::Proxy { socket }) => {
+        Some(Cmd::Proxy {
+            socket,
+            autostart,
+            config,
+        }) => {
+            let socket = rmcp_mux::config::expand_home(&socket);
+            if autostart {
+                let config =
+                    config.map_or_else(Config::default_path, |c| rmcp_mux::config::expand_home(&c));
+                let s = socket.clone();
+                tokio::task::spawn_blocking(move || {
+                    lifecycle::autostart(&s, &config, lifecycle::AUTOSTART_TIMEOUT)
+                })
+                .await??;
+            }
             rmcp_mux::proxy::run(rmcp_mux::proxy::ProxyOptions::new(socket)).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Cmd::Daemon { cmd }) => tokio::task::spawn_blocking(move || daemon(cmd)).await?,
+        Some(Cmd::Logs {
+            name,
+            follow,
+            config,
+            lines,
+        }) => tokio::task::spawn_blocking(move || logs(config, name, follow, lines)).await?,
         Some(Cmd::Status { target, json }) => status(&target, json).await,
         Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
         Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
@@ -190,6 +390,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("ok: {name} answered in {} ms", took.as_millis());
             Ok(ExitCode::SUCCESS)
         }
+        Some(Cmd::Scan {
+            hosts,
+            json,
+            project,
+        }) => scan(&hosts, json, project),
+        Some(Cmd::Import {
+            hosts,
+            config,
+            project,
+        }) => import(&hosts, config.or(cli.config), project),
+        Some(Cmd::Rewire {
+            host,
+            dry_run,
+            config,
+            project,
+        }) => rewire(&host, dry_run, config.or(cli.config).as_deref(), project),
+        Some(Cmd::Unwire { host, project }) => unwire(&host, project),
         None if cli.show_status => status(&legacy_target, cli.json).await,
         None if cli.restart_service.is_some() => {
             let server = cli.restart_service.unwrap_or_default();
@@ -198,10 +415,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             let cfg = load(cli.config.as_deref())?;
             let selection = Selection {
-                only: cli.only,
-                except: cli.except,
+                only: cli.only.clone(),
+                except: cli.except.clone(),
             };
+            // Refuse an unknown name before taking the lock.
+            cfg.select_by(&selection)?;
+            // One daemon per config, held until the daemon has stopped everything.
+            let instance =
+                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
             rmcp_mux::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;
+            drop(instance);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -269,6 +492,120 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The host paths, with the project folder (default: the current one).
+fn host_paths(project: Option<PathBuf>) -> hosts::Paths {
+    let project = project.or_else(|| std::env::current_dir().ok());
+    hosts::Paths::from_env(project)
+}
+
+fn scan(names: &[String], json: bool, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let list = hosts::hosts_from_names(names)?;
+    let entries = hosts::scan(&list, &host_paths(project))?;
+    if json {
+        let items: Vec<hosts::ScanItem> = entries.iter().map(hosts::ScanItem::from).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        print!("{}", hosts::render_scan(&entries));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(
+    names: &[String],
+    config: Option<PathBuf>,
+    project: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let list = hosts::hosts_from_names(names)?;
+    let path = config.unwrap_or_else(Config::default_path);
+    let report = hosts::import::run(&path, &list, &host_paths(project)).map_err(|e| match e {
+        hosts::import::ImportError::Config(e) => anyhow::Error::from(e),
+        hosts::import::ImportError::Host(e) => anyhow::Error::from(e),
+        other => anyhow::Error::from(other),
+    })?;
+    for line in report.notes.iter().chain(&report.added) {
+        println!("{line}");
+    }
+    if report.added.is_empty() {
+        println!("nothing to add to {}", report.config.display());
+    } else {
+        println!(
+            "{} added to {}; start the daemon with `rmcp-mux --config {}`, then `rmcp-mux rewire --host NAME`",
+            count(report.added.len(), "server", "servers"),
+            report.config.display(),
+            report.config.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rewire(
+    name: &str,
+    dry_run: bool,
+    config: Option<&Path>,
+    project: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let host = hosts::Host::from_name(name)?;
+    let path = config.map_or_else(Config::default_path, Path::to_path_buf);
+    if !path.exists() {
+        anyhow::bail!(
+            "no mux config at {}; run `rmcp-mux import --host {host}` first",
+            path.display()
+        );
+    }
+    let cfg = Config::load(&path)?;
+    let proxy = hosts::rewire::proxy_path()?;
+    let report = hosts::rewire::rewire(
+        host,
+        &host_paths(project),
+        &cfg,
+        &proxy,
+        &default_state_dir(),
+        dry_run,
+    )?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    for diff in &report.diffs {
+        print!("{diff}");
+    }
+    if report.lines.is_empty() {
+        println!("no {host} config found");
+    } else if dry_run {
+        println!(
+            "dry run: {} would change; nothing written",
+            count(report.changed, "entry", "entries")
+        );
+    } else if report.changed == 0 {
+        println!("nothing changed");
+    } else {
+        println!(
+            "{} rewired; `rmcp-mux unwire --host {host}` puts them back",
+            count(report.changed, "entry", "entries")
+        );
+        if !cfg.daemon.control_socket.exists() {
+            println!(
+                "note: the daemon is not running; start it (`rmcp-mux --config {}`) before {host} restarts its servers",
+                cfg.path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unwire(name: &str, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let host = hosts::Host::from_name(name)?;
+    let report =
+        hosts::rewire::unwire(host, &hosts::Paths::from_env(project), &default_state_dir())?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// SIGINT or SIGTERM. (SIGHUP reloads the config instead; `daemon::run_selected` handles it.)
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -284,4 +621,144 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
     }
+}
+
+fn config_or_default(config: Option<PathBuf>) -> PathBuf {
+    config.unwrap_or_else(Config::default_path)
+}
+
+/// `rmcp-mux daemon ...` (blocking: signals, locks and a pipe, no async work).
+fn daemon(cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DaemonCmd::Start {
+            config,
+            only,
+            except,
+        } => start(&config_or_default(config), &only, &except),
+        DaemonCmd::Stop { config } => {
+            let (pid, notes) = lifecycle::stop(&config_or_default(config))?;
+            for note in notes {
+                eprintln!("rmcp-mux: {note}");
+            }
+            println!("stopped (PID {pid})");
+            Ok(ExitCode::SUCCESS)
+        }
+        DaemonCmd::Status { config, json } => daemon_status(&config_or_default(config), json),
+        DaemonCmd::Restart { config } => {
+            let config = config_or_default(config);
+            let paths = Paths::for_config(&config)?;
+            // The running daemon's selection, read before its PID file goes away.
+            let selection = match lifecycle::probe(&paths)? {
+                Probe::Running(Some(info)) => Some((info.only, info.except)),
+                _ => None,
+            };
+            match lifecycle::stop(&config) {
+                Ok((pid, notes)) => {
+                    for note in notes {
+                        eprintln!("rmcp-mux: {note}");
+                    }
+                    println!("stopped (PID {pid})");
+                }
+                Err(e) if is_not_running(&e) => eprintln!("rmcp-mux: was not running; starting"),
+                Err(e) => return Err(e),
+            }
+            let (only, except) = selection.unwrap_or_default();
+            start(&config, &only, &except)
+        }
+    }
+}
+
+fn is_not_running(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<LifecycleError>(),
+            Some(LifecycleError::NotRunning { .. })
+        )
+    })
+}
+
+fn start(config: &Path, only: &[String], except: &[String]) -> anyhow::Result<ExitCode> {
+    let started = lifecycle::start_detached(config, only, except)?;
+    for note in &started.notes {
+        eprintln!("rmcp-mux: {note}");
+    }
+    println!("started (PID {})", started.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon_status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let paths = Paths::for_config(config)?;
+    let info = match lifecycle::probe(&paths)? {
+        Probe::Running(info) => info,
+        Probe::NotRunning { stale } => {
+            if let Some(pid) = stale {
+                eprintln!("rmcp-mux: removed a stale PID file (PID {pid} held no lock)");
+            }
+            return Err(LifecycleError::NotRunning {
+                config: paths.config,
+            }
+            .into());
+        }
+    };
+    let pid = info.map_or_else(|| "unknown".to_owned(), |i| i.pid.to_string());
+    let cfg = Config::load(&paths.config)?;
+    // On a blocking-pool thread of the CLI's runtime, so its handle may block on this.
+    let answer = tokio::runtime::Handle::current().block_on(control::request(
+        &cfg.daemon.control_socket,
+        &Request::Status,
+    ));
+    let status = match answer.map(|r| r.status) {
+        Ok(Some(status)) => status,
+        Ok(None) => anyhow::bail!("the daemon (PID {pid}) answered without a status"),
+        Err(e) => {
+            return Err(e.context(format!(
+                "running (PID {pid}) but its control socket did not answer"
+            )))
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "running (PID {}), up {}",
+        status.pid,
+        rmcp_mux::status::human_duration(status.uptime_ms)
+    );
+    println!("config: {}", status.config.display());
+    if let Some(log) = &status.log_file {
+        println!("log: {}", log.display());
+    }
+    print!("{}", rmcp_mux::status::render_table(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rmcp-mux logs`: the log file is found from the config alone, daemon or not.
+fn logs(
+    config: Option<PathBuf>,
+    name: Option<String>,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<ExitCode> {
+    let paths = Paths::for_config(&config_or_default(config))?;
+    let path = &paths.log_file;
+    let (shown, position) = logfile::tail_at(path, name.as_deref(), lines).with_context(|| {
+        format!(
+            "no log for {} yet (the detached daemon writes {})",
+            paths.config.display(),
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    for line in shown {
+        if writeln!(out, "{line}").is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let _ = out.flush();
+    if follow {
+        logfile::follow(path, Some(position), name.as_deref(), &mut out, None)
+            .with_context(|| format!("cannot follow {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

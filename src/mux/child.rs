@@ -32,7 +32,16 @@ pub struct ChildSpec {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChildError {
-    /// The program could not be executed (not found, not executable, bad cwd).
+    /// The working folder is missing or not a folder. Checked before the spawn, because the
+    /// OS reports it as "No such file or directory", which reads as if the program were missing.
+    #[error("server {server}: working folder {} (`cwd`) does not exist or is not a folder", cwd.display())]
+    Cwd {
+        /// The server's name.
+        server: String,
+        /// The configured folder.
+        cwd: PathBuf,
+    },
+    /// The program could not be executed (not found, not executable).
     #[error("failed to start `{cmd}` for server {server}: {source}")]
     Spawn {
         /// The server's name.
@@ -62,8 +71,17 @@ const STDERR_LINE_MAX: usize = 64 * 1024;
 /// Starts the child in its own process group with stdin/stdout piped and stderr logged.
 ///
 /// # Errors
-/// [`ChildError::Spawn`] when the program cannot be executed.
+/// [`ChildError::Cwd`] when the working folder is missing, [`ChildError::Spawn`] when the
+/// program cannot be executed.
 pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
+    if let Some(cwd) = &spec.cwd {
+        if !cwd.is_dir() {
+            return Err(ChildError::Cwd {
+                server: spec.server.clone(),
+                cwd: cwd.clone(),
+            });
+        }
+    }
     let mut cmd = tokio::process::Command::new(&spec.cmd);
     cmd.args(&spec.args)
         .envs(&spec.env)
@@ -140,13 +158,25 @@ async fn read_capped<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// Sends a signal to the child's whole process group. A group already gone is not an error.
 ///
+/// Pid 0 (no child yet) is a no-op. Pid 1 and pids beyond `i32::MAX` are refused: `killpg`
+/// on them would reach init's group or, wrapped negative, a meaning nobody intended.
+///
 /// # Errors
-/// Any failure other than "no such process".
+/// A refused pid, or any failure other than "no such process".
 pub fn signal_group(pid: u32, sig: Signal) -> std::io::Result<()> {
     if pid == 0 {
         return Ok(());
     }
-    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig) {
+    let group = match i32::try_from(pid) {
+        Ok(g) if g > 1 => g,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("refusing to signal process group {pid}"),
+            ))
+        }
+    };
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(std::io::Error::from(e)),
     }
@@ -297,5 +327,41 @@ mod tests {
         let mut c = spawn(&sh("exit 3")).unwrap();
         let status = c.child.wait().await.unwrap();
         assert_eq!(describe_exit(status), "exited with status 3");
+    }
+
+    fn in_dir(cwd: Option<PathBuf>) -> ChildSpec {
+        ChildSpec {
+            server: "memory".into(),
+            cmd: "true".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+            cwd,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_folder_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        let err = spawn(&in_dir(Some(missing.clone()))).err().unwrap();
+        assert!(matches!(&err, ChildError::Cwd { cwd, .. } if *cwd == missing));
+        let text = err.to_string();
+        assert!(
+            text.contains("working folder") && text.contains("`cwd`"),
+            "{text}"
+        );
+        // An existing folder starts the program as usual.
+        let mut ok = spawn(&in_dir(Some(dir.path().to_path_buf()))).unwrap();
+        assert!(ok.child.wait().await.unwrap().success());
+    }
+
+    #[test]
+    fn init_and_wrapped_pids_are_never_signalled() {
+        // SIGCONT is harmless even if the guard ever failed.
+        for pid in [1, u32::MAX, i32::MAX as u32 + 1] {
+            let err = signal_group(pid, Signal::SIGCONT).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "pid {pid}");
+        }
+        assert!(signal_group(0, Signal::SIGCONT).is_ok());
     }
 }

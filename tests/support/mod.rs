@@ -125,6 +125,11 @@ impl Mux {
         self.path("run/control.sock")
     }
 
+    /// A daemon on an existing config, with `home` as its HOME (`dir` is kept alive with it).
+    pub fn start_config(dir: Arc<tempfile::TempDir>, config: PathBuf, home: &Path) -> Mux {
+        Self::launch_home(dir, config, &[], &[], home.to_owned())
+    }
+
     /// Another daemon on the same config and HOME (after this one was stopped).
     pub fn relaunch(&self) -> Mux {
         Self::launch(self.dir.clone(), self.config.clone(), &[], &[])
@@ -136,12 +141,25 @@ impl Mux {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> Mux {
+        let home = dir.path().to_owned();
+        Self::launch_home(dir, config, extra_args, envs, home)
+    }
+
+    fn launch_home(
+        dir: Arc<tempfile::TempDir>,
+        config: PathBuf,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        home: PathBuf,
+    ) -> Mux {
         let mut child = Command::new(MUX)
             .arg("--config")
             .arg(&config)
             .args(extra_args)
             .envs(envs.iter().copied())
-            .env("HOME", dir.path())
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env("RMCP_MUX_LOG", "info,rmcp_mux=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -182,6 +200,8 @@ impl Mux {
         let out = Command::new(MUX)
             .args(args)
             .env("HOME", self.dir.path())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .output()
             .unwrap();
         (
@@ -378,6 +398,32 @@ impl Client {
     pub fn call(&mut self, id: Value, tool: &str, args: Value) -> Value {
         self.request(id, "tools/call", json!({"name":tool,"arguments":args}))
     }
+}
+
+/// The real MCP peers folder (`tests/peers`), installed by `tools/install-test-peers.sh`;
+/// `None` (the test says SKIPPED) when they cannot be installed, unless RMCP_MUX_REQUIRE_PEERS
+/// is set (CI), which makes that a failure.
+pub fn peers() -> Option<PathBuf> {
+    static READY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let out = Command::new(root.join("tools/install-test-peers.sh")).output();
+            let required = std::env::var_os("RMCP_MUX_REQUIRE_PEERS").is_some();
+            match out {
+                Ok(o) if o.status.success() => Some(root.join("tests/peers")),
+                other => {
+                    let why = match other {
+                        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    assert!(!required, "installing the test peers failed: {why}");
+                    eprintln!("SKIPPED: real MCP peers unavailable ({why}); run tools/install-test-peers.sh");
+                    None
+                }
+            }
+        })
+        .clone()
 }
 
 /// The text of a tool result's first content block.
