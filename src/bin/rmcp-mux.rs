@@ -701,12 +701,14 @@ fn daemon_status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let pid = info.map_or_else(|| "unknown".to_owned(), |i| i.pid.to_string());
-    let cfg = Config::load(&paths.config)?;
+    // Found leniently: a daemon whose config was just broken runs on and shows the error.
+    let socket = control_socket(&Target {
+        config: Some(paths.config.clone()),
+        control_socket: None,
+    })?;
     // On a blocking-pool thread of the CLI's runtime, so its handle may block on this.
-    let answer = tokio::runtime::Handle::current().block_on(control::request(
-        &cfg.daemon.control_socket,
-        &Request::Status,
-    ));
+    let answer =
+        tokio::runtime::Handle::current().block_on(control::request(&socket, &Request::Status));
     let status = match answer.map(|r| r.status) {
         Ok(Some(status)) => status,
         Ok(None) => anyhow::bail!("the daemon (PID {pid}) answered without a status"),
