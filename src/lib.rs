@@ -9,6 +9,8 @@
 //! - [`reload`]: the pure diff of running servers against a new config, and the reload report.
 //! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically.
 //! - [`control`]: the control socket and the client the CLI uses.
+//! - [`dashboard`]: the live terminal dashboard, a control-socket client; its pure
+//!   [`dashboard::model`] says what to show.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
@@ -20,6 +22,7 @@ pub mod config;
 mod config_watch;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod health;
 pub mod hosts;
 mod io;

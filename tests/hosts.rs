@@ -527,6 +527,12 @@ fn proxy() -> String {
 fn rewire_then_unwire_is_byte_identical_for_every_host() {
     let s = Setup::new();
     s.ok(&["import"]);
+    let mux = || {
+        std::fs::canonicalize(s.mux_toml())
+            .unwrap()
+            .display()
+            .to_string()
+    };
     let sock = |name: &str| {
         s.home()
             .join(format!(".rmcp-mux/sockets/{name}.sock"))
@@ -619,7 +625,7 @@ fn rewire_then_unwire_is_byte_identical_for_every_host() {
     // Spot checks of the shapes each host keeps.
     s.ok(&["rewire", "--host", "vscode"]);
     let vs = s.read(vscode_rel());
-    assert!(vs.contains(&format!("\t\t\"memory\": {{\n\t\t\t\"type\": \"stdio\",\n\t\t\t\"command\": \"{}\",\n\t\t\t\"args\": [\"--socket\", \"{}\"]\n\t\t}},\n", proxy(), sock("memory"))), "{vs}");
+    assert!(vs.contains(&format!("\t\t\"memory\": {{\n\t\t\t\"type\": \"stdio\",\n\t\t\t\"command\": \"{}\",\n\t\t\t\"args\": [\"--socket\", \"{}\", \"--autostart\", \"--config\", \"{}\"]\n\t\t}},\n", proxy(), sock("memory"), mux())), "{vs}");
     assert!(
         vs.contains("\"GITHUB_TOKEN\": \"${input:gh-token}\""),
         "{vs}"
@@ -627,15 +633,15 @@ fn rewire_then_unwire_is_byte_identical_for_every_host() {
     assert!(vs.starts_with("// VS Code MCP servers\n{\n\t\"inputs\": [\n\t\t{ \"type\": \"promptString\", \"id\": \"gh-token\""), "{vs}");
     s.ok(&["rewire", "--host", "codex"]);
     let cx = s.read("home/.codex/config.toml");
-    assert!(cx.contains(&format!("[mcp_servers.memory]\n# the knowledge graph\ncommand = \"{}\"\nargs = [\"--socket\", \"{}\"]\nstartup_timeout_sec = 20\n", proxy(), sock("memory"))), "{cx}");
+    assert!(cx.contains(&format!("[mcp_servers.memory]\n# the knowledge graph\ncommand = \"{}\"\nargs = [\"--socket\", \"{}\", \"--autostart\", \"--config\", \"{}\"]\nstartup_timeout_sec = 20\n", proxy(), sock("memory"), mux())), "{cx}");
     assert!(
         cx.starts_with("# Codex config\nmodel = \"o3\"  # the default model\n"),
         "{cx}"
     );
     s.ok(&["rewire", "--host", "zed"]);
     let zed = s.read("xdg/zed/settings.json");
-    assert!(zed.contains(&format!("\"command\": {{ \"path\": \"{}\", \"args\": [\"--socket\", \"{}\"] }},\n      \"settings\": {{}}\n    }},", proxy(), sock("memory"))), "{zed}");
-    assert!(zed.contains(&format!("\"time\": {{ \"source\": \"custom\", \"command\": \"{}\", \"args\": [\"--socket\", \"{}\"] }}", proxy(), sock("time"))), "{zed}");
+    assert!(zed.contains(&format!("\"command\": {{ \"path\": \"{}\", \"args\": [\"--socket\", \"{}\", \"--autostart\", \"--config\", \"{}\"] }},\n      \"settings\": {{}}\n    }},", proxy(), sock("memory"), mux())), "{zed}");
+    assert!(zed.contains(&format!("\"time\": {{ \"source\": \"custom\", \"command\": \"{}\", \"args\": [\"--socket\", \"{}\", \"--autostart\", \"--config\", \"{}\"] }}", proxy(), sock("time"), mux())), "{zed}");
     let cc = s.ok(&["rewire", "--host", "claude-code"]);
     assert!(cc.contains("left linear in "), "{cc}");
     let claude = s.read("home/.claude.json");
@@ -682,8 +688,8 @@ fn unwire_keeps_the_users_later_edits() {
     assert!(out.contains("restored memory in "), "{out}");
     let now: Value = serde_json::from_str(&s.read(rel)).unwrap();
     assert_eq!(
-        now["mcpServers"]["everything"]["args"],
-        json!(["--socket", "/somewhere/else.sock"])
+        now["mcpServers"]["everything"]["args"].as_array().unwrap()[..2],
+        [json!("--socket"), json!("/somewhere/else.sock")]
     );
     assert_eq!(now["mcpServers"]["memory"]["command"], "npx");
     assert_eq!(now["mcpServers"]["memory"]["env"]["API_TOKEN"], SECRET);
@@ -917,7 +923,20 @@ fn three_rewired_hosts_share_one_real_memory_server() {
         let (command, args) = rewired_entry(&s, host);
         assert!(Path::new(&command).is_absolute(), "{command}");
         assert_eq!(command, proxy());
-        assert_eq!(args, ["--socket", socket.as_str()]);
+        let config = std::fs::canonicalize(s.mux_toml())
+            .unwrap()
+            .display()
+            .to_string();
+        assert_eq!(
+            args,
+            [
+                "--socket",
+                socket.as_str(),
+                "--autostart",
+                "--config",
+                config.as_str()
+            ]
+        );
         let mut session = Session::start(&command, &args);
         let tools = session.request(2, "tools/list", json!({}));
         let names: Vec<&str> = tools["result"]["tools"]

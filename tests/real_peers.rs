@@ -5,36 +5,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::*;
-
-fn peers() -> Option<PathBuf> {
-    static READY: OnceLock<Option<PathBuf>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let out = Command::new(root.join("tools/install-test-peers.sh")).output();
-            let required = std::env::var_os("RMCP_MUX_REQUIRE_PEERS").is_some();
-            match out {
-                Ok(o) if o.status.success() => Some(root.join("tests/peers")),
-                other => {
-                    let why = match other {
-                        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                        Err(e) => e.to_string(),
-                    };
-                    assert!(!required, "installing the test peers failed: {why}");
-                    eprintln!("SKIPPED: real MCP peers unavailable ({why}); run tools/install-test-peers.sh");
-                    None
-                }
-            }
-        })
-        .clone()
-}
 
 fn everything(peers: &std::path::Path) -> String {
     format!(

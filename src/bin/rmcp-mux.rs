@@ -23,8 +23,8 @@ use rmcp_mux::logfile::{self, RotatingFile};
     about = "Run each MCP server once and share it between every MCP host on the machine",
     after_help = "Without a subcommand, runs every server of the config in the foreground\n\
                   (`rmcp-mux daemon start` runs it in the background).\n\
-                  Logs go to stderr (or --log-file); set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace)\n\
-                  to change the level."
+                  Logs go to stderr (or --log-file; with --tui, to the config's log file);\n\
+                  set RMCP_MUX_LOG (e.g. debug, rmcp_mux=trace) to change the level."
 )]
 struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).
@@ -49,6 +49,10 @@ struct Cli {
     /// config's log file in the log folder (where `rmcp-mux logs` looks).
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     log_file: Option<Option<PathBuf>>,
+    /// Run the servers and a live dashboard of them in this terminal; `q` stops both. The
+    /// log goes to the config's log file (or --log-file) meanwhile.
+    #[arg(long, conflicts_with_all = ["show_status", "restart_service"])]
+    tui: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -103,6 +107,12 @@ enum Cmd {
     Start(NamedTarget),
     /// Make the running daemon read its config again (as SIGHUP does) and print what changed.
     Reload(Target),
+    /// A live terminal dashboard of the running daemon (keys: j/k move, r restart, s stop,
+    /// S start, l log, q quit).
+    Dashboard {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Exit 0 when a server answers an MCP handshake and ping through its socket.
     Health {
         /// The server's socket.
@@ -228,8 +238,27 @@ fn main() -> ExitCode {
     // First, while this is the only thread: a `daemon start` may be waiting on a pipe.
     lifecycle::take_ready_fd();
     let cli = Cli::parse();
+    if cli.tui && cli.command.is_some() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tui runs the servers itself; it cannot be combined with a subcommand \
+                 (use `rmcp-mux dashboard` for a running daemon)",
+            )
+            .exit();
+    }
     let proxy = matches!(cli.command, Some(Cmd::Proxy { .. }));
+    let dashboard = matches!(cli.command, Some(Cmd::Dashboard { .. }));
     let log_file = match &cli.log_file {
+        // The daemon runs under the dashboard: its log must not draw over the screen.
+        None if cli.tui && cli.command.is_none() => {
+            let config = cli.config.clone().unwrap_or_else(Config::default_path);
+            match rmcp_mux::dashboard::tui_log_file(&config) {
+                Ok(path) => Some(path),
+                Err(err) => return fail(&err),
+            }
+        }
         None => None,
         Some(Some(path)) => Some(path.clone()),
         Some(None) => {
@@ -246,6 +275,8 @@ fn main() -> ExitCode {
                 return fail(&err);
             }
         }
+        // The dashboard owns the terminal and logs nothing of its own.
+        None if dashboard => {}
         None => init_logging(if proxy { "warn" } else { "info" }),
     }
     // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
@@ -370,6 +401,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Some(Cmd::Dashboard { target }) => {
+            let options = rmcp_mux::dashboard::Options {
+                control_socket: control_socket(&target)?,
+            };
+            rmcp_mux::dashboard::run(options, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Cmd::Health {
             socket,
             config,
@@ -411,6 +449,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None if cli.restart_service.is_some() => {
             let server = cli.restart_service.unwrap_or_default();
             command(&legacy_target, Request::Restart { server }).await
+        }
+        None if cli.tui => {
+            let cfg = load(cli.config.as_deref())?;
+            let servers = cfg.select(&cli.only, &cli.except)?;
+            // The same one-daemon-per-config lock as the foreground daemon below.
+            let instance =
+                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, shutdown_signal()).await?;
+            drop(instance);
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             let cfg = load(cli.config.as_deref())?;
@@ -588,7 +636,7 @@ fn rewire(
         );
         if !cfg.daemon.control_socket.exists() {
             println!(
-                "note: the daemon is not running; start it (`rmcp-mux --config {}`) before {host} restarts its servers",
+                "note: the daemon is not running; {host} starts it when it next starts these servers (the proxy's --autostart), or start it now: `rmcp-mux daemon start --config {}`",
                 cfg.path.display()
             );
         }

@@ -277,6 +277,19 @@ fn match_server<'a>(
         .map(|srv| (srv, false))
 }
 
+/// The proxy's arguments for one server. `--autostart` with the absolute config path lets a
+/// host that starts before the daemon (login items race, a reboot) bring the daemon up itself
+/// instead of failing; hosts start commands without a shell, so nothing relative or `~` here.
+pub fn proxy_args(socket: &Path, mux_config: &Path) -> Vec<String> {
+    vec![
+        "--socket".to_owned(),
+        socket.to_string_lossy().into_owned(),
+        "--autostart".to_owned(),
+        "--config".to_owned(),
+        mux_config.to_string_lossy().into_owned(),
+    ]
+}
+
 /// Points every entry of `host` that the mux runs at the proxy.
 ///
 /// # Errors
@@ -291,6 +304,7 @@ pub fn rewire(
 ) -> Result<Report, HostError> {
     let mut report = Report::default();
     let proxy_s = proxy.to_string_lossy().into_owned();
+    let mux_config = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
     for file in host.files(paths) {
         let Some(text) = super::read_optional(&file.path)? else {
             continue;
@@ -317,7 +331,7 @@ pub fn rewire(
                             if dry_run { "would rewire" } else { "rewired" },
                             srv.name
                         ));
-                        let args = vec!["--socket".to_owned(), srv.socket.to_string_lossy().into_owned()];
+                        let args = proxy_args(&srv.socket, &mux_config);
                         jobs.push((e.key_path.clone(), srv.name.clone(), args));
                     }
                 },
