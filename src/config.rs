@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// Daemon-wide settings (`[daemon]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     /// Where the CLI finds the daemon.
     pub control_socket: PathBuf,
@@ -115,7 +115,10 @@ pub enum ServerRequestPolicy {
 }
 
 /// One server (`[servers.NAME]`), with defaults applied and paths expanded.
-#[derive(Clone)]
+///
+/// Equality compares every field (env values included, without showing them): a reload
+/// restarts a server whose config is not equal to the one it runs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// The table's name; also names the socket and the log lines.
     pub name: String,
@@ -176,6 +179,16 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_restarts", &self.max_restarts)
             .finish_non_exhaustive()
     }
+}
+
+/// Which servers of a config a daemon runs (`--only` / `--except`). Kept by the daemon so
+/// that a reload picks from the new file by the same rule as at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Exactly these (enabled or not); empty means every enabled server.
+    pub only: Vec<String>,
+    /// Never these.
+    pub except: Vec<String>,
 }
 
 /// The home folder and variables used for expansion; tests pass their own.
@@ -416,6 +429,42 @@ fn explain(message: &str) -> String {
         }
     }
     message.replace("missing field", "missing key")
+}
+
+/// Where a daemon running `text` listens for control requests, read as leniently as
+/// possible: the CLI must reach a daemon whose config the user has just broken (to show
+/// the error in `status`, or to `reload`). Tries the TOML's `[daemon] control_socket`, then
+/// a line `control_socket = "..."` when the TOML does not even parse, then the default.
+pub fn find_control_socket(text: &str, path: &Path, env: &Env) -> PathBuf {
+    let resolve = |raw: &str| -> Option<PathBuf> {
+        let expanded = expand(raw, &env.home, |v| env.vars.get(v).cloned()).ok()?;
+        let p = PathBuf::from(expanded);
+        Some(if p.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p
+        })
+    };
+    let default = env.home.join(".rmcp-mux").join("control.sock");
+    if let Ok(table) = text.parse::<toml::Table>() {
+        return table
+            .get("daemon")
+            .and_then(|d| d.get("control_socket"))
+            .and_then(|v| v.as_str())
+            .and_then(resolve)
+            .unwrap_or(default);
+    }
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("control_socket"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .filter_map(|v| {
+            let v = v.trim();
+            let quote = v.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+            let inner = &v[1..];
+            inner.find(quote).map(|end| inner[..end].to_owned())
+        })
+        .find_map(|v| resolve(&v))
+        .unwrap_or(default)
 }
 
 impl Config {
@@ -660,6 +709,14 @@ impl Config {
             },
             servers,
         })
+    }
+
+    /// The servers a [`Selection`] picks; see [`Config::select`].
+    ///
+    /// # Errors
+    /// As [`Config::select`].
+    pub fn select_by(&self, selection: &Selection) -> Result<Vec<ServerConfig>, ConfigError> {
+        self.select(&selection.only, &selection.except)
     }
 
     /// The servers to run: enabled ones, or exactly those in `only`, minus `except`.
@@ -996,6 +1053,26 @@ status_file = "/tmp/brave.json"
             c.select(&["a".into()], &["a".into()]),
             Err(ConfigError::NothingSelected)
         ));
+    }
+
+    #[test]
+    fn the_control_socket_is_found_in_a_broken_config() {
+        let p = Path::new("/etc/mux/mux.toml");
+        let valid_but_wrong =
+            "[daemon]\ncontrol_socket = \"~/c.sock\"\n[servers.a]\ncmdd = \"x\"\n";
+        assert_eq!(
+            find_control_socket(valid_but_wrong, p, &env()),
+            PathBuf::from("/home/me/c.sock")
+        );
+        let not_toml = "[daemon]\ncontrol_socket = 'run/c.sock'\n[servers.a\ncmd = \n";
+        assert_eq!(
+            find_control_socket(not_toml, p, &env()),
+            PathBuf::from("/etc/mux/run/c.sock")
+        );
+        assert_eq!(
+            find_control_socket("[servers.a]\ncmd = \"x\"\n", p, &env()),
+            PathBuf::from("/home/me/.rmcp-mux/control.sock")
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The control socket: one JSON request per line, one JSON answer per line. The daemon serves
-//! it; the CLI (`status`, `restart`, `stop`, `start`) and later the dashboard are its clients.
+//! it; the CLI (`status`, `restart`, `stop`, `start`, `reload`) and later the dashboard are its
+//! clients.
 //!
 //! It only translates requests into calls on [`Shared`]; it holds no state of its own.
 
@@ -17,6 +18,7 @@ use tracing::{debug, warn};
 use crate::daemon::{DaemonStatus, Shared};
 use crate::mux::listener::{self, BoundSocket};
 use crate::mux::router::Command;
+use crate::reload::ReloadReport;
 
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub enum Request {
         /// The server's name.
         server: String,
     },
+    /// Read the config file again and apply it (as SIGHUP does).
+    Reload,
 }
 
 /// The answer to a [`Request`].
@@ -52,7 +56,35 @@ pub struct Response {
     /// The status, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonStatus>,
+    /// What changed, for `reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadReport>,
 }
+
+impl Response {
+    fn ok() -> Response {
+        Response {
+            ok: true,
+            error: None,
+            status: None,
+            reload: None,
+        }
+    }
+
+    fn failed(error: String) -> Response {
+        Response {
+            ok: false,
+            error: Some(error),
+            ..Response::ok()
+        }
+    }
+}
+
+/// The daemon refused a reload (its config is invalid or gone); the CLI exits 2 on it, as
+/// for any config error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadRefused(pub String);
 
 /// Serves the control socket until `token` is cancelled, then removes it.
 pub async fn serve(socket: BoundSocket, shared: Arc<Shared>, token: CancellationToken) {
@@ -88,34 +120,28 @@ async fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut lines = BufReader::new(read.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Err(e) => Response {
-                ok: false,
-                error: Some(format!("bad control request: {e}")),
-                status: None,
-            },
+            Err(e) => Response::failed(format!("bad control request: {e}")),
             Ok(Request::Status) => Response {
-                ok: true,
-                error: None,
                 status: Some(shared.status()),
+                ..Response::ok()
+            },
+            Ok(Request::Reload) => match shared.reload().await {
+                Ok(report) => Response {
+                    reload: Some(report),
+                    ..Response::ok()
+                },
+                Err(e) => Response::failed(e.to_string()),
             },
             Ok(req) => {
                 let (name, cmd) = match &req {
                     Request::Restart { server } => (server, Command::Restart),
                     Request::Stop { server } => (server, Command::Stop),
                     Request::Start { server } => (server, Command::Start),
-                    Request::Status => unreachable!("handled above"),
+                    Request::Status | Request::Reload => unreachable!("handled above"),
                 };
                 match shared.command(name, cmd).await {
-                    Ok(()) => Response {
-                        ok: true,
-                        error: None,
-                        status: None,
-                    },
-                    Err(e) => Response {
-                        ok: false,
-                        error: Some(format!("{e:#}")),
-                        status: None,
-                    },
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::failed(format!("{e:#}")),
                 }
             }
         };
@@ -134,6 +160,33 @@ use tokio::io::AsyncReadExt as _;
 /// No daemon listening (with a hint on how to start one), or a daemon that answered with an
 /// error.
 pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    let response = exchange(socket, req).await?;
+    if !response.ok {
+        anyhow::bail!(
+            "{}",
+            response.error.unwrap_or_else(|| "request failed".into())
+        );
+    }
+    Ok(response)
+}
+
+/// Asks the daemon to reload its config and returns what changed.
+///
+/// # Errors
+/// [`ReloadRefused`] when the daemon refused the new config (it keeps running the old one);
+/// otherwise as [`request`].
+pub async fn reload(socket: &Path) -> anyhow::Result<ReloadReport> {
+    let response = exchange(socket, &Request::Reload).await?;
+    if !response.ok {
+        let why = response.error.unwrap_or_else(|| "reload failed".into());
+        return Err(ReloadRefused(why).into());
+    }
+    response
+        .reload
+        .context("the daemon answered without a reload report")
+}
+
+async fn exchange(socket: &Path, req: &Request) -> anyhow::Result<Response> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
             "no rmcp-mux daemon is listening on {} (start one with `rmcp-mux daemon start --config FILE`)",
@@ -145,17 +198,15 @@ pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
     line.push(b'\n');
     write.write_all(&line).await?;
     let mut lines = BufReader::new(read).lines();
-    let answer = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+    // A reload may wait for servers to stop (their grace periods): allow for it.
+    let limit = if matches!(req, Request::Reload) {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(10)
+    };
+    let answer = tokio::time::timeout(limit, lines.next_line())
         .await
-        .context("the daemon did not answer within 10 s")??
+        .with_context(|| format!("the daemon did not answer within {} s", limit.as_secs()))??
         .context("the daemon closed the control connection without answering")?;
-    let response: Response =
-        serde_json::from_str(&answer).context("the daemon sent an unreadable answer")?;
-    if !response.ok {
-        anyhow::bail!(
-            "{}",
-            response.error.unwrap_or_else(|| "request failed".into())
-        );
-    }
-    Ok(response)
+    serde_json::from_str(&answer).context("the daemon sent an unreadable answer")
 }

@@ -1,25 +1,30 @@
 //! All servers of a config in one process: bind every socket, start one actor per server,
-//! serve the control socket, and stop everything in order on shutdown.
+//! serve the control socket, apply config reloads (start added servers, stop removed ones,
+//! restart changed ones) and stop everything in order on shutdown.
 //!
 //! It owns no routing state (each actor owns its own) and reaches into no actor: it holds
-//! their handles, reads their status snapshots and sends them commands.
+//! their handles, reads their status snapshots and sends them commands. The list of handles
+//! sits behind a `std::sync::RwLock` that only control, status and reload touch, never the
+//! hot path inside an actor.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, DaemonConfig, Selection, ServerConfig};
 use crate::control;
 use crate::mux::actor::{self, ServerHandle, ServerStatus};
 use crate::mux::listener;
 use crate::mux::router::{Command, ServerState};
+use crate::reload::{self, ReloadError, ReloadReport, StartFailure};
 
 /// What `rmcp-mux status --json` prints; also the control socket's answer to `status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -98,35 +103,97 @@ impl ServerReport {
     }
 }
 
-/// What the control socket and the tray share: the handles and when the daemon started.
+/// One running server: its config, its handle, and the token that stops it alone.
+struct Entry {
+    cfg: ServerConfig,
+    handle: ServerHandle,
+    token: CancellationToken,
+}
+
+/// What a reload changes, behind one lock.
+struct Live {
+    /// The running servers, in config order.
+    entries: Vec<Entry>,
+    /// The `[daemon]` keys in effect; `control_socket` stays the one bound at start.
+    daemon: DaemonConfig,
+    /// Why the last reload was refused.
+    config_error: Option<String>,
+}
+
+/// What the control socket and the tray share: the running servers, the config they came
+/// from, and the means to reload it.
 pub struct Shared {
-    handles: Vec<ServerHandle>,
+    live: RwLock<Live>,
     started: Instant,
     config: PathBuf,
+    /// Held for a whole reload, so that the watcher, SIGHUP and `rmcp-mux reload` never run
+    /// two at once; it keeps the `--only`/`--except` selection of the command line.
+    reloading: tokio::sync::Mutex<Selection>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    /// Woken when the server set, the `[daemon]` keys or the config error change (and, for
+    /// servers with a status file, when their status does): the status-file writer waits on it.
+    pub(crate) changed: Arc<Notify>,
 }
 
 impl Shared {
+    fn live(&self) -> RwLockReadGuard<'_, Live> {
+        // Code holding the lock only moves values in and out; even an update cut short leaves
+        // a usable `Live`, so a poisoned lock is still good to read.
+        self.live.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn live_mut(&self) -> RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The whole daemon's status now.
     pub fn status(&self) -> DaemonStatus {
         let now = Instant::now();
+        let live = self.live();
         DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
             log_file: crate::logfile::active(),
-            config_error: None,
-            servers: self
-                .handles
+            config_error: live.config_error.clone(),
+            servers: live
+                .entries
                 .iter()
-                .map(|h| ServerReport::from_status(&h.status(), now))
+                .map(|e| ServerReport::from_status(&e.handle.status(), now))
                 .collect(),
         }
     }
 
-    /// The handles of every server, in config order.
-    pub fn servers(&self) -> &[ServerHandle] {
-        &self.handles
+    /// The handles of every running server, in config order (a copy: reloads change the set).
+    pub fn servers(&self) -> Vec<ServerHandle> {
+        self.live()
+            .entries
+            .iter()
+            .map(|e| e.handle.clone())
+            .collect()
+    }
+
+    /// The config file this daemon runs and reloads.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Why the last reload was refused, until a good config is loaded.
+    pub fn config_error(&self) -> Option<String> {
+        self.live().config_error.clone()
+    }
+
+    /// The status files to write: the daemon's, and each server's with its handle.
+    pub(crate) fn status_files(&self) -> (Option<PathBuf>, Vec<(ServerHandle, Option<PathBuf>)>) {
+        let live = self.live();
+        let servers = live
+            .entries
+            .iter()
+            .map(|e| (e.handle.clone(), e.cfg.status_file.clone()))
+            .collect();
+        (live.daemon.status_file.clone(), servers)
     }
 
     /// Sends a command to one server by name.
@@ -134,13 +201,184 @@ impl Shared {
     /// # Errors
     /// An unknown name (with the closest known one suggested), or a server shutting down.
     pub async fn command(&self, name: &str, cmd: Command) -> anyhow::Result<()> {
-        match self.handles.iter().find(|h| h.name() == name) {
-            Some(h) => h.command(cmd).await,
-            None => {
-                let names: Vec<&str> = self.handles.iter().map(|h| h.name()).collect();
-                anyhow::bail!("{}", unknown_server(name, &names))
+        let found = {
+            let live = self.live();
+            match live.entries.iter().find(|e| e.handle.name() == name) {
+                Some(e) => Ok(e.handle.clone()),
+                None => {
+                    let names: Vec<&str> = live.entries.iter().map(|e| e.handle.name()).collect();
+                    Err(unknown_server(name, &names))
+                }
+            }
+        };
+        match found {
+            Ok(h) => h.command(cmd).await,
+            Err(msg) => anyhow::bail!("{msg}"),
+        }
+    }
+
+    /// Reads the config file again and applies it: servers added are bound and started,
+    /// removed ones stopped, changed ones stopped and started with their new config;
+    /// unchanged ones (and their clients) are not touched.
+    ///
+    /// A server that cannot be bound is reported in [`ReloadReport::failed`] and tried again
+    /// by the next reload; the others are applied anyway.
+    ///
+    /// # Errors
+    /// An invalid, unreadable or deleted config (the running configuration stays, and the
+    /// error shows in [`DaemonStatus::config_error`] until a good config is loaded), or a
+    /// daemon that is shutting down.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let selection = self.reloading.lock().await;
+        if self.token.is_cancelled() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let loaded = Config::load(&self.config).and_then(|cfg| {
+            let wanted = cfg.select_by(&selection)?;
+            Ok((cfg, wanted))
+        });
+        let (cfg, wanted) = match loaded {
+            Ok(ok) => ok,
+            Err(e) => {
+                error!(error = %e, "config reload refused; still running the previous configuration");
+                self.live_mut().config_error = Some(e.to_string());
+                self.changed.notify_one();
+                return Err(e.into());
+            }
+        };
+        let (running, old_daemon) = {
+            let live = self.live();
+            let running: Vec<ServerConfig> = live.entries.iter().map(|e| e.cfg.clone()).collect();
+            (running, live.daemon.clone())
+        };
+        let diff = reload::diff(&running, &wanted);
+        let mut report = ReloadReport {
+            config: self.config.clone(),
+            added: diff.added.iter().map(|s| s.name.clone()).collect(),
+            removed: diff.removed.clone(),
+            restarted: diff.changed.iter().map(|s| s.name.clone()).collect(),
+            unchanged: diff.unchanged.iter().map(|s| s.name.clone()).collect(),
+            ..ReloadReport::default()
+        };
+        let mut daemon = cfg.daemon.clone();
+        if daemon.control_socket != old_daemon.control_socket {
+            let note = format!(
+                "control_socket changed to {}: needs a daemon restart (still listening on {})",
+                daemon.control_socket.display(),
+                old_daemon.control_socket.display()
+            );
+            warn!("{note}");
+            report.notes.push(note);
+            daemon.control_socket = old_daemon.control_socket.clone();
+        }
+
+        // Stop first: a changed server usually keeps its socket path, and a removed one may
+        // free a path an added one wants.
+        let stopping: Vec<ServerHandle> = {
+            let live = self.live();
+            live.entries
+                .iter()
+                .filter(|e| {
+                    diff.removed.contains(&e.cfg.name)
+                        || diff.changed.iter().any(|c| c.name == e.cfg.name)
+                })
+                .map(|e| {
+                    info!(server = %e.cfg.name, "stopping for reload");
+                    e.token.cancel();
+                    e.handle.clone()
+                })
+                .collect()
+        };
+        let limit = running
+            .iter()
+            .map(|s| s.shutdown_grace)
+            .max()
+            .unwrap_or_default()
+            * 2
+            + STOP_MARGIN;
+        stopped_all(&stopping, limit).await;
+
+        let mut started: Vec<Entry> = Vec::new();
+        for s in diff.added.iter().chain(&diff.changed) {
+            if self.token.is_cancelled() {
+                break;
+            }
+            match self.start_server(s.clone()) {
+                Ok(entry) => started.push(entry),
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    error!(server = %s.name, error = %error, "cannot start server from the new config");
+                    report.failed.push(StartFailure {
+                        server: s.name.clone(),
+                        error,
+                    });
+                }
             }
         }
+        report
+            .added
+            .retain(|n| !report.failed.iter().any(|f| &f.server == n));
+        report
+            .restarted
+            .retain(|n| !report.failed.iter().any(|f| &f.server == n));
+        {
+            let mut live = self.live_mut();
+            let mut old: Vec<Entry> = std::mem::take(&mut live.entries);
+            let mut entries = Vec::with_capacity(wanted.len());
+            for want in &wanted {
+                if let Some(i) = started.iter().position(|e| e.cfg.name == want.name) {
+                    entries.push(started.swap_remove(i));
+                } else if let Some(i) = diff.unchanged.iter().position(|u| u.name == want.name) {
+                    if let Some(j) = old.iter().position(|e| e.cfg.name == want.name) {
+                        let mut entry = old.swap_remove(j);
+                        entry.cfg = diff.unchanged[i].clone();
+                        entries.push(entry);
+                    }
+                }
+            }
+            live.entries = entries;
+            live.daemon = daemon;
+            // The error already names the server ("server x: cannot listen: ...").
+            live.config_error = report.failed.first().map(|f| f.error.clone());
+        }
+        self.changed.notify_one();
+        info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            restarted = ?report.restarted,
+            unchanged = report.unchanged.len(),
+            "config reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Binds one server's socket and starts its actor under its own token.
+    fn start_server(&self, cfg: ServerConfig) -> anyhow::Result<Entry> {
+        let sock = listener::bind(&cfg.socket)
+            .with_context(|| format!("server {}: cannot listen", cfg.name))?;
+        info!(server = %cfg.name, socket = %cfg.socket.display(), "listening");
+        let token = self.token.child_token();
+        let handle = actor::spawn(cfg.clone(), sock, token.clone(), &self.tracker);
+        Ok(Entry { cfg, handle, token })
+    }
+}
+
+/// Added to the grace periods when waiting for servers to stop (writers flushing, a loaded
+/// machine).
+const STOP_MARGIN: Duration = Duration::from_secs(1);
+
+/// Waits until every one of these actors has ended (its child gone, its socket unlinked),
+/// within `limit` overall.
+async fn stopped_all(handles: &[ServerHandle], limit: Duration) {
+    let wait = async {
+        for h in handles {
+            let mut rx = h.watch();
+            // `changed` fails once the actor has dropped its sender, i.e. it has returned.
+            while rx.changed().await.is_ok() {}
+        }
+    };
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        warn!("some servers did not stop in time");
     }
 }
 
@@ -160,21 +398,57 @@ pub fn unknown_server(name: &str, names: &[&str]) -> String {
     }
 }
 
-/// A started daemon: every socket bound, every actor running.
+/// A started daemon: every socket bound, every actor running, the config watched.
 pub struct Daemon {
     shared: Arc<Shared>,
     token: CancellationToken,
+    /// Stops the status-file writer, after the servers (it writes their final state).
+    writer_token: CancellationToken,
     tracker: TaskTracker,
-    grace: Duration,
 }
 
 impl Daemon {
     /// Binds every socket (all or nothing) and starts every server of `servers`.
     ///
+    /// Reloads keep the selection that picked `servers`: when they are the config's enabled
+    /// servers, a reload runs the new file's enabled servers; otherwise exactly these names
+    /// (as `--only` would). [`Daemon::start_selected`] takes the selection explicitly.
+    ///
+    /// The config file is watched and reloaded on change; SIGHUP is left to the caller
+    /// ([`run`] and [`run_selected`] listen for it), since signals belong to the process.
+    ///
     /// # Errors
     /// A socket that cannot be bound or is served by another live daemon; nothing is left
     /// behind when this fails.
     pub async fn start(config: &Config, servers: Vec<ServerConfig>) -> anyhow::Result<Daemon> {
+        let enabled: Vec<&str> = config
+            .servers
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.as_str())
+            .collect();
+        let picked: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        let selection = if picked == enabled {
+            Selection::default()
+        } else {
+            Selection {
+                only: picked.iter().map(|s| (*s).to_owned()).collect(),
+                except: vec![],
+            }
+        };
+        Self::start_selected(config, servers, selection).await
+    }
+
+    /// As [`Daemon::start`], with the `--only`/`--except` selection that picked `servers`,
+    /// which reloads apply to the new file.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub async fn start_selected(
+        config: &Config,
+        servers: Vec<ServerConfig>,
+        selection: Selection,
+    ) -> anyhow::Result<Daemon> {
         let started = Instant::now();
         let control_socket = listener::bind(&config.daemon.control_socket).with_context(|| {
             "another rmcp-mux may be running for this config (see `rmcp-mux status`)".to_owned()
@@ -187,31 +461,44 @@ impl Daemon {
         }
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let grace = servers
-            .iter()
-            .map(|s| s.shutdown_grace)
-            .max()
-            .unwrap_or_default();
-        let handles: Vec<ServerHandle> = servers
+        let entries: Vec<Entry> = servers
             .into_iter()
             .zip(bound)
             .map(|(cfg, sock)| {
                 info!(server = %cfg.name, socket = %cfg.socket.display(), "listening");
-                actor::spawn(cfg, sock, token.child_token(), &tracker)
+                let server_token = token.child_token();
+                let handle = actor::spawn(cfg.clone(), sock, server_token.clone(), &tracker);
+                Entry {
+                    cfg,
+                    handle,
+                    token: server_token,
+                }
             })
             .collect();
+        let count = entries.len();
         let shared = Arc::new(Shared {
-            handles,
+            live: RwLock::new(Live {
+                entries,
+                daemon: config.daemon.clone(),
+                config_error: None,
+            }),
             started,
             config: config.path.clone(),
+            reloading: tokio::sync::Mutex::new(selection),
+            token: token.clone(),
+            tracker: tracker.clone(),
+            changed: Arc::new(Notify::new()),
         });
         tracker.spawn(control::serve(
             control_socket,
             shared.clone(),
             token.child_token(),
         ));
+        crate::config_watch::spawn(shared.clone(), token.child_token(), &tracker);
+        let writer_token = CancellationToken::new();
+        crate::status_file::spawn(shared.clone(), writer_token.clone(), &tracker);
         info!(
-            servers = shared.handles.len(),
+            servers = count,
             control = %config.daemon.control_socket.display(),
             "rmcp-mux ready"
         );
@@ -220,8 +507,8 @@ impl Daemon {
         Ok(Daemon {
             shared,
             token,
+            writer_token,
             tracker,
-            grace,
         })
     }
 
@@ -230,23 +517,71 @@ impl Daemon {
         self.shared.clone()
     }
 
-    /// Stops every server in order and waits, within a bound, until they are gone.
+    /// Reads the config again and applies it; see [`Shared::reload`].
+    ///
+    /// # Errors
+    /// As [`Shared::reload`].
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.shared.reload().await
+    }
+
+    /// Stops every server in order and waits, within a bound, until they are gone; then
+    /// writes the status files one last time.
     pub async fn shutdown(self) {
         info!("shutting down");
         self.token.cancel();
-        self.tracker.close();
+        // A reload in progress starts nothing more once the token is cancelled; waiting for it
+        // to end makes the list below complete.
+        let _no_more_reloads = self.shared.reloading.lock().await;
+        let (handles, grace): (Vec<ServerHandle>, Duration) = {
+            let live = self.shared.live();
+            (
+                live.entries.iter().map(|e| e.handle.clone()).collect(),
+                live.entries
+                    .iter()
+                    .map(|e| e.cfg.shutdown_grace)
+                    .max()
+                    .unwrap_or_default(),
+            )
+        };
         // Children get their grace period; writers a moment to flush after that.
-        let limit = self.grace + Duration::from_secs(1);
-        if tokio::time::timeout(limit, self.tracker.wait())
+        stopped_all(&handles, grace + STOP_MARGIN).await;
+        self.writer_token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(STOP_MARGIN, self.tracker.wait())
             .await
             .is_err()
         {
             warn!("some tasks did not stop in time");
         }
     }
+
+    /// Serves until `shutdown` completes, reloading on every signal of `hup`, then stops
+    /// everything.
+    async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut hup: Option<tokio::signal::unix::Signal>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                // Cancel safe: Signal::recv loses no signal when dropped.
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    info!("SIGHUP received; reloading the config");
+                    // The outcome is logged (and shown in status) by reload itself.
+                    let _ = self.reload().await;
+                }
+            }
+        }
+        self.shutdown().await;
+    }
 }
 
-/// Runs every server of `servers` until `shutdown` completes, then stops them all.
+/// Runs every server of `servers` until `shutdown` completes, then stops them all. SIGHUP
+/// reloads the config; the file is also watched. Reloads keep the selection as described at
+/// [`Daemon::start`].
 ///
 /// # Errors
 /// As [`Daemon::start`].
@@ -255,8 +590,39 @@ pub async fn run(
     servers: Vec<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Listen before the sockets are up: a SIGHUP sent once `ready` is logged must reload, not
+    // kill (its default action).
+    let hup = sighup();
     let daemon = Daemon::start(config, servers).await?;
-    shutdown.await;
-    daemon.shutdown().await;
+    daemon.serve_until(shutdown, hup).await;
     Ok(())
+}
+
+/// As [`run`], for the servers `selection` picks from `config` (the command line's
+/// `--only`/`--except`), which every reload applies again to the new file.
+///
+/// # Errors
+/// A selection naming unknown servers or picking none, and as [`Daemon::start`].
+pub async fn run_selected(
+    config: &Config,
+    selection: Selection,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let servers = config.select_by(&selection)?;
+    let hup = sighup();
+    let daemon = Daemon::start_selected(config, servers, selection).await?;
+    daemon.serve_until(shutdown, hup).await;
+    Ok(())
+}
+
+/// The SIGHUP stream, or `None` (logged) when it cannot be had.
+fn sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload with `rmcp-mux reload`");
+            None
+        }
+    }
 }

@@ -4,7 +4,10 @@
 //! - [`config`]: `mux.toml` types, defaults, validation and path expansion.
 //! - [`jsonrpc`]: the message envelope, bounded line framing, id/token rewriting on raw bytes.
 //! - [`mux`]: one actor per server: the pure [`mux::router`], the child process, the socket.
-//! - [`daemon`]: all servers of a config, status snapshots, shutdown.
+//! - [`daemon`]: all servers of a config, status snapshots, reload, shutdown; `config_watch`
+//!   (private) reloads it when the config file changes.
+//! - [`reload`]: the pure diff of running servers against a new config, and the reload report.
+//! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically.
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`dashboard`]: the live terminal dashboard, a control-socket client; its pure
 //!   [`dashboard::model`] says what to show.
@@ -17,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod config_watch;
 pub mod control;
 pub mod daemon;
 pub mod dashboard;
@@ -28,5 +32,7 @@ pub mod lifecycle;
 pub mod logfile;
 pub mod mux;
 pub mod proxy;
+pub mod reload;
 pub mod status;
+pub mod status_file;
 pub mod tray;

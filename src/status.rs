@@ -80,6 +80,9 @@ pub fn render_table(status: &DaemonStatus) -> String {
         human_duration(status.uptime_ms),
         status.config.display()
     );
+    if let Some(err) = &status.config_error {
+        out += &format!("config error (still running the previous configuration): {err}\n");
+    }
     out
 }
 
@@ -153,5 +156,14 @@ mod tests {
         );
         assert!(lines[4].contains("failed") && lines[4].contains("exited with status 1"));
         assert!(lines[6].contains("pid 7"));
+        let broken = DaemonStatus {
+            config_error: Some("/c/mux.toml:3:1: unknown key `cmdd`".into()),
+            ..status
+        };
+        let table = render_table(&broken);
+        assert_eq!(
+            table.lines().nth(7),
+            Some("config error (still running the previous configuration): /c/mux.toml:3:1: unknown key `cmdd`")
+        );
     }
 }

@@ -709,3 +709,52 @@ fn stop_kills_a_daemon_that_does_not_stop_within_ten_seconds() {
     // Its server sees stdin close and exits on its own.
     wait_dead(child);
 }
+
+#[test]
+fn a_detached_daemon_brings_up_an_added_server_without_restarting_the_others() {
+    let home = Home::new(&fake("f"));
+    let pid = home.start();
+    let st = wait_running(&home, 1);
+    let f_pid = st["servers"][0]["pid"].clone();
+    let mut c = home.connect("f");
+    c.initialize(json!({}));
+    // The user edits the config; the editor saves by rename.
+    let text = std::fs::read_to_string(&home.config).unwrap();
+    let edited = format!("{text}{}", fake("g").replace("{fake}", FAKE));
+    let tmp = home.path("mux.toml.swp");
+    std::fs::write(&tmp, &edited).unwrap();
+    std::fs::rename(&tmp, &home.config).unwrap();
+    home.wait_log(&["config reloaded", "added=[\"g\"]"]);
+    let st = wait_running(&home, 2);
+    assert_eq!(st["pid"], pid, "the same daemon");
+    assert_eq!(st["servers"][0]["pid"], f_pid, "f was not restarted: {st}");
+    assert_eq!(st["servers"][0]["clients"], 1);
+    assert_eq!(text_of_echo(&mut c), "still");
+    home.connect("g").initialize(json!({}));
+
+    // A broken edit: `daemon status` still reaches the daemon and shows the error.
+    std::fs::write(&tmp, format!("{edited}bogus = 1\n")).unwrap();
+    std::fs::rename(&tmp, &home.config).unwrap();
+    home.wait_log(&["ERROR", "config reload refused", "`bogus`"]);
+    let (code, out, err) = home.mux(&["daemon", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("config error") && out.contains("`bogus`"),
+        "{out}"
+    );
+
+    let children = child_pids(&home.status());
+    let (code, _, err) = home.mux(&["daemon", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    wait_dead(pid);
+    for child in children {
+        wait_dead(child);
+    }
+    for sock in ["run/f.sock", "run/g.sock", "run/control.sock"] {
+        assert!(!home.path(sock).exists(), "{sock} left behind");
+    }
+}
+
+fn text_of_echo(c: &mut Client) -> String {
+    text(&c.call(json!(9), "echo", json!({"text":"still"})))
+}

@@ -204,3 +204,29 @@ fn a_missing_socket_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn keeps_the_host_session_when_a_reload_restarts_its_server() {
+    let mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+    );
+    p.initialize();
+    p.send(&call(1, "echo", json!({"text":"before"})));
+    assert_eq!(text(&p.response(&json!(1))), "before");
+    let old = mux.wait_status("f", |s| s["clients"] == 1)["pid"].clone();
+    // New args: the reload stops f (closing the proxy's connection) and starts it again.
+    mux.edit(
+        "",
+        &format!("{SERVER}args = [\"--server-version\", \"2.0\"]\n"),
+    );
+    mux.log.wait_for(&["config reloaded", "restarted=[\"f\"]"]);
+    p.send(&call(2, "echo", json!({"text":"after"})));
+    let r = p.response(&json!(2));
+    assert_eq!(text(&r), "after", "{r}\nproxy log:\n{}", p.log.text());
+    let st = mux.wait_status("f", |s| s["clients"] == 1);
+    assert_ne!(st["pid"], old, "a new child runs the new args");
+}

@@ -159,3 +159,46 @@ fn a_killed_real_server_is_restarted_and_new_sessions_work() {
     ));
     assert_eq!(out["echo_ok"], true);
 }
+
+#[test]
+fn an_open_memory_session_keeps_its_server_while_another_is_added_by_reload() {
+    let Some(peers) = peers() else { return };
+    let memory = format!(
+        "[servers.memory]\ncmd = \"node\"\nargs = [\"{}\"]\nenv = {{ MEMORY_FILE_PATH = \"{{dir}}/memory.jsonl\" }}\n",
+        peers.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js").display()
+    );
+    let mux = Mux::start(&memory);
+    // A raw JSON-RPC session, left open across the reload.
+    let mut c = mux.connect("memory");
+    let init = c.initialize(serde_json::json!({}));
+    assert_eq!(init["result"]["serverInfo"]["name"], "memory-server");
+    let made = c.call(
+        serde_json::json!(1),
+        "create_entities",
+        serde_json::json!({"entities":[{"name":"before-reload","entityType":"test","observations":["kept"]}]}),
+    );
+    assert!(made["result"].is_object(), "{made}");
+    let pid = mux.wait_status("memory", |s| s["state"] == "running")["pid"].clone();
+
+    let time = format!(
+        "[servers.time]\ncmd = \"{}\"\n",
+        peers.join(".venv/bin/mcp-server-time").display()
+    );
+    mux.edit("", &format!("{memory}{time}"));
+    mux.log
+        .wait_for(&["config reloaded", "added=[\"time\"]", "restarted=[]"]);
+    // The added server serves a real SDK session...
+    let out = finish(session(
+        &peers,
+        "time_session.py",
+        None,
+        &mux.socket("time"),
+    ));
+    assert_eq!(out["server_name"], "mcp-time");
+    // ...and the open session goes on with the same child and its state.
+    let graph = text(&c.call(serde_json::json!(2), "read_graph", serde_json::json!({})));
+    assert!(graph.contains("before-reload"), "{graph}");
+    let st = mux.server_status("memory");
+    assert_eq!(st["pid"], pid, "memory was not restarted: {st}");
+    assert_eq!(st["clients"], 1);
+}

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use rmcp_mux::config::{default_state_dir, Config, ConfigError};
-use rmcp_mux::control::{self, Request};
+use rmcp_mux::config::{
+    default_state_dir, find_control_socket, Config, ConfigError, Env, Selection,
+};
+use rmcp_mux::control::{self, ReloadRefused, Request};
 use rmcp_mux::hosts::{self, HostError};
 use rmcp_mux::lifecycle::{self, Instance, LifecycleError, Paths, Probe};
 use rmcp_mux::logfile::{self, RotatingFile};
@@ -107,6 +109,8 @@ enum Cmd {
     Stop(NamedTarget),
     /// Start a stopped or failed server.
     Start(NamedTarget),
+    /// Make the running daemon read its config again (as SIGHUP does) and print what changed.
+    Reload(Target),
     /// A live terminal dashboard of the running daemon (keys: j/k move, r restart, s stop,
     /// S start, l log, q quit).
     Dashboard {
@@ -312,6 +316,7 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("rmcp-mux: {err:#}");
     let config = err.chain().any(|e| {
         e.downcast_ref::<ConfigError>().is_some()
+            || e.downcast_ref::<ReloadRefused>().is_some()
             || matches!(e.downcast_ref(), Some(HostError::UnknownHost { .. }))
     });
     let child = err.chain().find_map(|e| match e.downcast_ref() {
@@ -415,6 +420,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
         Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
         Some(Cmd::Start(t)) => command(&t.target, Request::Start { server: t.name }).await,
+        Some(Cmd::Reload(target)) => {
+            let socket = control_socket(&target)?;
+            let report = control::reload(&socket).await?;
+            print!("{}", report.render());
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Some(Cmd::Dashboard { target }) => {
             let options = rmcp_mux::dashboard::Options {
                 control_socket: control_socket(&target)?,
@@ -476,11 +491,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => {
             let cfg = load(cli.config.as_deref())?;
-            let servers = cfg.select(&cli.only, &cli.except)?;
+            let selection = Selection {
+                only: cli.only.clone(),
+                except: cli.except.clone(),
+            };
+            // Refuse an unknown name before taking the lock.
+            cfg.select_by(&selection)?;
             // One daemon per config, held until the daemon has stopped everything.
             let instance =
                 Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
-            rmcp_mux::daemon::run(&cfg, servers, shutdown_signal()).await?;
+            rmcp_mux::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
         }
@@ -492,20 +512,32 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(&path)?)
 }
 
-/// The control socket of the daemon a command is meant for.
+/// The control socket of the daemon a command is meant for. A config that does not load
+/// still names its daemon's socket (read leniently): the daemon is running the previous good
+/// config and `status` / `reload` must reach it to show the error.
 fn control_socket(target: &Target) -> anyhow::Result<PathBuf> {
     if let Some(p) = &target.control_socket {
         return Ok(p.clone());
     }
-    match &target.config {
-        Some(path) => Ok(Config::load(path)?.daemon.control_socket),
+    let path = match &target.config {
+        Some(path) => path.clone(),
         None => {
             let path = Config::default_path();
-            if path.exists() {
-                Ok(Config::load(&path)?.daemon.control_socket)
-            } else {
-                Ok(default_state_dir().join("control.sock"))
+            if !path.exists() {
+                return Ok(default_state_dir().join("control.sock"));
             }
+            path
+        }
+    };
+    match Config::load(&path) {
+        Ok(cfg) => Ok(cfg.daemon.control_socket),
+        Err(err @ ConfigError::Read { .. }) => Err(err.into()),
+        Err(_) => {
+            // Readable but invalid: find the socket leniently.
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            Ok(find_control_socket(&text, &path, &Env::from_process()))
         }
     }
 }
@@ -530,7 +562,7 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
         Request::Restart { server } => format!("restarting {server}"),
         Request::Stop { server } => format!("stopping {server}"),
         Request::Start { server } => format!("starting {server}"),
-        Request::Status => String::new(),
+        Request::Status | Request::Reload => String::new(),
     };
     control::request(&socket, &req).await?;
     println!("{what}");
@@ -651,6 +683,7 @@ fn unwire(name: &str, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGINT or SIGTERM. (SIGHUP reloads the config instead; `daemon::run_selected` handles it.)
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -745,12 +778,14 @@ fn daemon_status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let pid = info.map_or_else(|| "unknown".to_owned(), |i| i.pid.to_string());
-    let cfg = Config::load(&paths.config)?;
+    // Found leniently: a daemon whose config was just broken runs on and shows the error.
+    let socket = control_socket(&Target {
+        config: Some(paths.config.clone()),
+        control_socket: None,
+    })?;
     // On a blocking-pool thread of the CLI's runtime, so its handle may block on this.
-    let answer = tokio::runtime::Handle::current().block_on(control::request(
-        &cfg.daemon.control_socket,
-        &Request::Status,
-    ));
+    let answer =
+        tokio::runtime::Handle::current().block_on(control::request(&socket, &Request::Status));
     let status = match answer.map(|r| r.status) {
         Ok(Some(status)) => status,
         Ok(None) => anyhow::bail!("the daemon (PID {pid}) answered without a status"),

@@ -201,6 +201,7 @@ fn done(req: &Request) -> String {
         Request::Restart { server } => format!("restarting {server}"),
         Request::Stop { server } => format!("stopping {server}"),
         Request::Start { server } => format!("starting {server}"),
+        Request::Reload => "reloading the config".to_owned(),
         Request::Status => String::new(),
     }
 }

@@ -84,6 +84,11 @@ impl ServerHandle {
         self.status.borrow().clone()
     }
 
+    /// Whether both handles lead to the same actor (a restarted server is a new actor).
+    pub fn same(&self, other: &ServerHandle) -> bool {
+        self.status.same_channel(&other.status)
+    }
+
     /// A receiver that wakes on every status change (for the tray and status files).
     pub fn watch(&self) -> watch::Receiver<ServerStatus> {
         self.status.clone()

@@ -91,42 +91,72 @@ impl Mux {
     }
 
     pub fn start_in(dir: tempfile::TempDir, servers: &str, extra_args: &[&str]) -> Mux {
+        Self::start_full(dir, "", servers, extra_args, &[])
+    }
+
+    /// As [`Mux::start_in`], with more `[daemon]` keys (`{dir}` replaced) and environment.
+    pub fn start_full(
+        dir: tempfile::TempDir,
+        daemon_extra: &str,
+        servers: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Mux {
         let dir = Arc::new(dir);
-        let d = dir.path().display().to_string();
         let config = dir.path().join("mux.toml");
-        let text = format!(
-            "[daemon]\ncontrol_socket = \"{d}/run/control.sock\"\nsocket_dir = \"{d}/run\"\n\n{}",
-            servers.replace("{dir}", &d).replace("{fake}", FAKE)
-        );
-        std::fs::write(&config, text).unwrap();
-        Self::launch(dir, config, extra_args)
+        std::fs::write(&config, config_text(dir.path(), daemon_extra, servers)).unwrap();
+        Self::launch(dir, config, extra_args, envs)
+    }
+
+    /// Rewrites the config the way editors save: a temporary file renamed over it.
+    pub fn edit(&self, daemon_extra: &str, servers: &str) {
+        self.write_config(&config_text(self.dir.path(), daemon_extra, servers));
+    }
+
+    /// Replaces the config with `text` as it is, by rename.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.path("mux.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// The control socket of the config this daemon started with.
+    pub fn control_socket(&self) -> PathBuf {
+        self.path("run/control.sock")
     }
 
     /// A daemon on an existing config, with `home` as its HOME (`dir` is kept alive with it).
     pub fn start_config(dir: Arc<tempfile::TempDir>, config: PathBuf, home: &Path) -> Mux {
-        Self::launch_home(dir, config, &[], home.to_owned())
+        Self::launch_home(dir, config, &[], &[], home.to_owned())
     }
 
     /// Another daemon on the same config and HOME (after this one was stopped).
     pub fn relaunch(&self) -> Mux {
-        Self::launch(self.dir.clone(), self.config.clone(), &[])
+        Self::launch(self.dir.clone(), self.config.clone(), &[], &[])
     }
 
-    fn launch(dir: Arc<tempfile::TempDir>, config: PathBuf, extra_args: &[&str]) -> Mux {
+    fn launch(
+        dir: Arc<tempfile::TempDir>,
+        config: PathBuf,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Mux {
         let home = dir.path().to_owned();
-        Self::launch_home(dir, config, extra_args, home)
+        Self::launch_home(dir, config, extra_args, envs, home)
     }
 
     fn launch_home(
         dir: Arc<tempfile::TempDir>,
         config: PathBuf,
         extra_args: &[&str],
+        envs: &[(&str, &str)],
         home: PathBuf,
     ) -> Mux {
         let mut child = Command::new(MUX)
             .arg("--config")
             .arg(&config)
             .args(extra_args)
+            .envs(envs.iter().copied())
             .env("HOME", &home)
             .env("XDG_STATE_HOME", dir.path().join("state"))
             .env("XDG_CONFIG_HOME", dir.path().join("config"))
@@ -161,10 +191,14 @@ impl Mux {
 
     /// Runs the CLI against this daemon; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.config.display().to_string();
+        self.cli_raw(&[args, &["--config", &config]].concat())
+    }
+
+    /// Runs the CLI with exactly these arguments (in this daemon's HOME).
+    pub fn cli_raw(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(MUX)
             .args(args)
-            .arg("--config")
-            .arg(&self.config)
             .env("HOME", self.dir.path())
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
@@ -192,6 +226,27 @@ impl Mux {
             .find(|v| v["name"] == name)
             .cloned()
             .unwrap()
+    }
+
+    /// Polls the whole daemon's status (through the control socket directly, so that it works
+    /// while the config is broken or gone) until `pred` holds.
+    pub fn wait_daemon(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let socket = self.control_socket().display().to_string();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (code, out, err) = self.cli_raw(&["status", "--json", "--control-socket", &socket]);
+            assert_eq!(code, 0, "status failed: {err}");
+            let s: Value = serde_json::from_str(&out).unwrap();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never matched: {s}\nlog:\n{}",
+                self.log.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Polls the status (an external view with no event to await) until `pred` holds.
@@ -248,6 +303,18 @@ impl Drop for Mux {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A config file: a `[daemon]` table pointing into `dir` plus `daemon_extra`, then `servers`
+/// (`{dir}` and `{fake}` replaced in both).
+pub fn config_text(dir: &Path, daemon_extra: &str, servers: &str) -> String {
+    let d = dir.display().to_string();
+    let fill = |s: &str| s.replace("{dir}", &d).replace("{fake}", FAKE);
+    format!(
+        "[daemon]\ncontrol_socket = \"{d}/run/control.sock\"\nsocket_dir = \"{d}/run\"\n{}\n\n{}",
+        fill(daemon_extra),
+        fill(servers)
+    )
 }
 
 /// A line-oriented MCP client over a Unix socket; keeps notifications it skipped.

@@ -1,0 +1,484 @@
+//! Hot reload and status files, against the real `rmcp-mux` binary and the fake server: the
+//! config edited the way editors save it (a temporary file renamed over it), SIGHUP,
+//! `rmcp-mux reload`, invalid and deleted configs, and the `status_file` snapshots.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use support::*;
+
+/// A fake server table; `args` are appended to its arguments.
+fn fake(name: &str, args: &str, extra: &str) -> String {
+    format!(
+        "[servers.{name}]\ncmd = \"{{fake}}\"\nargs = [\"--counter-file\", \"{{dir}}/{name}.starts\"{args}]\nrestart_backoff_ms = 50\nshutdown_grace_ms = 500\n{extra}\n"
+    )
+}
+
+fn starts(mux: &Mux, name: &str) -> usize {
+    std::fs::read_to_string(mux.path(&format!("{name}.starts")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn running(s: &Value) -> bool {
+    s["state"] == "running" && s["pid"].is_number()
+}
+
+fn pid(s: &Value) -> i32 {
+    s["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {s}")) as i32
+}
+
+fn names(status: &Value) -> Vec<String> {
+    status["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The 1-based line of the first line of `text` starting with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        + 1
+}
+
+/// Polls a JSON file (written by the daemon; there is no event to await) until `pred` holds.
+fn wait_file(path: &Path, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(v) = v {
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never matched: {v}",
+                path.display()
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared (or is not JSON)",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn edits_add_restart_and_remove_servers_and_leave_the_others_alone() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let mux = Mux::start(&format!("{a}{b}"));
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let a_pid = pid(&mux.wait_status("a", running));
+    let b_pid = pid(&mux.wait_status("b", running));
+
+    // Add c: it comes up; a's session and child are untouched.
+    let c = fake("c", "", "");
+    mux.edit("", &format!("{a}{b}{c}"));
+    mux.log
+        .wait_for(&["config reloaded", "added=[\"c\"]", "restarted=[]"]);
+    let mut cc = mux.connect("c");
+    let init = cc.initialize(json!({}));
+    assert_eq!(init["result"]["serverInfo"]["name"], "mcp-fake-server");
+    assert_eq!(
+        text(&client.call(json!(1), "echo", json!({"text":"still here"}))),
+        "still here"
+    );
+    let st = mux.server_status("a");
+    assert_eq!(pid(&st), a_pid, "a's child was not restarted: {st}");
+    assert_eq!(st["clients"], 1, "a's client is still connected: {st}");
+    assert_eq!(pid(&mux.server_status("b")), b_pid);
+    assert_eq!(names(&mux.status()), ["a", "b", "c"]);
+
+    // Change b's args: b restarts with them, nobody else does.
+    let b2 = fake("b", ", \"--server-version\", \"2.0\"", "");
+    mux.edit("", &format!("{a}{b2}{c}"));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"b\"]"]);
+    let st = mux.wait_status("b", |s| running(s) && pid(s) != b_pid);
+    wait_dead(b_pid);
+    let mut bc = mux.connect("b");
+    assert_eq!(
+        bc.initialize(json!({}))["result"]["serverInfo"]["version"],
+        "2.0",
+        "b runs its new args: {st}"
+    );
+    assert_eq!(pid(&mux.server_status("a")), a_pid);
+    assert_eq!(starts(&mux, "a"), 1);
+    assert_eq!(starts(&mux, "c"), 1);
+
+    // Remove a: its socket, its child and its clients go.
+    mux.edit("", &format!("{b2}{c}"));
+    mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
+    assert!(!mux.socket("a").exists(), "a's socket is unlinked");
+    wait_dead(a_pid);
+    assert!(client.recv().is_none(), "a's client is closed");
+    assert_eq!(names(&mux.status()), ["b", "c"]);
+    assert_eq!(
+        text(&cc.call(json!(2), "echo", json!({"text":"c ok"}))),
+        "c ok"
+    );
+    assert_eq!(starts(&mux, "c"), 1);
+}
+
+#[test]
+fn an_invalid_or_deleted_config_keeps_everything_running_and_shows_where() {
+    let servers = format!("{}{}", fake("a", "", ""), fake("b", "", ""));
+    let mux = Mux::start(&servers);
+    let a_pid = pid(&mux.wait_status("a", running));
+    let b_pid = pid(&mux.wait_status("b", running));
+
+    let bad = config_text(mux.dir.path(), "", &format!("{servers}argz = []\n"));
+    let line = line_of(&bad, "argz");
+    mux.write_config(&bad);
+    let st = mux.wait_daemon(|s| s["config_error"].is_string());
+    let err = st["config_error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("mux.toml:{line}:"))
+            && err.contains("unknown key `argz`; did you mean `args`?"),
+        "{err}"
+    );
+    mux.log
+        .wait_for(&["ERROR", "config reload refused", "`argz`"]);
+    for (name, p) in [("a", a_pid), ("b", b_pid)] {
+        let s = mux.server_status(name);
+        assert!(
+            running(&s) && pid(&s) == p,
+            "{name} still runs as before: {s}"
+        );
+    }
+    // The table says it too (the CLI finds the daemon although the config is broken).
+    let (code, out, stderr) = mux.cli(&["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("config error (still running the previous configuration): ")
+            && last.contains("`argz`"),
+        "{out}"
+    );
+
+    // Fixing it clears the error; nothing restarts.
+    mux.edit("", &servers);
+    let st = mux.wait_daemon(|s| s["config_error"].is_null());
+    assert_eq!(names(&st), ["a", "b"]);
+    assert_eq!(pid(&mux.server_status("a")), a_pid);
+    assert_eq!(pid(&mux.server_status("b")), b_pid);
+
+    // A deleted config is an error too, and the daemon keeps running.
+    std::fs::remove_file(&mux.config).unwrap();
+    let st = mux.wait_daemon(|s| s["config_error"].is_string());
+    let err = st["config_error"].as_str().unwrap();
+    assert!(
+        err.contains("cannot read config") && err.contains("mux.toml"),
+        "{err}"
+    );
+    assert!(running(&st["servers"][0]) && pid(&st["servers"][0]) == a_pid);
+    mux.edit("", &servers);
+    let st = mux.wait_daemon(|s| s["config_error"].is_null());
+    assert_eq!(pid(&st["servers"][1]), b_pid);
+    assert_eq!((starts(&mux, "a"), starts(&mux, "b")), (1, 1));
+}
+
+#[test]
+fn sighup_and_the_reload_command_apply_the_config_on_demand() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let c = fake("c", "", "");
+    // Without the watcher, only SIGHUP and `rmcp-mux reload` can have applied the edits.
+    let mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        "",
+        &a,
+        &[],
+        &[("RMCP_MUX_WATCH", "0")],
+    );
+    mux.log.wait_for(&["not watching the config"]);
+
+    mux.edit("", &format!("{a}{b}"));
+    let daemon = nix::unistd::Pid::from_raw(mux.child.id() as i32);
+    nix::sys::signal::kill(daemon, Signal::SIGHUP).unwrap();
+    mux.log.wait_for(&["SIGHUP received"]);
+    mux.log.wait_for(&["config reloaded", "added=[\"b\"]"]);
+    let mut bc = mux.connect("b");
+    bc.initialize(json!({}));
+    let st = mux.status();
+    assert_eq!(names(&st), ["a", "b"], "SIGHUP did not stop the daemon");
+
+    mux.edit("", &format!("{b}{c}"));
+    let (code, out, err) = mux.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  added:     c\n")
+            && out.contains("  removed:   a\n")
+            && out.contains("  unchanged: b\n"),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("reloaded ") && !out.contains("restarted"),
+        "{out}"
+    );
+    assert_eq!(names(&mux.status()), ["b", "c"]);
+    assert!(!mux.socket("a").exists());
+
+    // Nothing changed: it says so.
+    let (code, out, _) = mux.cli(&["reload"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no server changed"), "{out}");
+
+    // A bad config: the daemon refuses it, the command says where, and exits 2.
+    let bad = config_text(mux.dir.path(), "", &format!("{b}{c}argz = 1\n"));
+    let line = line_of(&bad, "argz");
+    mux.write_config(&bad);
+    let (code, out, err) = mux.cli(&["reload"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.starts_with("rmcp-mux: ")
+            && err.contains(&format!("mux.toml:{line}:"))
+            && err.contains("`argz`"),
+        "{err}"
+    );
+    let socket = mux.control_socket().display().to_string();
+    let (code, _, err2) = mux.cli_raw(&["reload", "--control-socket", &socket]);
+    assert_eq!((code, &err2), (2, &err));
+    let st = mux.status();
+    assert!(st["config_error"].as_str().unwrap().contains("`argz`"));
+    assert_eq!(names(&st), ["b", "c"]);
+}
+
+#[test]
+fn status_files_follow_restarts_and_keep_the_final_state() {
+    let mut mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        "status_file = \"{dir}/status/daemon.json\"",
+        &format!(
+            "{}{}",
+            fake("a", "", "status_file = \"a.json\""),
+            fake("b", "", "status_file = \"b.json\"")
+        ),
+        &[],
+        &[],
+    );
+    let daemon_file = mux.path("status/daemon.json");
+    let a_file = mux.path("a.json");
+    let a = wait_file(&a_file, running);
+    assert_eq!(a["name"], "a");
+    let first = pid(&a);
+    let d = wait_file(&daemon_file, |v| {
+        v["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(running))
+    });
+    assert_eq!(names(&d), ["a", "b"]);
+    assert_eq!(mode(&a_file), 0o600);
+    assert_eq!(mode(&daemon_file), 0o600);
+    assert_eq!(mode(&mux.path("status")), 0o700);
+
+    // A client connecting is a change; the requests it sends are not.
+    let mut c = mux.connect("a");
+    c.initialize(json!({}));
+    wait_file(&a_file, |v| v["clients"] == 1);
+    let ino = std::fs::metadata(&a_file).unwrap().ino();
+    for i in 0..50 {
+        assert_eq!(text(&c.call(json!(i), "echo", json!({"text":"x"}))), "x");
+    }
+    assert_eq!(
+        std::fs::metadata(&a_file).unwrap().ino(),
+        ino,
+        "pending counts do not rewrite the file"
+    );
+    drop(c);
+
+    // A restart is.
+    let (code, _, err) = mux.cli(&["restart", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let a = wait_file(&a_file, |v| running(v) && pid(v) != first);
+    wait_file(&daemon_file, |v| v["servers"][0]["pid"] == a["pid"]);
+
+    // A server removed by a reload leaves its file in its final state.
+    wait_file(&mux.path("b.json"), running);
+    mux.edit(
+        "status_file = \"{dir}/status/daemon.json\"",
+        &fake("a", "", "status_file = \"a.json\""),
+    );
+    mux.log.wait_for(&["config reloaded", "removed=[\"b\"]"]);
+    // (While the child is being stopped the file may say `stopped` with its pid.)
+    wait_file(&mux.path("b.json"), |v| {
+        v["state"] == "stopped" && v["pid"].is_null()
+    });
+    wait_file(&daemon_file, |v| names(v) == ["a"]);
+
+    // At shutdown the files keep the final state: stopped, no pid.
+    let (code, _) = mux.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0));
+    let a: Value = serde_json::from_str(&std::fs::read_to_string(&a_file).unwrap()).unwrap();
+    assert_eq!(
+        (&a["state"], &a["pid"]),
+        (&json!("stopped"), &Value::Null),
+        "{a}"
+    );
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(&daemon_file).unwrap()).unwrap();
+    for s in d["servers"].as_array().unwrap() {
+        assert_eq!(
+            (&s["state"], &s["pid"]),
+            (&json!("stopped"), &Value::Null),
+            "{d}"
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(mux.path("status"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["daemon.json"], "no temporary file left behind");
+}
+
+#[test]
+fn a_new_socket_dir_moves_sockets_and_a_new_control_socket_waits_for_a_restart() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "socket = \"{dir}/own/b.sock\"");
+    let mux = Mux::start(&format!("{a}{b}"));
+    let a_pid = pid(&mux.wait_status("a", running));
+    let b_pid = pid(&mux.wait_status("b", running));
+    let text = config_text(mux.dir.path(), "", &format!("{a}{b}"))
+        .replace("/run/control.sock", "/run/other.sock")
+        .replace("/run\"", "/moved\"");
+    mux.write_config(&text);
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    mux.log
+        .wait_for(&["control_socket changed", "needs a daemon restart"]);
+    // a's default socket moved; b has its own socket and did not restart.
+    let moved = mux.path("moved/a.sock");
+    assert!(moved.exists() && !mux.socket("a").exists());
+    Client::connect(&moved).initialize(json!({}));
+    let st = mux.wait_daemon(|s| running(&s["servers"][0]) && pid(&s["servers"][0]) != a_pid);
+    assert_eq!(st["servers"][0]["socket"], moved.display().to_string());
+    assert_eq!(pid(&st["servers"][1]), b_pid);
+    // The daemon still answers on the control socket it started with.
+    assert!(mux.control_socket().exists() && !mux.path("run/other.sock").exists());
+    let socket = mux.control_socket().display().to_string();
+    let (code, out, err) = mux.cli_raw(&["reload", "--control-socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("note:") && out.contains("needs a daemon restart"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_server_that_cannot_listen_is_reported_and_the_rest_applies() {
+    let a = fake("a", "", "");
+    let mux = Mux::start(&a);
+    let a_pid = pid(&mux.wait_status("a", running));
+    // Something that is not a socket is in the way: it is never deleted.
+    std::fs::write(mux.path("in-the-way"), "keep me").unwrap();
+    let blocked = fake("x", "", "socket = \"{dir}/in-the-way\"");
+    let c = fake("c", "", "");
+    mux.edit("", &format!("{a}{blocked}{c}"));
+    let socket = mux.control_socket().display().to_string();
+    let (code, out, err) = mux.cli_raw(&["reload", "--control-socket", &socket]);
+    // The watcher may have applied the edit first: then c shows as unchanged.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("  failed:    x: server x: cannot listen") && out.contains("not a socket"),
+        "{out}"
+    );
+    assert!(!out.contains("added:     x"), "{out}");
+    let st = mux.wait_daemon(|s| names(s) == ["a", "c"]);
+    let e = st["config_error"].as_str().unwrap_or_default();
+    assert!(e.starts_with("server x: cannot listen"), "{st}");
+    assert_eq!(pid(&st["servers"][0]), a_pid);
+    assert_eq!(
+        std::fs::read_to_string(mux.path("in-the-way")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
+fn only_and_except_apply_to_every_reload() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        "",
+        &format!("{a}{b}"),
+        &["--except", "b"],
+        &[],
+    );
+    assert_eq!(names(&mux.status()), ["a"]);
+    let c = fake("c", "", "");
+    let d = fake("d", "", "enabled = false");
+    mux.edit("", &format!("{a}{b}{c}{d}"));
+    mux.log.wait_for(&["config reloaded", "added=[\"c\"]"]);
+    assert_eq!(
+        names(&mux.status()),
+        ["a", "c"],
+        "b stays excepted, d disabled"
+    );
+    assert!(!mux.socket("b").exists() && !mux.socket("d").exists());
+
+    // With --only, exactly those run, disabled or not; a file without one of them is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let only = Mux::start_full(dir, "", &format!("{a}{d}"), &["--only", "d"], &[]);
+    assert_eq!(names(&only.status()), ["d"]);
+    only.edit("", &format!("{a}{c}{d}"));
+    only.log.wait_for(&["config reloaded", "unchanged=1"]);
+    assert_eq!(names(&only.status()), ["d"]);
+    only.edit("", &format!("{a}{c}"));
+    let st = only.wait_daemon(|s| s["config_error"].is_string());
+    assert!(
+        st["config_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown server `d`"),
+        "{st}"
+    );
+    assert_eq!(names(&st), ["d"], "d keeps running");
+}
+
+#[test]
+fn an_unwritable_status_file_is_logged_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the status file's folder should be.
+    std::fs::write(dir.path().join("blocker"), "").unwrap();
+    let mux = Mux::start_full(
+        dir,
+        "status_file = \"{dir}/blocker/status.json\"",
+        &fake("a", "", ""),
+        &[],
+        &[],
+    );
+    mux.log
+        .wait_for(&["WARN", "cannot write the status file", "blocker"]);
+    assert!(running(&mux.wait_status("a", running)));
+    std::fs::remove_file(mux.path("blocker")).unwrap();
+    let v = wait_file(&mux.path("blocker/status.json"), |v| {
+        v["servers"][0]["state"] == "running"
+    });
+    assert_eq!(names(&v), ["a"]);
+    mux.log.wait_for(&["status file written again"]);
+    assert_eq!(
+        mux.log
+            .text()
+            .matches("cannot write the status file")
+            .count(),
+        1,
+        "logged once per failing spell"
+    );
+}
