@@ -24,6 +24,7 @@ mod config_watch;
 pub mod control;
 pub mod daemon;
 pub mod dashboard;
+mod files;
 pub mod health;
 pub mod hosts;
 mod io;

@@ -321,18 +321,8 @@ impl Instance {
             only: only.to_vec(),
             except: except.to_vec(),
         };
-        let tmp = paths.pid_file.with_extension("pid.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(info.render().as_bytes())?;
-            std::fs::rename(&tmp, &paths.pid_file)
-        };
-        write().with_context(|| format!("cannot write {}", paths.pid_file.display()))?;
+        crate::files::replace(&paths.pid_file, info.render().as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", paths.pid_file.display()))?;
         Ok(Instance {
             pid_file: paths.pid_file.clone(),
             _lock: lock,

@@ -151,37 +151,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), 
         }
         _ => path,
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let perms = match std::fs::metadata(path) {
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => 0o644,
     };
-    let perms = mode.unwrap_or(perms);
-    let tmp = dir.join(format!(".{name}.rmcp-mux-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(perms))?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    crate::files::replace(path, bytes, mode.unwrap_or(perms)).map_err(err)
 }
 
 /// Now, in UTC, as `YYYYMMDDTHHMMSSZ`.
