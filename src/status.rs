@@ -3,7 +3,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use crate::daemon::DaemonStatus;
+use crate::daemon::{DaemonStatus, ServerReport};
 
 /// "4h 23m", "12m 5s", "45s".
 pub fn human_duration(ms: u64) -> String {
@@ -20,34 +20,37 @@ pub fn human_duration(ms: u64) -> String {
     }
 }
 
+/// The column titles of the server table, shared by `status` and the dashboard so both read
+/// the same.
+pub const COLUMNS: [&str; 8] = [
+    "Server",
+    "Status",
+    "Clients",
+    "Pending",
+    "Restarts",
+    "Uptime",
+    "PID",
+    "Last exit",
+];
+
+/// One server's cells in [`COLUMNS`] order ("-" for what it does not have).
+pub fn cells(s: &ServerReport) -> [String; 8] {
+    [
+        s.name.clone(),
+        s.state.as_str().to_owned(),
+        format!("{}/{}", s.clients, s.max_clients),
+        s.pending.to_string(),
+        s.restarts.to_string(),
+        s.uptime_ms.map_or_else(|| "-".into(), human_duration),
+        s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        s.last_exit.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
 /// Renders the status as a box-drawn table followed by one summary line.
 pub fn render_table(status: &DaemonStatus) -> String {
-    let header = [
-        "Server",
-        "Status",
-        "Clients",
-        "Pending",
-        "Restarts",
-        "Uptime",
-        "PID",
-        "Last exit",
-    ];
-    let rows: Vec<[String; 8]> = status
-        .servers
-        .iter()
-        .map(|s| {
-            [
-                s.name.clone(),
-                s.state.as_str().to_owned(),
-                format!("{}/{}", s.clients, s.max_clients),
-                s.pending.to_string(),
-                s.restarts.to_string(),
-                s.uptime_ms.map_or_else(|| "-".into(), human_duration),
-                s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-                s.last_exit.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
+    let header = COLUMNS;
+    let rows: Vec<[String; 8]> = status.servers.iter().map(cells).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -15,17 +15,8 @@ use crate::logfile;
 use crate::mux::router::ServerState;
 use crate::status::human_duration;
 
-/// The column titles of the server table, in order.
-pub const COLUMNS: [&str; 8] = [
-    "Server",
-    "State",
-    "Clients",
-    "Pending",
-    "Restarts",
-    "Uptime",
-    "PID",
-    "Last exit",
-];
+/// The column titles of the server table, in order (the same as `rmcp-mux status`).
+pub use crate::status::COLUMNS;
 
 /// What the log view says when the daemon has no log file to tail.
 pub const NO_LOG_FILE: &str =
@@ -382,16 +373,7 @@ impl Model {
             .iter()
             .enumerate()
             .map(|(i, s)| Row {
-                cells: [
-                    s.name.clone(),
-                    s.state.as_str().to_owned(),
-                    format!("{}/{}", s.clients, s.max_clients),
-                    s.pending.to_string(),
-                    s.restarts.to_string(),
-                    s.uptime_ms.map_or_else(|| "-".into(), human_duration),
-                    s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-                    s.last_exit.clone().unwrap_or_else(|| "-".into()),
-                ],
+                cells: crate::status::cells(s),
                 state: s.state,
                 selected: selected == Some(i),
             })
