@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -319,7 +319,11 @@ async fn throughput(conns: Vec<Conn>, depth: usize, dur: Duration) -> f64 {
     for (client, conn) in conns.into_iter().enumerate() {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let Conn { mut w, mut r, _child } = conn;
+            let Conn {
+                mut w,
+                mut r,
+                _child,
+            } = conn;
             // The reader hands out one credit per answer; the writer spends it on a new request.
             // The reader keeps reading until the writer is done and every request is answered
             // (stopping earlier would leave a blocked writer facing a full pipe).
@@ -497,7 +501,10 @@ async fn main() {
             }
             let direct = open_many(Path3::Direct, &bins, &socket, 1).await;
             let rate = throughput(direct, clients * depth, dur).await;
-            eprintln!("throughput direct  1 conn × {:4}: {rate:9.0} req/s", clients * depth);
+            eprintln!(
+                "throughput direct  1 conn × {:4}: {rate:9.0} req/s",
+                clients * depth
+            );
             tp.insert(format!("direct_{clients}"), json!(rate));
         }
         results.insert("throughput".into(), Value::Object(tp));
@@ -559,7 +566,10 @@ async fn main() {
     std::fs::write(out.join("results.md"), &table).unwrap();
     report::plot(&results, &out.join("bench.svg"));
     println!("{table}");
-    eprintln!("wrote results.json, results.md and bench.svg to {}", out.display());
+    eprintln!(
+        "wrote results.json, results.md and bench.svg to {}",
+        out.display()
+    );
     if !report::all_met(&results) {
         eprintln!("some DESIGN.md targets are not met (see the table)");
     }

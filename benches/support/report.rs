@@ -223,7 +223,11 @@ pub fn plot(r: &Value, path: &std::path::Path) {
     ];
     let max_tp = series
         .iter()
-        .flat_map(|(_, k, _)| counts.iter().map(move |n| f(r, &["throughput", &format!("{k}_{n}")])))
+        .flat_map(|(_, k, _)| {
+            counts
+                .iter()
+                .map(move |n| f(r, &["throughput", &format!("{k}_{n}")]))
+        })
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&right)
