@@ -233,11 +233,27 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Where the next `"` or `\\` is at or after `from`: a plain loop over the first bytes
+    /// (most keys, ids and methods are short, where memchr's setup costs more than it saves),
+    /// memchr for long string bodies.
+    fn quote_or_escape(&self, from: usize) -> Option<usize> {
+        let rest = self.b.get(from..)?;
+        for (k, &b) in rest.iter().take(24).enumerate() {
+            if b == b'"' || b == b'\\' {
+                return Some(from + k);
+            }
+        }
+        if rest.len() <= 24 {
+            return None;
+        }
+        memchr::memchr2(b'"', b'\\', &rest[24..]).map(|k| from + 24 + k)
+    }
+
     /// A member name without escapes (escaped names go to serde_json, which decodes them).
     fn plain_key(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = start + memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+        let end = self.quote_or_escape(start)?;
         if self.b[end] != b'"' {
             return None;
         }
@@ -313,7 +329,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<()> {
         self.eat(b'"')?;
         loop {
-            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+            let at = self.quote_or_escape(self.i)?;
             if self.b[at] == b'"' {
                 self.i = at + 1;
                 return Some(());
