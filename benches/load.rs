@@ -277,6 +277,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size: shared pages (libc, the binary's code) divided among their users.
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -538,16 +549,13 @@ async fn main() {
         let with_100 = daemon.rss_kib();
         let mut proxy = Conn::open(Path3::Proxy, &bins, &daemon.socket(0)).await;
         latency(&mut proxy, 10, 0, 0).await;
-        let proxy_rss = proxy
-            ._child
-            .as_ref()
-            .and_then(|c| c.id())
-            .map(rss_kib)
-            .unwrap_or(0);
+        let proxy_pid = proxy._child.as_ref().and_then(|c| c.id());
+        let proxy_rss = proxy_pid.map(rss_kib).unwrap_or(0);
+        let proxy_pss = proxy_pid.map(pss_kib).unwrap_or(0);
         eprintln!("RSS: daemon idle (10 servers) {idle} KiB, with 100 clients {with_100} KiB, proxy {proxy_rss} KiB");
         results.insert(
             "rss_kib".into(),
-            json!({"daemon_10_idle":idle,"daemon_10_with_100_clients":with_100,"proxy":proxy_rss}),
+            json!({"daemon_10_idle":idle,"daemon_10_with_100_clients":with_100,"proxy":proxy_rss,"proxy_pss":proxy_pss}),
         );
         drop((clients, proxy, warm, daemon));
     }
