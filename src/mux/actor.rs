@@ -30,6 +30,8 @@ use crate::jsonrpc::framing::{Frame, LineCodec};
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
+/// How many more waiting events the actor takes after one before carrying out the actions.
+const BURST: usize = 64;
 /// How long a child may keep stdout open after its process exited (a grandchild holding it).
 const STDOUT_DRAIN: Duration = Duration::from_millis(200);
 
@@ -241,48 +243,18 @@ impl Actor {
                 () = crate::io::sleep_until(deadline.map(tokio::time::Instant::from_std)) => Event::Timer,
                 () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
             };
-            let now = Instant::now();
-            match event {
-                Event::Accepted(stream) => self.accept_client(now, stream, &client_tx),
-                Event::Client(id, ClientEvent::Line(line)) => {
-                    self.router.handle(now, Input::ClientLine(id, line))
-                }
-                Event::Client(id, ClientEvent::TooLong) => {
-                    self.router.handle(now, Input::ClientTooLong(id))
-                }
-                Event::Client(id, ClientEvent::Gone) => {
-                    if self.clients.remove(&id).is_some() {
-                        debug!(client = id.0, "client disconnected");
-                        self.router.handle(now, Input::ClientGone(id));
-                    }
-                }
-                Event::Child(generation, ev) => {
-                    if self.child.as_ref().map(|c| c.generation) != Some(generation) {
-                        continue;
-                    }
-                    match ev {
-                        ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
-                        ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
-                        ChildEvent::Exited(reason) => {
-                            self.child = None;
-                            self.router.handle(now, Input::ChildExited(reason));
-                        }
-                    }
-                }
-                Event::Control(ctl) => {
-                    info!(command = ?ctl.cmd, "control command");
-                    self.router.handle(now, Input::Command(ctl.cmd));
-                    let _ = ctl.done.send(());
-                }
-                Event::Timer => self.router.handle_timeout(now),
-                Event::Shutdown => {
-                    shutting_down = true;
-                    // Stop accepting first: the socket file goes before anything else.
-                    if let Some(socket) = self.socket.take() {
-                        socket.unlink();
-                    }
-                    self.router.handle(now, Input::Shutdown);
-                }
+            self.handle_event(event, &client_tx, &mut shutting_down);
+            // Take whatever else is already waiting before carrying out the actions, so that
+            // a burst costs one write per peer instead of one per line.
+            for _ in 0..BURST {
+                let event = match child_rx.try_recv() {
+                    Ok((generation, ev)) => Event::Child(generation, ev),
+                    Err(_) => match client_rx.try_recv() {
+                        Ok((id, ev)) => Event::Client(id, ev),
+                        Err(_) => break,
+                    },
+                };
+                self.handle_event(event, &client_tx, &mut shutting_down);
             }
             self.drive(&client_tx, &child_tx);
             if shutting_down && self.child.is_none() {
@@ -292,6 +264,58 @@ impl Actor {
         self.clients.clear();
         let _ = self.status.send(snapshot(&self.router.status(), &self.cfg));
         info!("server stopped");
+    }
+
+    /// Feeds one event to the router (its actions are carried out later, by `drive`).
+    fn handle_event(
+        &mut self,
+        event: Event,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+        shutting_down: &mut bool,
+    ) {
+        let now = Instant::now();
+        match event {
+            Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
+            Event::Client(id, ClientEvent::Line(line)) => {
+                self.router.handle(now, Input::ClientLine(id, line))
+            }
+            Event::Client(id, ClientEvent::TooLong) => {
+                self.router.handle(now, Input::ClientTooLong(id))
+            }
+            Event::Client(id, ClientEvent::Gone) => {
+                if self.clients.remove(&id).is_some() {
+                    debug!(client = id.0, "client disconnected");
+                    self.router.handle(now, Input::ClientGone(id));
+                }
+            }
+            Event::Child(generation, ev) => {
+                if self.child.as_ref().map(|c| c.generation) != Some(generation) {
+                    return;
+                }
+                match ev {
+                    ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
+                    ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
+                    ChildEvent::Exited(reason) => {
+                        self.child = None;
+                        self.router.handle(now, Input::ChildExited(reason));
+                    }
+                }
+            }
+            Event::Control(ctl) => {
+                info!(command = ?ctl.cmd, "control command");
+                self.router.handle(now, Input::Command(ctl.cmd));
+                let _ = ctl.done.send(());
+            }
+            Event::Timer => self.router.handle_timeout(now),
+            Event::Shutdown => {
+                *shutting_down = true;
+                // Stop accepting first: the socket file goes before anything else.
+                if let Some(socket) = self.socket.take() {
+                    socket.unlink();
+                }
+                self.router.handle(now, Input::Shutdown);
+            }
+        }
     }
 
     /// Carries out every action the router queued, then publishes the status if it changed.
