@@ -132,7 +132,7 @@ impl<W: TryWrite> LineWriter<W> {
                     break;
                 }
                 skip += n;
-                while done < lines.len() && skip >= lines[done].len() + 1 {
+                while done < lines.len() && skip > lines[done].len() {
                     skip -= lines[done].len() + 1;
                     done += 1;
                 }

@@ -374,14 +374,11 @@ impl Actor {
         if self.to_child.is_empty() {
             return;
         }
-        match self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
-            Some(stdin) => {
-                if let Err(e) = stdin.send(&mut self.to_child) {
-                    // The child is going away; its exit is reported by its watcher.
-                    debug!(error = ?e, "child stdin is closed; dropped lines");
-                }
+        if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
+            if let Err(e) = stdin.send(&mut self.to_child) {
+                // The child is going away; its exit is reported by its watcher.
+                debug!(error = ?e, "child stdin is closed; dropped lines");
             }
-            None => {}
         }
         self.to_child.clear();
     }
