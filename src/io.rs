@@ -185,3 +185,51 @@ async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Bytes>, queued: Ar
         batch.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Lines written in place, cut by a full socket and finished by the writer task arrive
+    /// whole and in order.
+    #[tokio::test]
+    async fn line_writer_keeps_order_across_a_full_peer() {
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = a.into_split();
+        let (writer, task) = LineWriter::new(write, 1 << 16);
+        let task = tokio::spawn(task);
+        let mut expected = Vec::new();
+        // Far more than a socket buffer holds, in lines of varied size, without reading.
+        for i in 0..400usize {
+            let line = format!("{i}:{}", "z".repeat(i * 37 % 5000));
+            expected.extend_from_slice(line.as_bytes());
+            expected.push(b'\n');
+            let mut lines = vec![Bytes::from(line)];
+            writer.send(&mut lines).unwrap();
+        }
+        assert!(
+            writer.queued.load(Ordering::Acquire) > 0,
+            "the peer should have filled up and the task taken over"
+        );
+        drop(writer);
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), b.read_to_end(&mut got))
+            .await
+            .expect("the writer task finished and closed the socket")
+            .unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_gone_peer_is_reported() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        drop(b);
+        let (_read, write) = a.into_split();
+        let (writer, _task) = LineWriter::new(write, 4);
+        let mut lines = vec![Bytes::from_static(b"x")];
+        assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));
+    }
+}
