@@ -1,7 +1,15 @@
 //! Small async helpers shared by the actor and the proxy: writing one line, sleeping until an
-//! optional deadline. Kept here so both paths write lines the same way.
+//! optional deadline, and writing lines to a socket or pipe without a task hop when it has room.
+//! Kept here so every path writes lines the same way.
 
+use std::future::Future;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
 
 /// Writes `line` and its newline into the buffer (no flush: callers batch before flushing).
 pub(crate) async fn write_line<W: AsyncWrite + Unpin>(
@@ -17,5 +25,211 @@ pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A socket or pipe that can be written through a shared reference: the actor writes to it
+/// directly while its writer task is idle, and the writer task takes over when it is full.
+pub(crate) trait TryWrite: Send + Sync + 'static {
+    /// Writes what fits now, or fails with `WouldBlock`.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
+    /// Waits until the peer has room again.
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl TryWrite for tokio::net::unix::OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        tokio::net::unix::OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::unix::OwnedWriteHalf::writable(self)
+    }
+}
+
+impl TryWrite for tokio::net::unix::pipe::Sender {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        tokio::net::unix::pipe::Sender::try_write_vectored(self, bufs)
+    }
+    fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::unix::pipe::Sender::writable(self)
+    }
+}
+
+/// At most this many lines go into one `writev` (well under every IOV_MAX).
+const MAX_LINES_PER_WRITE: usize = 64;
+
+/// Writes as much of `lines` (each followed by a newline) as fits right now; returns the bytes
+/// written (`0` when the peer is full).
+fn try_write_lines<W: TryWrite>(w: &W, lines: &[Bytes], skip: usize) -> std::io::Result<usize> {
+    let mut slices = Vec::with_capacity(2 * lines.len().min(MAX_LINES_PER_WRITE));
+    let mut skip = skip;
+    for line in lines.iter().take(MAX_LINES_PER_WRITE) {
+        let whole = line.len() + 1;
+        if skip >= whole {
+            skip -= whole;
+            continue;
+        }
+        if skip < line.len() {
+            slices.push(IoSlice::new(&line[skip..]));
+            slices.push(IoSlice::new(b"\n"));
+        } else {
+            slices.push(IoSlice::new(b"\n"));
+        }
+        skip = 0;
+    }
+    match w.try_write_vectored(&slices) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// One writer of lines: written in place while nothing is queued, otherwise (or for what does
+/// not fit) handed to its writer task, which waits for room. Order is kept because the actor
+/// only writes in place when the task has nothing left to write.
+pub(crate) struct LineWriter<W: TryWrite> {
+    w: Arc<W>,
+    queue: mpsc::Sender<Bytes>,
+    /// Lines handed to the writer task and not yet fully written.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why lines could not be written.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// The writer task's queue is full: the peer is not reading.
+    Full,
+    /// The peer is gone.
+    Closed,
+}
+
+impl<W: TryWrite> LineWriter<W> {
+    /// A writer and the task that drains what did not fit; `queue` lines may wait.
+    pub(crate) fn new(w: W, queue: usize) -> (Self, impl Future<Output = ()> + Send) {
+        let w = Arc::new(w);
+        let (tx, rx) = mpsc::channel(queue);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = drain(w.clone(), rx, queued.clone());
+        (
+            LineWriter {
+                w,
+                queue: tx,
+                queued,
+            },
+            task,
+        )
+    }
+
+    /// Writes `lines` in order, without waiting.
+    pub(crate) fn send(&self, lines: &mut Vec<Bytes>) -> Result<(), WriteError> {
+        let mut done = 0; // whole lines written
+        if self.queued.load(Ordering::Acquire) == 0 {
+            let mut skip = 0; // bytes written of lines[done]
+            while done < lines.len() {
+                let n = try_write_lines(&*self.w, &lines[done..], skip)
+                    .map_err(|_| WriteError::Closed)?;
+                if n == 0 {
+                    break;
+                }
+                skip += n;
+                while done < lines.len() && skip > lines[done].len() {
+                    skip -= lines[done].len() + 1;
+                    done += 1;
+                }
+            }
+            if done < lines.len() && skip > 0 {
+                // The rest of a line that was cut: its tail (possibly just the newline).
+                let line = &lines[done];
+                lines[done] = line.slice(skip.min(line.len())..);
+            }
+        }
+        for line in lines.drain(..).skip(done) {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            if let Err(e) = self.queue.try_send(line) {
+                return Err(match e {
+                    mpsc::error::TrySendError::Full(_) => WriteError::Full,
+                    mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer task: writes queued lines as the peer makes room; ends when the `LineWriter`
+/// is dropped and everything queued is written, or when the peer is gone.
+async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Bytes>, queued: Arc<AtomicUsize>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_LINES_PER_WRITE {
+            match rx.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
+        }
+        let mut skip = 0;
+        let total: usize = batch.iter().map(|l| l.len() + 1).sum();
+        while skip < total {
+            match try_write_lines(&*w, &batch, skip) {
+                Ok(0) => {
+                    if w.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Ok(n) => skip += n,
+                Err(_) => return,
+            }
+        }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Lines written in place, cut by a full socket and finished by the writer task arrive
+    /// whole and in order.
+    #[tokio::test]
+    async fn line_writer_keeps_order_across_a_full_peer() {
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = a.into_split();
+        let (writer, task) = LineWriter::new(write, 1 << 16);
+        let task = tokio::spawn(task);
+        let mut expected = Vec::new();
+        // Far more than a socket buffer holds, in lines of varied size, without reading.
+        for i in 0..400usize {
+            let line = format!("{i}:{}", "z".repeat(i * 37 % 5000));
+            expected.extend_from_slice(line.as_bytes());
+            expected.push(b'\n');
+            let mut lines = vec![Bytes::from(line)];
+            writer.send(&mut lines).unwrap();
+        }
+        assert!(
+            writer.queued.load(Ordering::Acquire) > 0,
+            "the peer should have filled up and the task taken over"
+        );
+        drop(writer);
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), b.read_to_end(&mut got))
+            .await
+            .expect("the writer task finished and closed the socket")
+            .unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_gone_peer_is_reported() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        drop(b);
+        let (_read, write) = a.into_split();
+        let (writer, _task) = LineWriter::new(write, 4);
+        let mut lines = vec![Bytes::from_static(b"x")];
+        assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));
     }
 }

@@ -48,10 +48,69 @@ impl ProxyOptions {
 
 /// Runs the bridge on the process's stdin and stdout until the host goes away.
 ///
+/// Pipes and sockets (what hosts give their servers) are read and written directly on the
+/// runtime's thread; anything else (a terminal, a file) goes through tokio's blocking pool,
+/// which costs two thread switches per read or write.
+///
 /// # Errors
 /// The socket cannot be reached at start, or not again within `reconnect_timeout`.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
-    run_with(opts, tokio::io::stdin(), tokio::io::stdout()).await
+    let input: Box<dyn AsyncRead + Unpin> = match stdio::reader() {
+        Some(r) => r,
+        None => Box::new(tokio::io::stdin()),
+    };
+    let output: Box<dyn AsyncWrite + Unpin> = match stdio::writer() {
+        Some(w) => w,
+        None => Box::new(tokio::io::stdout()),
+    };
+    run_with(opts, input, output).await
+}
+
+/// Non-blocking stdin and stdout for pipes and sockets.
+mod stdio {
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::unix::pipe;
+
+    /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
+    /// shares the open file, so the process's stdin and stdout become non-blocking too; the
+    /// proxy writes nothing else to them.)
+    fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
+        fd.try_clone_to_owned().ok()
+    }
+
+    fn is_socket(fd: &OwnedFd) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        fd.try_clone()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    pub(super) fn reader() -> Option<Box<dyn AsyncRead + Unpin>> {
+        let fd = dup(std::io::stdin().as_fd())?;
+        if is_socket(&fd) {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true).ok()?;
+            return Some(Box::new(tokio::net::UnixStream::from_std(s).ok()?));
+        }
+        pipe::Receiver::from_owned_fd(fd)
+            .ok()
+            .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin>)
+    }
+
+    pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Unpin>> {
+        let fd = dup(std::io::stdout().as_fd())?;
+        if is_socket(&fd) {
+            let s = std::os::unix::net::UnixStream::from(fd);
+            s.set_nonblocking(true).ok()?;
+            return Some(Box::new(tokio::net::UnixStream::from_std(s).ok()?));
+        }
+        pipe::Sender::from_owned_fd(fd)
+            .ok()
+            .map(|w| Box::new(w) as Box<dyn AsyncWrite + Unpin>)
+    }
 }
 
 enum Outcome {

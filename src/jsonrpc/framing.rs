@@ -131,8 +131,9 @@ impl Decoder for LineCodec {
     }
 }
 
+/// The next newline: memchr (SIMD), since a 1 MiB line is searched once as it arrives.
 fn memchr(hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == b'\n')
+    memchr::memchr(b'\n', hay)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! The JSON-RPC envelope: classify a line, find its id, method and the few fields the router
 //! rewrites, and splice new values into the original bytes.
 //!
-//! Only the envelope is parsed: payloads stay borrowed `RawValue`s of the line they came in, and a
-//! rewrite copies the line once with the new id or token spliced in. This module does no I/O and
-//! never re-serializes a payload it did not have to look into.
+//! Only the envelope is parsed: payloads stay borrowed [`Raw`] slices of the line they came in,
+//! and a rewrite copies the line once with the new id or token spliced in. This module does no
+//! I/O and never re-serializes a payload it did not have to look into.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod framing;
+mod scan;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -86,21 +87,39 @@ struct RawEnvelope<'a> {
     error: Option<&'a RawValue>,
 }
 
+/// One JSON value exactly as written, borrowed from its line (valid JSON, no surrounding
+/// whitespace). Like serde_json's `RawValue`, but it can be made by the fast scanner too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    /// The JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for Raw<'a> {
+    fn from(v: &'a RawValue) -> Self {
+        Raw(v.get())
+    }
+}
+
 /// A parsed envelope borrowing from its line; everything else stays unparsed.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The kind of message.
     pub kind: Kind,
     /// The id exactly as written (`1` and `"1"` differ); `None` for notifications and null ids.
-    pub id: Option<&'a RawValue>,
+    pub id: Option<Raw<'a>>,
     /// The method of a request or notification.
     pub method: Option<Cow<'a, str>>,
     /// The params, unparsed.
-    pub params: Option<&'a RawValue>,
+    pub params: Option<Raw<'a>>,
     /// The result of a response, unparsed.
-    pub result: Option<&'a RawValue>,
+    pub result: Option<Raw<'a>>,
     /// The error of an error response, unparsed.
-    pub error: Option<&'a RawValue>,
+    pub error: Option<Raw<'a>>,
 }
 
 /// A line is either one message or a batch (an array, 2025-03-26 only).
@@ -108,7 +127,7 @@ pub enum Parsed<'a> {
     /// One message.
     Single(Envelope<'a>),
     /// The elements of a batch, each still raw.
-    Batch(Vec<&'a RawValue>),
+    Batch(Vec<Raw<'a>>),
 }
 
 /// Classifies and parses one line (without its newline).
@@ -120,7 +139,7 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     let first = line.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         return match serde_json::from_slice::<Vec<&RawValue>>(line) {
-            Ok(items) => Ok(Parsed::Batch(items)),
+            Ok(items) => Ok(Parsed::Batch(items.into_iter().map(Raw::from).collect())),
             Err(e) => Err(classify(&e, line)),
         };
     }
@@ -129,21 +148,63 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
 
 /// Parses one message (not a batch).
 ///
+/// Plainly well-formed lines (the common case) take the one-pass scanner of `scan.rs`, which
+/// skips string bodies with memchr; everything else goes through serde_json, which decides
+/// between [`Malformed::Parse`] and [`Malformed::Invalid`] exactly as before.
+///
 /// # Errors
 /// As [`parse`].
 pub fn parse_one(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
+    match scan::envelope(line) {
+        Some(f) => envelope(
+            f.jsonrpc,
+            f.id.map(Raw),
+            f.method.map(Cow::Borrowed),
+            f.params.map(Raw),
+            f.result.map(Raw),
+            f.error.map(Raw),
+        ),
+        None => parse_one_serde(line),
+    }
+}
+
+/// [`parse_one`] through serde_json alone: the fallback, and the reference the scanner is
+/// tested against.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_one_serde(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
     let raw: RawEnvelope<'_> = serde_json::from_slice(line).map_err(|e| classify(&e, line))?;
-    if raw.jsonrpc.as_deref() != Some("2.0") {
+    envelope(
+        raw.jsonrpc.as_deref(),
+        raw.id.map(Raw::from),
+        raw.method,
+        raw.params.map(Raw::from),
+        raw.result.map(Raw::from),
+        raw.error.map(Raw::from),
+    )
+}
+
+/// The JSON-RPC rules on top of the members found (by either parser).
+fn envelope<'a>(
+    jsonrpc: Option<&str>,
+    id: Option<Raw<'a>>,
+    method: Option<Cow<'a, str>>,
+    params: Option<Raw<'a>>,
+    result: Option<Raw<'a>>,
+    error: Option<Raw<'a>>,
+) -> Result<Envelope<'a>, Malformed> {
+    if jsonrpc != Some("2.0") {
         return Err(Malformed::Invalid);
     }
-    let id = raw.id.filter(|v| v.get() != "null");
+    let id = id.filter(|v| v.get() != "null");
     if let Some(id) = id {
         let b = id.get().as_bytes()[0];
         if !(b == b'"' || b == b'-' || b.is_ascii_digit()) {
             return Err(Malformed::Invalid);
         }
     }
-    let kind = match (&raw.method, id, raw.result, raw.error) {
+    let kind = match (&method, id, result, error) {
         (Some(_), Some(_), None, None) => Kind::Request,
         (Some(_), None, None, None) => Kind::Notification,
         (None, Some(_), Some(_), None) => Kind::Response,
@@ -153,10 +214,10 @@ pub fn parse_one(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
     Ok(Envelope {
         kind,
         id,
-        method: raw.method,
-        params: raw.params,
-        result: raw.result,
-        error: raw.error,
+        method,
+        params,
+        result,
+        error,
     })
 }
 
@@ -209,7 +270,7 @@ pub fn splice(line: &[u8], edits: &mut [(Range<usize>, &[u8])]) -> Bytes {
 }
 
 /// Reads an id or token the mux issued (a plain non-negative JSON integer).
-pub fn as_u64(raw: &RawValue) -> Option<u64> {
+pub fn as_u64(raw: Raw<'_>) -> Option<u64> {
     let s = raw.get();
     if s.bytes().all(|b| b.is_ascii_digit()) {
         s.parse().ok()
@@ -234,16 +295,34 @@ struct Meta<'a> {
 
 /// What the router needs from a client request's params: its progress token and whether it
 /// asks for a task (2025-11-25 task-augmented requests).
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestMeta<'a> {
     /// `params._meta.progressToken`, raw.
-    pub progress_token: Option<&'a RawValue>,
+    pub progress_token: Option<Raw<'a>>,
     /// Whether `params.task` is present.
     pub task: bool,
 }
 
 /// Extracts [`RequestMeta`] from raw params; absent or odd params yield the default.
-pub fn request_meta(params: Option<&RawValue>) -> RequestMeta<'_> {
+/// Plain params take the scanner's fast path; the rest goes through serde_json.
+pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
+    let Some(params) = params else {
+        return RequestMeta::default();
+    };
+    if !params.get().starts_with('{') {
+        return RequestMeta::default();
+    }
+    match scan::request_meta(params.get()) {
+        Some((token, task)) => RequestMeta {
+            progress_token: token.map(Raw),
+            task,
+        },
+        None => request_meta_serde(Some(params)),
+    }
+}
+
+/// [`request_meta`] through serde_json alone: the fallback, and the scanner's reference.
+pub fn request_meta_serde(params: Option<Raw<'_>>) -> RequestMeta<'_> {
     let Some(params) = params else {
         return RequestMeta::default();
     };
@@ -255,7 +334,8 @@ pub fn request_meta(params: Option<&RawValue>) -> RequestMeta<'_> {
             progress_token: p
                 .meta
                 .and_then(|m| m.progress_token)
-                .filter(|t| t.get() != "null"),
+                .filter(|t| t.get() != "null")
+                .map(Raw::from),
             task: p.task.is_some(),
         },
         Err(_) => RequestMeta::default(),
@@ -263,18 +343,18 @@ pub fn request_meta(params: Option<&RawValue>) -> RequestMeta<'_> {
 }
 
 /// Reads one raw field of a JSON object (borrowed), or `None`.
-pub fn field<'a>(object: Option<&'a RawValue>, name: &str) -> Option<&'a RawValue> {
+pub fn field<'a>(object: Option<Raw<'a>>, name: &str) -> Option<Raw<'a>> {
     let object = object?;
     if !object.get().starts_with('{') {
         return None;
     }
     let map: std::collections::HashMap<Cow<'a, str>, &'a RawValue> =
         serde_json::from_str(object.get()).ok()?;
-    map.get(name).copied()
+    map.get(name).copied().map(Raw::from)
 }
 
 /// Reads a string field of a JSON object.
-pub fn str_field(object: Option<&RawValue>, name: &str) -> Option<String> {
+pub fn str_field(object: Option<Raw<'_>>, name: &str) -> Option<String> {
     serde_json::from_str::<String>(field(object, name)?.get()).ok()
 }
 
@@ -421,5 +501,201 @@ mod tests {
         let task = field(env.result, "task");
         assert_eq!(str_field(task, "taskId").as_deref(), Some("t-1"));
         assert_eq!(str_field(task, "missing"), None);
+    }
+
+    mod scanner_agrees_with_serde {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_string() -> impl Strategy<Value = String> {
+            // Quotes, backslashes, control characters and non-ASCII all need escaping or
+            // leave the plain fast path.
+            "[a-z0-9 /\"\\\u{1}\t\u{e9}\u{1f600}]{0,10}"
+                .prop_map(|s| serde_json::to_string(&s).unwrap())
+        }
+
+        fn scalar() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (0u64..2_000_000).prop_map(|n| n.to_string()),
+                (-1000i64..0).prop_map(|n| n.to_string()),
+                Just("1.5e3".to_owned()),
+                Just("-0".to_owned()),
+                Just("true".to_owned()),
+                Just("null".to_owned()),
+                json_string(),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            scalar().prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|v| format!("[{}]", v.join(","))),
+                    prop::collection::vec((json_string(), inner), 0..4).prop_map(|v| {
+                        let m: Vec<String> = v.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", m.join(","))
+                    }),
+                ]
+            })
+        }
+
+        fn params() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                Just(None),
+                scalar().prop_map(Some),
+                Just(Some("{}".to_owned())),
+            ];
+            (
+                token,
+                any::<bool>(),
+                prop::option::of(value()),
+                prop_oneof![Just("_meta"), Just("task"), Just("x"), Just("_m\\u0065ta")],
+            )
+                .prop_map(|(token, task, extra, extra_key)| {
+                    let mut m = vec![];
+                    if let Some(t) = token {
+                        m.push(format!(r#""_meta":{{"a":[1,{{}}],"progressToken":{t}}}"#));
+                    }
+                    if task {
+                        m.push(r#""task":{"ttl":1}"#.to_owned());
+                    }
+                    if let Some(v) = extra {
+                        m.push(format!(r#""{extra_key}":{v}"#));
+                    }
+                    format!("{{{}}}", m.join(","))
+                })
+        }
+
+        /// A message of any kind (or an invalid mix), members in any order, with and without
+        /// whitespace.
+        fn envelope_line() -> impl Strategy<Value = String> {
+            let member = |key: &'static str, v: BoxedStrategy<String>| {
+                prop::option::of(v.prop_map(move |v| format!(r#""{key}":{v}"#)))
+            };
+            (
+                member(
+                    "jsonrpc",
+                    prop_oneof![
+                        Just("\"2.0\"".to_owned()),
+                        Just("\"1.0\"".to_owned()),
+                        Just("2".to_owned()),
+                        Just("\"2\\u002e0\"".to_owned())
+                    ]
+                    .boxed(),
+                ),
+                member("id", scalar().boxed()),
+                member(
+                    "method",
+                    prop_oneof![
+                        json_string(),
+                        Just("\"tools/call\"".to_owned()),
+                        Just("7".to_owned())
+                    ]
+                    .boxed(),
+                ),
+                member("params", prop_oneof![params(), value()].boxed()),
+                member("result", value().boxed()),
+                member("error", value().boxed()),
+                member("extra", value().boxed()),
+                prop_oneof![Just(""), Just(" ")],
+            )
+                .prop_flat_map(|(a, b, c, d, e, f, g, ws)| {
+                    let members: Vec<String> =
+                        [a, b, c, d, e, f, g].into_iter().flatten().collect();
+                    (Just(members).prop_shuffle(), Just(ws))
+                })
+                .prop_map(|(members, ws)| {
+                    let sep = format!("{ws},{ws}");
+                    format!("{ws}{{{ws}{}{ws}}}{ws}", members.join(&sep))
+                })
+        }
+
+        fn request_like() -> impl Strategy<Value = String> {
+            (scalar(), params(), prop_oneof![Just(""), Just(" ")]).prop_map(|(id, params, ws)| {
+                format!(r#"{{"jsonrpc":{ws}"2.0","id":{id},"method":"tools/call",{ws}"params":{params}}}"#)
+            })
+        }
+
+        fn same(line: &[u8]) -> Result<(), TestCaseError> {
+            let fast = parse_one(line);
+            let slow = parse_one_serde(line);
+            prop_assert_eq!(&fast, &slow, "line: {}", String::from_utf8_lossy(line));
+            if let (Ok(f), Ok(s)) = (&fast, &slow) {
+                prop_assert_eq!(request_meta(f.params), request_meta_serde(s.params));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn on_generated_envelopes(line in prop_oneof![envelope_line(), request_like()]) {
+                same(line.as_bytes())?;
+            }
+
+            #[test]
+            fn on_broken_envelopes(
+                line in prop_oneof![envelope_line(), request_like()],
+                at in any::<prop::sample::Index>(),
+                byte in prop::sample::select(&b"{}[]\",:\\ x0e-.\x01\t\xff\xc3"[..]),
+                how in 0..3u8,
+            ) {
+                let mut b = line.into_bytes();
+                let i = at.index(b.len() + 1);
+                match how {
+                    0 => b.truncate(i),
+                    1 => b.insert(i, byte),
+                    _ => {
+                        if i < b.len() {
+                            b.remove(i);
+                        }
+                    }
+                }
+                same(&b)?;
+            }
+        }
+
+        #[test]
+        fn malformed_lines_keep_their_codes() {
+            for (line, want) in [
+                (&b"hello"[..], Malformed::Parse),
+                (b"", Malformed::Parse),
+                (br#"{"jsonrpc":"2.0","id":1,"method":"x""#, Malformed::Parse),
+                (
+                    br#"{"jsonrpc":"2.0","id":01,"method":"x"}"#,
+                    Malformed::Parse,
+                ),
+                (
+                    b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\x01\"}",
+                    Malformed::Parse,
+                ),
+                (br#"42"#, Malformed::Invalid),
+                (
+                    br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#,
+                    Malformed::Invalid,
+                ),
+                (
+                    br#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+                    Malformed::Invalid,
+                ),
+                (
+                    br#"{"jsonrpc":"2.0","id":1,"result":null}"#,
+                    Malformed::Invalid,
+                ),
+                (
+                    br#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#,
+                    Malformed::Invalid,
+                ),
+            ] {
+                assert_eq!(
+                    parse_one(line).err(),
+                    Some(want),
+                    "{}",
+                    String::from_utf8_lossy(line)
+                );
+                assert_eq!(parse_one_serde(line).err(), Some(want));
+            }
+        }
     }
 }

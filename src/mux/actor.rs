@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
@@ -21,16 +23,20 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::child::{self, ChildSpec};
 use super::listener::{self, BoundSocket};
-use super::router::{Action, ClientId, Command, Input, Router, ServerState};
+use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
 use crate::config::ServerConfig;
+use crate::io::{LineWriter, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
+/// How many more waiting events the actor takes after one before carrying out the actions.
+const BURST: usize = 64;
 /// How long a child may keep stdout open after its process exited (a grandchild holding it).
 const STDOUT_DRAIN: Duration = Duration::from_millis(200);
 
-/// A point-in-time view of one server, published on every change.
+/// A point-in-time view of one server, published when anything but the pending count changes
+/// (the count changes with every message; [`ServerHandle::status`] reads it live).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStatus {
     /// The server's name from the config.
@@ -71,6 +77,7 @@ pub struct ServerHandle {
     name: String,
     cmd: mpsc::Sender<Control>,
     status: watch::Receiver<ServerStatus>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -79,9 +86,11 @@ impl ServerHandle {
         &self.name
     }
 
-    /// The latest status snapshot.
+    /// The latest status snapshot, with the pending count as of now.
     pub fn status(&self) -> ServerStatus {
-        self.status.borrow().clone()
+        let mut s = self.status.borrow().clone();
+        s.pending = self.pending.load(Ordering::Relaxed);
+        s
     }
 
     /// Whether both handles lead to the same actor (a restarted server is a new actor).
@@ -89,7 +98,9 @@ impl ServerHandle {
         self.status.same_channel(&other.status)
     }
 
-    /// A receiver that wakes on every status change (for the tray and status files).
+    /// A receiver that wakes on every status change (for the tray and status files). Its
+    /// `pending` is the count when the snapshot was taken; a change of the count alone does
+    /// not wake it (that would be once per message), [`ServerHandle::status`] has it live.
     pub fn watch(&self) -> watch::Receiver<ServerStatus> {
         self.status.clone()
     }
@@ -132,9 +143,13 @@ enum ChildEvent {
 
 struct ChildLink {
     generation: u64,
-    stdin: Option<mpsc::UnboundedSender<Bytes>>,
+    stdin: Option<LineWriter<pipe::Sender>>,
     kill: Option<oneshot::Sender<()>>,
 }
+
+/// How many lines may wait for the child's stdin (it is the one peer every client shares, so
+/// this is generous; a child that stops reading for this long is stuck anyway).
+const CHILD_QUEUE: usize = 1 << 20;
 
 /// Starts the actor of one server on an already bound socket.
 ///
@@ -147,8 +162,10 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) -> ServerHandle {
     let router = Router::new(cfg.clone());
-    let status = snapshot(&router, &cfg);
+    let published = router.status();
+    let status = snapshot(&published, &cfg);
     let (status_tx, status_rx) = watch::channel(status);
+    let pending = Arc::new(AtomicUsize::new(published.pending));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let name = cfg.name.clone();
     let span = info_span!("server", name = %cfg.name);
@@ -161,19 +178,24 @@ pub fn spawn(
         child: None,
         next_generation: 1,
         status: status_tx,
+        published,
+        pending: pending.clone(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
+        to_clients: Vec::new(),
+        to_child: Vec::new(),
     };
     tracker.spawn(actor.run(cmd_rx).instrument(span));
     ServerHandle {
         name,
         cmd: cmd_tx,
         status: status_rx,
+        pending,
     }
 }
 
-fn snapshot(router: &Router, cfg: &ServerConfig) -> ServerStatus {
-    let s = router.status();
+fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
+    let s = s.clone();
     ServerStatus {
         name: cfg.name.clone(),
         state: s.state,
@@ -194,13 +216,20 @@ struct Actor {
     router: Router,
     cfg: ServerConfig,
     socket: Option<BoundSocket>,
-    clients: HashMap<ClientId, mpsc::Sender<Bytes>>,
+    clients: HashMap<ClientId, LineWriter<tokio::net::unix::OwnedWriteHalf>>,
     next_client: u64,
     child: Option<ChildLink>,
     next_generation: u64,
     status: watch::Sender<ServerStatus>,
+    /// The router status last published (its pending count aside).
+    published: RouterStatus,
+    pending: Arc<AtomicUsize>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Lines for clients gathered while draining the router's actions, written at the end
+    /// of the drain (one write per client per turn).
+    to_clients: Vec<(ClientId, Bytes)>,
+    to_child: Vec<Bytes>,
 }
 
 impl Actor {
@@ -225,48 +254,18 @@ impl Actor {
                 () = crate::io::sleep_until(deadline.map(tokio::time::Instant::from_std)) => Event::Timer,
                 () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
             };
-            let now = Instant::now();
-            match event {
-                Event::Accepted(stream) => self.accept_client(now, stream, &client_tx),
-                Event::Client(id, ClientEvent::Line(line)) => {
-                    self.router.handle(now, Input::ClientLine(id, line))
-                }
-                Event::Client(id, ClientEvent::TooLong) => {
-                    self.router.handle(now, Input::ClientTooLong(id))
-                }
-                Event::Client(id, ClientEvent::Gone) => {
-                    if self.clients.remove(&id).is_some() {
-                        debug!(client = id.0, "client disconnected");
-                        self.router.handle(now, Input::ClientGone(id));
-                    }
-                }
-                Event::Child(generation, ev) => {
-                    if self.child.as_ref().map(|c| c.generation) != Some(generation) {
-                        continue;
-                    }
-                    match ev {
-                        ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
-                        ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
-                        ChildEvent::Exited(reason) => {
-                            self.child = None;
-                            self.router.handle(now, Input::ChildExited(reason));
-                        }
-                    }
-                }
-                Event::Control(ctl) => {
-                    info!(command = ?ctl.cmd, "control command");
-                    self.router.handle(now, Input::Command(ctl.cmd));
-                    let _ = ctl.done.send(());
-                }
-                Event::Timer => self.router.handle_timeout(now),
-                Event::Shutdown => {
-                    shutting_down = true;
-                    // Stop accepting first: the socket file goes before anything else.
-                    if let Some(socket) = self.socket.take() {
-                        socket.unlink();
-                    }
-                    self.router.handle(now, Input::Shutdown);
-                }
+            self.handle_event(event, &client_tx, &mut shutting_down);
+            // Take whatever else is already waiting before carrying out the actions, so that
+            // a burst costs one write per peer instead of one per line.
+            for _ in 0..BURST {
+                let event = match child_rx.try_recv() {
+                    Ok((generation, ev)) => Event::Child(generation, ev),
+                    Err(_) => match client_rx.try_recv() {
+                        Ok((id, ev)) => Event::Client(id, ev),
+                        Err(_) => break,
+                    },
+                };
+                self.handle_event(event, &client_tx, &mut shutting_down);
             }
             self.drive(&client_tx, &child_tx);
             if shutting_down && self.child.is_none() {
@@ -274,8 +273,60 @@ impl Actor {
             }
         }
         self.clients.clear();
-        let _ = self.status.send(snapshot(&self.router, &self.cfg));
+        let _ = self.status.send(snapshot(&self.router.status(), &self.cfg));
         info!("server stopped");
+    }
+
+    /// Feeds one event to the router (its actions are carried out later, by `drive`).
+    fn handle_event(
+        &mut self,
+        event: Event,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+        shutting_down: &mut bool,
+    ) {
+        let now = Instant::now();
+        match event {
+            Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
+            Event::Client(id, ClientEvent::Line(line)) => {
+                self.router.handle(now, Input::ClientLine(id, line))
+            }
+            Event::Client(id, ClientEvent::TooLong) => {
+                self.router.handle(now, Input::ClientTooLong(id))
+            }
+            Event::Client(id, ClientEvent::Gone) => {
+                if self.clients.remove(&id).is_some() {
+                    debug!(client = id.0, "client disconnected");
+                    self.router.handle(now, Input::ClientGone(id));
+                }
+            }
+            Event::Child(generation, ev) => {
+                if self.child.as_ref().map(|c| c.generation) != Some(generation) {
+                    return;
+                }
+                match ev {
+                    ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
+                    ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
+                    ChildEvent::Exited(reason) => {
+                        self.child = None;
+                        self.router.handle(now, Input::ChildExited(reason));
+                    }
+                }
+            }
+            Event::Control(ctl) => {
+                info!(command = ?ctl.cmd, "control command");
+                self.router.handle(now, Input::Command(ctl.cmd));
+                let _ = ctl.done.send(());
+            }
+            Event::Timer => self.router.handle_timeout(now),
+            Event::Shutdown => {
+                *shutting_down = true;
+                // Stop accepting first: the socket file goes before anything else.
+                if let Some(socket) = self.socket.take() {
+                    socket.unlink();
+                }
+                self.router.handle(now, Input::Shutdown);
+            }
+        }
     }
 
     /// Carries out every action the router queued, then publishes the status if it changed.
@@ -285,53 +336,104 @@ impl Actor {
         child_tx: &mpsc::Sender<(u64, ChildEvent)>,
     ) {
         let _ = client_tx;
-        while let Some(action) = self.router.poll_action() {
-            match action {
-                Action::ToClient(id, line) => {
-                    let Some(tx) = self.clients.get(&id) else {
-                        continue;
-                    };
-                    if let Err(e) = tx.try_send(line) {
-                        if let mpsc::error::TrySendError::Full(_) = e {
-                            warn!(
-                                client = id.0,
-                                queue = CLIENT_QUEUE,
-                                "client is not reading; disconnecting it"
-                            );
-                        }
+        loop {
+            while let Some(action) = self.router.poll_action() {
+                match action {
+                    Action::ToClient(id, line) => self.to_clients.push((id, line)),
+                    Action::ToChild(line) => self.to_child.push(line),
+                    Action::CloseClient(id) => {
+                        self.flush_clients();
+                        // Dropping the writer lets its task write what is queued, then close.
                         self.clients.remove(&id);
-                        self.router.handle(Instant::now(), Input::ClientGone(id));
                     }
-                }
-                Action::ToChild(line) => {
-                    if let Some(tx) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
-                        let _ = tx.send(line);
+                    Action::Spawn => {
+                        self.flush_child();
+                        self.spawn_child(child_tx);
                     }
-                }
-                Action::CloseClient(id) => {
-                    // Dropping the sender lets the writer flush what is queued, then close.
-                    self.clients.remove(&id);
-                }
-                Action::Spawn => self.spawn_child(child_tx),
-                Action::Kill => {
-                    if let Some(link) = self.child.as_mut() {
-                        link.stdin = None;
-                        if let Some(kill) = link.kill.take() {
-                            let _ = kill.send(());
+                    Action::Kill => {
+                        self.flush_child();
+                        if let Some(link) = self.child.as_mut() {
+                            link.stdin = None;
+                            if let Some(kill) = link.kill.take() {
+                                let _ = kill.send(());
+                            }
                         }
                     }
                 }
+            }
+            self.flush_child();
+            // A client found gone while writing feeds the router again: drain once more.
+            if !self.flush_clients() {
+                break;
             }
         }
-        let status = snapshot(&self.router, &self.cfg);
-        self.status.send_if_modified(|old| {
-            if *old != status {
-                *old = status;
-                true
-            } else {
-                false
+        let status = self.router.status();
+        self.pending.store(status.pending, Ordering::Relaxed);
+        let changed = RouterStatus {
+            pending: self.published.pending,
+            ..status.clone()
+        } != self.published;
+        if changed {
+            self.published = status;
+            let snapshot = snapshot(&self.published, &self.cfg);
+            self.status.send_replace(snapshot);
+        }
+    }
+
+    /// Writes the gathered lines to the child's stdin (in place when it has room).
+    fn flush_child(&mut self) {
+        if self.to_child.is_empty() {
+            return;
+        }
+        if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
+            if let Err(e) = stdin.send(&mut self.to_child) {
+                // The child is going away; its exit is reported by its watcher.
+                debug!(error = ?e, "child stdin is closed; dropped lines");
             }
-        });
+        }
+        self.to_child.clear();
+    }
+
+    /// Writes the gathered client lines, one batch per client in order; returns whether a
+    /// client had to be dropped (the router has new actions then).
+    fn flush_clients(&mut self) -> bool {
+        if self.to_clients.is_empty() {
+            return false;
+        }
+        let mut out = std::mem::take(&mut self.to_clients);
+        let mut dropped = false;
+        let mut batch = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let id = out[i].0;
+            // Lines for one client are usually adjacent; gather the run.
+            let mut j = i;
+            while j < out.len() && out[j].0 == id {
+                batch.push(std::mem::take(&mut out[j].1));
+                j += 1;
+            }
+            i = j;
+            let Some(writer) = self.clients.get(&id) else {
+                batch.clear();
+                continue;
+            };
+            if let Err(e) = writer.send(&mut batch) {
+                if e == WriteError::Full {
+                    warn!(
+                        client = id.0,
+                        queue = CLIENT_QUEUE,
+                        "client is not reading; disconnecting it"
+                    );
+                }
+                self.clients.remove(&id);
+                self.router.handle(Instant::now(), Input::ClientGone(id));
+                dropped = true;
+            }
+            batch.clear();
+        }
+        out.clear();
+        self.to_clients = out;
+        dropped
     }
 
     fn spawn_child(&mut self, child_tx: &mpsc::Sender<(u64, ChildEvent)>) {
@@ -353,11 +455,30 @@ impl Actor {
                 self.next_generation += 1;
                 let pid = spawned.pid;
                 info!(pid, cmd = %self.cfg.cmd, "child started");
-                let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
                 let (kill_tx, kill_rx) = oneshot::channel();
                 let span = info_span!("child", pid);
-                self.tracker
-                    .spawn(write_stdin(spawned.stdin, stdin_rx).instrument(span.clone()));
+                // A pipe sender can be written in place by the actor (no task hop per line);
+                // its writer task only runs when the pipe is full.
+                grow_pipe(&spawned.stdout);
+                let stdin = spawned
+                    .stdin
+                    .into_owned_fd()
+                    .and_then(pipe::Sender::from_owned_fd);
+                if let Ok(stdin) = &stdin {
+                    grow_pipe(stdin);
+                }
+                let stdin = match stdin {
+                    Ok(stdin) => {
+                        let (writer, task) = LineWriter::new(stdin, CHILD_QUEUE);
+                        self.tracker.spawn(task.instrument(span.clone()));
+                        Some(writer)
+                    }
+                    Err(e) => {
+                        // Nothing can be sent to this child; it is stopped like any other.
+                        warn!(error = %e, "cannot use the child's stdin");
+                        None
+                    }
+                };
                 self.tracker.spawn(
                     watch_child(
                         generation,
@@ -373,7 +494,7 @@ impl Actor {
                 );
                 self.child = Some(ChildLink {
                     generation,
-                    stdin: Some(stdin_tx),
+                    stdin,
                     kill: Some(kill_tx),
                 });
                 self.router.handle(now, Input::ChildSpawned { pid });
@@ -394,11 +515,18 @@ impl Actor {
         let id = ClientId(self.next_client);
         self.next_client += 1;
         let (read, write) = stream.into_split();
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (writer, task) = LineWriter::new(write, CLIENT_QUEUE);
         let token = self.shutdown.child_token();
         let span = info_span!("client", id = id.0);
-        self.tracker
-            .spawn(write_client(write, rx, token.clone()).instrument(span.clone()));
+        let stop_reader = token.clone();
+        self.tracker.spawn(
+            async move {
+                task.await;
+                // The router closed us (or the peer is gone): stop the reader too.
+                stop_reader.cancel();
+            }
+            .instrument(span.clone()),
+        );
         self.tracker.spawn(
             read_client(
                 id,
@@ -409,10 +537,25 @@ impl Actor {
             )
             .instrument(span),
         );
-        self.clients.insert(id, tx);
+        self.clients.insert(id, writer);
         debug!(client = id.0, "client connected");
         self.router.handle(now, Input::ClientConnected(id));
     }
+}
+
+/// Pipe capacity asked for the child's stdin and stdout: a 1 MiB line then crosses in one
+/// write and one read instead of sixteen 64 KiB rounds, each a wake-up of both sides.
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Grows a pipe's kernel buffer (Linux); a refusal (over `fs.pipe-max-size`) keeps the default.
+fn grow_pipe(fd: &impl std::os::fd::AsFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
 
 async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
@@ -458,52 +601,6 @@ async fn read_client(
         }
     }
     let _ = tx.send((id, ClientEvent::Gone)).await;
-}
-
-async fn write_client(
-    write: tokio::net::unix::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
-    token: CancellationToken,
-) {
-    let mut out = BufWriter::with_capacity(64 * 1024, write);
-    while let Some(line) = rx.recv().await {
-        if crate::io::write_line(&mut out, &line).await.is_err() {
-            break;
-        }
-        // Batch whatever else is ready before one flush.
-        while let Ok(line) = rx.try_recv() {
-            if crate::io::write_line(&mut out, &line).await.is_err() {
-                token.cancel();
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = out.flush().await;
-    let _ = out.shutdown().await;
-    // The router closed us (or we failed): stop the reader too.
-    token.cancel();
-}
-
-async fn write_stdin(stdin: tokio::process::ChildStdin, mut rx: mpsc::UnboundedReceiver<Bytes>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, stdin);
-    while let Some(line) = rx.recv().await {
-        if crate::io::write_line(&mut out, &line).await.is_err() {
-            return;
-        }
-        while let Ok(line) = rx.try_recv() {
-            if crate::io::write_line(&mut out, &line).await.is_err() {
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
-    }
-    // The sender was dropped: closing stdin is the first step of stopping the child.
-    let _ = out.shutdown().await;
 }
 
 #[allow(clippy::too_many_arguments)]

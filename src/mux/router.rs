@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
@@ -519,7 +518,7 @@ impl Router {
         )));
     }
 
-    fn upstream_initialized(&mut self, now: Instant, result: &RawValue) {
+    fn upstream_initialized(&mut self, now: Instant, result: jsonrpc::Raw<'_>) {
         let new = Bytes::copy_from_slice(result.get().as_bytes());
         let changed = match &self.init_result {
             Some(old) => identity(old) != identity(&new),
@@ -865,7 +864,13 @@ impl Router {
         }
     }
 
-    fn client_batch(&mut self, now: Instant, client: ClientId, line: &[u8], items: Vec<&RawValue>) {
+    fn client_batch(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &[u8],
+        items: Vec<jsonrpc::Raw<'_>>,
+    ) {
         if items.is_empty() {
             return self.send_client(
                 client,

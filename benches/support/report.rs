@@ -1,0 +1,270 @@
+//! Turns the load benchmark's `results.json` into the table of DESIGN.md targets (each with
+//! "met" or "not met", side by side with direct stdio) and the SVG plot. It only reads the
+//! numbers measured in one run; it measures nothing itself.
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One DESIGN.md target: what is measured, the value of this run, and whether it holds.
+struct Row {
+    measure: String,
+    direct: String,
+    value: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn rows(r: &Value) -> Vec<Row> {
+    let lat = |kind: &str, p: &str| f(r, &["latency", kind, p]);
+    let one = |kind: &str, p: &str| f(r, &["latency_one_core", kind, p]);
+    let big = |key: &str, kind: &str| f(r, &[key, kind, "p50_us"]);
+    let tp = |k: &str| f(r, &["throughput", k]);
+    let add_p50 = lat("proxy", "p50_us") - lat("direct", "p50_us");
+    let add_p99 = lat("proxy", "p99_us") - lat("direct", "p99_us");
+    let add_one = one("proxy", "p50_us") - one("direct", "p50_us");
+    let base = tp("direct_512_in_flight");
+    let ratio_mux = tp("mux_64") / base;
+    let ratio_proxy = tp("proxy_64") / base;
+    let rss100 = f(r, &["rss_kib", "daemon_10_with_100_clients"]) * 1024.0 / 1e6;
+    let rss_proxy = f(r, &["rss_kib", "proxy"]) * 1024.0 / 1e6;
+    let pss_proxy = f(r, &["rss_kib", "proxy_pss"]) * 1024.0 / 1e6;
+    let start = f(r, &["start_10_servers_ms"]);
+    let many = f(r, &["many_clients", "req_per_s"]);
+    let us = |v: f64| format!("{v:.1} µs");
+    let mut out = vec![
+        Row {
+            measure: "added latency p50, proxy + mux".into(),
+            direct: us(lat("direct", "p50_us")),
+            value: format!("+{add_p50:.1} µs ({:.1} µs)", lat("proxy", "p50_us")),
+            target: "≤ 50 µs",
+            met: Some(add_p50 <= 50.0),
+        },
+        Row {
+            measure: "added latency p99, proxy + mux".into(),
+            direct: us(lat("direct", "p99_us")),
+            value: format!("+{add_p99:.1} µs ({:.1} µs)", lat("proxy", "p99_us")),
+            target: "≤ 250 µs",
+            met: Some(add_p99 <= 250.0),
+        },
+        Row {
+            measure: "added latency p50, proxy + mux, all on one core".into(),
+            direct: us(one("direct", "p50_us")),
+            value: format!("+{add_one:.1} µs ({:.1} µs)", one("proxy", "p50_us")),
+            target: "≤ 30 µs",
+            met: Some(add_one <= 30.0),
+        },
+        Row {
+            measure: "added latency p50, mux socket only".into(),
+            direct: us(lat("direct", "p50_us")),
+            value: format!("+{:.1} µs", lat("mux", "p50_us") - lat("direct", "p50_us")),
+            target: "—",
+            met: None,
+        },
+        Row {
+            measure: "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight"
+                .into(),
+            direct: format!("{base:.0} req/s"),
+            value: format!("{ratio_mux:.2}× ({:.0} req/s)", tp("mux_64")),
+            target: "≥ 0.70×",
+            met: Some(ratio_mux >= 0.70),
+        },
+        Row {
+            measure: "throughput, 64 proxies × 8 in flight / direct with 512 in flight".into(),
+            direct: format!("{base:.0} req/s"),
+            value: format!("{ratio_proxy:.2}× ({:.0} req/s)", tp("proxy_64")),
+            target: "—",
+            met: None,
+        },
+    ];
+    for (key, what) in [("one_mib", "result"), ("one_mib_request", "request")] {
+        for kind in ["mux", "proxy"] {
+            let ratio = big(key, kind) / big(key, "direct");
+            out.push(Row {
+                measure: format!("1 MiB {what}, {kind} / direct (p50)"),
+                direct: format!("{:.2} ms", big(key, "direct") / 1e3),
+                value: format!("{ratio:.2}× ({:.2} ms)", big(key, kind) / 1e3),
+                target: "≤ 1.3×",
+                met: Some(ratio <= 1.3),
+            });
+        }
+    }
+    out.extend([
+        Row {
+            measure: "daemon RSS, 10 idle servers + 100 clients".into(),
+            direct: "—".into(),
+            value: format!("{rss100:.2} MB"),
+            target: "≤ 8 MB",
+            met: Some(rss100 > 0.0 && rss100 <= 8.0),
+        },
+        Row {
+            measure: "proxy RSS".into(),
+            direct: "—".into(),
+            value: format!("{rss_proxy:.2} MB (PSS {pss_proxy:.2} MB)"),
+            target: "≤ 2.5 MB",
+            met: Some(rss_proxy > 0.0 && rss_proxy <= 2.5),
+        },
+        Row {
+            measure: "1,000 clients × 4 in flight, every answer checked".into(),
+            direct: "—".into(),
+            value: format!(
+                "all served, {many:.0} req/s, connect + initialize {:.0} ms",
+                f(r, &["many_clients", "connect_init_ms"])
+            ),
+            target: "all served",
+            // throughput() panics on a lost, misrouted or late answer, so reaching here is it.
+            met: Some(many > 0.0),
+        },
+        Row {
+            measure: "daemon start to 10 sockets ready (median)".into(),
+            direct: "—".into(),
+            value: format!("{start:.1} ms"),
+            target: "≤ 10 ms",
+            met: Some(start <= 10.0),
+        },
+    ]);
+    out
+}
+
+/// Whether every target row holds.
+pub fn all_met(r: &Value) -> bool {
+    rows(r).iter().all(|row| row.met != Some(false))
+}
+
+/// The markdown table: one row per DESIGN.md target, with direct stdio from the same run.
+pub fn table(r: &Value) -> String {
+    let load = r["load_average_at_start"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let mut md = String::from(
+        "| measure | direct stdio | this run | target (DESIGN.md) | |\n|---|---|---|---|---|\n",
+    );
+    for row in rows(r) {
+        let met = match row.met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "",
+        };
+        md += &format!(
+            "| {} | {} | {} | {} | {met} |\n",
+            row.measure, row.direct, row.value, row.target
+        );
+    }
+    md += &format!("\nLoad average when the run started: {load}.\n");
+    md
+}
+
+/// The SVG: latency percentiles per path (left) and throughput against the number of
+/// clients (right).
+pub fn plot(r: &Value, path: &std::path::Path) {
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let (left, right) = root.split_horizontally(500);
+    let paths = [("direct", BLUE), ("mux", GREEN), ("proxy", RED)];
+
+    let pcts = [("p50_us", 50.0), ("p90_us", 90.0), ("p99_us", 99.0)];
+    let max_lat = paths
+        .iter()
+        .flat_map(|(k, _)| pcts.iter().map(move |(p, _)| f(r, &["latency", k, p])))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("latency, one request in flight", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(45.0..100.0, 0.0..max_lat * 1.1)
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("µs")
+        .draw()
+        .unwrap();
+    for (kind, color) in paths {
+        let pts: Vec<(f64, f64)> = pcts
+            .iter()
+            .map(|(p, x)| (*x, f(r, &["latency", kind, p])))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .unwrap()
+            .label(kind)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .unwrap();
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .unwrap();
+
+    let counts = [1.0f64, 8.0, 64.0, 512.0];
+    let series = [
+        ("mux (N clients × 8)", "mux", GREEN),
+        ("proxy (N clients × 8)", "proxy", RED),
+        ("direct (1 conn, N × 8 in flight)", "direct", BLUE),
+    ];
+    let max_tp = series
+        .iter()
+        .flat_map(|(_, k, _)| {
+            counts
+                .iter()
+                .map(move |n| f(r, &["throughput", &format!("{k}_{n}")]))
+        })
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("throughput against clients", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d((0.8f64..700.0).log_scale(), 0.0..max_tp * 1.1 / 1e3)
+        .unwrap();
+    chart
+        .configure_mesh()
+        .x_desc("clients")
+        .y_desc("thousand answers / s")
+        .draw()
+        .unwrap();
+    for (label, kind, color) in series {
+        let pts: Vec<(f64, f64)> = counts
+            .iter()
+            .map(|n| (*n, f(r, &["throughput", &format!("{kind}_{n}")]) / 1e3))
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .unwrap()
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .unwrap();
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .unwrap();
+    root.present().unwrap();
+}

@@ -1,0 +1,435 @@
+//! A one-pass scanner for the JSON-RPC envelope: it validates the whole line as JSON and notes
+//! where the top-level `jsonrpc`, `id`, `method`, `params`, `result` and `error` values are,
+//! skipping string bodies with `memchr` instead of decoding them.
+//!
+//! It is the fast path of [`super::parse_one`], not a second JSON parser with its own opinions:
+//! whenever a line is anything but plainly well formed (escapes in a key or method, control or
+//! tab bytes, duplicate envelope keys, deep nesting, invalid syntax) it answers `None` and the
+//! caller falls back to serde_json, so malformed input is classified exactly as before. What it
+//! accepts, serde_json accepts with the same result (a property test checks this). No I/O here.
+
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
+/// Nesting deeper than this goes to serde_json (which has its own recursion limit).
+const MAX_DEPTH: usize = 64;
+
+/// The envelope members found in a line, as slices of it. `None` means absent or `null`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fields<'a> {
+    /// The `jsonrpc` string's contents (without quotes).
+    pub jsonrpc: Option<&'a str>,
+    /// The id, raw.
+    pub id: Option<&'a str>,
+    /// The method string's contents (without quotes).
+    pub method: Option<&'a str>,
+    /// The params, raw.
+    pub params: Option<&'a str>,
+    /// The result, raw.
+    pub result: Option<&'a str>,
+    /// The error, raw.
+    pub error: Option<&'a str>,
+}
+
+/// Whether the bytes can be scanned without the slow checks: printable ASCII only needs no
+/// UTF-8 validation and has no control characters (which JSON forbids inside strings).
+fn plain(line: &[u8]) -> bool {
+    // Written as a fold so that it vectorizes; one pass over the line.
+    line.iter()
+        .fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b))
+}
+
+/// Scans one line; `None` means "ask serde_json" (invalid, or merely unusual).
+pub(crate) fn envelope(line: &[u8]) -> Option<Fields<'_>> {
+    let text = if plain(line) {
+        // Printable ASCII is valid UTF-8.
+        std::str::from_utf8(line).ok()?
+    } else {
+        let text = std::str::from_utf8(line).ok()?;
+        if line.iter().any(|&b| b < 0x20) {
+            return None;
+        }
+        text
+    };
+    let mut c = Cursor {
+        s: text,
+        b: line,
+        i: 0,
+    };
+    let mut f = Fields::default();
+    let mut seen = [false; 6];
+    c.ws();
+    c.eat(b'{')?;
+    c.ws();
+    if !c.eat_if(b'}') {
+        loop {
+            let key = c.plain_key()?;
+            c.ws();
+            c.eat(b':')?;
+            c.ws();
+            let start = c.i;
+            c.value(1)?;
+            let raw = &c.s[start..c.i];
+            let slot = match key {
+                "jsonrpc" => 0,
+                "id" => 1,
+                "method" => 2,
+                "params" => 3,
+                "result" => 4,
+                "error" => 5,
+                _ => usize::MAX,
+            };
+            if slot != usize::MAX {
+                if seen[slot] {
+                    return None; // serde_json reports a duplicate field
+                }
+                seen[slot] = true;
+                let value = (raw != "null").then_some(raw);
+                match slot {
+                    0 => f.jsonrpc = plain_or_null(value)?,
+                    1 => f.id = value,
+                    2 => f.method = plain_or_null(value)?,
+                    3 => f.params = value,
+                    4 => f.result = value,
+                    _ => f.error = value,
+                }
+            }
+            c.ws();
+            if c.eat_if(b',') {
+                c.ws();
+                continue;
+            }
+            c.eat(b'}')?;
+            break;
+        }
+    }
+    c.ws();
+    (c.i == line.len()).then_some(f)
+}
+
+/// `Some(None)` for null, `Some(Some(contents))` for a string without escapes, `None` (ask
+/// serde_json) for anything else.
+fn plain_or_null(value: Option<&str>) -> Option<Option<&str>> {
+    match value {
+        None => Some(None),
+        Some(raw) => plain_string(raw).map(Some),
+    }
+}
+
+/// The contents of a JSON string without escapes; `None` for other values or escapes.
+fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// What [`request_meta`] found: `Some(token)` / `task` flag, or `None` to ask serde_json.
+pub(crate) type Meta<'a> = (Option<&'a str>, bool);
+
+/// `params._meta.progressToken` and whether `params.task` is set, from params that were
+/// already validated by [`envelope`] or serde_json. `None` means "ask serde_json" (escaped or
+/// duplicate keys, a `_meta` that is not an object).
+pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
+    let mut c = Cursor {
+        s: params,
+        b: params.as_bytes(),
+        i: 0,
+    };
+    let mut token = None;
+    let mut task = false;
+    let (mut seen_meta, mut seen_task) = (false, false);
+    c.members(|c, key| {
+        match key {
+            "_meta" => {
+                if std::mem::replace(&mut seen_meta, true) {
+                    return None;
+                }
+                if c.peek()? == b'{' {
+                    let mut seen_token = false;
+                    c.members(|c, key| {
+                        if key == "progressToken" {
+                            if std::mem::replace(&mut seen_token, true) {
+                                return None;
+                            }
+                            let start = c.i;
+                            c.value(1)?;
+                            let raw = &c.s[start..c.i];
+                            token = (raw != "null").then_some(raw);
+                            Some(())
+                        } else {
+                            c.value(1)
+                        }
+                    })?;
+                    return Some(());
+                }
+                let start = c.i;
+                c.value(1)?;
+                // `"_meta": null` is no meta; anything else fails serde_json's typed parse.
+                (&c.s[start..c.i] == "null").then_some(())
+            }
+            "task" => {
+                if std::mem::replace(&mut seen_task, true) {
+                    return None;
+                }
+                let start = c.i;
+                c.value(1)?;
+                task = &c.s[start..c.i] != "null";
+                Some(())
+            }
+            _ => c.value(1),
+        }
+    })?;
+    Some((token, task))
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.eat_if(b).then_some(())
+    }
+
+    fn eat_if(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Visits each member of the object at the cursor; `visit` must consume the value.
+    fn members(&mut self, mut visit: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.ws();
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat_if(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.plain_key()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            visit(self, key)?;
+            self.ws();
+            if self.eat_if(b',') {
+                self.ws();
+                continue;
+            }
+            return self.eat(b'}');
+        }
+    }
+
+    /// Where the next `"` or `\\` is at or after `from`: a plain loop over the first bytes
+    /// (most keys, ids and methods are short, where memchr's setup costs more than it saves),
+    /// memchr for long string bodies.
+    fn quote_or_escape(&self, from: usize) -> Option<usize> {
+        let rest = self.b.get(from..)?;
+        for (k, &b) in rest.iter().take(24).enumerate() {
+            if b == b'"' || b == b'\\' {
+                return Some(from + k);
+            }
+        }
+        if rest.len() <= 24 {
+            return None;
+        }
+        memchr::memchr2(b'"', b'\\', &rest[24..]).map(|k| from + 24 + k)
+    }
+
+    /// A member name without escapes (escaped names go to serde_json, which decodes them).
+    fn plain_key(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let end = self.quote_or_escape(start)?;
+        if self.b[end] != b'"' {
+            return None;
+        }
+        self.i = end + 1;
+        Some(&self.s[start..end])
+    }
+
+    /// Skips one value, checking its syntax.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string(),
+            b'{' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat_if(b'}') {
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    if self.eat_if(b',') {
+                        self.ws();
+                        continue;
+                    }
+                    return self.eat(b'}');
+                }
+            }
+            b'[' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat_if(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    self.ws();
+                    if self.eat_if(b',') {
+                        self.ws();
+                        continue;
+                    }
+                    return self.eat(b']');
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string: the body is skipped with memchr; escapes are checked (control characters
+    /// were ruled out for the whole line before scanning).
+    fn string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            let at = self.quote_or_escape(self.i)?;
+            if self.b[at] == b'"' {
+                self.i = at + 1;
+                return Some(());
+            }
+            match *self.b.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i = at + 2,
+                b'u' => {
+                    let hex = self.b.get(at + 2..at + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    self.i = at + 6;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        self.eat_if(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat_if(b'.') {
+            if !self.peek()?.is_ascii_digit() {
+                return None;
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !self.peek()?.is_ascii_digit() {
+                return None;
+            }
+            self.digits();
+        }
+        // A number runs into nothing but a delimiter (`01` and `1x` are errors).
+        match self.peek() {
+            None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') => Some(()),
+            _ => None,
+        }
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_members() {
+        let f = envelope(br#" {"jsonrpc":"2.0","id":"a\"b","method":"x/y","params":{"k":[1,2.5e3,-0,true,null]}} "#)
+            .unwrap();
+        assert_eq!(f.jsonrpc, Some("2.0"));
+        assert_eq!(f.id, Some(r#""a\"b""#));
+        assert_eq!(f.method, Some("x/y"));
+        assert_eq!(f.params, Some(r#"{"k":[1,2.5e3,-0,true,null]}"#));
+        assert_eq!(f.result, None);
+    }
+
+    #[test]
+    fn unusual_or_invalid_lines_are_left_to_serde() {
+        for line in [
+            &br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#[..],
+            br#"{"jsonrpc":"2.0","i\u0064":1,"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":01,"method":"x"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"x",}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"x"} x"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"a\u00"}"#,
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\tb\"}",
+            br#"{"jsonrpc":"2.0","id":1,"method":"x""#,
+            br#"[1]"#,
+        ] {
+            assert_eq!(envelope(line), None, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn request_meta_reads_token_and_task() {
+        assert_eq!(
+            request_meta(r#"{"a":{"b":[]},"_meta":{"x":1,"progressToken":"t"},"task":{}}"#),
+            Some((Some(r#""t""#), true))
+        );
+        assert_eq!(
+            request_meta(r#"{"_meta":null,"task":null}"#),
+            Some((None, false))
+        );
+        assert_eq!(request_meta(r#"{"_meta":5}"#), None);
+        assert_eq!(request_meta(r#"{"task":1,"task":2}"#), None);
+    }
+}
