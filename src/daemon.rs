@@ -137,6 +137,27 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Reloads the config on every SIGHUP until the daemon shuts down, as the foreground
+    /// daemon does. For hosts of an in-process daemon that handle their own stop signals (the
+    /// menu-bar app): without a handler, SIGHUP's default action would end the process without
+    /// stopping the servers.
+    pub async fn reload_on_sighup(self: Arc<Self>) {
+        let Some(mut hup) = sighup() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                // Cancel safe: a token and Signal::recv (which loses no signal when dropped).
+                () = self.token.cancelled() => break,
+                Some(()) = hup.recv() => {
+                    info!("SIGHUP received; reloading the config");
+                    // The outcome is logged (and shown in status) by reload itself.
+                    let _ = self.reload().await;
+                }
+            }
+        }
+    }
+
     fn live(&self) -> RwLockReadGuard<'_, Live> {
         // Code holding the lock only moves values in and out; even an update cut short leaves
         // a usable `Live`, so a poisoned lock is still good to read.
@@ -557,7 +578,8 @@ impl Daemon {
     }
 
     /// Serves until `shutdown` completes, reloading on every signal of `hup`, then stops
-    /// everything.
+    /// everything. `--tray`, which owns its stop signals itself, uses
+    /// [`Shared::reload_on_sighup`] for the same reloads.
     async fn serve_until(
         self,
         shutdown: impl Future<Output = ()>,

@@ -425,6 +425,21 @@ fn tui_stops_cleanly_on_sigterm() {
     assert!(log.contains("SIGTERM received"), "{log}");
 }
 
+/// Closing the terminal (here: the tmux server going away) sends SIGHUP: nobody is left to see
+/// the dashboard, so `--tui` stops its servers instead of dying and orphaning them.
+#[test]
+fn tui_stops_cleanly_when_its_terminal_closes() {
+    let (dir, config) = tui_config();
+    let Some(tmux) = Tmux::new("tui-hup", dir.path()) else {
+        return;
+    };
+    let (tui_pid, children, log) = start_tui(&tmux, dir.path(), &config);
+    tmux.ok(&["kill-server"]);
+    assert_all_gone(dir.path(), tui_pid, children);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("SIGHUP received"), "{log}");
+}
+
 #[test]
 fn tui_runs_the_servers_and_q_stops_everything() {
     let (dir, config) = tui_config();

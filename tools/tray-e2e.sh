@@ -312,6 +312,18 @@ click "$(menu_id "Launch at login")"
 wait_for 10 "the autostart entry gone" sh -c "[ ! -e '$desktop' ]"
 wait_for 10 "the check item unchecked" menu_has "Launch at login${T}enabled${T}unchecked${T}item"
 
+say "check 6b: SIGHUP reloads instead of ending the app; an edit of the config shows up in the menu"
+memory_before="$(field memory pid)"
+kill -HUP "$tray_pid"
+wait_for 15 "the SIGHUP reload in the log" sh -c \
+  "'$bin' logs --config '$config' -n 1000 | grep -q 'SIGHUP received; reloading the config'"
+kill -0 "$tray_pid" 2>/dev/null || die "SIGHUP ended the app"
+printf '\n[servers.extra]\ncmd = "%s"\n' "$fake" >>"$config"
+wait_for 20 "the added server in the menu" menu_has "extra${T}enabled${T}-${T}submenu"
+wait_for 20 "the added server running" sh -c "[ \"\$('$bin' status --json --config '$config' | python3 -c \"import json,sys; print([s['state'] for s in json.load(sys.stdin)['servers'] if s['name']=='extra'])\")\" = \"['running']\" ]"
+[ "$(field memory pid)" = "$memory_before" ] || die "the reload restarted memory, which did not change"
+extra_pid="$(field extra pid)"
+
 say "check 7: Quit stops every server and exits 0"
 click "$(menu_id "Quit rmcp-mux")"
 end=$((SECONDS + 20))
@@ -322,9 +334,10 @@ done
 rc=0
 wait "$tray_pid" || rc=$?
 [ "$rc" = 0 ] || die "the app exited with $rc after Quit"
-for p in "$memory_pid" "$crasher_pid"; do
+for p in "$memory_pid" "$crasher_pid" "$extra_pid"; do
   kill -0 "$p" 2>/dev/null && die "server process $p outlived Quit"
 done
 [ ! -e "$work/run/sockets/memory.sock" ] || die "memory's socket left behind"
+! ls "$HOME"/.local/state/rmcp-mux/*.pid >/dev/null 2>&1 || die "the PID file was left behind"
 
 say "all checks passed (menu: $out/menu.txt, screenshot: $out/menu.png)"

@@ -485,7 +485,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The same one-daemon-per-config lock as the foreground daemon below.
             let instance =
                 Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
-            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, shutdown_signal()).await?;
+            rmcp_mux::dashboard::run_with_daemon(&cfg, servers, stop_signal(true)).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
         }
@@ -685,6 +685,13 @@ fn unwire(name: &str, project: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// SIGINT or SIGTERM. (SIGHUP reloads the config instead; `daemon::run_selected` handles it.)
 async fn shutdown_signal() {
+    stop_signal(false).await
+}
+
+/// SIGINT or SIGTERM; with `hangup`, SIGHUP too. `--tui` stops on SIGHUP because it means its
+/// terminal closed: nobody is left to see the dashboard, and dying of the signal's default
+/// action would orphan the servers and leave their sockets. (A plain daemon reloads instead.)
+async fn stop_signal(hangup: bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -694,9 +701,29 @@ async fn shutdown_signal() {
             return;
         }
     };
+    let mut hup = if hangup {
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let hung_up = async {
+        match hup.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
+        () = hung_up => tracing::info!("SIGHUP received (the terminal closed); stopping"),
     }
 }
 

@@ -65,6 +65,34 @@ impl Drop for RestoreTerminal {
     }
 }
 
+/// When dropped, checks that the terminal is still there; if it is gone (its window closed,
+/// the SSH session dropped: SIGHUP, then EIO on every call), points stdin, stdout and stderr at
+/// `/dev/null`. Without that, the terminal's teardown reports its failed writes with
+/// `eprintln!`, which panics on a dead stderr, and the panic hook's second attempt aborts the
+/// process before `--tui` has stopped its servers. Declared after the terminal, so it runs first.
+struct DeadTerminalGuard;
+
+impl Drop for DeadTerminalGuard {
+    fn drop(&mut self) {
+        // A hung-up tty answers every ioctl with EIO, so isatty says no. (crossterm's `size`
+        // would fall back to running `tput` and "succeed".)
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            return;
+        }
+        let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        else {
+            return;
+        };
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+        tracing::info!("the terminal is gone; output goes to /dev/null from here on");
+    }
+}
+
 /// Runs the dashboard until the user quits or `shutdown` completes.
 ///
 /// # Errors
@@ -75,6 +103,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
     let _restore = RestoreTerminal;
     // Also installs a panic hook that restores the terminal before the panic is printed.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    let _dead = DeadTerminalGuard;
     let mut model = Model::default();
     let mut log: Vec<String> = Vec::new();
     let mut events = EventStream::new();

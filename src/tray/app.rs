@@ -95,6 +95,7 @@ pub fn run(
             let _ = proxy.send_event(UserEvent::Menu(e.id.0));
         }));
     }
+    runtime.spawn(shared.clone().reload_on_sighup());
     runtime.spawn(drive(
         daemon,
         instance,
