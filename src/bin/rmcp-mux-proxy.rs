@@ -90,7 +90,9 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
         *slot = Some(PathBuf::from(value));
     }
     let Some(socket) = socket else {
-        return Err("the following required arguments were not provided:\n  --socket <PATH>".into());
+        return Err(
+            "the following required arguments were not provided:\n  --socket <PATH>".into(),
+        );
     };
     if config.is_some() && !autostart {
         return Err(
