@@ -114,8 +114,14 @@ fn log_level(value: Option<&str>) -> LevelFilter {
         .unwrap_or("")
         .split(',')
         .filter_map(|directive| {
-            let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
-            level.trim().parse::<LevelFilter>().ok()
+            let level = directive
+                .rsplit_once('=')
+                .map_or(directive, |(_, l)| l)
+                .trim();
+            // (tracing reads "" as error; a bare target names no level.)
+            (!level.is_empty())
+                .then(|| level.parse::<LevelFilter>().ok())
+                .flatten()
         })
         .max();
     named.unwrap_or(LevelFilter::WARN)
@@ -230,5 +236,7 @@ mod tests {
         assert_eq!(log_level(Some("rmcp_mux=trace,warn")), LevelFilter::TRACE);
         assert_eq!(log_level(Some("off")), LevelFilter::OFF);
         assert_eq!(log_level(Some("nonsense")), LevelFilter::WARN);
+        assert_eq!(log_level(Some("")), LevelFilter::WARN);
+        assert_eq!(log_level(Some("rmcp_mux=,info")), LevelFilter::INFO);
     }
 }
