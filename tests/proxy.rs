@@ -206,6 +206,40 @@ fn a_missing_socket_is_a_clear_error() {
 }
 
 #[test]
+fn both_spellings_refuse_the_same_usage_errors_with_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let sock = sock.to_str().unwrap();
+    let cases: [&[&str]; 4] = [
+        &[],
+        &["--socket", sock, "--config", "/c.toml"],
+        &["--socket", sock, "--bogus"],
+        &["--socket", sock, "--socket", sock],
+    ];
+    for args in cases {
+        for (bin, sub) in [(PROXY, None), (MUX, Some("proxy"))] {
+            let out = Command::new(bin)
+                .args(sub)
+                .args(args)
+                .env("HOME", dir.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{bin} {sub:?} {args:?}");
+            assert!(out.stdout.is_empty(), "stdout carries only protocol");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.starts_with("error: "), "{bin} {args:?}: {err}");
+        }
+    }
+    let help = Command::new(PROXY).arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--socket <PATH>", "--autostart", "--config <FILE>"] {
+        assert!(help.contains(flag), "{help}");
+    }
+}
+
+#[test]
 fn keeps_the_host_session_when_a_reload_restarts_its_server() {
     let mux = Mux::start(SERVER);
     let socket = mux.socket("f");

@@ -1,37 +1,155 @@
 //! `rmcp-mux-proxy`: what an MCP host runs as a server's command. Bridges its stdio to the
 //! server's socket; all the work is in `rmcp_mux::proxy`.
+//!
+//! One proxy runs per host session, so its memory counts many times over (DESIGN.md,
+//! "Performance": RSS ≤ 2.5 MB). It therefore parses its three flags by hand instead of with
+//! clap, and takes a plain log level instead of tracing-subscriber's `EnvFilter` (whose regex
+//! engine was a fifth of the binary's code). It must accept exactly what `rmcp-mux proxy`
+//! accepts, exit with the same codes (0 ok, 1 failure, 2 usage error) and write nothing but the
+//! protocol to stdout.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use tracing::level_filters::LevelFilter;
 
-#[derive(Parser)]
-#[command(
-    name = "rmcp-mux-proxy",
-    version,
-    about = "Bridge stdio to an rmcp-mux server socket (use it as the host's MCP server command)"
-)]
-struct Cli {
-    /// The server's socket, e.g. ~/.rmcp-mux/sockets/memory.sock.
-    #[arg(long, value_name = "PATH")]
-    socket: PathBuf,
-    /// When nothing listens on the socket, start the daemon detached (`rmcp-mux daemon
-    /// start`, found next to this program or on PATH) and wait up to 20 s for it.
-    #[arg(long)]
-    autostart: bool,
-    /// With --autostart: the config the daemon runs (default: $RMCP_MUX_CONFIG or
-    /// ~/.rmcp-mux/mux.toml).
-    #[arg(long, value_name = "FILE", requires = "autostart")]
-    config: Option<PathBuf>,
+const USAGE: &str = "Usage: rmcp-mux-proxy --socket <PATH> [--autostart] [--config <FILE>]";
+
+const HELP: &str = "\
+Bridge stdio to an rmcp-mux server socket (use it as the host's MCP server command)
+
+Usage: rmcp-mux-proxy --socket <PATH> [--autostart] [--config <FILE>]
+
+Options:
+      --socket <PATH>  The server's socket, e.g. ~/.rmcp-mux/sockets/memory.sock
+      --autostart      When nothing listens on the socket, start the daemon detached (`rmcp-mux
+                       daemon start`, found next to this program or on PATH) and wait up to 20 s
+                       for it
+      --config <FILE>  With --autostart: the config the daemon runs (default: $RMCP_MUX_CONFIG
+                       or ~/.rmcp-mux/mux.toml)
+  -h, --help           Print help
+  -V, --version        Print version
+
+Logs go to stderr; RMCP_MUX_LOG sets the level (error, warn, info, debug, trace; default warn).
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Cli {
+    Run {
+        socket: PathBuf,
+        autostart: bool,
+        config: Option<PathBuf>,
+    },
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name; the error is the message for stderr.
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
+    let mut socket = None;
+    let mut autostart = false;
+    let mut config = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else {
+            return Err(format!("unexpected argument '{}'", arg.to_string_lossy()));
+        };
+        let (flag, inline) = match text.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(OsString::from(value))),
+            _ => (text, None),
+        };
+        let slot = match flag {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "-V" | "--version" => return Ok(Cli::Version),
+            "--autostart" => {
+                if inline.is_some() {
+                    return Err("unexpected value for '--autostart'".to_owned());
+                }
+                if autostart {
+                    return Err("the argument '--autostart' cannot be used multiple times".into());
+                }
+                autostart = true;
+                continue;
+            }
+            "--socket" => &mut socket,
+            "--config" => &mut config,
+            _ => return Err(format!("unexpected argument '{text}'")),
+        };
+        let name = if flag == "--socket" { "PATH" } else { "FILE" };
+        if slot.is_some() {
+            return Err(format!(
+                "the argument '{flag} <{name}>' cannot be used multiple times"
+            ));
+        }
+        let value = match inline.or_else(|| args.next()) {
+            Some(v) if !v.is_empty() => v,
+            _ => return Err(format!("a value is required for '{flag} <{name}>'")),
+        };
+        *slot = Some(PathBuf::from(value));
+    }
+    let Some(socket) = socket else {
+        return Err(
+            "the following required arguments were not provided:\n  --socket <PATH>".into(),
+        );
+    };
+    if config.is_some() && !autostart {
+        return Err(
+            "the following required arguments were not provided:\n  --autostart".to_owned(),
+        );
+    }
+    Ok(Cli::Run {
+        socket,
+        autostart,
+        config,
+    })
+}
+
+/// The level RMCP_MUX_LOG asks for. The daemon takes any `tracing` filter there; the proxy
+/// takes the most verbose level named in it (so `debug` and `rmcp_mux=debug` both mean debug),
+/// and warn when it names none.
+fn log_level(value: Option<&str>) -> LevelFilter {
+    let named = value
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|directive| {
+            let level = directive
+                .rsplit_once('=')
+                .map_or(directive, |(_, l)| l)
+                .trim();
+            // (tracing reads "" as error; a bare target names no level.)
+            (!level.is_empty())
+                .then(|| level.parse::<LevelFilter>().ok())
+                .flatten()
+        })
+        .max();
+    named.unwrap_or(LevelFilter::WARN)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RMCP_MUX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let (socket, autostart, config) = match parse(std::env::args_os().skip(1)) {
+        Ok(Cli::Run {
+            socket,
+            autostart,
+            config,
+        }) => (socket, autostart, config),
+        Ok(Cli::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Version) => {
+            println!("rmcp-mux-proxy {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}\n\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
+    let level = log_level(std::env::var("RMCP_MUX_LOG").ok().as_deref());
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -45,10 +163,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let socket = rmcp_mux::config::expand_home(&cli.socket);
-    if cli.autostart {
-        let config = cli
-            .config
+    let socket = rmcp_mux::config::expand_home(&socket);
+    if autostart {
+        let config = config
             .map(|c| rmcp_mux::config::expand_home(&c))
             .unwrap_or_else(rmcp_mux::config::Config::default_path);
         if let Err(err) =
@@ -66,5 +183,60 @@ fn main() -> ExitCode {
             eprintln!("rmcp-mux-proxy: {err:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Cli, String> {
+        parse(a.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn accepts_what_the_subcommand_accepts() {
+        assert_eq!(
+            args(&["--socket", "~/s.sock"]),
+            Ok(Cli::Run {
+                socket: "~/s.sock".into(),
+                autostart: false,
+                config: None
+            })
+        );
+        assert_eq!(
+            args(&["--autostart", "--config=/c.toml", "--socket=/s"]),
+            Ok(Cli::Run {
+                socket: "/s".into(),
+                autostart: true,
+                config: Some("/c.toml".into())
+            })
+        );
+        assert_eq!(args(&["--socket", "/s", "--help"]), Ok(Cli::Help));
+        assert_eq!(args(&["-V"]), Ok(Cli::Version));
+    }
+
+    #[test]
+    fn refuses_what_clap_refused() {
+        let err = |a: &[&str]| args(a).unwrap_err();
+        assert!(err(&[]).contains("--socket <PATH>"));
+        assert!(err(&["--socket"]).contains("a value is required"));
+        assert!(err(&["--socket="]).contains("a value is required"));
+        assert!(err(&["--socket", "/a", "--socket", "/b"]).contains("multiple times"));
+        assert!(err(&["--socket", "/a", "--config", "/c"]).contains("--autostart"));
+        assert!(err(&["--socket", "/a", "--autostart=yes"]).contains("unexpected value"));
+        assert!(err(&["--socket", "/a", "extra"]).contains("'extra'"));
+        assert!(err(&["--sock", "/a"]).contains("'--sock'"));
+    }
+
+    #[test]
+    fn log_level_takes_the_most_verbose_level_named() {
+        assert_eq!(log_level(None), LevelFilter::WARN);
+        assert_eq!(log_level(Some("debug")), LevelFilter::DEBUG);
+        assert_eq!(log_level(Some("rmcp_mux=trace,warn")), LevelFilter::TRACE);
+        assert_eq!(log_level(Some("off")), LevelFilter::OFF);
+        assert_eq!(log_level(Some("nonsense")), LevelFilter::WARN);
+        assert_eq!(log_level(Some("")), LevelFilter::WARN);
+        assert_eq!(log_level(Some("rmcp_mux=,info")), LevelFilter::INFO);
     }
 }
