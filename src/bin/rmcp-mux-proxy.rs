@@ -2,8 +2,8 @@
 //! server's socket; all the work is in `rmcp_mux::proxy`.
 //!
 //! One proxy runs per host session, so its memory counts many times over (DESIGN.md,
-//! "Performance": RSS ≤ 2.5 MB). It therefore parses its three flags by hand instead of with
-//! clap, and takes a plain log level instead of tracing-subscriber's `EnvFilter` (whose regex
+//! "Performance": RSS ≤ 2.5 MB). It therefore parses its three flags with `lexopt` instead of
+//! clap (clap was a tenth of the binary's code), and takes a plain log level instead of tracing-subscriber's `EnvFilter` (whose regex
 //! engine was a fifth of the binary's code). It must accept exactly what `rmcp-mux proxy`
 //! accepts, exit with the same codes (0 ok, 1 failure, 2 usage error) and write nothing but the
 //! protocol to stdout.
@@ -48,23 +48,22 @@ enum Cli {
 
 /// Parses the arguments after the program name; the error is the message for stderr.
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
-    let mut socket = None;
+    use lexopt::Arg::{Long, Short};
+    let mut socket: Option<PathBuf> = None;
     let mut autostart = false;
-    let mut config = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let Some(text) = arg.to_str() else {
-            return Err(format!("unexpected argument '{}'", arg.to_string_lossy()));
+    let mut config: Option<PathBuf> = None;
+    let mut parser = lexopt::Parser::from_args(args);
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return Err(e.to_string()),
         };
-        let (flag, inline) = match text.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(OsString::from(value))),
-            _ => (text, None),
-        };
-        let slot = match flag {
-            "-h" | "--help" => return Ok(Cli::Help),
-            "-V" | "--version" => return Ok(Cli::Version),
-            "--autostart" => {
-                if inline.is_some() {
+        let (slot, flag) = match arg {
+            Short('h') | Long("help") => return Ok(Cli::Help),
+            Short('V') | Long("version") => return Ok(Cli::Version),
+            Long("autostart") => {
+                if parser.optional_value().is_some() {
                     return Err("unexpected value for '--autostart'".to_owned());
                 }
                 if autostart {
@@ -73,21 +72,23 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                 autostart = true;
                 continue;
             }
-            "--socket" => &mut socket,
-            "--config" => &mut config,
-            _ => return Err(format!("unexpected argument '{text}'")),
+            Long("socket") => (&mut socket, "--socket <PATH>"),
+            Long("config") => (&mut config, "--config <FILE>"),
+            Long(other) => return Err(format!("unexpected argument '--{other}'")),
+            Short(other) => return Err(format!("unexpected argument '-{other}'")),
+            lexopt::Arg::Value(v) => {
+                return Err(format!("unexpected argument '{}'", v.to_string_lossy()))
+            }
         };
-        let name = if flag == "--socket" { "PATH" } else { "FILE" };
         if slot.is_some() {
             return Err(format!(
-                "the argument '{flag} <{name}>' cannot be used multiple times"
+                "the argument '{flag}' cannot be used multiple times"
             ));
         }
-        let value = match inline.or_else(|| args.next()) {
-            Some(v) if !v.is_empty() => v,
-            _ => return Err(format!("a value is required for '{flag} <{name}>'")),
-        };
-        *slot = Some(PathBuf::from(value));
+        match parser.value() {
+            Ok(v) if !v.is_empty() => *slot = Some(PathBuf::from(v)),
+            _ => return Err(format!("a value is required for '{flag}'")),
+        }
     }
     let Some(socket) = socket else {
         return Err(
