@@ -4,12 +4,6 @@
 //! It must not make routing decisions (those live in the router) and must never block on a
 //! slow peer: client writers are fed with `try_send`, and a client whose queue is full is
 //! disconnected rather than stalling everyone else.
-//!
-//! The actor also reads its peers itself: the child's stdout and every client socket are
-//! framed readers it polls directly (clients in one [`SelectAll`], which only polls the
-//! readers that were woken), so a line is handled by the task the kernel's readiness woke,
-//! with no hand-off to another task. Reading is bounded by the line limits of
-//! [`LineCodec`], and a client that sends nothing costs nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,16 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{SelectAll, Stream};
-use futures_util::{FutureExt, StreamExt};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use futures_util::StreamExt;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -149,76 +139,6 @@ enum ChildEvent {
     Line(Bytes),
     TooLong,
     Exited(String),
-    /// The child's stdout ended (EOF or a read error).
-    Closed,
-}
-
-/// One client's socket, read by the actor. It ends with one `Gone`: at EOF, on a read error
-/// or when `stop` is cancelled (the client's writer finished after the router closed it).
-struct ClientReader {
-    id: ClientId,
-    frames: FramedRead<tokio::net::unix::OwnedReadHalf, LineCodec>,
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
-    done: bool,
-}
-
-impl Stream for ClientReader {
-    type Item = (ClientId, ClientEvent);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if this.stop.as_mut().poll(cx).is_ready() {
-            this.done = true;
-            return Poll::Ready(Some((this.id, ClientEvent::Gone)));
-        }
-        let ev = match this.frames.poll_next_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(Frame::Line(line)))) => ClientEvent::Line(line),
-            Poll::Ready(Some(Ok(Frame::TooLong { .. }))) => ClientEvent::TooLong,
-            Poll::Ready(Some(Err(e))) => {
-                debug!(client = this.id.0, error = %e, "client read failed");
-                this.done = true;
-                ClientEvent::Gone
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                ClientEvent::Gone
-            }
-        };
-        Poll::Ready(Some((this.id, ev)))
-    }
-}
-
-/// The current child's stdout, read by the actor. Dropping `closed` tells the child's
-/// watcher that stdout is done (so it stops waiting to drain it).
-struct ChildOut {
-    generation: u64,
-    frames: FramedRead<tokio::process::ChildStdout, LineCodec>,
-    /// Never sent: dropping it is the signal.
-    _closed: oneshot::Sender<()>,
-}
-
-/// The next event from the child's stdout, or never while there is none.
-///
-/// Cancel safe: `FramedRead::next` keeps partial lines in its buffer.
-/// At `Closed` the reader is dropped here, so an ended stdout is never polled again.
-async fn child_frame(slot: &mut Option<ChildOut>) -> (u64, ChildEvent) {
-    let Some(out) = slot.as_mut() else {
-        return std::future::pending().await;
-    };
-    let generation = out.generation;
-    let ev = match out.frames.next().await {
-        Some(Ok(Frame::Line(line))) => ChildEvent::Line(line),
-        Some(Ok(Frame::TooLong { .. })) => ChildEvent::TooLong,
-        Some(Err(_)) | None => ChildEvent::Closed,
-    };
-    if matches!(ev, ChildEvent::Closed) {
-        *slot = None;
-    }
-    (generation, ev)
 }
 
 struct ChildLink {
@@ -264,8 +184,6 @@ pub fn spawn(
         shutdown: shutdown.clone(),
         to_clients: Vec::new(),
         to_child: Vec::new(),
-        readers: SelectAll::new(),
-        child_out: None,
     };
     tracker.spawn(actor.run(cmd_rx).instrument(span));
     ServerHandle {
@@ -312,18 +230,14 @@ struct Actor {
     /// of the drain (one write per client per turn).
     to_clients: Vec<(ClientId, Bytes)>,
     to_child: Vec<Bytes>,
-    /// Every connected client's socket, read here.
-    readers: SelectAll<ClientReader>,
-    /// The running child's stdout, read here.
-    child_out: Option<ChildOut>,
 }
 
 impl Actor {
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Control>) {
-        // Only the child's exit comes from another task (its watcher); lines are read here.
-        let (child_tx, mut child_rx) = mpsc::channel::<(u64, ChildEvent)>(16);
+        let (client_tx, mut client_rx) = mpsc::channel::<(ClientId, ClientEvent)>(1024);
+        let (child_tx, mut child_rx) = mpsc::channel::<(u64, ChildEvent)>(1024);
         let mut shutting_down = false;
-        self.drive(&child_tx);
+        self.drive(&client_tx, &child_tx);
         loop {
             let deadline = self.router.poll_timeout();
             let event = tokio::select! {
@@ -332,37 +246,28 @@ impl Actor {
                     Some(stream) => Event::Accepted(stream),
                     None => continue,
                 },
-                // Cancel safe: FramedRead keeps partial lines in its buffer, and SelectAll
-                // only takes an item out of a reader when it is ready. With no client the
-                // arm yields `None` and is disabled for this turn.
-                Some((id, ev)) = self.readers.next() => Event::Client(id, ev),
-                // Cancel safe: see `child_frame`.
-                (generation, ev) = child_frame(&mut self.child_out) => Event::Child(generation, ev),
                 // Cancel safe: mpsc::Receiver::recv.
+                Some((id, ev)) = client_rx.recv() => Event::Client(id, ev),
                 Some((generation, ev)) = child_rx.recv() => Event::Child(generation, ev),
                 Some(ctl) = cmd_rx.recv(), if !shutting_down => Event::Control(ctl),
                 // Cancel safe: a sleep is recreated every turn from the router's deadline.
                 () = crate::io::sleep_until(deadline.map(tokio::time::Instant::from_std)) => Event::Timer,
                 () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
             };
-            self.handle_event(event, &mut shutting_down);
-            // Take whatever else is already readable before carrying out the actions, so
-            // that a burst costs one write per peer instead of one per line. Polling once
-            // with `now_or_never` loses nothing: a reader that is not ready keeps its state
-            // and is polled with the real waker by the next `select!`.
+            self.handle_event(event, &client_tx, &mut shutting_down);
+            // Take whatever else is already waiting before carrying out the actions, so that
+            // a burst costs one write per peer instead of one per line.
             for _ in 0..BURST {
-                let event = if let Some((generation, ev)) =
-                    child_frame(&mut self.child_out).now_or_never()
-                {
-                    Event::Child(generation, ev)
-                } else if let Some(Some((id, ev))) = self.readers.next().now_or_never() {
-                    Event::Client(id, ev)
-                } else {
-                    break;
+                let event = match child_rx.try_recv() {
+                    Ok((generation, ev)) => Event::Child(generation, ev),
+                    Err(_) => match client_rx.try_recv() {
+                        Ok((id, ev)) => Event::Client(id, ev),
+                        Err(_) => break,
+                    },
                 };
-                self.handle_event(event, &mut shutting_down);
+                self.handle_event(event, &client_tx, &mut shutting_down);
             }
-            self.drive(&child_tx);
+            self.drive(&client_tx, &child_tx);
             if shutting_down && self.child.is_none() {
                 break;
             }
@@ -373,10 +278,15 @@ impl Actor {
     }
 
     /// Feeds one event to the router (its actions are carried out later, by `drive`).
-    fn handle_event(&mut self, event: Event, shutting_down: &mut bool) {
+    fn handle_event(
+        &mut self,
+        event: Event,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+        shutting_down: &mut bool,
+    ) {
         let now = Instant::now();
         match event {
-            Event::Accepted(stream) => self.accept_client(now, stream),
+            Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
             Event::Client(id, ClientEvent::Line(line)) => {
                 self.router.handle(now, Input::ClientLine(id, line))
             }
@@ -396,13 +306,8 @@ impl Actor {
                 match ev {
                     ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
                     ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
-                    // `child_frame` dropped the reader, which told the watcher.
-                    ChildEvent::Closed => {}
                     ChildEvent::Exited(reason) => {
                         self.child = None;
-                        // The watcher waited for stdout to end (or gave up after a drain
-                        // period): whatever is left there is not read any more.
-                        self.child_out = None;
                         self.router.handle(now, Input::ChildExited(reason));
                     }
                 }
@@ -425,7 +330,12 @@ impl Actor {
     }
 
     /// Carries out every action the router queued, then publishes the status if it changed.
-    fn drive(&mut self, child_tx: &mpsc::Sender<(u64, ChildEvent)>) {
+    fn drive(
+        &mut self,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+        child_tx: &mpsc::Sender<(u64, ChildEvent)>,
+    ) {
+        let _ = client_tx;
         loop {
             while let Some(action) = self.router.poll_action() {
                 match action {
@@ -569,21 +479,13 @@ impl Actor {
                         None
                     }
                 };
-                let (closed_tx, closed_rx) = oneshot::channel();
-                self.child_out = Some(ChildOut {
-                    generation,
-                    frames: FramedRead::new(
-                        spawned.stdout,
-                        LineCodec::new(self.cfg.max_response_bytes),
-                    ),
-                    _closed: closed_tx,
-                });
                 self.tracker.spawn(
                     watch_child(
                         generation,
                         spawned.child,
                         pid,
-                        closed_rx,
+                        spawned.stdout,
+                        self.cfg.max_response_bytes,
                         self.cfg.shutdown_grace,
                         child_tx.clone(),
                         kill_rx,
@@ -600,7 +502,12 @@ impl Actor {
         }
     }
 
-    fn accept_client(&mut self, now: Instant, stream: UnixStream) {
+    fn accept_client(
+        &mut self,
+        now: Instant,
+        stream: UnixStream,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    ) {
         if !listener::peer_is_owner(&stream) {
             warn!("refused a connection from another user");
             return;
@@ -618,14 +525,18 @@ impl Actor {
                 // The router closed us (or the peer is gone): stop the reader too.
                 stop_reader.cancel();
             }
+            .instrument(span.clone()),
+        );
+        self.tracker.spawn(
+            read_client(
+                id,
+                read,
+                self.cfg.max_request_bytes,
+                client_tx.clone(),
+                token,
+            )
             .instrument(span),
         );
-        self.readers.push(ClientReader {
-            id,
-            frames: FramedRead::new(read, LineCodec::new(self.cfg.max_request_bytes)),
-            stop: Box::pin(token.cancelled_owned()),
-            done: false,
-        });
         self.clients.insert(id, writer);
         debug!(client = id.0, "client connected");
         self.router.handle(now, Input::ClientConnected(id));
@@ -662,27 +573,64 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
     }
 }
 
+async fn read_client(
+    id: ClientId,
+    read: tokio::net::unix::OwnedReadHalf,
+    max: usize,
+    tx: mpsc::Sender<(ClientId, ClientEvent)>,
+    token: CancellationToken,
+) {
+    let mut frames = FramedRead::new(read, LineCodec::new(max));
+    loop {
+        let frame = tokio::select! {
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            f = frames.next() => f,
+            () = token.cancelled() => break,
+        };
+        let ev = match frame {
+            Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
+            Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+            Some(Err(e)) => {
+                debug!(error = %e, "client read failed");
+                break;
+            }
+            None => break,
+        };
+        if tx.send((id, ev)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send((id, ClientEvent::Gone)).await;
+}
+
 #[allow(clippy::too_many_arguments)]
-/// Waits for the child to exit (or stops it when told), then reports the exit. The actor reads
-/// stdout; `stdout_closed` resolves when it stops (EOF), so that the exit is reported after
-/// the child's last line, or after a drain period when a grandchild keeps stdout open.
 async fn watch_child(
     generation: u64,
     mut child: tokio::process::Child,
     pid: u32,
-    mut stdout_closed: oneshot::Receiver<()>,
+    stdout: tokio::process::ChildStdout,
+    max_line: usize,
     grace: Duration,
     tx: mpsc::Sender<(u64, ChildEvent)>,
     mut kill: oneshot::Receiver<()>,
 ) {
+    let mut frames = FramedRead::new(stdout, LineCodec::new(max_line));
     let mut status = None;
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut kill_armed = true;
     loop {
         tokio::select! {
-            // Cancel safe: a oneshot receiver can be polled again. The sender is only ever
-            // dropped, so this resolves (with an error) exactly when stdout is done.
-            _ = &mut stdout_closed => break,
+            frame = frames.next() => match frame {
+                Some(Ok(Frame::Line(line))) => {
+                    if tx.send((generation, ChildEvent::Line(line))).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Frame::TooLong { .. })) => {
+                    let _ = tx.send((generation, ChildEvent::TooLong)).await;
+                }
+                Some(Err(_)) | None => break,
+            },
             exit = child.wait(), if status.is_none() => {
                 status = exit.ok();
                 drain_until = Some(tokio::time::Instant::now() + STDOUT_DRAIN);
