@@ -29,6 +29,10 @@ pub struct LineCodec {
     scanned: usize,
     /// Inside an over-long line: drop bytes until the next newline.
     discarding: bool,
+    /// The longest line seen so far (within the bound): a partial line gets this much room
+    /// at once, so a peer that sends large lines fills one buffer instead of doubling it
+    /// (and copying it) from 8 KiB up for every line.
+    longest: usize,
 }
 
 impl LineCodec {
@@ -38,6 +42,7 @@ impl LineCodec {
             max: max_line,
             scanned: 0,
             discarding: false,
+            longest: 0,
         }
     }
 
@@ -85,6 +90,7 @@ impl Decoder for LineCodec {
             }
             match found {
                 Some(at) if at <= self.max => {
+                    self.longest = self.longest.max(at);
                     let mut line = buf.split_to(at + 1);
                     line.truncate(at);
                     self.scanned = 0;
@@ -107,6 +113,14 @@ impl Decoder for LineCodec {
                 }
                 None => {
                     self.scanned = buf.len();
+                    // Room for a line as long as the longest so far (and its newline),
+                    // also when the buffer is empty, so the next large line arrives in one
+                    // read (asking only once a line has started measured no gain). The room
+                    // is untouched memory until a line fills it.
+                    let want = self.longest.max(buf.len()).min(self.max) + 1;
+                    if want > buf.capacity() {
+                        buf.reserve(want - buf.len());
+                    }
                     return Ok(None);
                 }
             }
@@ -139,6 +153,18 @@ fn memchr(hay: &[u8]) -> Option<usize> {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
+    #[test]
+    fn a_partial_line_gets_room_for_the_longest_line_seen() {
+        let mut codec = LineCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&vec![b'x'; 100_000]);
+        buf.extend_from_slice(b"\n{\"a\"");
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(Frame::Line(l))) if l.len() == 100_000));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() > 100_000, "capacity {}", buf.capacity());
+        assert_eq!(&buf[..], b"{\"a\"");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
