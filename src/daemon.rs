@@ -648,3 +648,42 @@ fn sighup() -> Option<tokio::signal::unix::Signal> {
         }
     }
 }
+
+/// Status snapshots for the unit tests of the modules that draw them (status table, dashboard,
+/// tray): one place to extend when a field is added.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{DaemonStatus, ServerReport};
+    use crate::mux::router::ServerState;
+
+    /// A server with nothing going on: no pid, no clients, no history.
+    pub(crate) fn report(name: &str, state: ServerState) -> ServerReport {
+        ServerReport {
+            name: name.into(),
+            state,
+            socket: format!("/s/{name}.sock").into(),
+            pid: None,
+            clients: 0,
+            max_clients: 64,
+            pending: 0,
+            restarts: 0,
+            uptime_ms: None,
+            last_exit: None,
+            restart_in_ms: None,
+            max_restarts: 5,
+        }
+    }
+
+    /// A daemon running `servers`, with neither a log file nor a config error.
+    pub(crate) fn status(servers: Vec<ServerReport>) -> DaemonStatus {
+        DaemonStatus {
+            version: "0.4.0".into(),
+            pid: 7,
+            uptime_ms: 1000,
+            config: "/c/mux.toml".into(),
+            log_file: None,
+            config_error: None,
+            servers,
+        }
+    }
+}

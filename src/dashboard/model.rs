@@ -522,30 +522,20 @@ mod tests {
     fn report(name: &str, state: ServerState) -> ServerReport {
         let running = state == ServerState::Running;
         ServerReport {
-            name: name.into(),
-            state,
-            socket: format!("/s/{name}.sock").into(),
             pid: running.then_some(4242),
             clients: 1,
-            max_clients: 64,
             pending: 2,
             restarts: 3,
             uptime_ms: running.then_some(61_000),
             last_exit: (!running).then(|| "exited with status 1".into()),
-            restart_in_ms: None,
-            max_restarts: 5,
+            ..crate::daemon::fixtures::report(name, state)
         }
     }
 
     fn status(servers: Vec<ServerReport>) -> DaemonStatus {
         DaemonStatus {
-            version: "0.4.0".into(),
-            pid: 7,
             uptime_ms: 3_600_000,
-            config: "/c/mux.toml".into(),
-            log_file: None,
-            config_error: None,
-            servers,
+            ..crate::daemon::fixtures::status(servers)
         }
     }
 

@@ -178,34 +178,27 @@ mod tests {
 
     fn report(name: &str, state: ServerState, pid: Option<u32>) -> ServerReport {
         ServerReport {
-            name: name.into(),
-            state,
-            socket: format!("/s/{name}.sock").into(),
             pid,
             clients: 2,
-            max_clients: 64,
             pending: 1,
             restarts: 4,
             uptime_ms: pid.map(|_| 125_000),
             last_exit: pid.is_none().then(|| "killed by signal 9".into()),
-            restart_in_ms: None,
-            max_restarts: 5,
+            ..crate::daemon::fixtures::report(name, state)
         }
     }
 
     fn model(config_error: Option<&str>, log_file: Option<&str>) -> Model {
         let mut m = Model::new();
         m.update(DaemonStatus {
-            version: "0.4.0".into(),
             pid: 99,
             uptime_ms: 5_000,
-            config: "/c/mux.toml".into(),
             log_file: log_file.map(Into::into),
             config_error: config_error.map(Into::into),
-            servers: vec![
+            ..crate::daemon::fixtures::status(vec![
                 report("memory", ServerState::Running, Some(1234)),
                 report("time", ServerState::Failed, None),
-            ],
+            ])
         });
         m
     }

@@ -344,32 +344,12 @@ impl TrayModel {
 mod tests {
     use super::*;
 
+    use crate::daemon::fixtures::status;
+
     fn server(name: &str, state: ServerState) -> ServerReport {
         ServerReport {
-            name: name.into(),
-            state,
-            socket: format!("/s/{name}.sock").into(),
             pid: (state == ServerState::Running).then_some(4242),
-            clients: 0,
-            max_clients: 64,
-            pending: 0,
-            restarts: 0,
-            uptime_ms: None,
-            last_exit: None,
-            restart_in_ms: None,
-            max_restarts: 5,
-        }
-    }
-
-    fn status(servers: Vec<ServerReport>) -> DaemonStatus {
-        DaemonStatus {
-            version: "0.4.0".into(),
-            pid: 7,
-            uptime_ms: 1000,
-            config: "/c/mux.toml".into(),
-            log_file: None,
-            config_error: None,
-            servers,
+            ..crate::daemon::fixtures::report(name, state)
         }
     }
 

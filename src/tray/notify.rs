@@ -205,32 +205,12 @@ mod tests {
     use super::*;
     use crate::daemon::ServerReport;
 
+    use crate::daemon::fixtures::status;
+
     fn server(name: &str, state: ServerState, restarts: u32) -> ServerReport {
         ServerReport {
-            name: name.into(),
-            state,
-            socket: format!("/s/{name}.sock").into(),
-            pid: None,
-            clients: 0,
-            max_clients: 64,
-            pending: 0,
             restarts,
-            uptime_ms: None,
-            last_exit: None,
-            restart_in_ms: None,
-            max_restarts: 5,
-        }
-    }
-
-    fn status(servers: Vec<ServerReport>) -> DaemonStatus {
-        DaemonStatus {
-            version: "0.4.0".into(),
-            pid: 7,
-            uptime_ms: 1000,
-            config: "/c/mux.toml".into(),
-            log_file: None,
-            config_error: None,
-            servers,
+            ..crate::daemon::fixtures::report(name, state)
         }
     }
 
