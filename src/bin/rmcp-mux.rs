@@ -30,12 +30,8 @@ struct Cli {
     /// The config file (default: $RMCP_MUX_CONFIG or ~/.rmcp-mux/mux.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Start only these servers (comma-separated).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    only: Vec<String>,
-    /// Start every server except these (comma-separated).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    except: Vec<String>,
+    #[command(flatten)]
+    pick: Pick,
     /// Print the running daemon's status and exit (same as `rmcp-mux status`).
     #[arg(long, alias = "status")]
     show_status: bool,
@@ -189,12 +185,8 @@ enum DaemonCmd {
         /// The config file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Start only these servers (comma-separated).
-        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-        only: Vec<String>,
-        /// Start every server except these (comma-separated).
-        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-        except: Vec<String>,
+        #[command(flatten)]
+        pick: Pick,
     },
     /// SIGTERM the daemon, SIGKILL after 10 s; removes its PID file.
     Stop {
@@ -217,6 +209,18 @@ enum DaemonCmd {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// Which servers of the config run: the foreground daemon, `--tui`, `--tray` and `daemon start`
+/// take the same two flags.
+#[derive(Args, Clone)]
+struct Pick {
+    /// Start only these servers (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    only: Vec<String>,
+    /// Start every server except these (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    except: Vec<String>,
 }
 
 /// Which daemon a control command talks to.
@@ -360,9 +364,13 @@ fn init_file_logging(path: &Path) -> anyhow::Result<()> {
 #[cfg(any(feature = "tray", target_os = "macos"))]
 fn tray(runtime: tokio::runtime::Runtime, cli: &Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(cli.config.as_deref())?;
-    let servers = cfg.select(&cli.only, &cli.except)?;
+    let servers = cfg.select(&cli.pick.only, &cli.pick.except)?;
     // The same one-daemon-per-config lock as the foreground daemon; the app releases it.
-    let instance = Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+    let instance = Instance::acquire(
+        &Paths::for_config(&cfg.path)?,
+        &cli.pick.only,
+        &cli.pick.except,
+    )?;
     match rmcp_mux::tray::app::run(runtime, cfg, servers, instance)? {}
 }
 
@@ -481,10 +489,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None if cli.tui => {
             let cfg = load(cli.config.as_deref())?;
-            let servers = cfg.select(&cli.only, &cli.except)?;
+            let servers = cfg.select(&cli.pick.only, &cli.pick.except)?;
             // The same one-daemon-per-config lock as the foreground daemon below.
-            let instance =
-                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+            let instance = Instance::acquire(
+                &Paths::for_config(&cfg.path)?,
+                &cli.pick.only,
+                &cli.pick.except,
+            )?;
             rmcp_mux::dashboard::run_with_daemon(&cfg, servers, stop_signal(true)).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
@@ -492,14 +503,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             let cfg = load(cli.config.as_deref())?;
             let selection = Selection {
-                only: cli.only.clone(),
-                except: cli.except.clone(),
+                only: cli.pick.only.clone(),
+                except: cli.pick.except.clone(),
             };
             // Refuse an unknown name before taking the lock.
             cfg.select_by(&selection)?;
             // One daemon per config, held until the daemon has stopped everything.
-            let instance =
-                Instance::acquire(&Paths::for_config(&cfg.path)?, &cli.only, &cli.except)?;
+            let instance = Instance::acquire(
+                &Paths::for_config(&cfg.path)?,
+                &cli.pick.only,
+                &cli.pick.except,
+            )?;
             rmcp_mux::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
@@ -734,11 +748,9 @@ fn config_or_default(config: Option<PathBuf>) -> PathBuf {
 /// `rmcp-mux daemon ...` (blocking: signals, locks and a pipe, no async work).
 fn daemon(cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        DaemonCmd::Start {
-            config,
-            only,
-            except,
-        } => start(&config_or_default(config), &only, &except),
+        DaemonCmd::Start { config, pick } => {
+            start(&config_or_default(config), &pick.only, &pick.except)
+        }
         DaemonCmd::Stop { config } => {
             let (pid, notes) = lifecycle::stop(&config_or_default(config))?;
             for note in notes {
