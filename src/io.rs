@@ -37,12 +37,12 @@ pub(crate) trait TryWrite: Send + Sync + 'static {
     fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
-impl TryWrite for tokio::net::unix::OwnedWriteHalf {
+impl TryWrite for crate::sockio::SocketWriter {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        tokio::net::unix::OwnedWriteHalf::try_write_vectored(self, bufs)
+        crate::sockio::SocketWriter::try_write_vectored(self, bufs)
     }
     fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::unix::OwnedWriteHalf::writable(self)
+        crate::sockio::SocketWriter::writable(self)
     }
 }
 
@@ -196,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn line_writer_keeps_order_across_a_full_peer() {
         let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = a.into_split();
+        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
         let (writer, task) = LineWriter::new(write, 1 << 16);
         let task = tokio::spawn(task);
         let mut expected = Vec::new();
@@ -227,7 +227,7 @@ mod tests {
     async fn a_gone_peer_is_reported() {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         drop(b);
-        let (_read, write) = a.into_split();
+        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
         let (writer, _task) = LineWriter::new(write, 4);
         let mut lines = vec![Bytes::from_static(b"x")];
         assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));

@@ -34,6 +34,7 @@ pub mod logfile;
 pub mod mux;
 pub mod proxy;
 pub mod reload;
+pub mod sockio;
 pub mod status;
 pub mod status_file;
 pub mod tray;

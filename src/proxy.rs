@@ -92,8 +92,7 @@ mod stdio {
         let fd = dup(std::io::stdin().as_fd())?;
         if is_socket(&fd) {
             let s = std::os::unix::net::UnixStream::from(fd);
-            s.set_nonblocking(true).ok()?;
-            return Some(Box::new(tokio::net::UnixStream::from_std(s).ok()?));
+            return Some(Box::new(crate::sockio::SocketReader::new(s).ok()?));
         }
         pipe::Receiver::from_owned_fd(fd)
             .ok()
@@ -103,9 +102,10 @@ mod stdio {
     pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Unpin>> {
         let fd = dup(std::io::stdout().as_fd())?;
         if is_socket(&fd) {
+            // Node-based hosts (libuv) give their children socket pairs, not pipes: written
+            // through a one-way registration, the host reading each line costs no wake-up here.
             let s = std::os::unix::net::UnixStream::from(fd);
-            s.set_nonblocking(true).ok()?;
-            return Some(Box::new(tokio::net::UnixStream::from_std(s).ok()?));
+            return Some(Box::new(crate::sockio::SocketWriter::new(s).ok()?));
         }
         pipe::Sender::from_owned_fd(fd)
             .ok()
@@ -225,7 +225,9 @@ where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
 {
-    let (read, write) = stream.into_split();
+    let Ok((read, write)) = crate::sockio::split_tokio(stream) else {
+        return Ok(Outcome::SocketLost);
+    };
     let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
     let mut sock_out = BufWriter::with_capacity(64 * 1024, write);
     // After a reconnect: the host's handshake again, under private ids, answers swallowed.

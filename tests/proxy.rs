@@ -264,3 +264,79 @@ fn keeps_the_host_session_when_a_reload_restarts_its_server() {
     let st = mux.wait_status("f", |s| s["clients"] == 1);
     assert_ne!(st["pid"], old, "a new child runs the new args");
 }
+
+/// Node-based hosts (libuv) give a child socket pairs for stdin and stdout, not pipes. The
+/// proxy must bridge those too, including answers far larger than a socket buffer (its writes
+/// wait for room), and end when the host closes its side.
+#[test]
+fn bridges_a_host_that_uses_socket_pairs_for_stdio() {
+    use std::os::unix::net::UnixStream;
+    let mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let (host_in, proxy_in) = UnixStream::pair().unwrap();
+    let (host_out, proxy_out) = UnixStream::pair().unwrap();
+    let mut child = Command::new(PROXY)
+        .args(["--socket", socket.to_str().unwrap()])
+        .env("HOME", mux.dir.path())
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(proxy_in)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(proxy_out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    host_out.set_read_timeout(Some(WAIT)).unwrap();
+    let mut host_in = host_in;
+    let mut lines = BufReader::new(&host_out);
+    let mut ask = |msg: Value, id: i64| -> Value {
+        writeln!(host_in, "{msg}").unwrap();
+        if id < 0 {
+            writeln!(
+                host_in,
+                "{}",
+                json!({"jsonrpc":"2.0","id":id,"method":"ping"})
+            )
+            .unwrap();
+        }
+        loop {
+            let mut line = String::new();
+            let n = lines
+                .read_line(&mut line)
+                .expect("an answer within the timeout");
+            assert!(n > 0, "the proxy closed its stdout");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    };
+    let init = ask(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"node-host","version":"1"}}}),
+        0,
+    );
+    assert_eq!(init["result"]["serverInfo"]["name"], "mcp-fake-server");
+    // A notification gets no answer; a ping right behind it proves it went through in order.
+    let pong = ask(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        -1,
+    );
+    assert_eq!(pong["result"], json!({}));
+    for (id, pad) in [(1, 0usize), (2, 3 << 20), (3, 10)] {
+        let r = ask(call(id, "echo", json!({"text":"pair","pad":pad})), id);
+        let got = text(&r);
+        assert_eq!(got.len(), 4 + pad, "answer {id} has the wrong size");
+        assert!(got.starts_with("pair"));
+    }
+    // The closure borrowed `host_in`; its last use is above, so the host can close it now.
+    drop(host_in);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after stdin closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+}

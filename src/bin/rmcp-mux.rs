@@ -289,11 +289,15 @@ fn main() -> ExitCode {
         None => init_logging(if proxy { "warn" } else { "info" }),
     }
     // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("RMCP_MUX_THREADS")
+    let threads: Option<usize> = std::env::var("RMCP_MUX_THREADS")
         .ok()
-        .and_then(|v| v.parse().ok())
-    {
+        .and_then(|v| v.parse().ok());
+    let mut builder = if threads == Some(0) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(n) = threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {

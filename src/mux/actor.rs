@@ -216,7 +216,7 @@ struct Actor {
     router: Router,
     cfg: ServerConfig,
     socket: Option<BoundSocket>,
-    clients: HashMap<ClientId, LineWriter<tokio::net::unix::OwnedWriteHalf>>,
+    clients: HashMap<ClientId, LineWriter<crate::sockio::SocketWriter>>,
     next_client: u64,
     child: Option<ChildLink>,
     next_generation: u64,
@@ -238,8 +238,20 @@ impl Actor {
         let (child_tx, mut child_rx) = mpsc::channel::<(u64, ChildEvent)>(1024);
         let mut shutting_down = false;
         self.drive(&client_tx, &child_tx);
+        // One timer for the router's deadlines, moved only when a deadline comes earlier than
+        // the one it is set for. Setting a fresh timer for every request (each request has a
+        // deadline) cost a wake-up of the runtime's driver per request; a timer that fires
+        // early just finds nothing due and is set again.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.router.poll_timeout();
+            if let Some(due) = self.router.poll_timeout() {
+                if armed.is_none_or(|at| due < at) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(due));
+                    armed = Some(due);
+                }
+            }
             let event = tokio::select! {
                 // Cancel safe: UnixListener::accept loses nothing when dropped.
                 accepted = accept(self.socket.as_ref()) => match accepted {
@@ -250,8 +262,11 @@ impl Actor {
                 Some((id, ev)) = client_rx.recv() => Event::Client(id, ev),
                 Some((generation, ev)) = child_rx.recv() => Event::Child(generation, ev),
                 Some(ctl) = cmd_rx.recv(), if !shutting_down => Event::Control(ctl),
-                // Cancel safe: a sleep is recreated every turn from the router's deadline.
-                () = crate::io::sleep_until(deadline.map(tokio::time::Instant::from_std)) => Event::Timer,
+                // Cancel safe: the timer is only polled; it is re-armed above when it fired.
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    Event::Timer
+                }
                 () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
             };
             self.handle_event(event, &client_tx, &mut shutting_down);
@@ -512,9 +527,15 @@ impl Actor {
             warn!("refused a connection from another user");
             return;
         }
+        let (read, write) = match crate::sockio::split_tokio(stream) {
+            Ok(halves) => halves,
+            Err(e) => {
+                warn!(error = %e, "could not take a connection");
+                return;
+            }
+        };
         let id = ClientId(self.next_client);
         self.next_client += 1;
-        let (read, write) = stream.into_split();
         let (writer, task) = LineWriter::new(write, CLIENT_QUEUE);
         let token = self.shutdown.child_token();
         let span = info_span!("client", id = id.0);
@@ -575,7 +596,7 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
 
 async fn read_client(
     id: ClientId,
-    read: tokio::net::unix::OwnedReadHalf,
+    read: crate::sockio::SocketReader,
     max: usize,
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
