@@ -6,7 +6,6 @@
 //! handshake (so after a daemon restart it reconnects and replays it, and the host session
 //! survives). It never routes: the daemon does that.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +19,9 @@ use tracing::{debug, info, warn};
 
 use crate::jsonrpc::framing::{Frame, LineCodec};
 use crate::jsonrpc::{self, codes, reasons, Kind, Parsed};
+
+/// Ids looked up for every line: a fast fixed-seed hasher (ids come from the host itself).
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::FixedState>;
 
 /// How the proxy behaves; [`ProxyOptions::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -339,6 +341,15 @@ fn with_id(line: &[u8], id: &[u8]) -> Option<Bytes> {
 
 /// Records what the host sent that matters for owed answers and replays.
 fn note_host_line(session: &mut Session, line: &Bytes) {
+    if let Some((id, method)) = fast_request(line) {
+        session.owed.insert(Bytes::copy_from_slice(id));
+        match method {
+            b"initialize" => session.init = Some(line.clone()),
+            b"logging/setLevel" => session.set_level = Some(line.clone()),
+            _ => {}
+        }
+        return;
+    }
     match jsonrpc::parse(line) {
         Ok(Parsed::Single(env)) => note_envelope(session, line, &env),
         Ok(Parsed::Batch(items)) => {
@@ -429,8 +440,49 @@ fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
     let is_response = after.starts_with(br#","result""#)
         || after.starts_with(br#","error""#)
         || (after.starts_with(br#","jsonrpc":"2.0","#)
-            && (after[16..].starts_with(br#""result""#) || after[16..].starts_with(br#""error""#)));
+            && (after[17..].starts_with(br#""result""#) || after[17..].starts_with(br#""error""#)));
     is_response.then_some(id)
+}
+
+/// The id and method of a host request in one of the common shapes, found without parsing its
+/// params: `{"jsonrpc":"2.0","id":ID,"method":"M"…` (Python SDK), `{"id":ID,"jsonrpc":"2.0",
+/// "method":"M"…` (serde_json) and `{"method":"M",…,"id":N}` (TypeScript SDK). Anything else
+/// (notifications, batches, other orders, escapes in the method) returns `None` and is parsed
+/// in full; the daemon validates every line either way.
+fn fast_request(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !line.ends_with(b"}") {
+        return None;
+    }
+    let (id, rest) = if let Some(rest) = line.strip_prefix(br#"{"jsonrpc":"2.0","id":"#) {
+        let end = scalar_end(rest)?;
+        (&rest[..end], rest[end..].strip_prefix(br#","method":"#)?)
+    } else if let Some(rest) = line.strip_prefix(br#"{"id":"#) {
+        let end = scalar_end(rest)?;
+        (
+            &rest[..end],
+            rest[end..].strip_prefix(br#","jsonrpc":"2.0","method":"#)?,
+        )
+    } else if let Some(rest) = line.strip_prefix(br#"{"method":"#) {
+        let id = trailing_number_id(line)?;
+        (id, rest)
+    } else {
+        return None;
+    };
+    let method = rest.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', method)?;
+    (method[end] == b'"').then_some((id, &method[..end]))
+}
+
+/// `…,"id":N}` closing a line: the last `}` closes the top-level object, so the member right
+/// before it is a top-level member.
+fn trailing_number_id(line: &[u8]) -> Option<&[u8]> {
+    let body = line.strip_suffix(b"}")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let (head, id) = body.split_at(body.len() - digits);
+    head.strip_suffix(br#","id":"#).map(|_| id)
 }
 
 /// Where a JSON number or string at the start of `s` ends.
@@ -487,6 +539,45 @@ mod tests {
     const T: Duration = Duration::from_secs(10);
 
     #[test]
+    fn fast_request_path_finds_id_and_method_or_defers() {
+        let py = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"id":9}}"#;
+        assert_eq!(fast_request(py), Some((&b"3"[..], &b"tools/call"[..])));
+        let serde = br#"{"id":"a\"b","jsonrpc":"2.0","method":"initialize","params":{}}"#;
+        assert_eq!(
+            fast_request(serde),
+            Some((&br#""a\"b""#[..], &b"initialize"[..]))
+        );
+        let ts = br#"{"method":"tools/call","params":{"x":{"id":5}},"jsonrpc":"2.0","id":12}"#;
+        assert_eq!(fast_request(ts), Some((&b"12"[..], &b"tools/call"[..])));
+        // Deferred to the full parse: a notification, an id nested at the end, an escaped
+        // method, a batch, a line that does not close.
+        for line in [
+            &br#"{"method":"notifications/initialized","jsonrpc":"2.0"}"#[..],
+            br#"{"method":"x","params":{"id":5}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#,
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping""#,
+        ] {
+            assert_eq!(
+                fast_request(line),
+                None,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // Whatever the fast path finds, the full parse finds too.
+        for line in [&py[..], serde, ts] {
+            let Ok(Parsed::Single(env)) = jsonrpc::parse(line) else {
+                panic!("not a single envelope")
+            };
+            let (id, method) = fast_request(line).unwrap();
+            assert_eq!(env.id.unwrap().get().as_bytes(), id);
+            assert_eq!(env.method.as_deref().unwrap().as_bytes(), method);
+            assert_eq!(env.kind, Kind::Request);
+        }
+    }
+
+    #[test]
     fn fast_path_finds_ids_of_the_common_shape() {
         assert_eq!(
             fast_response_id(br#"{"jsonrpc":"2.0","id":12,"result":{}}"#),
@@ -500,8 +591,18 @@ mod tests {
             fast_response_id(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#),
             None
         );
+        // serde_json's shape (the fake server, Rust servers): the id first.
         assert_eq!(
             fast_response_id(br#"{"id":1,"jsonrpc":"2.0","result":{}}"#),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            fast_response_id(br#"{"id":"x","error":{"code":1}}"#),
+            Some(&br#""x""#[..])
+        );
+        // A request from the server with the id first is not an answer.
+        assert_eq!(
+            fast_response_id(br#"{"id":1,"jsonrpc":"2.0","method":"x"}"#),
             None
         );
     }

@@ -8,7 +8,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,11 @@ use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
 use crate::jsonrpc::{self, codes, reasons, Kind, Malformed, Parsed};
+
+/// The router's maps, looked up on every message: a fast, fixed-seed hasher (the keys are ids
+/// from the user's own processes, so hash flooding is not a concern, and a fixed seed keeps the
+/// state machine reproducible).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// One client connection, numbered by the actor; never reused within a router's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -288,22 +293,22 @@ impl Router {
             life: Life::Idle,
             cfg,
             pid: None,
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             next_upstream: 1,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             client_pending: 0,
-            by_client: HashMap::new(),
+            by_client: HashMap::default(),
             deadlines: BTreeSet::new(),
             held: VecDeque::new(),
-            progress_routes: HashMap::new(),
+            progress_routes: HashMap::default(),
             next_server_req: 1,
-            server_reqs: HashMap::new(),
-            server_req_ids: HashMap::new(),
-            elicitations: HashMap::new(),
-            tasks: HashMap::new(),
-            subscriptions: HashMap::new(),
+            server_reqs: HashMap::default(),
+            server_req_ids: HashMap::default(),
+            elicitations: HashMap::default(),
+            tasks: HashMap::default(),
+            subscriptions: HashMap::default(),
             upstream_level: None,
-            batches: HashMap::new(),
+            batches: HashMap::default(),
             next_batch: 1,
             init_result: None,
             running_since: None,
@@ -1007,7 +1012,7 @@ impl Router {
 
     /// Subscription counts are the number of clients holding each URI.
     fn recount_subscriptions(&mut self) {
-        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut counts: HashMap<String, usize> = HashMap::default();
         for c in self.clients.values() {
             for uri in &c.subscriptions {
                 *counts.entry(uri.clone()).or_insert(0) += 1;
