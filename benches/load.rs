@@ -110,7 +110,9 @@ impl Conn {
                 let s = UnixStream::connect(socket)
                     .await
                     .expect("connect to the mux");
-                let (r, w) = s.into_split();
+                // The socket halves the proxy uses (one-way registrations), so that this client
+                // costs what the mux's real client, the proxy, costs on its socket side.
+                let (r, w) = rmcp_mux::sockio::split_tokio(s).expect("register the socket");
                 Conn {
                     w: BufWriter::new(Box::new(w)),
                     r: BufReader::new(Box::new(r) as Box<dyn AsyncRead + Unpin + Send>).lines(),
