@@ -27,6 +27,7 @@ use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, Serv
 use crate::config::ServerConfig;
 use crate::io::{LineWriter, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
+use crate::jsonrpc::Line;
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
@@ -228,8 +229,8 @@ struct Actor {
     shutdown: CancellationToken,
     /// Lines for clients gathered while draining the router's actions, written at the end
     /// of the drain (one write per client per turn).
-    to_clients: Vec<(ClientId, Bytes)>,
-    to_child: Vec<Bytes>,
+    to_clients: Vec<(ClientId, Line)>,
+    to_child: Vec<Line>,
 }
 
 impl Actor {

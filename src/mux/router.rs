@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
-use crate::jsonrpc::{self, codes, reasons, Kind, Malformed, Parsed};
+use crate::jsonrpc::{self, codes, reasons, Kind, Line, Malformed, Parsed};
 
 /// One client connection, numbered by the actor; never reused within a router's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,9 +76,9 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write this line (no newline) to one client.
-    ToClient(ClientId, Bytes),
+    ToClient(ClientId, Line),
     /// Write this line (no newline) to the child's stdin.
-    ToChild(Bytes),
+    ToChild(Line),
     /// Flush what was queued for this client and close its connection.
     CloseClient(ClientId),
     /// Start the child process.
@@ -229,7 +229,7 @@ struct ServerRequest {
 struct Batch {
     client: ClientId,
     expected: usize,
-    replies: Vec<Bytes>,
+    replies: Vec<Line>,
 }
 
 struct Task {
@@ -257,7 +257,7 @@ pub struct Router {
     by_client: HashMap<(ClientId, Bytes), u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// Requests accepted while the child is not running, written once it is.
-    held: VecDeque<(u64, Bytes)>,
+    held: VecDeque<(u64, Line)>,
     progress_routes: HashMap<u64, (ClientId, Bytes)>,
     next_server_req: u64,
     server_reqs: HashMap<u64, ServerRequest>,
@@ -458,10 +458,10 @@ impl Router {
             self.roots_pending = false;
             self.roots_changed = Some(now);
             if self.life == Life::Running {
-                self.push(Action::ToChild(jsonrpc::notification(
+                self.send_child(jsonrpc::notification(
                     "notifications/roots/list_changed",
                     "{}",
-                )));
+                ));
             }
         }
     }
@@ -511,11 +511,7 @@ impl Router {
             },
         );
         self.life = Life::Initializing { init_id };
-        self.push(Action::ToChild(jsonrpc::request(
-            init_id,
-            "initialize",
-            &params,
-        )));
+        self.send_child(jsonrpc::request(init_id, "initialize", &params));
     }
 
     fn upstream_initialized(&mut self, now: Instant, result: jsonrpc::Raw<'_>) {
@@ -528,10 +524,7 @@ impl Router {
         self.init_result = Some(new);
         self.life = Life::Running;
         self.running_since = Some(now);
-        self.push(Action::ToChild(jsonrpc::notification(
-            "notifications/initialized",
-            "{}",
-        )));
+        self.send_child(jsonrpc::notification("notifications/initialized", "{}"));
         // Subscriptions and the log level are per upstream session: replay them.
         let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
         for uri in uris {
@@ -751,10 +744,10 @@ impl Router {
             );
             let msg = format!("too many clients: server {} allows {max}", self.name);
             warn!(server = %self.name, max, "refused a client over max_active_clients");
-            self.push(Action::ToClient(
+            self.send_client(
                 id,
                 jsonrpc::error(b"null", codes::INTERNAL_ERROR, &msg, Some(&data)),
-            ));
+            );
             self.push(Action::CloseClient(id));
             return;
         }
@@ -801,12 +794,12 @@ impl Router {
             if let Some(r) = self.server_reqs.remove(&k) {
                 self.server_req_ids.remove(&r.server_id);
                 let data = format!(r#"{{"reason":"{}"}}"#, reasons::CLIENT_GONE);
-                self.push(Action::ToChild(jsonrpc::error(
+                self.send_child(jsonrpc::error(
                     &r.server_id,
                     codes::INTERNAL_ERROR,
                     "the client handling this request disconnected",
                     Some(&data),
-                )));
+                ));
             }
         }
         let before = std::mem::take(&mut self.subscriptions);
@@ -828,7 +821,7 @@ impl Router {
         }
     }
 
-    fn client_line(&mut self, now: Instant, client: ClientId, line: &[u8], batch: Option<u64>) {
+    fn client_line(&mut self, now: Instant, client: ClientId, line: &Bytes, batch: Option<u64>) {
         let parsed = if batch.is_some() {
             jsonrpc::parse_one(line).map(Parsed::Single)
         } else {
@@ -868,7 +861,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         items: Vec<jsonrpc::Raw<'_>>,
     ) {
         if items.is_empty() {
@@ -901,7 +894,7 @@ impl Router {
         }
         for raw in items {
             let span = jsonrpc::span_in(line, raw.get());
-            self.client_line(now, client, &line[span], Some(b));
+            self.client_line(now, client, &line.slice(span), Some(b));
         }
     }
 
@@ -910,7 +903,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
         id: Bytes,
@@ -1090,7 +1083,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         id: Bytes,
         purpose: Purpose,
@@ -1118,7 +1111,7 @@ impl Router {
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
         }
-        let out = jsonrpc::splice(line, &mut edits);
+        let out = Line::splice(line, &mut edits);
         let running = self.life == Life::Running;
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
@@ -1137,7 +1130,7 @@ impl Router {
             },
         );
         if running {
-            self.push(Action::ToChild(out));
+            self.send_child(out);
         } else {
             self.held.push_back((up, out));
         }
@@ -1147,7 +1140,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
     ) {
@@ -1170,10 +1163,7 @@ impl Router {
                 if sent {
                     let span = jsonrpc::span_in(line, req.get());
                     let up_text = up.to_string();
-                    self.push(Action::ToChild(jsonrpc::splice(
-                        line,
-                        &mut [(span, up_text.as_bytes())],
-                    )));
+                    self.send_child(jsonrpc::splice(line, &mut [(span, up_text.as_bytes())]));
                 }
                 // The reference server sends no response after a cancel: forget it now.
                 self.remove_pending(up);
@@ -1188,21 +1178,21 @@ impl Router {
                     _ => {
                         self.roots_changed = Some(now);
                         if self.life == Life::Running {
-                            self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                            self.send_child(Line::share(line));
                         }
                     }
                 }
             }
             _ => {
                 if self.life == Life::Running {
-                    self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                    self.send_child(Line::share(line));
                 }
             }
         }
     }
 
     /// A client's reply to a server→client request.
-    fn client_response(&mut self, client: ClientId, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+    fn client_response(&mut self, client: ClientId, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
         let Some(mux_id) = env.id.and_then(jsonrpc::as_u64) else {
             debug!(server = %self.name, "client response with an id the mux never issued; dropped");
             return;
@@ -1223,10 +1213,7 @@ impl Router {
         }
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let _ = r.elicitation;
-        self.push(Action::ToChild(jsonrpc::splice(
-            line,
-            &mut [(span, &r.server_id[..])],
-        )));
+        self.send_child(Line::splice(line, &mut [(span, &r.server_id[..])]));
     }
 
     // ----- the child's lines -----
@@ -1248,7 +1235,7 @@ impl Router {
         }
     }
 
-    fn child_response(&mut self, now: Instant, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+    fn child_response(&mut self, now: Instant, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
         let Some(up) = env.id.and_then(jsonrpc::as_u64) else {
             warn!(server = %self.name, "child answered an id the mux never sent; dropped");
             return;
@@ -1306,10 +1293,10 @@ impl Router {
             }
         }
         let out = match body {
-            Some(b) => b,
+            Some(b) => Line::from(b),
             None => {
                 let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-                jsonrpc::splice(line, &mut [(span, &p.orig_id[..])])
+                Line::splice(line, &mut [(span, &p.orig_id[..])])
             }
         };
         self.reply(client, p.batch, out);
@@ -1336,14 +1323,14 @@ impl Router {
     fn child_request(
         &mut self,
         now: Instant,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
     ) {
         let server_id =
             Bytes::copy_from_slice(env.id.map(|v| v.get()).unwrap_or("null").as_bytes());
         if method == "ping" {
-            return self.push(Action::ToChild(jsonrpc::response(&server_id, b"{}")));
+            return self.send_child(jsonrpc::response(&server_id, b"{}"));
         }
         if method == "roots/list" {
             if let Some(roots) = &self.cfg.roots {
@@ -1352,10 +1339,7 @@ impl Router {
                     .map(|r| serde_json::json!({ "uri": r }))
                     .collect();
                 let result = serde_json::json!({ "roots": list }).to_string();
-                return self.push(Action::ToChild(jsonrpc::response(
-                    &server_id,
-                    result.as_bytes(),
-                )));
+                return self.send_child(jsonrpc::response(&server_id, result.as_bytes()));
             }
         }
         let needs = |c: &Capabilities| match method {
@@ -1368,12 +1352,12 @@ impl Router {
             let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_CAPABLE_CLIENT);
             let msg = format!("no connected client can handle {method}");
             warn!(server = %self.name, method, "server request with no capable client; refused");
-            return self.push(Action::ToChild(jsonrpc::error(
+            return self.send_child(jsonrpc::error(
                 &server_id,
                 codes::INTERNAL_ERROR,
                 &msg,
                 Some(&data),
-            )));
+            ));
         };
         let mux_id = self.next_server_req;
         self.next_server_req += 1;
@@ -1397,10 +1381,7 @@ impl Router {
         let _ = now;
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let text = mux_id.to_string();
-        self.push(Action::ToClient(
-            target,
-            jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
-        ));
+        self.send_client(target, Line::splice(line, &mut [(span, text.as_bytes())]));
     }
 
     /// Chooses the client for a server→client request: only clients that declared the
@@ -1438,10 +1419,7 @@ impl Router {
                     return;
                 };
                 let span = jsonrpc::span_in(line, token.get());
-                self.push(Action::ToClient(
-                    client,
-                    jsonrpc::splice(line, &mut [(span, &orig[..])]),
-                ));
+                self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
             }
             "notifications/cancelled" => {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
@@ -1456,10 +1434,7 @@ impl Router {
                 };
                 let span = jsonrpc::span_in(line, req.get());
                 let text = mux_id.to_string();
-                self.push(Action::ToClient(
-                    r.client,
-                    jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
-                ));
+                self.send_client(r.client, Line::splice(line, &mut [(span, text.as_bytes())]));
             }
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
@@ -1486,7 +1461,7 @@ impl Router {
                     return;
                 };
                 if let Some(client) = self.elicitations.remove(&id) {
-                    self.push(Action::ToClient(client, line.clone()));
+                    self.send_client(client, line.clone());
                 }
             }
             "notifications/tasks/status" => {
@@ -1509,7 +1484,7 @@ impl Router {
                         t.progress = None;
                     }
                 }
-                self.push(Action::ToClient(client, line.clone()));
+                self.send_client(client, line.clone());
             }
             _ => self.broadcast_ready(line),
         }
@@ -1558,10 +1533,7 @@ impl Router {
                 r#"{{"requestId":{up},"reason":{}}}"#,
                 serde_json::Value::from(reason)
             );
-            self.push(Action::ToChild(jsonrpc::notification(
-                "notifications/cancelled",
-                &params,
-            )));
+            self.send_child(jsonrpc::notification("notifications/cancelled", &params));
         }
     }
 
@@ -1619,7 +1591,7 @@ impl Router {
                 batch: None,
             },
         );
-        self.push(Action::ToChild(jsonrpc::request(up, method, params)));
+        self.send_child(jsonrpc::request(up, method, params));
     }
 
     /// The most verbose level any client asked for is the one the upstream session gets.
@@ -1649,11 +1621,12 @@ impl Router {
             .map(|(id, _)| *id)
             .collect();
         for t in targets {
-            self.push(Action::ToClient(t, line.clone()));
+            self.send_client(t, line.clone());
         }
     }
 
-    fn reply(&mut self, client: ClientId, batch: Option<u64>, line: Bytes) {
+    fn reply(&mut self, client: ClientId, batch: Option<u64>, line: impl Into<Line>) {
+        let line = line.into();
         let Some(b) = batch else {
             return self.send_client(client, line);
         };
@@ -1670,7 +1643,9 @@ impl Router {
                     if i > 0 {
                         out.push(b',');
                     }
-                    out.extend_from_slice(r);
+                    for part in r.parts() {
+                        out.extend_from_slice(part);
+                    }
                 }
                 out.push(b']');
                 self.send_client(entry.client, Bytes::from(out));
@@ -1678,8 +1653,12 @@ impl Router {
         }
     }
 
-    fn send_client(&mut self, client: ClientId, line: Bytes) {
-        self.push(Action::ToClient(client, line));
+    fn send_client(&mut self, client: ClientId, line: impl Into<Line>) {
+        self.push(Action::ToClient(client, line.into()));
+    }
+
+    fn send_child(&mut self, line: impl Into<Line>) {
+        self.push(Action::ToChild(line.into()));
     }
 
     fn push(&mut self, action: Action) {
