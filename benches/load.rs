@@ -113,7 +113,13 @@ impl Conn {
                 let (r, w) = s.into_split();
                 Conn {
                     w: BufWriter::new(Box::new(w)),
-                    r: BufReader::new(Box::new(r) as Box<dyn AsyncRead + Unpin + Send>).lines(),
+                    // The same read buffer as the stdio paths, so that the client's own
+                    // reads cost the same on every path.
+                    r: BufReader::with_capacity(
+                        1 << 16,
+                        Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
+                    )
+                    .lines(),
                     _child: None,
                 }
             }
