@@ -115,7 +115,13 @@ impl Conn {
                 let (r, w) = rmcp_mux::sockio::split_tokio(s).expect("register the socket");
                 Conn {
                     w: BufWriter::new(Box::new(w)),
-                    r: BufReader::new(Box::new(r) as Box<dyn AsyncRead + Unpin + Send>).lines(),
+                    // The same read buffer as the stdio paths, so that the client's own
+                    // reads cost the same on every path.
+                    r: BufReader::with_capacity(
+                        1 << 16,
+                        Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
+                    )
+                    .lines(),
                     _child: None,
                 }
             }

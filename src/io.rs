@@ -7,7 +7,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::jsonrpc::Line;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
@@ -55,27 +55,30 @@ impl TryWrite for tokio::net::unix::pipe::Sender {
     }
 }
 
-/// At most this many lines go into one `writev` (well under every IOV_MAX).
+/// At most this many lines go into one `writev` (with up to five pieces and a newline each,
+/// well under every IOV_MAX).
 const MAX_LINES_PER_WRITE: usize = 64;
 
-/// Writes as much of `lines` (each followed by a newline) as fits right now; returns the bytes
-/// written (`0` when the peer is full).
-fn try_write_lines<W: TryWrite>(w: &W, lines: &[Bytes], skip: usize) -> std::io::Result<usize> {
+/// Writes as much of `lines` (each followed by a newline) as fits right now, after skipping
+/// the first `skip` bytes; returns the bytes written (`0` when the peer is full). A line made
+/// of pieces (a large line with a new id) goes out as its pieces, never copied together.
+fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::Result<usize> {
     let mut slices = Vec::with_capacity(2 * lines.len().min(MAX_LINES_PER_WRITE));
     let mut skip = skip;
     for line in lines.iter().take(MAX_LINES_PER_WRITE) {
-        let whole = line.len() + 1;
-        if skip >= whole {
-            skip -= whole;
-            continue;
+        for part in line.parts() {
+            if skip >= part.len() {
+                skip -= part.len();
+            } else {
+                slices.push(IoSlice::new(&part[skip..]));
+                skip = 0;
+            }
         }
-        if skip < line.len() {
-            slices.push(IoSlice::new(&line[skip..]));
+        if skip == 0 {
             slices.push(IoSlice::new(b"\n"));
         } else {
-            slices.push(IoSlice::new(b"\n"));
+            skip -= 1; // this line's newline was written too
         }
-        skip = 0;
     }
     match w.try_write_vectored(&slices) {
         Ok(n) => Ok(n),
@@ -89,7 +92,7 @@ fn try_write_lines<W: TryWrite>(w: &W, lines: &[Bytes], skip: usize) -> std::io:
 /// only writes in place when the task has nothing left to write.
 pub(crate) struct LineWriter<W: TryWrite> {
     w: Arc<W>,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Line>,
     /// Lines handed to the writer task and not yet fully written.
     queued: Arc<AtomicUsize>,
 }
@@ -121,7 +124,7 @@ impl<W: TryWrite> LineWriter<W> {
     }
 
     /// Writes `lines` in order, without waiting.
-    pub(crate) fn send(&self, lines: &mut Vec<Bytes>) -> Result<(), WriteError> {
+    pub(crate) fn send(&self, lines: &mut Vec<Line>) -> Result<(), WriteError> {
         let mut done = 0; // whole lines written
         if self.queued.load(Ordering::Acquire) == 0 {
             let mut skip = 0; // bytes written of lines[done]
@@ -139,8 +142,7 @@ impl<W: TryWrite> LineWriter<W> {
             }
             if done < lines.len() && skip > 0 {
                 // The rest of a line that was cut: its tail (possibly just the newline).
-                let line = &lines[done];
-                lines[done] = line.slice(skip.min(line.len())..);
+                lines[done].advance(skip);
             }
         }
         for line in lines.drain(..).skip(done) {
@@ -158,7 +160,7 @@ impl<W: TryWrite> LineWriter<W> {
 
 /// The writer task: writes queued lines as the peer makes room; ends when the `LineWriter`
 /// is dropped and everything queued is written, or when the peer is gone.
-async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Bytes>, queued: Arc<AtomicUsize>) {
+async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Line>, queued: Arc<AtomicUsize>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -189,6 +191,7 @@ async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Bytes>, queued: Ar
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::io::AsyncReadExt;
 
     /// Lines written in place, cut by a full socket and finished by the writer task arrive
@@ -202,10 +205,23 @@ mod tests {
         let mut expected = Vec::new();
         // Far more than a socket buffer holds, in lines of varied size, without reading.
         for i in 0..400usize {
-            let line = format!("{i}:{}", "z".repeat(i * 37 % 5000));
-            expected.extend_from_slice(line.as_bytes());
-            expected.push(b'\n');
-            let mut lines = vec![Bytes::from(line)];
+            let mut lines = if i % 7 == 3 {
+                // A large line with an edit: pieces of a shared buffer, cut anywhere.
+                let original = Bytes::from(format!("{i}:ID:{}", "q".repeat(20_000 + i)));
+                let at = original.iter().position(|&b| b == b'I').unwrap();
+                let line = Line::splice(&original, &mut [(at..at + 2, &b"new-id"[..])]);
+                assert!(line.parts().len() > 1);
+                vec![line]
+            } else {
+                vec![Line::from(Bytes::from(format!(
+                    "{i}:{}",
+                    "z".repeat(i * 37 % 5000)
+                )))]
+            };
+            for line in &lines {
+                expected.extend_from_slice(&line.to_bytes());
+                expected.push(b'\n');
+            }
             writer.send(&mut lines).unwrap();
         }
         assert!(
@@ -229,7 +245,7 @@ mod tests {
         drop(b);
         let (_read, write) = crate::sockio::split_tokio(a).unwrap();
         let (writer, _task) = LineWriter::new(write, 4);
-        let mut lines = vec![Bytes::from_static(b"x")];
+        let mut lines = vec![Line::from(Bytes::from_static(b"x"))];
         assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));
     }
 }

@@ -71,9 +71,89 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
 /// Non-blocking stdin and stdout for pipes and sockets.
 mod stdio {
     use std::os::fd::{AsFd, OwnedFd};
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
-    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::unix::pipe;
+
+    /// The largest pipe asked for: a 1 MiB line then crosses in one write and one read.
+    /// (`fs.pipe-max-size`, 1 MiB by default, is what an unprivileged user may set.)
+    #[cfg(target_os = "linux")]
+    const PIPE_MAX: usize = 1 << 20;
+
+    /// A stdin or stdout pipe that grows (Linux `F_SETPIPE_SZ`) once the proxy moves more at
+    /// once than it holds, so a host that passes large lines does not pay one write, one read
+    /// and two wake-ups per 64 KiB of them. Sessions with small lines keep the default pipe,
+    /// which matters because the kernel counts every user's pipe space against one limit.
+    pub(super) struct Growing<P> {
+        inner: P,
+        /// What the pipe holds now; `usize::MAX` once growing is refused or done.
+        room: usize,
+    }
+
+    impl<P: AsFd> Growing<P> {
+        fn new(inner: P) -> Self {
+            #[cfg(target_os = "linux")]
+            let room = nix::fcntl::fcntl(&inner, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            #[cfg(not(target_os = "linux"))]
+            let room = usize::MAX;
+            Growing { inner, room }
+        }
+
+        /// Grows the pipe when `n` bytes are about to move and it holds fewer.
+        fn want(&mut self, n: usize) {
+            if n <= self.room {
+                return;
+            }
+            #[cfg(target_os = "linux")]
+            {
+                let size = n.next_power_of_two().min(PIPE_MAX);
+                let asked = i32::try_from(size).unwrap_or(i32::MAX);
+                self.room =
+                    match nix::fcntl::fcntl(&self.inner, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked))
+                    {
+                        Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
+                        // At the largest size, or refused (over the user's pipe limit): stop asking.
+                        _ => usize::MAX,
+                    };
+            }
+        }
+    }
+
+    impl<P: AsyncRead + AsFd + Unpin> AsyncRead for Growing<P> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            // The framing leaves room for the longest line seen; the pipe may as well hold it.
+            this.want(buf.remaining());
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<P: AsyncWrite + AsFd + Unpin> AsyncWrite for Growing<P> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            this.want(buf.len());
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
 
     /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
     /// shares the open file, so the process's stdin and stdout become non-blocking too; the
@@ -98,7 +178,7 @@ mod stdio {
         }
         pipe::Receiver::from_owned_fd(fd)
             .ok()
-            .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin>)
+            .map(|r| Box::new(Growing::new(r)) as Box<dyn AsyncRead + Unpin>)
     }
 
     pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Unpin>> {
@@ -111,9 +191,16 @@ mod stdio {
         }
         pipe::Sender::from_owned_fd(fd)
             .ok()
-            .map(|w| Box::new(w) as Box<dyn AsyncWrite + Unpin>)
+            .map(|w| Box::new(Growing::new(w)) as Box<dyn AsyncWrite + Unpin>)
     }
 }
+
+/// The write buffer in front of the socket; a line this long is written from where it was read.
+const SOCKET_BUFFER: usize = 64 * 1024;
+
+/// Send buffer asked for the socket (doubled by the kernel, within `net.core.wmem_max`; memory
+/// is only held for what is queued).
+const SNDBUF: usize = 1 << 20;
 
 enum Outcome {
     /// The host is gone or nothing more is owed: exit.
@@ -227,11 +314,13 @@ where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
 {
+    // As the daemon does for its side: a 1 MiB line leaves in one write, not five.
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SNDBUF);
     let Ok((read, write)) = crate::sockio::split_tokio(stream) else {
         return Ok(Outcome::SocketLost);
     };
     let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
-    let mut sock_out = BufWriter::with_capacity(64 * 1024, write);
+    let mut sock_out = BufWriter::with_capacity(SOCKET_BUFFER, write);
     // After a reconnect: the host's handshake again, under private ids, answers swallowed.
     if replay(session, &mut sock_out).await.is_err() {
         return Ok(Outcome::SocketLost);
@@ -248,8 +337,14 @@ where
                 while let Some(frame) = next.take() {
                     match frame {
                         Some(Ok(Frame::Line(line))) => {
+                            // A large line goes out before its envelope is read here, so the
+                            // daemon works on it meanwhile. (Its answer is read only after.)
+                            let mut sent = crate::io::write_line(&mut sock_out, &line).await;
+                            if sent.is_ok() && line.len() >= SOCKET_BUFFER {
+                                sent = sock_out.flush().await;
+                            }
                             note_host_line(session, &line);
-                            if crate::io::write_line(&mut sock_out, &line).await.is_err() {
+                            if sent.is_err() {
                                 return Ok(Outcome::SocketLost);
                             }
                         }

@@ -186,6 +186,45 @@ fn oversized_lines_are_refused_and_the_connection_survives() {
 }
 
 #[test]
+fn large_lines_pass_both_ways_with_ids_and_tokens_restored() {
+    let mux = Mux::start(&fake(
+        "f",
+        "max_request_bytes = 4194304\nmax_response_bytes = 4194304",
+    ));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let big = "y".repeat(1 << 20);
+    for round in 0..3 {
+        // A 1 MiB request echoed back as a 1 MiB result, under a string id.
+        let id = json!(format!("big-{round}"));
+        let r = c.call(id.clone(), "echo", json!({"text": big}));
+        assert_eq!(r["id"], id);
+        assert!(text(&r) == big, "round {round}: the echoed text differs");
+        // A 1 MiB result to a small request, then a small answer right behind it.
+        let r = c.call(json!(round), "echo", json!({"text":"p", "pad": 1 << 20}));
+        assert_eq!(text(&r).len(), 1 + (1 << 20));
+        assert_eq!(
+            text(&c.call(json!(100 + round), "echo", json!({"text":"s"}))),
+            "s"
+        );
+    }
+    // A large request with a progress token: progress comes back under the client's token.
+    c.send(&json!({"jsonrpc":"2.0","id":"slow-big","method":"tools/call","params":{"name":"slow","arguments":{"ms":30,"steps":2,"ballast":big},"_meta":{"progressToken":"tok-big"}}}));
+    let mut progress = 0;
+    let done = loop {
+        let msg = c.recv().expect("the daemon closed the connection");
+        if msg["method"] == "notifications/progress" {
+            assert_eq!(msg["params"]["progressToken"], "tok-big");
+            progress += 1;
+        } else {
+            break msg;
+        }
+    };
+    assert_eq!(done["id"], "slow-big");
+    assert_eq!(progress, 2);
+}
+
+#[test]
 fn malformed_client_lines_get_json_rpc_errors() {
     let mux = Mux::start(&fake("f", ""));
     let mut c = mux.connect("f");

@@ -131,6 +131,37 @@ fn bridges_a_host_session_and_expands_tilde() {
 }
 
 #[test]
+fn large_lines_cross_the_proxy_both_ways() {
+    let mux = Mux::start(&format!(
+        "{SERVER}max_request_bytes = 4194304\nmax_response_bytes = 4194304\n"
+    ));
+    let socket = mux.socket("f");
+    let mut p = Proxy::start(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+    );
+    p.initialize();
+    let big = "y".repeat(1 << 20);
+    for round in 0..3 {
+        p.send(&call(10 + round, "echo", json!({ "text": big })));
+        let r = p.response(&json!(10 + round));
+        assert!(text(&r) == big, "round {round}: the echoed text differs");
+        p.send(&call(
+            20 + round,
+            "echo",
+            json!({"text":"p", "pad": 1 << 20}),
+        ));
+        assert_eq!(text(&p.response(&json!(20 + round))).len(), 1 + (1 << 20));
+        p.send(&call(30 + round, "echo", json!({"text":"s"})));
+        assert_eq!(text(&p.response(&json!(30 + round))), "s");
+    }
+    // What was owed is settled: stdin EOF ends the proxy at once.
+    drop(p.stdin.take());
+    assert_eq!(p.wait_exit(), Some(0));
+}
+
+#[test]
 fn stdin_eof_still_delivers_what_is_owed_then_exits() {
     let mux = Mux::start(SERVER);
     let socket = mux.socket("f");

@@ -2,13 +2,17 @@
 //! rewrites, and splice new values into the original bytes.
 //!
 //! Only the envelope is parsed: payloads stay borrowed [`Raw`] slices of the line they came in,
-//! and a rewrite copies the line once with the new id or token spliced in. This module does no
+//! and a rewrite copies a small line once with the new id or token spliced in, while a large
+//! one keeps sharing the original's buffer around the edits ([`Line`]). This module does no
 //! I/O and never re-serializes a payload it did not have to look into.
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod framing;
+mod line;
 mod scan;
+
+pub use line::Line;
 
 use std::borrow::Cow;
 use std::ops::Range;

@@ -27,6 +27,7 @@ use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, Serv
 use crate::config::ServerConfig;
 use crate::io::{LineWriter, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
+use crate::jsonrpc::Line;
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
@@ -228,8 +229,8 @@ struct Actor {
     shutdown: CancellationToken,
     /// Lines for clients gathered while draining the router's actions, written at the end
     /// of the drain (one write per client per turn).
-    to_clients: Vec<(ClientId, Bytes)>,
-    to_child: Vec<Bytes>,
+    to_clients: Vec<(ClientId, Line)>,
+    to_child: Vec<Line>,
 }
 
 impl Actor {
@@ -527,6 +528,7 @@ impl Actor {
             warn!("refused a connection from another user");
             return;
         }
+        grow_send_buffer(&stream);
         let (read, write) = match crate::sockio::split_tokio(stream) {
             Ok(halves) => halves,
             Err(e) => {
@@ -577,6 +579,17 @@ fn grow_pipe(fd: &impl std::os::fd::AsFd) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = fd;
+}
+
+/// Send buffer asked for each client socket (the kernel doubles it, within
+/// `net.core.wmem_max`). With the default (≈ 208 KiB) a 1 MiB line leaves in five writes, each
+/// a wait for the client to read and a wake-up; with this it leaves in one. The kernel only
+/// holds memory for what is queued, so an idle client costs nothing more.
+const CLIENT_SNDBUF: usize = 1 << 20;
+
+/// Grows a client socket's send buffer; a refusal keeps the default.
+fn grow_send_buffer(stream: &UnixStream) {
+    let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::SndBuf, &CLIENT_SNDBUF);
 }
 
 async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {

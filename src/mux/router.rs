@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
-use crate::jsonrpc::{self, codes, reasons, Kind, Malformed, Parsed};
+use crate::jsonrpc::{self, codes, reasons, Kind, Line, Malformed, Parsed};
 
 /// The router's maps, looked up on every message: a fast, fixed-seed hasher (the keys are ids
 /// from the user's own processes, so hash flooding is not a concern, and a fixed seed keeps the
@@ -81,9 +81,9 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write this line (no newline) to one client.
-    ToClient(ClientId, Bytes),
+    ToClient(ClientId, Line),
     /// Write this line (no newline) to the child's stdin.
-    ToChild(Bytes),
+    ToChild(Line),
     /// Flush what was queued for this client and close its connection.
     CloseClient(ClientId),
     /// Start the child process.
@@ -234,7 +234,7 @@ struct ServerRequest {
 struct Batch {
     client: ClientId,
     expected: usize,
-    replies: Vec<Bytes>,
+    replies: Vec<Line>,
 }
 
 struct Task {
@@ -262,7 +262,7 @@ pub struct Router {
     by_client: HashMap<(ClientId, Bytes), u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// Requests accepted while the child is not running, written once it is.
-    held: VecDeque<(u64, Bytes)>,
+    held: VecDeque<(u64, Line)>,
     progress_routes: HashMap<u64, (ClientId, Bytes)>,
     next_server_req: u64,
     server_reqs: HashMap<u64, ServerRequest>,
@@ -463,10 +463,10 @@ impl Router {
             self.roots_pending = false;
             self.roots_changed = Some(now);
             if self.life == Life::Running {
-                self.push(Action::ToChild(jsonrpc::notification(
+                self.send_child(jsonrpc::notification(
                     "notifications/roots/list_changed",
                     "{}",
-                )));
+                ));
             }
         }
     }
@@ -516,11 +516,7 @@ impl Router {
             },
         );
         self.life = Life::Initializing { init_id };
-        self.push(Action::ToChild(jsonrpc::request(
-            init_id,
-            "initialize",
-            &params,
-        )));
+        self.send_child(jsonrpc::request(init_id, "initialize", &params));
     }
 
     fn upstream_initialized(&mut self, now: Instant, result: jsonrpc::Raw<'_>) {
@@ -533,10 +529,7 @@ impl Router {
         self.init_result = Some(new);
         self.life = Life::Running;
         self.running_since = Some(now);
-        self.push(Action::ToChild(jsonrpc::notification(
-            "notifications/initialized",
-            "{}",
-        )));
+        self.send_child(jsonrpc::notification("notifications/initialized", "{}"));
         // Subscriptions and the log level are per upstream session: replay them.
         let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
         for uri in uris {
@@ -756,10 +749,10 @@ impl Router {
             );
             let msg = format!("too many clients: server {} allows {max}", self.name);
             warn!(server = %self.name, max, "refused a client over max_active_clients");
-            self.push(Action::ToClient(
+            self.send_client(
                 id,
                 jsonrpc::error(b"null", codes::INTERNAL_ERROR, &msg, Some(&data)),
-            ));
+            );
             self.push(Action::CloseClient(id));
             return;
         }
@@ -806,12 +799,12 @@ impl Router {
             if let Some(r) = self.server_reqs.remove(&k) {
                 self.server_req_ids.remove(&r.server_id);
                 let data = format!(r#"{{"reason":"{}"}}"#, reasons::CLIENT_GONE);
-                self.push(Action::ToChild(jsonrpc::error(
+                self.send_child(jsonrpc::error(
                     &r.server_id,
                     codes::INTERNAL_ERROR,
                     "the client handling this request disconnected",
                     Some(&data),
-                )));
+                ));
             }
         }
         let before = std::mem::take(&mut self.subscriptions);
@@ -833,7 +826,7 @@ impl Router {
         }
     }
 
-    fn client_line(&mut self, now: Instant, client: ClientId, line: &[u8], batch: Option<u64>) {
+    fn client_line(&mut self, now: Instant, client: ClientId, line: &Bytes, batch: Option<u64>) {
         let parsed = if batch.is_some() {
             jsonrpc::parse_one(line).map(Parsed::Single)
         } else {
@@ -873,7 +866,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         items: Vec<jsonrpc::Raw<'_>>,
     ) {
         if items.is_empty() {
@@ -906,7 +899,7 @@ impl Router {
         }
         for raw in items {
             let span = jsonrpc::span_in(line, raw.get());
-            self.client_line(now, client, &line[span], Some(b));
+            self.client_line(now, client, &line.slice(span), Some(b));
         }
     }
 
@@ -915,7 +908,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
         id: Bytes,
@@ -1095,7 +1088,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         id: Bytes,
         purpose: Purpose,
@@ -1123,7 +1116,7 @@ impl Router {
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
         }
-        let out = jsonrpc::splice(line, &mut edits);
+        let out = Line::splice(line, &mut edits);
         let running = self.life == Life::Running;
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
@@ -1142,7 +1135,7 @@ impl Router {
             },
         );
         if running {
-            self.push(Action::ToChild(out));
+            self.send_child(out);
         } else {
             self.held.push_back((up, out));
         }
@@ -1152,7 +1145,7 @@ impl Router {
         &mut self,
         now: Instant,
         client: ClientId,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
     ) {
@@ -1175,10 +1168,7 @@ impl Router {
                 if sent {
                     let span = jsonrpc::span_in(line, req.get());
                     let up_text = up.to_string();
-                    self.push(Action::ToChild(jsonrpc::splice(
-                        line,
-                        &mut [(span, up_text.as_bytes())],
-                    )));
+                    self.send_child(jsonrpc::splice(line, &mut [(span, up_text.as_bytes())]));
                 }
                 // The reference server sends no response after a cancel: forget it now.
                 self.remove_pending(up);
@@ -1193,21 +1183,21 @@ impl Router {
                     _ => {
                         self.roots_changed = Some(now);
                         if self.life == Life::Running {
-                            self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                            self.send_child(Line::share(line));
                         }
                     }
                 }
             }
             _ => {
                 if self.life == Life::Running {
-                    self.push(Action::ToChild(Bytes::copy_from_slice(line)));
+                    self.send_child(Line::share(line));
                 }
             }
         }
     }
 
     /// A client's reply to a server→client request.
-    fn client_response(&mut self, client: ClientId, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+    fn client_response(&mut self, client: ClientId, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
         let Some(mux_id) = env.id.and_then(jsonrpc::as_u64) else {
             debug!(server = %self.name, "client response with an id the mux never issued; dropped");
             return;
@@ -1228,10 +1218,7 @@ impl Router {
         }
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let _ = r.elicitation;
-        self.push(Action::ToChild(jsonrpc::splice(
-            line,
-            &mut [(span, &r.server_id[..])],
-        )));
+        self.send_child(Line::splice(line, &mut [(span, &r.server_id[..])]));
     }
 
     // ----- the child's lines -----
@@ -1253,7 +1240,7 @@ impl Router {
         }
     }
 
-    fn child_response(&mut self, now: Instant, line: &[u8], env: &jsonrpc::Envelope<'_>) {
+    fn child_response(&mut self, now: Instant, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
         let Some(up) = env.id.and_then(jsonrpc::as_u64) else {
             warn!(server = %self.name, "child answered an id the mux never sent; dropped");
             return;
@@ -1311,10 +1298,10 @@ impl Router {
             }
         }
         let out = match body {
-            Some(b) => b,
+            Some(b) => Line::from(b),
             None => {
                 let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-                jsonrpc::splice(line, &mut [(span, &p.orig_id[..])])
+                Line::splice(line, &mut [(span, &p.orig_id[..])])
             }
         };
         self.reply(client, p.batch, out);
@@ -1341,14 +1328,14 @@ impl Router {
     fn child_request(
         &mut self,
         now: Instant,
-        line: &[u8],
+        line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
     ) {
         let server_id =
             Bytes::copy_from_slice(env.id.map(|v| v.get()).unwrap_or("null").as_bytes());
         if method == "ping" {
-            return self.push(Action::ToChild(jsonrpc::response(&server_id, b"{}")));
+            return self.send_child(jsonrpc::response(&server_id, b"{}"));
         }
         if method == "roots/list" {
             if let Some(roots) = &self.cfg.roots {
@@ -1357,10 +1344,7 @@ impl Router {
                     .map(|r| serde_json::json!({ "uri": r }))
                     .collect();
                 let result = serde_json::json!({ "roots": list }).to_string();
-                return self.push(Action::ToChild(jsonrpc::response(
-                    &server_id,
-                    result.as_bytes(),
-                )));
+                return self.send_child(jsonrpc::response(&server_id, result.as_bytes()));
             }
         }
         let needs = |c: &Capabilities| match method {
@@ -1373,12 +1357,12 @@ impl Router {
             let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_CAPABLE_CLIENT);
             let msg = format!("no connected client can handle {method}");
             warn!(server = %self.name, method, "server request with no capable client; refused");
-            return self.push(Action::ToChild(jsonrpc::error(
+            return self.send_child(jsonrpc::error(
                 &server_id,
                 codes::INTERNAL_ERROR,
                 &msg,
                 Some(&data),
-            )));
+            ));
         };
         let mux_id = self.next_server_req;
         self.next_server_req += 1;
@@ -1402,10 +1386,7 @@ impl Router {
         let _ = now;
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let text = mux_id.to_string();
-        self.push(Action::ToClient(
-            target,
-            jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
-        ));
+        self.send_client(target, Line::splice(line, &mut [(span, text.as_bytes())]));
     }
 
     /// Chooses the client for a server→client request: only clients that declared the
@@ -1443,10 +1424,7 @@ impl Router {
                     return;
                 };
                 let span = jsonrpc::span_in(line, token.get());
-                self.push(Action::ToClient(
-                    client,
-                    jsonrpc::splice(line, &mut [(span, &orig[..])]),
-                ));
+                self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
             }
             "notifications/cancelled" => {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
@@ -1461,10 +1439,7 @@ impl Router {
                 };
                 let span = jsonrpc::span_in(line, req.get());
                 let text = mux_id.to_string();
-                self.push(Action::ToClient(
-                    r.client,
-                    jsonrpc::splice(line, &mut [(span, text.as_bytes())]),
-                ));
+                self.send_client(r.client, Line::splice(line, &mut [(span, text.as_bytes())]));
             }
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
@@ -1491,7 +1466,7 @@ impl Router {
                     return;
                 };
                 if let Some(client) = self.elicitations.remove(&id) {
-                    self.push(Action::ToClient(client, line.clone()));
+                    self.send_client(client, line.clone());
                 }
             }
             "notifications/tasks/status" => {
@@ -1514,7 +1489,7 @@ impl Router {
                         t.progress = None;
                     }
                 }
-                self.push(Action::ToClient(client, line.clone()));
+                self.send_client(client, line.clone());
             }
             _ => self.broadcast_ready(line),
         }
@@ -1563,10 +1538,7 @@ impl Router {
                 r#"{{"requestId":{up},"reason":{}}}"#,
                 serde_json::Value::from(reason)
             );
-            self.push(Action::ToChild(jsonrpc::notification(
-                "notifications/cancelled",
-                &params,
-            )));
+            self.send_child(jsonrpc::notification("notifications/cancelled", &params));
         }
     }
 
@@ -1624,7 +1596,7 @@ impl Router {
                 batch: None,
             },
         );
-        self.push(Action::ToChild(jsonrpc::request(up, method, params)));
+        self.send_child(jsonrpc::request(up, method, params));
     }
 
     /// The most verbose level any client asked for is the one the upstream session gets.
@@ -1654,11 +1626,12 @@ impl Router {
             .map(|(id, _)| *id)
             .collect();
         for t in targets {
-            self.push(Action::ToClient(t, line.clone()));
+            self.send_client(t, line.clone());
         }
     }
 
-    fn reply(&mut self, client: ClientId, batch: Option<u64>, line: Bytes) {
+    fn reply(&mut self, client: ClientId, batch: Option<u64>, line: impl Into<Line>) {
+        let line = line.into();
         let Some(b) = batch else {
             return self.send_client(client, line);
         };
@@ -1675,7 +1648,9 @@ impl Router {
                     if i > 0 {
                         out.push(b',');
                     }
-                    out.extend_from_slice(r);
+                    for part in r.parts() {
+                        out.extend_from_slice(part);
+                    }
                 }
                 out.push(b']');
                 self.send_client(entry.client, Bytes::from(out));
@@ -1683,8 +1658,12 @@ impl Router {
         }
     }
 
-    fn send_client(&mut self, client: ClientId, line: Bytes) {
-        self.push(Action::ToClient(client, line));
+    fn send_client(&mut self, client: ClientId, line: impl Into<Line>) {
+        self.push(Action::ToClient(client, line.into()));
+    }
+
+    fn send_child(&mut self, line: impl Into<Line>) {
+        self.push(Action::ToChild(line.into()));
     }
 
     fn push(&mut self, action: Action) {

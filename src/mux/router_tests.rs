@@ -41,8 +41,16 @@ struct H {
     now: Instant,
 }
 
-fn v(b: &Bytes) -> Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", b))
+fn v(line: &Line) -> Value {
+    let b = line.to_bytes();
+    serde_json::from_slice(&b).unwrap_or_else(|e| panic!("not JSON: {e}: {:?}", b))
+}
+
+/// Whether the line's longest piece is a slice of `of` (shared, not copied).
+fn shares(line: &Line, of: &Bytes) -> bool {
+    let longest = line.parts().iter().max_by_key(|p| p.len()).unwrap();
+    let (base, at) = (of.as_ptr() as usize, longest.as_ptr() as usize);
+    longest.len() > of.len() / 2 && at >= base && at + longest.len() <= base + of.len()
 }
 
 impl H {
@@ -203,6 +211,45 @@ fn ids_are_rewritten_and_restored_with_their_json_type() {
         client_msgs(&out, 1),
         vec![json!({"jsonrpc":"2.0","id":1,"result":{"who":1}})]
     );
+}
+
+#[test]
+fn large_lines_are_rewritten_in_place_not_copied() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let pad = "x".repeat(1 << 20);
+    let request = Bytes::from(
+        json!({"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"echo","arguments":{"text":pad},"_meta":{"progressToken":"tok"}}})
+            .to_string(),
+    );
+    h.r.handle(h.now, Input::ClientLine(ClientId(1), request.clone()));
+    let out = h.drain();
+    let [Action::ToChild(up_line)] = &out[..] else {
+        panic!("one forwarded request: {out:?}");
+    };
+    assert!(
+        shares(up_line, &request),
+        "the request's payload was copied"
+    );
+    let sent = v(up_line);
+    let up = sent["id"].clone();
+    assert!(up.is_u64());
+    assert_eq!(sent["params"]["_meta"]["progressToken"], up);
+    assert_eq!(sent["params"]["arguments"]["text"], pad.as_str());
+
+    let result = Bytes::from(
+        json!({"jsonrpc":"2.0","id":up,"result":{"content":[{"type":"text","text":pad}]}})
+            .to_string(),
+    );
+    h.r.handle(h.now, Input::ChildLine(result.clone()));
+    let out = h.drain();
+    let [Action::ToClient(ClientId(1), line)] = &out[..] else {
+        panic!("one answer for client 1: {out:?}");
+    };
+    assert!(shares(line, &result), "the result's payload was copied");
+    let got = v(line);
+    assert_eq!(got["id"], "big");
+    assert_eq!(got["result"]["content"][0]["text"], pad.as_str());
 }
 
 #[test]
