@@ -1,23 +1,15 @@
 //! Small async helpers shared by the actor and the proxy: writing one line, sleeping until an
-//! optional deadline, writing lines to a socket or pipe without a task hop when it has room,
-//! and reading a client's lines without holding a buffer while it is idle.
-//! Kept here so every path reads and writes lines the same way.
+//! optional deadline, and writing lines to a socket or pipe without a task hop when it has room.
+//! Kept here so every path writes lines the same way.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
-use tokio::net::unix::OwnedReadHalf;
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
-use tokio_util::codec::Decoder;
-
-use crate::jsonrpc::framing::{Frame, LineCodec};
 
 /// Writes `line` and its newline into the buffer (no flush: callers batch before flushing).
 pub(crate) async fn write_line<W: AsyncWrite + Unpin>(
@@ -194,100 +186,6 @@ async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Bytes>, queued: Ar
     }
 }
 
-/// How much one read into the scratch buffer takes at most.
-const SCRATCH_LEN: usize = 16 * 1024;
-
-thread_local! {
-    /// Where a client's read lands while it has no partial line, one per worker thread: what
-    /// was read is copied out at once, so an idle client holds no read buffer of its own
-    /// (tokio-util's `FramedRead` keeps 8 KiB per connection, which was most of the daemon's
-    /// memory per client).
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
-}
-
-/// Reads the lines of one client socket (framed by [`LineCodec`]): between messages it holds
-/// no buffer; a read copies whole lines out of the thread's scratch buffer into one buffer of
-/// their size, and only a line that is still arriving gets a buffer of its own, with room for
-/// the longest line seen.
-pub(crate) struct LineReader {
-    read: OwnedReadHalf,
-    codec: LineCodec,
-    /// Bytes read and not yet framed; empty (and unallocated) between messages.
-    buf: BytesMut,
-    eof: bool,
-}
-
-impl LineReader {
-    /// A reader of lines of at most `max_line` bytes.
-    pub(crate) fn new(read: OwnedReadHalf, max_line: usize) -> Self {
-        LineReader {
-            read,
-            codec: LineCodec::new(max_line),
-            buf: BytesMut::new(),
-            eof: false,
-        }
-    }
-
-    /// The next frame, or `None` once the peer has closed and everything is framed.
-    ///
-    /// Cancel safe: it only waits for the socket to become readable, and what it read stays
-    /// in the reader.
-    pub(crate) async fn next(&mut self) -> std::io::Result<Option<Frame>> {
-        loop {
-            if !self.buf.is_empty() {
-                let frame = if self.eof {
-                    self.codec.decode_eof(&mut self.buf)?
-                } else {
-                    self.codec.decode(&mut self.buf)?
-                };
-                if self.buf.is_empty() {
-                    // Nothing partial: let go of the buffer (the lines keep what they use).
-                    self.buf = BytesMut::new();
-                }
-                if frame.is_some() {
-                    return Ok(frame);
-                }
-            }
-            if self.eof {
-                return Ok(None);
-            }
-            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
-                self.eof = true;
-            }
-        }
-    }
-
-    /// Reads what is there: into the partial line's buffer when there is one, otherwise into
-    /// the scratch buffer and from there into a buffer of exactly that size (or, when it ends
-    /// inside a line, of the room the codec asks for). Reads through `AsyncRead`, whose
-    /// readiness wait costs less than `readable()`'s list of waiters.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let read = Pin::new(&mut self.read);
-        if !self.buf.is_empty() {
-            if self.buf.len() == self.buf.capacity() {
-                self.buf.reserve(1);
-            }
-            return tokio_util::io::poll_read_buf(read, cx, &mut self.buf);
-        }
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut filled = ReadBuf::new(scratch);
-            ready!(read.poll_read(cx, &mut filled))?;
-            let data = filled.filled();
-            if !data.is_empty() {
-                let cap = if data.last() == Some(&b'\n') {
-                    data.len()
-                } else {
-                    self.codec.room(data.len())
-                };
-                let mut buf = BytesMut::with_capacity(cap);
-                buf.extend_from_slice(data);
-                self.buf = buf;
-            }
-            Poll::Ready(Ok(data.len()))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,85 +231,5 @@ mod tests {
         let (writer, _task) = LineWriter::new(write, 4);
         let mut lines = vec![Bytes::from_static(b"x")];
         assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));
-    }
-
-    async fn frames(reader: &mut LineReader) -> Vec<Frame> {
-        let mut out = Vec::new();
-        let deadline = std::time::Duration::from_secs(30);
-        while let Some(f) = tokio::time::timeout(deadline, reader.next())
-            .await
-            .expect("a frame or the end in time")
-            .unwrap()
-        {
-            out.push(f);
-        }
-        out
-    }
-
-    fn line(s: &str) -> Frame {
-        Frame::Line(Bytes::copy_from_slice(s.as_bytes()))
-    }
-
-    /// Lines cut anywhere, a line longer than the scratch buffer, one over the bound and an
-    /// unterminated last line come out as the codec frames them.
-    #[tokio::test]
-    async fn line_reader_frames_lines_however_they_arrive() {
-        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
-        let (read, _write) = a.into_split();
-        let mut reader = LineReader::new(read, 100_000);
-        let big = "b".repeat(3 * SCRATCH_LEN);
-        let writer = tokio::spawn(async move {
-            let huge = "h".repeat(150_000);
-            for piece in [
-                "one\ntw",
-                "o\n",
-                big.as_str(),
-                "\n",
-                huge.as_str(),
-                "\nthree\n\nlast",
-            ] {
-                b.write_all(piece.as_bytes()).await.unwrap();
-                b.flush().await.unwrap();
-            }
-        });
-        let got = frames(&mut reader).await;
-        writer.await.unwrap();
-        let expected = vec![
-            line("one"),
-            line("two"),
-            line(&"b".repeat(3 * SCRATCH_LEN)),
-            Frame::TooLong { limit: 100_000 },
-            line("three"),
-            line("last"),
-        ];
-        assert_eq!(
-            got.len(),
-            expected.len(),
-            "{:?}",
-            got.iter()
-                .map(|f| match f {
-                    Frame::Line(l) => l.len(),
-                    Frame::TooLong { .. } => 0,
-                })
-                .collect::<Vec<_>>()
-        );
-        assert!(got == expected, "frames differ");
-    }
-
-    /// Between messages a client holds no read buffer; a line still arriving does.
-    #[tokio::test]
-    async fn an_idle_line_reader_holds_no_buffer() {
-        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
-        let (read, _write) = a.into_split();
-        let mut reader = LineReader::new(read, 1 << 20);
-        b.write_all(b"{\"id\":1}\n{\"id\":2}\n{\"id\"")
-            .await
-            .unwrap();
-        assert_eq!(reader.next().await.unwrap(), Some(line("{\"id\":1}")));
-        assert_eq!(reader.next().await.unwrap(), Some(line("{\"id\":2}")));
-        assert!(reader.buf.capacity() > 0, "the partial line is kept");
-        b.write_all(b":3}\n").await.unwrap();
-        assert_eq!(reader.next().await.unwrap(), Some(line("{\"id\":3}")));
-        assert_eq!(reader.buf.capacity(), 0, "nothing is held between messages");
     }
 }

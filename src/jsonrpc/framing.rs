@@ -50,13 +50,6 @@ impl LineCodec {
     pub fn max_line(&self) -> usize {
         self.max
     }
-
-    /// How much room a buffer holding `len` bytes of a partial line should have: as much as
-    /// the longest line seen so far and its newline (within the bound), so that it fills
-    /// one buffer instead of growing by doubling.
-    pub fn room(&self, len: usize) -> usize {
-        self.longest.max(len).min(self.max) + 1
-    }
 }
 
 fn trim(mut line: BytesMut) -> Option<Bytes> {
@@ -124,7 +117,7 @@ impl Decoder for LineCodec {
                     // also when the buffer is empty, so the next large line arrives in one
                     // read (asking only once a line has started measured no gain). The room
                     // is untouched memory until a line fills it.
-                    let want = self.room(buf.len());
+                    let want = self.longest.max(buf.len()).min(self.max) + 1;
                     if want > buf.capacity() {
                         buf.reserve(want - buf.len());
                     }

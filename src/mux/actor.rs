@@ -25,7 +25,7 @@ use super::child::{self, ChildSpec};
 use super::listener::{self, BoundSocket};
 use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
 use crate::config::ServerConfig;
-use crate::io::{LineReader, LineWriter, WriteError};
+use crate::io::{LineWriter, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
@@ -580,21 +580,21 @@ async fn read_client(
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
 ) {
-    let mut lines = LineReader::new(read, max);
+    let mut frames = FramedRead::new(read, LineCodec::new(max));
     loop {
         let frame = tokio::select! {
-            // Cancel safe: LineReader keeps partial lines.
-            f = lines.next() => f,
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            f = frames.next() => f,
             () = token.cancelled() => break,
         };
         let ev = match frame {
-            Ok(Some(Frame::Line(line))) => ClientEvent::Line(line),
-            Ok(Some(Frame::TooLong { .. })) => ClientEvent::TooLong,
-            Err(e) => {
+            Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
+            Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+            Some(Err(e)) => {
                 debug!(error = %e, "client read failed");
                 break;
             }
-            Ok(None) => break,
+            None => break,
         };
         if tx.send((id, ev)).await.is_err() {
             return;
