@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins "$@"
-if [ "$(uname -s)" = Linux ] && ldd --version 2>&1 | grep -qi 'gnu libc\|glibc'; then
+# `grep -q` would stop reading early and fail the pipeline (pipefail, SIGPIPE in ldd) at random.
+if [ "$(uname -s)" = Linux ] && ldd --version 2>&1 | grep -i 'gnu libc\|glibc' >/dev/null; then
     cargo rustc --release --bin rmcp-mux-proxy "$@" -- -C target-feature=+crt-static
     case " $* " in
         *tray* | *all-features*) ;;
