@@ -30,6 +30,10 @@ use crate::jsonrpc::framing::{Frame, LineCodec};
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
+/// A client's first read buffer. tokio-util's default (8 KiB) was most of the daemon's memory
+/// per client; requests are mostly well under 1 KiB, and a client that sends more gets room
+/// as it needs it (the codec keeps room for the longest line it has sent).
+const CLIENT_READ_BUF: usize = 1024;
 /// How many more waiting events the actor takes after one before carrying out the actions.
 const BURST: usize = 64;
 /// How long a child may keep stdout open after its process exited (a grandchild holding it).
@@ -580,7 +584,7 @@ async fn read_client(
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
 ) {
-    let mut frames = FramedRead::new(read, LineCodec::new(max));
+    let mut frames = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
     loop {
         let frame = tokio::select! {
             // Cancel safe: FramedRead keeps partial lines in its buffer.
