@@ -389,7 +389,7 @@ impl Actor {
         if self.to_child.is_empty() {
             return;
         }
-        if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
+        if let Some(stdin) = self.child.as_mut().and_then(|c| c.stdin.as_mut()) {
             if let Err(e) = stdin.send(&mut self.to_child) {
                 // The child is going away; its exit is reported by its watcher.
                 debug!(error = ?e, "child stdin is closed; dropped lines");
@@ -417,7 +417,7 @@ impl Actor {
                 j += 1;
             }
             i = j;
-            let Some(writer) = self.clients.get(&id) else {
+            let Some(writer) = self.clients.get_mut(&id) else {
                 batch.clear();
                 continue;
             };
@@ -472,11 +472,13 @@ impl Actor {
                     grow_pipe(stdin);
                 }
                 let stdin = match stdin {
-                    Ok(stdin) => {
-                        let (writer, task) = LineWriter::new(stdin, CHILD_QUEUE);
-                        self.tracker.spawn(task.instrument(span.clone()));
-                        Some(writer)
-                    }
+                    Ok(stdin) => Some(LineWriter::new(
+                        stdin,
+                        CHILD_QUEUE,
+                        &self.tracker,
+                        span.clone(),
+                        None,
+                    )),
                     Err(e) => {
                         // Nothing can be sent to this child; it is stopped like any other.
                         warn!(error = %e, "cannot use the child's stdin");
@@ -519,17 +521,16 @@ impl Actor {
         let id = ClientId(self.next_client);
         self.next_client += 1;
         let (read, write) = stream.into_split();
-        let (writer, task) = LineWriter::new(write, CLIENT_QUEUE);
         let token = self.shutdown.child_token();
         let span = info_span!("client", id = id.0);
-        let stop_reader = token.clone();
-        self.tracker.spawn(
-            async move {
-                task.await;
-                // The router closed us (or the peer is gone): stop the reader too.
-                stop_reader.cancel();
-            }
-            .instrument(span.clone()),
+        // When the router closes the client (or the peer is gone) and what was queued is
+        // written, the writer cancels the token: the reader stops too.
+        let writer = LineWriter::new(
+            write,
+            CLIENT_QUEUE,
+            &self.tracker,
+            span.clone(),
+            Some(token.clone()),
         );
         self.tracker.spawn(
             read_client(
