@@ -37,3 +37,4 @@ pub mod reload;
 pub mod status;
 pub mod status_file;
 pub mod tray;
+mod trim;

@@ -292,6 +292,7 @@ impl Actor {
         match event {
             Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
             Event::Client(id, ClientEvent::Line(line)) => {
+                crate::trim::note_line(line.len());
                 self.router.handle(now, Input::ClientLine(id, line))
             }
             Event::Client(id, ClientEvent::TooLong) => {
@@ -308,7 +309,10 @@ impl Actor {
                     return;
                 }
                 match ev {
-                    ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
+                    ChildEvent::Line(line) => {
+                        crate::trim::note_line(line.len());
+                        self.router.handle(now, Input::ChildLine(line))
+                    }
                     ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
                     ChildEvent::Exited(reason) => {
                         self.child = None;
