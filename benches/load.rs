@@ -5,7 +5,8 @@
 //! and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
-//! `BENCH_QUICK=1` for a short smoke run.
+//! `BENCH_QUICK=1` for a short smoke run; `BENCH_SMAPS=DIR` saves the daemon's smaps at each RSS
+//! measurement.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -273,6 +274,21 @@ impl Daemon {
     fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id().unwrap())
     }
+
+    /// With BENCH_SMAPS=DIR, copies the daemon's /proc/PID/smaps and status (thread count) to
+    /// DIR/NAME.smaps, for a breakdown of what its RSS is made of (docs/performance.md).
+    fn dump_smaps(&self, name: &str) {
+        let Some(dir) = std::env::var_os("BENCH_SMAPS") else {
+            return;
+        };
+        let pid = self.child.id().unwrap();
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        std::fs::write(dir.join(format!("{name}.smaps")), smaps).unwrap();
+        std::fs::write(dir.join(format!("{name}.status")), status).unwrap();
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -536,6 +552,7 @@ async fn main() {
         let conns = open_many(Path3::Mux, &bins, &socket, many).await;
         let connect_ms = start.elapsed().as_secs_f64() * 1e3;
         let rss_many = daemon.rss_kib();
+        daemon.dump_smaps("many");
         let rate = throughput(conns, 4, dur).await;
         eprintln!("{many} clients: connect+initialize {connect_ms:.0} ms, {rate:.0} req/s, daemon RSS {rss_many} KiB");
         results.insert("many_clients".into(), json!({"clients":many,"connect_init_ms":connect_ms,"req_per_s":rate,"daemon_rss_kib":rss_many}));
@@ -548,6 +565,7 @@ async fn main() {
         let mut warm = Conn::open(Path3::Mux, &bins, &daemon.socket(0)).await;
         latency(&mut warm, 10, 0, 0).await;
         let idle = daemon.rss_kib();
+        daemon.dump_smaps("idle");
         let mut clients = Vec::new();
         for i in 0..100 {
             let mut c = Conn::open(Path3::Mux, &bins, &daemon.socket(i % 10)).await;
@@ -555,6 +573,7 @@ async fn main() {
             clients.push(c);
         }
         let with_100 = daemon.rss_kib();
+        daemon.dump_smaps("with_100");
         let mut proxy = Conn::open(Path3::Proxy, &bins, &daemon.socket(0)).await;
         latency(&mut proxy, 10, 0, 0).await;
         let proxy_pid = proxy._child.as_ref().and_then(|c| c.id());

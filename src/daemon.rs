@@ -516,6 +516,7 @@ impl Daemon {
             token.child_token(),
         ));
         crate::config_watch::spawn(shared.clone(), token.child_token(), &tracker);
+        crate::trim::spawn(token.child_token(), &tracker);
         let writer_token = CancellationToken::new();
         crate::status_file::spawn(shared.clone(), writer_token.clone(), &tracker);
         info!(

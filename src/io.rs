@@ -10,6 +10,9 @@ use std::sync::Arc;
 use crate::jsonrpc::Line;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Writes `line` and its newline into the buffer (no flush: callers batch before flushing).
 pub(crate) async fn write_line<W: AsyncWrite + Unpin>(
@@ -89,12 +92,22 @@ fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::
 
 /// One writer of lines: written in place while nothing is queued, otherwise (or for what does
 /// not fit) handed to its writer task, which waits for room. Order is kept because the actor
-/// only writes in place when the task has nothing left to write.
+/// only writes in place when the task has nothing left to write. The task and its queue are
+/// made the first time the peer is full, so a peer that keeps up (nearly every client) costs
+/// neither (≈ 2 KiB each: the queue's first block and the task).
 pub(crate) struct LineWriter<W: TryWrite> {
     w: Arc<W>,
-    queue: mpsc::Sender<Line>,
+    /// The writer task's queue, once there is one.
+    queue: Option<mpsc::Sender<Line>>,
+    /// How many lines may wait in it.
+    queue_len: usize,
     /// Lines handed to the writer task and not yet fully written.
     queued: Arc<AtomicUsize>,
+    tracker: TaskTracker,
+    span: tracing::Span,
+    /// Cancels its token when the writer is done: dropped with nothing queued, or (moved into
+    /// the writer task) once the task has written everything or the peer is gone.
+    done: Option<DropGuard>,
 }
 
 /// Why lines could not be written.
@@ -107,24 +120,46 @@ pub(crate) enum WriteError {
 }
 
 impl<W: TryWrite> LineWriter<W> {
-    /// A writer and the task that drains what did not fit; `queue` lines may wait.
-    pub(crate) fn new(w: W, queue: usize) -> (Self, impl Future<Output = ()> + Send) {
-        let w = Arc::new(w);
-        let (tx, rx) = mpsc::channel(queue);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let task = drain(w.clone(), rx, queued.clone());
-        (
-            LineWriter {
-                w,
-                queue: tx,
-                queued,
-            },
-            task,
-        )
+    /// A writer whose task (when it needs one) runs on `tracker` in `span`, with at most
+    /// `queue` lines waiting; `done` is cancelled when the writer is dropped and everything
+    /// it took is written (or the peer is gone).
+    pub(crate) fn new(
+        w: W,
+        queue: usize,
+        tracker: &TaskTracker,
+        span: tracing::Span,
+        done: Option<CancellationToken>,
+    ) -> Self {
+        LineWriter {
+            w: Arc::new(w),
+            queue: None,
+            queue_len: queue,
+            queued: Arc::new(AtomicUsize::new(0)),
+            tracker: tracker.clone(),
+            span,
+            done: done.map(CancellationToken::drop_guard),
+        }
+    }
+
+    /// The writer task's queue, starting the task the first time.
+    fn queue(&mut self) -> &mpsc::Sender<Line> {
+        self.queue.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.queue_len);
+            let task = drain(self.w.clone(), rx, self.queued.clone());
+            let done = self.done.take();
+            self.tracker.spawn(
+                async move {
+                    task.await;
+                    drop(done);
+                }
+                .instrument(self.span.clone()),
+            );
+            tx
+        })
     }
 
     /// Writes `lines` in order, without waiting.
-    pub(crate) fn send(&self, lines: &mut Vec<Line>) -> Result<(), WriteError> {
+    pub(crate) fn send(&mut self, lines: &mut Vec<Line>) -> Result<(), WriteError> {
         let mut done = 0; // whole lines written
         if self.queued.load(Ordering::Acquire) == 0 {
             let mut skip = 0; // bytes written of lines[done]
@@ -145,9 +180,15 @@ impl<W: TryWrite> LineWriter<W> {
                 lines[done].advance(skip);
             }
         }
+        if done == lines.len() {
+            lines.clear();
+            return Ok(());
+        }
+        // A clone (the slow path only) so that the loop can count on `self.queued`.
+        let queue = self.queue().clone();
         for line in lines.drain(..).skip(done) {
             self.queued.fetch_add(1, Ordering::AcqRel);
-            if let Err(e) = self.queue.try_send(line) {
+            if let Err(e) = queue.try_send(line) {
                 return Err(match e {
                     mpsc::error::TrySendError::Full(_) => WriteError::Full,
                     mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
@@ -200,8 +241,15 @@ mod tests {
     async fn line_writer_keeps_order_across_a_full_peer() {
         let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
         let (_read, write) = crate::sockio::split_tokio(a).unwrap();
-        let (writer, task) = LineWriter::new(write, 1 << 16);
-        let task = tokio::spawn(task);
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let mut writer = LineWriter::new(
+            write,
+            1 << 16,
+            &tracker,
+            tracing::Span::none(),
+            Some(token.clone()),
+        );
         let mut expected = Vec::new();
         // Far more than a socket buffer holds, in lines of varied size, without reading.
         for i in 0..400usize {
@@ -228,7 +276,12 @@ mod tests {
             writer.queued.load(Ordering::Acquire) > 0,
             "the peer should have filled up and the task taken over"
         );
+        assert_eq!(tracker.len(), 1, "one writer task");
         drop(writer);
+        assert!(
+            !token.is_cancelled(),
+            "not done before the queue is written"
+        );
         let mut got = Vec::new();
         tokio::time::timeout(std::time::Duration::from_secs(30), b.read_to_end(&mut got))
             .await
@@ -236,7 +289,37 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "bytes differ");
-        task.await.unwrap();
+        tracker.close();
+        tracker.wait().await;
+        assert!(token.is_cancelled(), "done once everything is written");
+    }
+
+    /// A peer that keeps up gets its lines written in place: no writer task or queue is made,
+    /// and dropping the writer says it is done at once.
+    #[tokio::test]
+    async fn a_peer_that_keeps_up_costs_no_task() {
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let mut writer = LineWriter::new(
+            write,
+            4,
+            &tracker,
+            tracing::Span::none(),
+            Some(token.clone()),
+        );
+        for i in 0..100 {
+            let mut lines = vec![Line::from(Bytes::from(format!("line {i}")))];
+            writer.send(&mut lines).unwrap();
+            let mut got = vec![0; 64];
+            let n = b.read(&mut got).await.unwrap();
+            assert_eq!(&got[..n], format!("line {i}\n").as_bytes());
+        }
+        assert!(writer.queue.is_none(), "no queue was made");
+        assert_eq!(tracker.len(), 0, "no task was started");
+        drop(writer);
+        assert!(token.is_cancelled());
     }
 
     #[tokio::test]
@@ -244,7 +327,8 @@ mod tests {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         drop(b);
         let (_read, write) = crate::sockio::split_tokio(a).unwrap();
-        let (writer, _task) = LineWriter::new(write, 4);
+        let mut writer =
+            LineWriter::new(write, 4, &TaskTracker::new(), tracing::Span::none(), None);
         let mut lines = vec![Line::from(Bytes::from_static(b"x"))];
         assert_eq!(writer.send(&mut lines), Err(WriteError::Closed));
     }

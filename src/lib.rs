@@ -38,3 +38,4 @@ pub mod sockio;
 pub mod status;
 pub mod status_file;
 pub mod tray;
+mod trim;

@@ -185,6 +185,22 @@ fn oversized_lines_are_refused_and_the_connection_survives() {
     );
 }
 
+/// A client's first read buffer is small (1 KiB); lines around and far above it, one after
+/// another on one connection, still arrive whole and in order.
+#[test]
+fn requests_larger_than_the_first_read_buffer_arrive_whole() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    for (i, len) in [900usize, 1000, 1024, 2000, 70_000, 10, 300_000, 5]
+        .into_iter()
+        .enumerate()
+    {
+        let sent = format!("{i}:{}", "y".repeat(len));
+        assert_eq!(text(&c.call(json!(i), "echo", json!({"text": sent}))), sent);
+    }
+}
+
 #[test]
 fn large_lines_pass_both_ways_with_ids_and_tokens_restored() {
     let mux = Mux::start(&fake(

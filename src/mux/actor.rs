@@ -31,6 +31,10 @@ use crate::jsonrpc::Line;
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
+/// A client's first read buffer. tokio-util's default (8 KiB) was most of the daemon's memory
+/// per client; requests are mostly well under 1 KiB, and a client that sends more gets room
+/// as it needs it (the codec keeps room for the longest line it has sent).
+const CLIENT_READ_BUF: usize = 1024;
 /// How many more waiting events the actor takes after one before carrying out the actions.
 const BURST: usize = 64;
 /// How long a child may keep stdout open after its process exited (a grandchild holding it).
@@ -304,6 +308,7 @@ impl Actor {
         match event {
             Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
             Event::Client(id, ClientEvent::Line(line)) => {
+                crate::trim::note_line(line.len());
                 self.router.handle(now, Input::ClientLine(id, line))
             }
             Event::Client(id, ClientEvent::TooLong) => {
@@ -320,7 +325,10 @@ impl Actor {
                     return;
                 }
                 match ev {
-                    ChildEvent::Line(line) => self.router.handle(now, Input::ChildLine(line)),
+                    ChildEvent::Line(line) => {
+                        crate::trim::note_line(line.len());
+                        self.router.handle(now, Input::ChildLine(line))
+                    }
                     ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
                     ChildEvent::Exited(reason) => {
                         self.child = None;
@@ -401,7 +409,7 @@ impl Actor {
         if self.to_child.is_empty() {
             return;
         }
-        if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
+        if let Some(stdin) = self.child.as_mut().and_then(|c| c.stdin.as_mut()) {
             if let Err(e) = stdin.send(&mut self.to_child) {
                 // The child is going away; its exit is reported by its watcher.
                 debug!(error = ?e, "child stdin is closed; dropped lines");
@@ -429,7 +437,7 @@ impl Actor {
                 j += 1;
             }
             i = j;
-            let Some(writer) = self.clients.get(&id) else {
+            let Some(writer) = self.clients.get_mut(&id) else {
                 batch.clear();
                 continue;
             };
@@ -484,11 +492,13 @@ impl Actor {
                     grow_pipe(stdin);
                 }
                 let stdin = match stdin {
-                    Ok(stdin) => {
-                        let (writer, task) = LineWriter::new(stdin, CHILD_QUEUE);
-                        self.tracker.spawn(task.instrument(span.clone()));
-                        Some(writer)
-                    }
+                    Ok(stdin) => Some(LineWriter::new(
+                        stdin,
+                        CHILD_QUEUE,
+                        &self.tracker,
+                        span.clone(),
+                        None,
+                    )),
                     Err(e) => {
                         // Nothing can be sent to this child; it is stopped like any other.
                         warn!(error = %e, "cannot use the child's stdin");
@@ -538,17 +548,16 @@ impl Actor {
         };
         let id = ClientId(self.next_client);
         self.next_client += 1;
-        let (writer, task) = LineWriter::new(write, CLIENT_QUEUE);
         let token = self.shutdown.child_token();
         let span = info_span!("client", id = id.0);
-        let stop_reader = token.clone();
-        self.tracker.spawn(
-            async move {
-                task.await;
-                // The router closed us (or the peer is gone): stop the reader too.
-                stop_reader.cancel();
-            }
-            .instrument(span.clone()),
+        // When the router closes the client (or the peer is gone) and what was queued is
+        // written, the writer cancels the token: the reader stops too.
+        let writer = LineWriter::new(
+            write,
+            CLIENT_QUEUE,
+            &self.tracker,
+            span.clone(),
+            Some(token.clone()),
         );
         self.tracker.spawn(
             read_client(
@@ -614,7 +623,7 @@ async fn read_client(
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
 ) {
-    let mut frames = FramedRead::new(read, LineCodec::new(max));
+    let mut frames = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
     loop {
         let frame = tokio::select! {
             // Cancel safe: FramedRead keeps partial lines in its buffer.
