@@ -235,21 +235,35 @@ mod tests {
     use bytes::Bytes;
     use tokio::io::AsyncReadExt;
 
-    /// Lines written in place, cut by a full socket and finished by the writer task arrive
-    /// whole and in order.
-    #[tokio::test]
-    async fn line_writer_keeps_order_across_a_full_peer() {
-        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+    /// A writer on one end of a socket pair (`queue` lines may wait), the other end, and the
+    /// tracker and token the writer reports to.
+    fn writer_and_peer(
+        queue: usize,
+    ) -> (
+        LineWriter<crate::sockio::SocketWriter>,
+        tokio::net::UnixStream,
+        TaskTracker,
+        CancellationToken,
+    ) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (_read, write) = crate::sockio::split_tokio(a).unwrap();
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        let mut writer = LineWriter::new(
+        let writer = LineWriter::new(
             write,
-            1 << 16,
+            queue,
             &tracker,
             tracing::Span::none(),
             Some(token.clone()),
         );
+        (writer, b, tracker, token)
+    }
+
+    /// Lines written in place, cut by a full socket and finished by the writer task arrive
+    /// whole and in order.
+    #[tokio::test]
+    async fn line_writer_keeps_order_across_a_full_peer() {
+        let (mut writer, mut b, tracker, token) = writer_and_peer(1 << 16);
         let mut expected = Vec::new();
         // Far more than a socket buffer holds, in lines of varied size, without reading.
         for i in 0..400usize {
@@ -298,17 +312,7 @@ mod tests {
     /// and dropping the writer says it is done at once.
     #[tokio::test]
     async fn a_peer_that_keeps_up_costs_no_task() {
-        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
-        let tracker = TaskTracker::new();
-        let token = CancellationToken::new();
-        let mut writer = LineWriter::new(
-            write,
-            4,
-            &tracker,
-            tracing::Span::none(),
-            Some(token.clone()),
-        );
+        let (mut writer, mut b, tracker, token) = writer_and_peer(4);
         for i in 0..100 {
             let mut lines = vec![Line::from(Bytes::from(format!("line {i}")))];
             writer.send(&mut lines).unwrap();

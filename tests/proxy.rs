@@ -41,6 +41,16 @@ impl Proxy {
         }
     }
 
+    /// The standalone proxy on server `name` of `mux`, as a rewired host runs it.
+    fn of(mux: &Mux, name: &str) -> Proxy {
+        let socket = mux.socket(name);
+        Proxy::start(
+            PROXY,
+            &["--socket", socket.to_str().unwrap()],
+            mux.dir.path(),
+        )
+    }
+
     fn send(&mut self, msg: &Value) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{msg}").unwrap();
@@ -135,12 +145,7 @@ fn large_lines_cross_the_proxy_both_ways() {
     let mux = Mux::start(&format!(
         "{SERVER}max_request_bytes = 4194304\nmax_response_bytes = 4194304\n"
     ));
-    let socket = mux.socket("f");
-    let mut p = Proxy::start(
-        PROXY,
-        &["--socket", socket.to_str().unwrap()],
-        mux.dir.path(),
-    );
+    let mut p = Proxy::of(&mux, "f");
     p.initialize();
     let big = "y".repeat(1 << 20);
     for round in 0..3 {
@@ -164,12 +169,7 @@ fn large_lines_cross_the_proxy_both_ways() {
 #[test]
 fn stdin_eof_still_delivers_what_is_owed_then_exits() {
     let mux = Mux::start(SERVER);
-    let socket = mux.socket("f");
-    let mut p = Proxy::start(
-        PROXY,
-        &["--socket", socket.to_str().unwrap()],
-        mux.dir.path(),
-    );
+    let mut p = Proxy::of(&mux, "f");
     p.initialize();
     p.send(&call(7, "slow", json!({"ms":300})));
     drop(p.stdin.take());
@@ -181,12 +181,7 @@ fn stdin_eof_still_delivers_what_is_owed_then_exits() {
 #[test]
 fn exits_cleanly_when_the_host_goes_away() {
     let mux = Mux::start(SERVER);
-    let socket = mux.socket("f");
-    let mut p = Proxy::start(
-        PROXY,
-        &["--socket", socket.to_str().unwrap()],
-        mux.dir.path(),
-    );
+    let mut p = Proxy::of(&mux, "f");
     p.initialize();
     drop(p.stdin.take());
     assert_eq!(p.wait_exit(), Some(0));
@@ -196,12 +191,7 @@ fn exits_cleanly_when_the_host_goes_away() {
 #[test]
 fn survives_a_daemon_restart_without_a_new_handshake() {
     let mut mux = Mux::start(SERVER);
-    let socket = mux.socket("f");
-    let mut p = Proxy::start(
-        PROXY,
-        &["--socket", socket.to_str().unwrap()],
-        mux.dir.path(),
-    );
+    let mut p = Proxy::of(&mux, "f");
     p.initialize();
     p.send(&call(1, "echo", json!({"text":"before"})));
     assert_eq!(text(&p.response(&json!(1))), "before");
@@ -273,12 +263,7 @@ fn both_spellings_refuse_the_same_usage_errors_with_code_2() {
 #[test]
 fn keeps_the_host_session_when_a_reload_restarts_its_server() {
     let mux = Mux::start(SERVER);
-    let socket = mux.socket("f");
-    let mut p = Proxy::start(
-        PROXY,
-        &["--socket", socket.to_str().unwrap()],
-        mux.dir.path(),
-    );
+    let mut p = Proxy::of(&mux, "f");
     p.initialize();
     p.send(&call(1, "echo", json!({"text":"before"})));
     assert_eq!(text(&p.response(&json!(1))), "before");
