@@ -323,17 +323,28 @@ async fn latency(conn: &mut Conn, n: usize, pad: usize, body: usize) -> (f64, f6
     let mut samples = Vec::with_capacity(n);
     let warm = (n as u64 / 10).min(100);
     for seq in 0..(n as u64 + warm) {
-        let req = echo(0, seq, pad, body);
-        let start = Instant::now();
-        conn.send(&req).await;
-        conn.w.flush().await.unwrap();
-        let line = conn.recv().await;
-        let took = start.elapsed().as_secs_f64() * 1e6;
-        check(&line, 0, seq, pad + body);
+        let took = one_request(conn, seq, pad, body).await;
         if seq >= warm {
             samples.push(took);
         }
     }
+    summary(samples)
+}
+
+/// One request and its checked answer: microseconds.
+async fn one_request(conn: &mut Conn, seq: u64, pad: usize, body: usize) -> f64 {
+    let req = echo(0, seq, pad, body);
+    let start = Instant::now();
+    conn.send(&req).await;
+    conn.w.flush().await.unwrap();
+    let line = conn.recv().await;
+    let took = start.elapsed().as_secs_f64() * 1e6;
+    check(&line, 0, seq, pad + body);
+    took
+}
+
+/// p50, p90, p99 and mean of `samples`.
+fn summary(mut samples: Vec<f64>) -> (f64, f64, f64, f64) {
     samples.sort_by(f64::total_cmp);
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
     (
@@ -342,6 +353,28 @@ async fn latency(conn: &mut Conn, n: usize, pad: usize, body: usize) -> (f64, f6
         percentile(&samples, 0.99),
         mean,
     )
+}
+
+/// The same as [`latency`] for several connections taken in turn, one request each per round,
+/// so that whatever drifts during the run (the machine's load, the server's heap) weighs on
+/// every path alike; the first tenth of the rounds warms up.
+async fn latency_interleaved(
+    conns: &mut [Conn],
+    n: usize,
+    pad: usize,
+    body: usize,
+) -> Vec<(f64, f64, f64, f64)> {
+    let mut samples = vec![Vec::with_capacity(n); conns.len()];
+    let warm = (n as u64 / 10).clamp(1, 100);
+    for seq in 0..(n as u64 + warm) {
+        for (conn, got) in conns.iter_mut().zip(&mut samples) {
+            let took = one_request(conn, seq, pad, body).await;
+            if seq >= warm {
+                got.push(took);
+            }
+        }
+    }
+    samples.into_iter().map(summary).collect()
 }
 
 /// `conns` connections with `depth` requests in flight each for `dur`: answers per second.
@@ -494,15 +527,25 @@ async fn main() {
     let socket = daemon.socket(0);
 
     if run("big") {
-        // A 1 MiB result, and a 1 MiB request (echoed back), sequentially.
-        let reps = if quick { 10 } else { 40 };
+        // A 1 MiB result, and a 1 MiB request (echoed back), one request at a time: the mux
+        // and a direct connection in turn, then the proxy and another direct connection in
+        // turn, so that each pair sees the same load and each process the same pauses.
+        let reps = if quick { 10 } else { 100 };
         for (key, pad, body) in [("one_mib", 1 << 20, 0), ("one_mib_request", 0, 1 << 20)] {
             let mut big = serde_json::Map::new();
-            for kind in [Path3::Direct, Path3::Mux, Path3::Proxy] {
-                let mut c = Conn::open(kind, &bins, &socket).await;
-                let (p50, _, _, mean) = latency(&mut c, reps, pad, body).await;
-                eprintln!("{key} {:6}: p50 {p50:8.1} µs  mean {mean:8.1}", kind.name());
-                big.insert(kind.name().into(), json!({"p50_us":p50,"mean_us":mean}));
+            for kind in [Path3::Mux, Path3::Proxy] {
+                let mut pair = vec![
+                    Conn::open(Path3::Direct, &bins, &socket).await,
+                    Conn::open(kind, &bins, &socket).await,
+                ];
+                let stats = latency_interleaved(&mut pair, reps, pad, body).await;
+                let direct = format!("direct_with_{}", kind.name());
+                for (name, (p50, _, _, mean)) in
+                    [direct.as_str(), kind.name()].into_iter().zip(stats)
+                {
+                    eprintln!("{key} {name:17}: p50 {p50:8.1} µs  mean {mean:8.1}");
+                    big.insert(name.into(), json!({"p50_us":p50,"mean_us":mean}));
+                }
             }
             results.insert(key.into(), Value::Object(big));
         }
