@@ -104,21 +104,27 @@ mod stdio {
 
         /// Grows the pipe when `n` bytes are about to move and it holds fewer.
         fn want(&mut self, n: usize) {
-            if n <= self.room {
-                return;
+            if n > self.room {
+                self.grow(n);
             }
-            #[cfg(target_os = "linux")]
-            {
-                let size = n.next_power_of_two().min(PIPE_MAX);
-                let asked = i32::try_from(size).unwrap_or(i32::MAX);
-                self.room =
-                    match nix::fcntl::fcntl(&self.inner, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked))
-                    {
-                        Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
-                        // At the largest size, or refused (over the user's pipe limit): stop asking.
-                        _ => usize::MAX,
-                    };
-            }
+        }
+
+        #[cfg(target_os = "linux")]
+        fn grow(&mut self, n: usize) {
+            let size = n.next_power_of_two().min(PIPE_MAX);
+            let asked = i32::try_from(size).unwrap_or(i32::MAX);
+            self.room =
+                match nix::fcntl::fcntl(&self.inner, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked)) {
+                    Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
+                    // At the largest size, or refused (over the user's pipe limit): stop asking.
+                    _ => usize::MAX,
+                };
+        }
+
+        /// Pipes cannot be grown here: never ask again.
+        #[cfg(not(target_os = "linux"))]
+        fn grow(&mut self, _n: usize) {
+            self.room = usize::MAX;
         }
     }
 
