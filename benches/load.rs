@@ -292,21 +292,20 @@ impl Daemon {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Proportional set size: shared pages (libc, the binary's code) divided among their users.
 fn pss_kib(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The KiB figure of the line starting with `key` in a `/proc` file (0 when absent).
+fn proc_kib(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("Pss:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
@@ -320,15 +319,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Sequential requests, one in flight: latency percentiles in microseconds. The first tenth
 /// (at most 100) warms up and is not counted.
 async fn latency(conn: &mut Conn, n: usize, pad: usize, body: usize) -> (f64, f64, f64, f64) {
-    let mut samples = Vec::with_capacity(n);
-    let warm = (n as u64 / 10).min(100);
-    for seq in 0..(n as u64 + warm) {
-        let took = one_request(conn, seq, pad, body).await;
-        if seq >= warm {
-            samples.push(took);
-        }
-    }
-    summary(samples)
+    latency_interleaved(std::slice::from_mut(conn), n, pad, body).await[0]
 }
 
 /// One request and its checked answer: microseconds.

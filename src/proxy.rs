@@ -529,13 +529,7 @@ fn settle(session: &mut Session, id: &[u8]) -> bool {
 /// errors), `{"id":ID,"jsonrpc"…` (serde_json), or `…,"id":ID}` at the very end (TypeScript
 /// SDK). Anything else returns `None` and is parsed in full.
 fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
-    let (id, after) = if let Some(rest) = line.strip_prefix(br#"{"jsonrpc":"2.0","id":"#) {
-        let end = scalar_end(rest)?;
-        (&rest[..end], &rest[end..])
-    } else if let Some(rest) = line.strip_prefix(br#"{"id":"#) {
-        let end = scalar_end(rest)?;
-        (&rest[..end], &rest[end..])
-    } else {
+    let Some((id, after, _)) = leading_id(line) else {
         return trailing_id(line);
     };
     let is_response = after.starts_with(br#","result""#)
@@ -543,6 +537,18 @@ fn fast_response_id(line: &[u8]) -> Option<&[u8]> {
         || (after.starts_with(br#","jsonrpc":"2.0","#)
             && (after[17..].starts_with(br#""result""#) || after[17..].starts_with(br#""error""#)));
     is_response.then_some(id)
+}
+
+/// The id at the start of a line in the Python SDK's (`{"jsonrpc":"2.0","id":ID…`) or
+/// serde_json's (`{"id":ID…`) shape, what follows it, and whether it was the id-first shape.
+fn leading_id(line: &[u8]) -> Option<(&[u8], &[u8], bool)> {
+    let (rest, id_first) = if let Some(rest) = line.strip_prefix(br#"{"jsonrpc":"2.0","id":"#) {
+        (rest, false)
+    } else {
+        (line.strip_prefix(br#"{"id":"#)?, true)
+    };
+    let end = scalar_end(rest)?;
+    Some((&rest[..end], &rest[end..], id_first))
 }
 
 /// The id and method of a host request in one of the common shapes, found without parsing its
@@ -554,15 +560,13 @@ fn fast_request(line: &[u8]) -> Option<(&[u8], &[u8])> {
     if !line.ends_with(b"}") {
         return None;
     }
-    let (id, rest) = if let Some(rest) = line.strip_prefix(br#"{"jsonrpc":"2.0","id":"#) {
-        let end = scalar_end(rest)?;
-        (&rest[..end], rest[end..].strip_prefix(br#","method":"#)?)
-    } else if let Some(rest) = line.strip_prefix(br#"{"id":"#) {
-        let end = scalar_end(rest)?;
-        (
-            &rest[..end],
-            rest[end..].strip_prefix(br#","jsonrpc":"2.0","method":"#)?,
-        )
+    let (id, rest) = if let Some((id, after, id_first)) = leading_id(line) {
+        let after = if id_first {
+            after.strip_prefix(br#","jsonrpc":"2.0""#)?
+        } else {
+            after
+        };
+        (id, after.strip_prefix(br#","method":"#)?)
     } else if let Some(rest) = line.strip_prefix(br#"{"method":"#) {
         let id = trailing_number_id(line)?;
         (id, rest)
@@ -609,16 +613,7 @@ fn scalar_end(s: &[u8]) -> Option<usize> {
 /// and the line must not be a request (no top-level "method" can follow a trailing id, but one
 /// could precede it, so requests are told apart by the caller's full parse).
 fn trailing_id(line: &[u8]) -> Option<&[u8]> {
-    let body = line.strip_suffix(b"}")?;
-    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let (head, id) = body.split_at(body.len() - digits);
-    let head = head.strip_suffix(br#""id":"#)?;
-    if !matches!(head.last(), Some(b',')) {
-        return None;
-    }
+    let id = trailing_number_id(line)?;
     // A response has "result" or "error" right at the top level; checking the start is cheap
     // and covers the TypeScript shape `{"result":…` / `{"error":…` / `{"jsonrpc":"2.0","result"…`.
     let starts = [

@@ -154,11 +154,9 @@ impl SocketWriter {
     }
 
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.waiting.is_none() {
-            self.waiting = Some(watch(self.sock.try_clone()?, Interest::WRITABLE)?);
-        }
-        let Some(watch) = self.waiting.as_ref() else {
-            unreachable!("set just above")
+        let watch = match &mut self.waiting {
+            Some(w) => w,
+            slot @ None => slot.insert(watch(self.sock.try_clone()?, Interest::WRITABLE)?),
         };
         let mut guard = ready!(watch.poll_write_ready(cx))?;
         // Try the write again; if it still does not fit, wait for the next edge.

@@ -106,44 +106,36 @@ mod tests {
 
     #[test]
     fn table_is_aligned_and_complete() {
-        let status = DaemonStatus {
-            version: "0.4.0".into(),
-            pid: 7,
-            uptime_ms: 1000,
-            config: "/c/mux.toml".into(),
-            log_file: None,
-            config_error: None,
-            servers: vec![
-                ServerReport {
-                    name: "memory".into(),
-                    state: ServerState::Running,
-                    socket: "/s/memory.sock".into(),
-                    pid: Some(1234),
-                    clients: 2,
-                    max_clients: 64,
-                    pending: 1,
-                    restarts: 0,
-                    uptime_ms: Some(61_000),
-                    last_exit: None,
-                    restart_in_ms: None,
-                    max_restarts: 5,
-                },
-                ServerReport {
-                    name: "sequential-thinking".into(),
-                    state: ServerState::Failed,
-                    socket: "/s/st.sock".into(),
-                    pid: None,
-                    clients: 0,
-                    max_clients: 5,
-                    pending: 0,
-                    restarts: 5,
-                    uptime_ms: None,
-                    last_exit: Some("exited with status 1".into()),
-                    restart_in_ms: None,
-                    max_restarts: 5,
-                },
-            ],
-        };
+        let status = crate::daemon::fixtures::status(vec![
+            ServerReport {
+                name: "memory".into(),
+                state: ServerState::Running,
+                socket: "/s/memory.sock".into(),
+                pid: Some(1234),
+                clients: 2,
+                max_clients: 64,
+                pending: 1,
+                restarts: 0,
+                uptime_ms: Some(61_000),
+                last_exit: None,
+                restart_in_ms: None,
+                max_restarts: 5,
+            },
+            ServerReport {
+                name: "sequential-thinking".into(),
+                state: ServerState::Failed,
+                socket: "/s/st.sock".into(),
+                pid: None,
+                clients: 0,
+                max_clients: 5,
+                pending: 0,
+                restarts: 5,
+                uptime_ms: None,
+                last_exit: Some("exited with status 1".into()),
+                restart_in_ms: None,
+                max_restarts: 5,
+            },
+        ]);
         let table = render_table(&status);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 7);

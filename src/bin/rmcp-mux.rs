@@ -364,17 +364,19 @@ fn init_file_logging(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The one-daemon-per-config lock that the foreground daemon, `--tui` and `--tray` all take
+/// before running servers; held until it is dropped.
+fn lock(cfg: &Config, pick: &Pick) -> anyhow::Result<Instance> {
+    Instance::acquire(&Paths::for_config(&cfg.path)?, &pick.only, &pick.except)
+}
+
 /// `--tray`: the mux and the menu-bar app in this process; returns only on a startup error.
 #[cfg(any(feature = "tray", target_os = "macos"))]
 fn tray(runtime: tokio::runtime::Runtime, cli: &Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(cli.config.as_deref())?;
     let servers = cfg.select(&cli.pick.only, &cli.pick.except)?;
     // The same one-daemon-per-config lock as the foreground daemon; the app releases it.
-    let instance = Instance::acquire(
-        &Paths::for_config(&cfg.path)?,
-        &cli.pick.only,
-        &cli.pick.except,
-    )?;
+    let instance = lock(&cfg, &cli.pick)?;
     match rmcp_mux::tray::app::run(runtime, cfg, servers, instance)? {}
 }
 
@@ -495,11 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(cli.config.as_deref())?;
             let servers = cfg.select(&cli.pick.only, &cli.pick.except)?;
             // The same one-daemon-per-config lock as the foreground daemon below.
-            let instance = Instance::acquire(
-                &Paths::for_config(&cfg.path)?,
-                &cli.pick.only,
-                &cli.pick.except,
-            )?;
+            let instance = lock(&cfg, &cli.pick)?;
             rmcp_mux::dashboard::run_with_daemon(&cfg, servers, stop_signal(true)).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
@@ -513,11 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Refuse an unknown name before taking the lock.
             cfg.select_by(&selection)?;
             // One daemon per config, held until the daemon has stopped everything.
-            let instance = Instance::acquire(
-                &Paths::for_config(&cfg.path)?,
-                &cli.pick.only,
-                &cli.pick.except,
-            )?;
+            let instance = lock(&cfg, &cli.pick)?;
             rmcp_mux::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;
             drop(instance);
             Ok(ExitCode::SUCCESS)
