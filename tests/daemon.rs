@@ -584,6 +584,24 @@ fn a_request_that_times_out_is_cancelled_upstream() {
     assert_eq!(mux.server_status("f")["pending"], 0);
 }
 
+/// The actor keeps one timer and moves it only when a deadline comes earlier. Here it is set
+/// for a request due in two minutes when the child crashes: the restart backoff (50 ms) must
+/// still move it, or the restart would wait for the request's deadline.
+#[test]
+fn a_restart_is_not_held_up_by_a_later_request_deadline() {
+    let mux = Mux::start(&fake("f", "request_timeout_ms = 120000"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"slow","arguments":{"ms":100000}}}));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    c.send(&json!({"jsonrpc":"2.0","id":"boom","method":"tools/call","params":{"name":"crash","arguments":{}}}));
+    let st = mux.wait_status("f", |s| s["state"] == "running" && s["restarts"] == 1);
+    assert_eq!(
+        st["pending"], 0,
+        "the crash answered what was pending: {st}"
+    );
+}
+
 #[test]
 fn subscriptions_are_shared_and_log_levels_kept_per_client() {
     let mux = Mux::start(&fake("f", ""));
