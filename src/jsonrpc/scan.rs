@@ -194,9 +194,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
-            self.i += 1;
-        }
+        self.i = ws(self.b, self.i);
     }
 
     fn eat(&mut self, b: u8) -> Option<()> {
@@ -235,27 +233,11 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Where the next `"` or `\\` is at or after `from`: a plain loop over the first bytes
-    /// (most keys, ids and methods are short, where memchr's setup costs more than it saves),
-    /// memchr for long string bodies.
-    fn quote_or_escape(&self, from: usize) -> Option<usize> {
-        let rest = self.b.get(from..)?;
-        for (k, &b) in rest.iter().take(24).enumerate() {
-            if b == b'"' || b == b'\\' {
-                return Some(from + k);
-            }
-        }
-        if rest.len() <= 24 {
-            return None;
-        }
-        memchr::memchr2(b'"', b'\\', &rest[24..]).map(|k| from + 24 + k)
-    }
-
     /// A member name without escapes (escaped names go to serde_json, which decodes them).
     fn plain_key(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = self.quote_or_escape(start)?;
+        let end = quote_or_escape(self.b, start)?;
         if self.b[end] != b'"' {
             return None;
         }
@@ -263,128 +245,188 @@ impl<'a> Cursor<'a> {
         Some(&self.s[start..end])
     }
 
-    /// Skips one value, checking its syntax.
+    /// Skips one value at nesting `depth`, checking its syntax.
     fn value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string(),
-            b'{' => {
-                if depth > MAX_DEPTH {
+        self.i = skip_value(self.b, self.i, depth)?;
+        Some(())
+    }
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\r' | b'\n') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Skips the value starting at `i` (nested `depth` deep) and returns where it ends.
+///
+/// One loop with an explicit stack instead of a call per value: the envelopes are mostly
+/// small tokens, where calls and their `Option` plumbing cost more than the bytes. Bit `k` of
+/// `objects` says whether the container `k + 1` levels in is an object (else an array).
+fn skip_value(b: &[u8], mut i: usize, depth: usize) -> Option<usize> {
+    let mut objects: u64 = 0;
+    let mut open = 0usize;
+    loop {
+        // A value starts at `i`.
+        match *b.get(i)? {
+            b'"' => i = string_end(b, i + 1)?,
+            c @ (b'{' | b'[') => {
+                if depth + open > MAX_DEPTH {
                     return None;
                 }
-                self.i += 1;
-                self.ws();
-                if self.eat_if(b'}') {
-                    return Some(());
-                }
-                loop {
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    if self.eat_if(b',') {
-                        self.ws();
-                        continue;
+                let close = if c == b'{' { b'}' } else { b']' };
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&close) {
+                    i += 1;
+                } else {
+                    if c == b'{' {
+                        objects |= 1 << open;
+                        i = member_value(b, i)?;
+                    } else {
+                        objects &= !(1 << open);
                     }
-                    return self.eat(b'}');
+                    open += 1;
+                    continue;
                 }
             }
-            b'[' => {
-                if depth > MAX_DEPTH {
-                    return None;
-                }
-                self.i += 1;
-                self.ws();
-                if self.eat_if(b']') {
-                    return Some(());
-                }
-                loop {
-                    self.value(depth + 1)?;
-                    self.ws();
-                    if self.eat_if(b',') {
-                        self.ws();
-                        continue;
-                    }
-                    return self.eat(b']');
-                }
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    /// A string: the body is skipped with memchr; escapes are checked (control characters
-    /// were ruled out for the whole line before scanning).
-    fn string(&mut self) -> Option<()> {
-        self.eat(b'"')?;
-        loop {
-            let at = self.quote_or_escape(self.i)?;
-            if self.b[at] == b'"' {
-                self.i = at + 1;
-                return Some(());
-            }
-            match *self.b.get(at + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i = at + 2,
-                b'u' => {
-                    let hex = self.b.get(at + 2..at + 6)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    self.i = at + 6;
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> Option<()> {
-        self.eat_if(b'-');
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
+            b't' => i = literal(b, i, b"true")?,
+            b'f' => i = literal(b, i, b"false")?,
+            b'n' => i = literal(b, i, b"null")?,
+            b'-' | b'0'..=b'9' => i = number(b, i)?,
             _ => return None,
         }
-        if self.eat_if(b'.') {
-            if !self.peek()?.is_ascii_digit() {
-                return None;
+        // A value ended at `i`: close containers until the next element starts.
+        loop {
+            if open == 0 {
+                return Some(i);
             }
-            self.digits();
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
+            i = ws(b, i);
+            let object = objects >> (open - 1) & 1 == 1;
+            match b.get(i)? {
+                b',' => {
+                    i = ws(b, i + 1);
+                    if object {
+                        i = member_value(b, i)?;
+                    }
+                    break;
+                }
+                b'}' if object => {}
+                b']' if !object => {}
+                _ => return None,
             }
-            if !self.peek()?.is_ascii_digit() {
-                return None;
-            }
-            self.digits();
-        }
-        // A number runs into nothing but a delimiter (`01` and `1x` are errors).
-        match self.peek() {
-            None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') => Some(()),
-            _ => None,
+            open -= 1;
+            i += 1;
         }
     }
+}
 
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.i += 1;
+/// Skips a member name and its colon at `i`; returns where the member's value starts.
+fn member_value(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = ws(b, string_end(b, i + 1)?);
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(ws(b, i + 1))
+}
+
+/// Where the next `"` or `\\` is at or after `from`: eight bytes at a time for the short keys,
+/// ids and methods of an envelope, memchr once a string turns out to be long (its set-up costs
+/// more than it saves on a few bytes).
+fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// The high bit set in exactly the bytes of `w` that equal `c` (no false positives: the
+    /// additions cannot carry from one byte into the next).
+    fn bytes_equal(w: u64, c: u8) -> u64 {
+        let x = w ^ (ONES * u64::from(c));
+        !(((x & LOW) + LOW) | x) & HIGH
+    }
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let hits = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
+        i += 8;
+        if i - from >= 32 {
+            return memchr::memchr2(b'"', b'\\', &b[i..]).map(|k| i + k);
+        }
+    }
+    let rest = b.get(i..)?;
+    rest.iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|k| i + k)
+}
+
+/// The end of a string whose body starts at `i` (after its opening quote); escapes are
+/// checked (control characters were ruled out for the whole line before scanning).
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let at = quote_or_escape(b, i)?;
+        if b[at] == b'"' {
+            return Some(at + 1);
+        }
+        match *b.get(at + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i = at + 2,
+            b'u' => {
+                let hex = b.get(at + 2..at + 6)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                i = at + 6;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b[i..].starts_with(word).then_some(i + word.len())
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match *b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        if !b.get(i + 1)?.is_ascii_digit() {
+            return None;
+        }
+        i = digits(i + 1);
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        if !b.get(i)?.is_ascii_digit() {
+            return None;
+        }
+        i = digits(i);
+    }
+    // A number runs into nothing but a delimiter (`01` and `1x` are errors).
+    match b.get(i) {
+        None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') => Some(i),
+        _ => None,
     }
 }
 
@@ -419,6 +461,50 @@ mod tests {
         ] {
             assert_eq!(envelope(line), None, "{}", String::from_utf8_lossy(line));
         }
+    }
+
+    #[test]
+    fn strings_end_at_the_right_quote_at_every_offset() {
+        // Around the eight-byte words and the switch to memchr after 32 bytes.
+        for len in 0..80 {
+            for at in 0..=len {
+                let mut body = "a".repeat(len);
+                body.insert_str(at, r#"\""#);
+                let line = format!(r#"{{"jsonrpc":"2.0","id":"{body}","method":"m"}}"#);
+                let f = envelope(line.as_bytes()).unwrap();
+                assert_eq!(f.id, Some(&*format!("\"{body}\"")), "{line}");
+                assert_eq!(f.method, Some("m"));
+            }
+        }
+        assert_eq!(envelope(br#"{"jsonrpc":"2.0","id":"aaaaaaaaaaaa\"}"#), None);
+    }
+
+    #[test]
+    fn nesting_is_scanned_to_the_limit_then_left_to_serde() {
+        let line = |n: usize| {
+            let (open, close) = (
+                "[{\"k\":".repeat(n / 2) + &"[".repeat(n % 2),
+                "]".repeat(n % 2) + &"}]".repeat(n / 2),
+            );
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{open}1{close}}}"#)
+        };
+        for n in [1, 2, 63, 64] {
+            assert!(envelope(line(n).as_bytes()).is_some(), "{n} levels");
+        }
+        assert_eq!(envelope(line(65).as_bytes()), None);
+        // Brackets that do not pair up.
+        assert_eq!(
+            envelope(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":[{"k":1]}}"#),
+            None
+        );
+        assert_eq!(
+            envelope(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"k":1,}}"#),
+            None
+        );
+        assert_eq!(
+            envelope(br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"k"}}"#),
+            None
+        );
     }
 
     #[test]
