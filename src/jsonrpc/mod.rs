@@ -318,19 +318,30 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
     if !params.get().starts_with('{') {
         return RequestMeta::default();
     }
-    // Most requests carry neither member: without the two names (and without escapes, which
-    // could spell them otherwise) there is nothing to find, and two SIMD searches are much
-    // cheaper than a second scan of the params.
-    // (The searchers are built once: building one per call cost more than the scan it saves.)
+    // Most requests carry neither member: without the two names right after a quote (and
+    // without escapes, which could spell them otherwise) there is nothing to find. A plain
+    // loop over short params is cheaper than a second scan of them, and than memchr or
+    // substring searchers, whose set-up outweighs a few dozen bytes; long ones take those.
     static META: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"_meta\""));
     static TASK: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"task\""));
     let bytes = params.get().as_bytes();
-    if memchr::memchr(b'\\', bytes).is_none()
-        && META.find(bytes).is_none()
-        && TASK.find(bytes).is_none()
-    {
+    let maybe = if bytes.len() <= 256 {
+        (0..bytes.len()).any(|i| match bytes[i] {
+            b'\\' => true,
+            b'"' => {
+                let rest = &bytes[i + 1..];
+                rest.starts_with(b"_meta\"") || rest.starts_with(b"task\"")
+            }
+            _ => false,
+        })
+    } else {
+        memchr::memchr(b'\\', bytes).is_some()
+            || META.find(bytes).is_some()
+            || TASK.find(bytes).is_some()
+    };
+    if !maybe {
         return RequestMeta::default();
     }
     match scan::request_meta(params.get()) {
@@ -472,6 +483,27 @@ mod tests {
         assert_eq!(b.id.unwrap().get(), "\"1\"");
         assert_eq!(as_u64(a.id.unwrap()), Some(1));
         assert_eq!(as_u64(b.id.unwrap()), None);
+    }
+
+    #[test]
+    fn request_meta_finds_the_members_in_short_and_long_params() {
+        for pad in [0, 300] {
+            let fill = "x".repeat(pad);
+            let found = |params: &str| {
+                let m = request_meta(Some(Raw(params)));
+                (m.progress_token.map(|t| t.get().to_owned()), m.task)
+            };
+            let p = format!(r#"{{"a":"{fill}","_meta":{{"progressToken":"t"}}}}"#);
+            assert_eq!(found(&p), (Some(r#""t""#.to_owned()), false), "{pad}");
+            let p = format!(r#"{{"a":"{fill}","task":{{}}}}"#);
+            assert_eq!(found(&p), (None, true), "{pad}");
+            // Spelled with an escape: found through the full scan.
+            let p = format!(r#"{{"a":"{fill}","\u005fmeta":{{"progressToken":1}}}}"#);
+            assert_eq!(found(&p), (Some("1".to_owned()), false), "{pad}");
+            // The names inside values or nested deeper are not the members.
+            let p = format!(r#"{{"a":"{fill} _meta task","b":{{"_meta":{{"progressToken":2}}}}}}"#);
+            assert_eq!(found(&p), (None, false), "{pad}");
+        }
     }
 
     #[test]

@@ -206,6 +206,9 @@ enum Purpose {
     TasksList,
     /// A request that asked for a task; its result may carry a task id to record.
     TaskAugmented,
+    /// Passed to `forward` only: `TaskAugmented` when the params ask for a task, else
+    /// `Forward` (decided there, from the one scan of the params that finds the progress token).
+    MaybeTask,
     /// The mux's own upstream `initialize`.
     UpstreamInit,
     /// Any other request of the mux's own (subscribe replay, setLevel); its answer is dropped.
@@ -992,14 +995,7 @@ impl Router {
             "tasks/list" => {
                 self.forward(now, client, line, env, id, Purpose::TasksList, batch, seq)
             }
-            _ => {
-                let purpose = if jsonrpc::request_meta(env.params).task {
-                    Purpose::TaskAugmented
-                } else {
-                    Purpose::Forward
-                };
-                self.forward(now, client, line, env, id, purpose, batch, seq)
-            }
+            _ => self.forward(now, client, line, env, id, Purpose::MaybeTask, batch, seq),
         }
     }
 
@@ -1105,18 +1101,27 @@ impl Router {
             _ => {}
         }
         let up = self.alloc_upstream();
-        let up_text = up.to_string();
+        let mut digits = [0u8; 20];
+        let up_text = decimal(up, &mut digits);
         let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let meta = jsonrpc::request_meta(env.params);
-        let mut edits = vec![(id_span, up_text.as_bytes())];
+        let purpose = match purpose {
+            Purpose::MaybeTask if meta.task => Purpose::TaskAugmented,
+            Purpose::MaybeTask => Purpose::Forward,
+            other => other,
+        };
+        // On the stack: one allocation fewer per request.
+        let mut edits = [(id_span.clone(), up_text), (id_span, up_text)];
+        let mut n_edits = 1;
         let mut progress = None;
         if let Some(token) = meta.progress_token {
-            edits.push((jsonrpc::span_in(line, token.get()), up_text.as_bytes()));
+            edits[1] = (jsonrpc::span_in(line, token.get()), up_text);
+            n_edits = 2;
             progress = Some(Bytes::copy_from_slice(token.get().as_bytes()));
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
         }
-        let out = Line::splice(line, &mut edits);
+        let out = Line::splice(line, &mut edits[..n_edits]);
         let running = self.life == Life::Running;
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
@@ -1686,6 +1691,20 @@ fn identity(result: &[u8]) -> Option<(serde_json::Value, serde_json::Value, serd
         v.get("capabilities").cloned().unwrap_or_default(),
         v.get("serverInfo").cloned().unwrap_or_default(),
     ))
+}
+
+/// `n` in decimal, written into `buf` (an upstream id is spliced into every request, and
+/// `to_string` allocated for it each time).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 #[cfg(test)]
