@@ -253,6 +253,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
+#[inline(always)]
 fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\r' | b'\n') = b.get(i) {
         i += 1;
@@ -323,6 +324,7 @@ fn skip_value(b: &[u8], mut i: usize, depth: usize) -> Option<usize> {
 }
 
 /// Skips a member name and its colon at `i`; returns where the member's value starts.
+#[inline(always)]
 fn member_value(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b'"') {
         return None;
@@ -337,6 +339,7 @@ fn member_value(b: &[u8], i: usize) -> Option<usize> {
 /// Where the next `"` or `\\` is at or after `from`: eight bytes at a time for the short keys,
 /// ids and methods of an envelope, memchr once a string turns out to be long (its set-up costs
 /// more than it saves on a few bytes).
+#[inline(always)]
 fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
@@ -367,6 +370,7 @@ fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
 
 /// The end of a string whose body starts at `i` (after its opening quote); escapes are
 /// checked (control characters were ruled out for the whole line before scanning).
+#[inline(always)]
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         let at = quote_or_escape(b, i)?;

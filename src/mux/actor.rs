@@ -250,6 +250,11 @@ impl Actor {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // Made once, like the timer: a fresh `cancelled()` in every `select!` registered and
+        // unregistered a waiter under a lock on every wake-up.
+        let shutdown = self.shutdown.clone();
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         loop {
             if let Some(due) = self.router.poll_timeout() {
                 if armed.is_none_or(|at| due < at) {
@@ -272,7 +277,7 @@ impl Actor {
                     armed = None;
                     Event::Timer
                 }
-                () = self.shutdown.cancelled(), if !shutting_down => Event::Shutdown,
+                () = &mut stop, if !shutting_down => Event::Shutdown,
             };
             self.handle_event(event, &client_tx, &mut shutting_down);
             // Take whatever else is already waiting before carrying out the actions, so that
