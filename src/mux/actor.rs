@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -129,6 +129,8 @@ enum Event {
     Accepted(UnixStream),
     Client(ClientId, ClientEvent),
     Child(u64, ChildEvent),
+    /// What the current child's stdout gave (read by the actor, so always the current child).
+    ChildOut(Option<std::io::Result<Frame>>),
     Control(Control),
     Timer,
     Shutdown,
@@ -141,15 +143,26 @@ enum ClientEvent {
 }
 
 enum ChildEvent {
-    Line(Bytes),
-    TooLong,
     Exited(String),
 }
 
 struct ChildLink {
     generation: u64,
     stdin: Option<LineWriter<pipe::Sender>>,
+    /// Read by the actor itself, in its `select!`: a reader task of its own cost a task
+    /// wake-up and a channel hop per answer.
+    stdout: Option<FramedRead<tokio::process::ChildStdout, LineCodec>>,
+    /// Tells the child's watcher that stdout closed (or that the actor stopped reading it).
+    stdout_closed: Option<oneshot::Sender<()>>,
     kill: Option<oneshot::Sender<()>>,
+}
+
+/// The next frame of the current child's stdout (never ready while there is none).
+async fn child_frame(child: &mut Option<ChildLink>) -> Option<std::io::Result<Frame>> {
+    match child.as_mut().and_then(|c| c.stdout.as_mut()) {
+        Some(stdout) => stdout.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How many lines may wait for the child's stdin (it is the one peer every client shares, so
@@ -271,6 +284,8 @@ impl Actor {
                 // Cancel safe: mpsc::Receiver::recv.
                 Some((id, ev)) = client_rx.recv() => Event::Client(id, ev),
                 Some((generation, ev)) = child_rx.recv() => Event::Child(generation, ev),
+                // Cancel safe: FramedRead keeps partial lines in its buffer.
+                frame = child_frame(&mut self.child) => Event::ChildOut(frame),
                 Some(ctl) = cmd_rx.recv(), if !shutting_down => Event::Control(ctl),
                 // Cancel safe: the timer is only polled; it is re-armed above when it fired.
                 () = &mut timer, if armed.is_some() => {
@@ -279,16 +294,32 @@ impl Actor {
                 }
                 () = &mut stop, if !shutting_down => Event::Shutdown,
             };
+            // Whether the child's stdout may hold more lines: it just gave one (a read that
+            // finds nothing costs a syscall, so it is not tried after other events).
+            let mut child_ready = matches!(event, Event::ChildOut(Some(Ok(_))));
             self.handle_event(event, &client_tx, &mut shutting_down);
             // Take whatever else is already waiting before carrying out the actions, so that
             // a burst costs one write per peer instead of one per line.
             for _ in 0..BURST {
-                let event = match child_rx.try_recv() {
-                    Ok((generation, ev)) => Event::Child(generation, ev),
-                    Err(_) => match client_rx.try_recv() {
-                        Ok((id, ev)) => Event::Client(id, ev),
-                        Err(_) => break,
-                    },
+                // Lines already read from the child's stdout first. Polled without a waker
+                // here; the `select!` above polls it again, with one, before the actor sleeps.
+                let frame = if child_ready {
+                    child_frame(&mut self.child).now_or_never()
+                } else {
+                    None
+                };
+                let event = match frame {
+                    Some(frame) => Event::ChildOut(frame),
+                    None => {
+                        child_ready = false;
+                        match child_rx.try_recv() {
+                            Ok((generation, ev)) => Event::Child(generation, ev),
+                            Err(_) => match client_rx.try_recv() {
+                                Ok((id, ev)) => Event::Client(id, ev),
+                                Err(_) => break,
+                            },
+                        }
+                    }
                 };
                 self.handle_event(event, &client_tx, &mut shutting_down);
             }
@@ -325,16 +356,26 @@ impl Actor {
                     self.router.handle(now, Input::ClientGone(id));
                 }
             }
+            Event::ChildOut(frame) => match frame {
+                Some(Ok(Frame::Line(line))) => {
+                    crate::trim::note_line(line.len());
+                    self.router.handle(now, Input::ChildLine(line))
+                }
+                Some(Ok(Frame::TooLong { .. })) => self.router.handle(now, Input::ChildTooLong),
+                Some(Err(_)) | None => {
+                    if let Some(link) = self.child.as_mut() {
+                        link.stdout = None;
+                        if let Some(closed) = link.stdout_closed.take() {
+                            let _ = closed.send(());
+                        }
+                    }
+                }
+            },
             Event::Child(generation, ev) => {
                 if self.child.as_ref().map(|c| c.generation) != Some(generation) {
                     return;
                 }
                 match ev {
-                    ChildEvent::Line(line) => {
-                        crate::trim::note_line(line.len());
-                        self.router.handle(now, Input::ChildLine(line))
-                    }
-                    ChildEvent::TooLong => self.router.handle(now, Input::ChildTooLong),
                     ChildEvent::Exited(reason) => {
                         self.child = None;
                         self.router.handle(now, Input::ChildExited(reason));
@@ -485,6 +526,7 @@ impl Actor {
                 let pid = spawned.pid;
                 info!(pid, cmd = %self.cfg.cmd, "child started");
                 let (kill_tx, kill_rx) = oneshot::channel();
+                let (closed_tx, closed_rx) = oneshot::channel();
                 let span = info_span!("child", pid);
                 // A pipe sender can be written in place by the actor (no task hop per line);
                 // its writer task only runs when the pipe is full.
@@ -515,17 +557,21 @@ impl Actor {
                         generation,
                         spawned.child,
                         pid,
-                        spawned.stdout,
-                        self.cfg.max_response_bytes,
                         self.cfg.shutdown_grace,
                         child_tx.clone(),
                         kill_rx,
+                        closed_rx,
                     )
                     .instrument(span),
                 );
                 self.child = Some(ChildLink {
                     generation,
                     stdin,
+                    stdout: Some(FramedRead::new(
+                        spawned.stdout,
+                        LineCodec::new(self.cfg.max_response_bytes),
+                    )),
+                    stdout_closed: Some(closed_tx),
                     kill: Some(kill_tx),
                 });
                 self.router.handle(now, Input::ChildSpawned { pid });
@@ -670,63 +716,39 @@ async fn read_client(
     let _ = tx.send((id, ClientEvent::Gone)).await;
 }
 
-/// Passes the child's stdout lines to the actor until stdout closes (or the task is aborted).
-async fn read_child(
-    generation: u64,
-    stdout: tokio::process::ChildStdout,
-    max_line: usize,
-    tx: mpsc::Sender<(u64, ChildEvent)>,
-) {
-    let mut frames = FramedRead::new(stdout, LineCodec::new(max_line));
-    while let Some(frame) = frames.next().await {
-        let ev = match frame {
-            Ok(Frame::Line(line)) => ChildEvent::Line(line),
-            Ok(Frame::TooLong { .. }) => ChildEvent::TooLong,
-            Err(_) => break,
-        };
-        if tx.send((generation, ev)).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// Watches one child: its exit, the actor's order to stop it, and its stdout, read by a task
-/// of its own so that each line polls nothing else (waiting on the exit in the same `select!`
-/// polled the SIGCHLD listener with every line). `Exited` is sent after the last line.
-#[allow(clippy::too_many_arguments)]
+/// Watches one child: its exit, the end of its stdout (which the actor reads) and the actor's
+/// order to stop it; reports `Exited` once the child is gone.
 async fn watch_child(
     generation: u64,
     mut child: tokio::process::Child,
     pid: u32,
-    stdout: tokio::process::ChildStdout,
-    max_line: usize,
     grace: Duration,
     tx: mpsc::Sender<(u64, ChildEvent)>,
     mut kill: oneshot::Receiver<()>,
+    mut stdout_closed: oneshot::Receiver<()>,
 ) {
-    let mut reader =
-        tokio::spawn(read_child(generation, stdout, max_line, tx.clone()).in_current_span());
-    let mut reader_done = false;
     let mut status = None;
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut kill_armed = true;
     loop {
         tokio::select! {
-            _ = &mut reader, if !reader_done => {
-                reader_done = true;
-                if status.is_some() {
-                    break;
+            // Closed, or the actor stopped reading (the sender dropped): either way no more
+            // lines come from this child.
+            _ = &mut stdout_closed => {
+                if status.is_none() {
+                    // stdout closed but the process lives on: give it the grace period, then
+                    // stop it.
+                    status = tokio::select! {
+                        s = child.wait() => s.ok(),
+                        () = tokio::time::sleep(grace) => child::terminate(&mut child, pid, grace).await.ok(),
+                    };
                 }
-                // stdout closed but the process lives on: give it the grace period, then stop it.
-                status = tokio::select! {
-                    s = child.wait() => s.ok(),
-                    () = tokio::time::sleep(grace) => child::terminate(&mut child, pid, grace).await.ok(),
-                };
                 break;
             }
             exit = child.wait(), if status.is_none() => {
                 status = exit.ok();
-                // What the child wrote before it exited may still be on its way.
+                // What the child wrote before it exited may still be on its way (and a
+                // grandchild may hold stdout open: the drain is bounded).
                 drain_until = Some(tokio::time::Instant::now() + STDOUT_DRAIN);
             }
             () = crate::io::sleep_until(drain_until) => break,
@@ -739,12 +761,6 @@ async fn watch_child(
                 }
             }
         }
-    }
-    if !reader_done {
-        // A grandchild may hold stdout open: stop reading, and wait so that no line follows
-        // `Exited`.
-        reader.abort();
-        let _ = reader.await;
     }
     // Whatever the leader left behind in its group goes with it: no orphans.
     let _ = child::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
