@@ -319,8 +319,8 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         return RequestMeta::default();
     }
     // Most requests carry neither member: without the two names right after a quote (and
-    // without escapes, which could spell them otherwise) there is nothing to find. A plain
-    // loop over short params is cheaper than a second scan of them, and than memchr or
+    // without escapes, which could spell them otherwise) there is nothing to find. Hopping
+    // from quote to quote through short params is cheaper than a second scan of them, and than
     // substring searchers, whose set-up outweighs a few dozen bytes; long ones take those.
     static META: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"_meta\""));
@@ -328,14 +328,20 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         LazyLock::new(|| memmem::Finder::new(b"\"task\""));
     let bytes = params.get().as_bytes();
     let maybe = if bytes.len() <= 256 {
-        (0..bytes.len()).any(|i| match bytes[i] {
-            b'\\' => true,
-            b'"' => {
-                let rest = &bytes[i + 1..];
-                rest.starts_with(b"_meta\"") || rest.starts_with(b"task\"")
+        let mut at = 0;
+        loop {
+            match scan::quote_or_escape(bytes, at) {
+                None => break false,
+                Some(i) if bytes[i] == b'\\' => break true,
+                Some(i) => {
+                    let rest = &bytes[i + 1..];
+                    if rest.starts_with(b"_meta\"") || rest.starts_with(b"task\"") {
+                        break true;
+                    }
+                    at = i + 1;
+                }
             }
-            _ => false,
-        })
+        }
     } else {
         memchr::memchr(b'\\', bytes).is_some()
             || META.find(bytes).is_some()

@@ -340,7 +340,7 @@ fn member_value(b: &[u8], i: usize) -> Option<usize> {
 /// ids and methods of an envelope, memchr once a string turns out to be long (its set-up costs
 /// more than it saves on a few bytes).
 #[inline(always)]
-fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);

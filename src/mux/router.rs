@@ -215,10 +215,67 @@ enum Purpose {
     Internal,
 }
 
+/// A client's request id, raw JSON, held while the request is pending (in [`Pending`] and
+/// as the key the client's cancellations look it up by). Ids up to 22 bytes (nearly all:
+/// numbers, UUIDs are 38 with quotes) are kept inline: a shared `Bytes` cost two allocations
+/// per request, one to copy it and one to share it between the two maps.
+#[derive(Clone)]
+enum ReqId {
+    Inline { len: u8, bytes: [u8; 22] },
+    Shared(Bytes),
+}
+
+impl ReqId {
+    fn new(raw: &[u8]) -> Self {
+        let mut bytes = [0u8; 22];
+        match bytes.get_mut(..raw.len()) {
+            Some(head) => {
+                head.copy_from_slice(raw);
+                ReqId::Inline {
+                    // Fits: at most 22.
+                    len: raw.len() as u8,
+                    bytes,
+                }
+            }
+            None => ReqId::Shared(Bytes::copy_from_slice(raw)),
+        }
+    }
+}
+
+impl std::ops::Deref for ReqId {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReqId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ReqId::Shared(b) => b,
+        }
+    }
+}
+
+impl PartialEq for ReqId {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for ReqId {}
+
+impl std::hash::Hash for ReqId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl std::fmt::Debug for ReqId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self))
+    }
+}
+
 struct Pending {
     client: Option<ClientId>,
     /// The client's id, raw JSON.
-    orig_id: Bytes,
+    orig_id: ReqId,
     purpose: Purpose,
     deadline: Instant,
     /// Whether it has been written to the current child.
@@ -262,7 +319,7 @@ pub struct Router {
     pending: HashMap<u64, Pending>,
     /// Client requests waiting for the child (what status calls `pending`).
     client_pending: usize,
-    by_client: HashMap<(ClientId, Bytes), u64>,
+    by_client: HashMap<(ClientId, ReqId), u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     /// Requests accepted while the child is not running, written once it is.
     held: VecDeque<(u64, Line)>,
@@ -510,7 +567,7 @@ impl Router {
             init_id,
             Pending {
                 client: None,
-                orig_id: Bytes::new(),
+                orig_id: ReqId::new(b""),
                 purpose: Purpose::UpstreamInit,
                 deadline: now + self.cfg.request_timeout,
                 sent: true,
@@ -857,7 +914,7 @@ impl Router {
         match env.kind {
             Kind::Request => {
                 let id = env.id.map(|v| v.get()).unwrap_or("null");
-                let id_bytes = Bytes::copy_from_slice(id.as_bytes());
+                let id_bytes = ReqId::new(id.as_bytes());
                 self.client_request(now, client, line, &env, method, id_bytes, batch);
             }
             Kind::Notification => self.client_notification(now, client, line, &env, method),
@@ -914,7 +971,7 @@ impl Router {
         line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
-        id: Bytes,
+        id: ReqId,
         batch: Option<u64>,
     ) {
         self.request_seq += 1;
@@ -1015,7 +1072,7 @@ impl Router {
         now: Instant,
         client: ClientId,
         env: &jsonrpc::Envelope<'_>,
-        id: Bytes,
+        id: ReqId,
         batch: Option<u64>,
     ) {
         let caps = jsonrpc::field(env.params, "capabilities");
@@ -1086,7 +1143,7 @@ impl Router {
         client: ClientId,
         line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
-        id: Bytes,
+        id: ReqId,
         purpose: Purpose,
         batch: Option<u64>,
         seq: u64,
@@ -1164,7 +1221,7 @@ impl Router {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
                     return;
                 };
-                let key = (client, Bytes::copy_from_slice(req.get().as_bytes()));
+                let key = (client, ReqId::new(req.get().as_bytes()));
                 let Some(&up) = self.by_client.get(&key) else {
                     debug!(server = %self.name, "cancel for an unknown request; dropped");
                     return;
@@ -1593,7 +1650,7 @@ impl Router {
             up,
             Pending {
                 client: None,
-                orig_id: Bytes::new(),
+                orig_id: ReqId::new(b""),
                 purpose: Purpose::Internal,
                 deadline: now + self.cfg.request_timeout,
                 sent: true,

@@ -1150,3 +1150,32 @@ fn upstream_ids_are_written_in_decimal() {
         assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
     }
 }
+
+#[test]
+fn ids_short_and_long_are_restored_and_cancelled_alike() {
+    // 22 bytes of raw JSON are kept inline, longer ones on the heap: both must behave the same.
+    for id in [
+        json!(7),
+        json!("a".repeat(20)),
+        json!("b".repeat(21)),
+        json!(format!("{}", "c".repeat(60))),
+    ] {
+        let mut h = H::running();
+        h.ready(1, json!({}));
+        let up = h.request(1, id.clone(), "tools/call", json!({}));
+        let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"ok":1}}));
+        let got = client_msgs(&out, 1);
+        assert_eq!(got[0]["id"], id, "answer for {id}");
+        let up = h.request(1, id.clone(), "tools/call", json!({}));
+        let out = h.client(
+            1,
+            &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id}}),
+        );
+        assert_eq!(
+            child_msgs(&out)[0]["params"]["requestId"],
+            up,
+            "cancel of {id}"
+        );
+        assert_eq!(h.r.status().pending, 0);
+    }
+}
