@@ -58,6 +58,30 @@ impl TryWrite for tokio::net::unix::pipe::Sender {
     }
 }
 
+/// Where a client's lines go: its socket, or, once its proxy handed the host's stdio over
+/// (`crate::attach`), the host's stdout, a pipe or a socket.
+pub(crate) enum Sink {
+    /// A socket (a client's own, or a host's stdout socket pair).
+    Socket(crate::sockio::SocketWriter),
+    /// A host's stdout pipe.
+    Pipe(tokio::net::unix::pipe::Sender),
+}
+
+impl TryWrite for Sink {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Sink::Socket(s) => crate::sockio::SocketWriter::try_write_vectored(s, bufs),
+            Sink::Pipe(p) => p.try_write_vectored(bufs),
+        }
+    }
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Sink::Socket(s) => crate::sockio::SocketWriter::writable(s).await,
+            Sink::Pipe(p) => p.writable().await,
+        }
+    }
+}
+
 /// At most this many lines go into one `writev` (with up to five pieces and a newline each,
 /// well under every IOV_MAX).
 const MAX_LINES_PER_WRITE: usize = 64;

@@ -6,6 +6,7 @@
 //! disconnected rather than stalling everyone else.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,8 +25,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::child::{self, ChildSpec};
 use super::listener::{self, BoundSocket};
 use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
+use crate::attach;
 use crate::config::ServerConfig;
-use crate::io::{LineWriter, WriteError};
+use crate::io::{LineWriter, Sink, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
 use crate::jsonrpc::Line;
 
@@ -138,6 +140,33 @@ enum ClientEvent {
     Line(Bytes),
     TooLong,
     Gone,
+    /// Descriptors came on the socket: the host's stdout, and the way to tell the reader to
+    /// read the host's stdin (which it keeps) once the attach is answered.
+    Offer(OwnedFd, attach::Kind, oneshot::Sender<()>),
+    /// The proxy has written everything it got before the attach answer: write to stdout.
+    Go,
+    /// The attached host closed stdin.
+    InputClosed,
+}
+
+/// One client: its socket, and once it attached, its host's stdout.
+struct Conn {
+    /// The client's socket: all its lines, or only the mux's own once attached (the link).
+    link: LineWriter<Sink>,
+    /// The host's stdout offered with descriptors, and the reader's go-ahead to read stdin.
+    offer: Option<(OwnedFd, attach::Kind, oneshot::Sender<()>)>,
+    /// Where its lines go.
+    host: Host,
+}
+
+/// Where a client's lines go.
+enum Host {
+    /// Its socket.
+    Socket,
+    /// Attached, until the proxy says go: the host's stdout, and the lines waiting for it.
+    Held(OwnedFd, attach::Kind, Vec<Line>),
+    /// The host's stdout.
+    Stdout(LineWriter<Sink>),
 }
 
 enum ChildEvent {
@@ -221,7 +250,7 @@ struct Actor {
     router: Router,
     cfg: ServerConfig,
     socket: Option<BoundSocket>,
-    clients: HashMap<ClientId, LineWriter<crate::sockio::SocketWriter>>,
+    clients: HashMap<ClientId, Conn>,
     next_client: u64,
     child: Option<ChildLink>,
     next_generation: u64,
@@ -320,6 +349,22 @@ impl Actor {
                     self.router.handle(now, Input::ClientGone(id));
                 }
             }
+            Event::Client(id, ClientEvent::Offer(fd, kind, go)) => {
+                if let Some(conn) = self.clients.get_mut(&id) {
+                    conn.offer = Some((fd, kind, go));
+                }
+            }
+            Event::Client(id, ClientEvent::Go) => self.go(now, id),
+            Event::Client(id, ClientEvent::InputClosed) => {
+                debug!(client = id.0, "attached host closed stdin");
+                if let Some(conn) = self.clients.get_mut(&id) {
+                    // Tells the proxy to exit once the link closes instead of reconnecting.
+                    let _ = conn
+                        .link
+                        .send(&mut vec![Line::from(attach::input_closed_line())]);
+                }
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
             Event::Child(generation, ev) => {
                 if self.child.as_ref().map(|c| c.generation) != Some(generation) {
                     return;
@@ -367,8 +412,13 @@ impl Actor {
                     Action::ToChild(line) => self.to_child.push(line),
                     Action::CloseClient(id) => {
                         self.flush_clients();
-                        // Dropping the writer lets its task write what is queued, then close.
+                        // Dropping the writers lets their tasks write what is queued, then close.
                         self.clients.remove(&id);
+                    }
+                    Action::Attach(id, req) => {
+                        // Everything before the answer goes out the old way first.
+                        self.flush_clients();
+                        self.attach(id, &req);
                     }
                     Action::Spawn => {
                         self.flush_child();
@@ -437,11 +487,22 @@ impl Actor {
                 j += 1;
             }
             i = j;
-            let Some(writer) = self.clients.get_mut(&id) else {
+            let Some(conn) = self.clients.get_mut(&id) else {
                 batch.clear();
                 continue;
             };
-            if let Err(e) = writer.send(&mut batch) {
+            let sent = match &mut conn.host {
+                Host::Socket => conn.link.send(&mut batch),
+                Host::Stdout(w) => w.send(&mut batch),
+                Host::Held(_, _, held) if held.len() + batch.len() > CLIENT_QUEUE => {
+                    Err(WriteError::Full)
+                }
+                Host::Held(_, _, held) => {
+                    held.append(&mut batch);
+                    Ok(())
+                }
+            };
+            if let Err(e) = sent {
                 if e == WriteError::Full {
                     warn!(
                         client = id.0,
@@ -528,6 +589,78 @@ impl Actor {
         }
     }
 
+    /// Answers a client's `rmcp-mux/attach`: with descriptors offered, the answer goes on its
+    /// socket after everything before it, the reader starts on the host's stdin, and lines for
+    /// the client wait until the proxy says go; without, an error says what was missing.
+    fn attach(&mut self, id: ClientId, req: &Bytes) {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let offer = match conn.host {
+            Host::Socket => conn.offer.take(),
+            Host::Held(..) | Host::Stdout(_) => None,
+        };
+        let Some((fd, kind, go)) = offer else {
+            let line = crate::jsonrpc::error(
+                req,
+                crate::jsonrpc::codes::INVALID_REQUEST,
+                "rmcp-mux/attach needs the host's stdin and stdout passed with it (SCM_RIGHTS), \
+                 each a pipe or a socket, on a client that is not attached yet",
+                None,
+            );
+            self.to_clients.push((id, Line::from(line)));
+            return;
+        };
+        let mut ack = vec![Line::from(crate::jsonrpc::response(req, b"{}"))];
+        if conn.link.send(&mut ack).is_err() || go.send(()).is_err() {
+            // The client is gone; its reader reports it.
+            return;
+        }
+        conn.host = Host::Held(fd, kind, Vec::new());
+        debug!(
+            client = id.0,
+            "client attached: the host's stdin and stdout are read here"
+        );
+    }
+
+    /// The proxy's go: what waited for the host is written to its stdout, and all that follows.
+    fn go(&mut self, now: Instant, id: ClientId) {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let (fd, kind, mut held) = match std::mem::replace(&mut conn.host, Host::Socket) {
+            Host::Held(fd, kind, held) => (fd, kind, held),
+            other => {
+                conn.host = other;
+                debug!(client = id.0, "go without an attach; ignored");
+                return;
+            }
+        };
+        let sink = match kind {
+            attach::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(Sink::Pipe),
+            attach::Kind::Socket => {
+                crate::sockio::SocketWriter::new(std::os::unix::net::UnixStream::from(fd))
+                    .map(Sink::Socket)
+            }
+        };
+        let sent = sink.map_err(|e| e.to_string()).and_then(|sink| {
+            let span = info_span!("client", id = id.0);
+            let mut writer = LineWriter::new(sink, CLIENT_QUEUE, &self.tracker, span, None);
+            writer
+                .send(&mut held)
+                .map(|()| writer)
+                .map_err(|e| format!("{e:?}"))
+        });
+        match sent {
+            Ok(writer) => conn.host = Host::Stdout(writer),
+            Err(e) => {
+                warn!(client = id.0, error = %e, "cannot write to the attached host's stdout; disconnecting it");
+                self.clients.remove(&id);
+                self.router.handle(now, Input::ClientGone(id));
+            }
+        }
+    }
+
     fn accept_client(
         &mut self,
         now: Instant,
@@ -548,12 +681,15 @@ impl Actor {
         };
         let id = ClientId(self.next_client);
         self.next_client += 1;
-        let token = self.shutdown.child_token();
+        // Not a child of the shutdown token: on shutdown the router answers what each client
+        // is owed and then closes it, and an attached client only hears those answers if its
+        // reader (which would report it gone) is still there to hear them.
+        let token = CancellationToken::new();
         let span = info_span!("client", id = id.0);
         // When the router closes the client (or the peer is gone) and what was queued is
         // written, the writer cancels the token: the reader stops too.
         let writer = LineWriter::new(
-            write,
+            Sink::Socket(write),
             CLIENT_QUEUE,
             &self.tracker,
             span.clone(),
@@ -569,7 +705,14 @@ impl Actor {
             )
             .instrument(span),
         );
-        self.clients.insert(id, writer);
+        self.clients.insert(
+            id,
+            Conn {
+                link: writer,
+                offer: None,
+                host: Host::Socket,
+            },
+        );
         debug!(client = id.0, "client connected");
         self.router.handle(now, Input::ClientConnected(id));
     }
@@ -616,34 +759,155 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
     }
 }
 
+/// Reads one client: its socket, and once it attached, its host's stdin (the socket then
+/// carries only the proxy's `go`, and its end says the proxy is gone).
 async fn read_client(
     id: ClientId,
-    read: crate::sockio::SocketReader,
+    mut read: crate::sockio::SocketReader,
     max: usize,
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
 ) {
-    let mut frames = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
+    read.accept_fds();
+    let mut link = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
+    if let Some((fd, kind)) = read_socket(id, &mut link, &tx, &token).await {
+        read_attached(id, fd, kind, &mut link, max, &tx, &token).await;
+    }
+    let _ = tx.send((id, ClientEvent::Gone)).await;
+}
+
+/// The socket carries the client's lines, until the actor takes the host's stdin that came
+/// with an attach (returned) or the client is gone (`None`).
+async fn read_socket(
+    id: ClientId,
+    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    token: &CancellationToken,
+) -> Option<(OwnedFd, attach::Kind)> {
+    let mut offered: Option<(OwnedFd, attach::Kind, oneshot::Receiver<()>)> = None;
     loop {
         let frame = tokio::select! {
             // Cancel safe: FramedRead keeps partial lines in its buffer.
-            f = frames.next() => f,
-            () = token.cancelled() => break,
+            f = link.next() => f,
+            () = token.cancelled() => return None,
+            // Cancel safe: a oneshot receiver polled by reference.
+            taken = async {
+                match offered.as_mut() {
+                    Some((_, _, rx)) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match (taken, offered.take()) {
+                    (Ok(()), Some((fd, kind, _))) => return Some((fd, kind)),
+                    // The offer was dropped (replaced, or the client closed): keep reading.
+                    _ => continue,
+                }
+            }
         };
+        // Descriptors come with the bytes of the line that asks to attach (and maybe lines
+        // before it): offered before any of those lines reaches the actor.
+        let fds = link.get_mut().take_fds();
+        if !fds.is_empty() {
+            match attach::HostFds::from_vec(fds) {
+                Some(host) => {
+                    let (go_tx, go_rx) = oneshot::channel();
+                    let (out, out_kind) = host.stdout;
+                    if tx
+                        .send((id, ClientEvent::Offer(out, out_kind, go_tx)))
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    offered = Some((host.stdin.0, host.stdin.1, go_rx));
+                }
+                None => debug!(
+                    client = id.0,
+                    "descriptors passed that are not a stdin and a stdout pipe or socket; closed them"
+                ),
+            }
+        }
         let ev = match frame {
             Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
             Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
             Some(Err(e)) => {
                 debug!(error = %e, "client read failed");
-                break;
+                return None;
             }
-            None => break,
+            None => return None,
         };
         if tx.send((id, ev)).await.is_err() {
-            return;
+            return None;
         }
     }
-    let _ = tx.send((id, ClientEvent::Gone)).await;
+}
+
+/// Attached: the host's stdin carries the client's lines (same framing and limit as the
+/// socket); the socket (the link) the proxy's go, and its end means the proxy is gone.
+async fn read_attached(
+    id: ClientId,
+    fd: OwnedFd,
+    kind: attach::Kind,
+    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    max: usize,
+    tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    token: &CancellationToken,
+) {
+    let input: std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match kind {
+        attach::Kind::Pipe => pipe::Receiver::from_owned_fd(fd).map(|r| Box::new(r) as _),
+        attach::Kind::Socket => {
+            crate::sockio::SocketReader::new(std::os::unix::net::UnixStream::from(fd))
+                .map(|r| Box::new(r) as _)
+        }
+    };
+    let mut input = match input {
+        Ok(r) => Some(FramedRead::with_capacity(
+            r,
+            LineCodec::new(max),
+            CLIENT_READ_BUF,
+        )),
+        Err(e) => {
+            warn!(client = id.0, error = %e, "cannot read the attached host's stdin");
+            if tx.send((id, ClientEvent::InputClosed)).await.is_err() {
+                return;
+            }
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            f = async {
+                match input.as_mut() {
+                    Some(i) => i.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let ev = match f {
+                    Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
+                    Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+                    Some(Err(_)) | None => {
+                        // Dropping it closes this copy of the host's stdin.
+                        input = None;
+                        ClientEvent::InputClosed
+                    }
+                };
+                if tx.send((id, ev)).await.is_err() {
+                    return;
+                }
+            }
+            f = link.next() => match f {
+                Some(Ok(Frame::Line(line))) if attach::is_notice(&line, attach::GO) => {
+                    if tx.send((id, ClientEvent::Go)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => debug!(client = id.0, "ignored a line on an attached client's link"),
+                Some(Err(_)) | None => return,
+            },
+            () = token.cancelled() => return,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
