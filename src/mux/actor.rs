@@ -611,8 +611,10 @@ impl Actor {
             self.to_clients.push((id, Line::from(line)));
             return;
         };
+        // The reader switches before the answer leaves: whatever it reads on the socket after
+        // that (the proxy's go) belongs to the link, never to the router.
         let mut ack = vec![Line::from(crate::jsonrpc::response(req, b"{}"))];
-        if conn.link.send(&mut ack).is_err() || go.send(()).is_err() {
+        if go.send(()).is_err() || conn.link.send(&mut ack).is_err() {
             // The client is gone; its reader reports it.
             return;
         }
@@ -770,26 +772,29 @@ async fn read_client(
 ) {
     read.accept_fds();
     let mut link = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
-    if let Some((fd, kind)) = read_socket(id, &mut link, &tx, &token).await {
-        read_attached(id, fd, kind, &mut link, max, &tx, &token).await;
+    if let Some((fd, kind, first)) = read_socket(id, &mut link, &tx, &token).await {
+        read_attached(id, fd, kind, first, &mut link, max, &tx, &token).await;
     }
     let _ = tx.send((id, ClientEvent::Gone)).await;
 }
 
+/// What the socket gave after the hand-off was taken, before the reader knew: a link line.
+type LinkFrame = Option<Result<Frame, std::io::Error>>;
+
 /// The socket carries the client's lines, until the actor takes the host's stdin that came
-/// with an attach (returned) or the client is gone (`None`).
+/// with an attach (returned, with a line read meanwhile, which belongs to the link) or the
+/// client is gone (`None`).
 async fn read_socket(
     id: ClientId,
     link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
-) -> Option<(OwnedFd, attach::Kind)> {
+) -> Option<(OwnedFd, attach::Kind, Option<LinkFrame>)> {
     let mut offered: Option<(OwnedFd, attach::Kind, oneshot::Receiver<()>)> = None;
     loop {
         let frame = tokio::select! {
-            // Cancel safe: FramedRead keeps partial lines in its buffer.
-            f = link.next() => f,
-            () = token.cancelled() => return None,
+            // The hand-off first: once taken, the socket is the link.
+            biased;
             // Cancel safe: a oneshot receiver polled by reference.
             taken = async {
                 match offered.as_mut() {
@@ -798,12 +803,22 @@ async fn read_socket(
                 }
             } => {
                 match (taken, offered.take()) {
-                    (Ok(()), Some((fd, kind, _))) => return Some((fd, kind)),
+                    (Ok(()), Some((fd, kind, _))) => return Some((fd, kind, None)),
                     // The offer was dropped (replaced, or the client closed): keep reading.
                     _ => continue,
                 }
             }
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            f = link.next() => f,
+            () = token.cancelled() => return None,
         };
+        // The actor took the offer while this was read: the line came after the answer.
+        if let Some((_, _, rx)) = offered.as_mut() {
+            if rx.try_recv().is_ok() {
+                let (fd, kind, _) = offered.take()?;
+                return Some((fd, kind, Some(frame)));
+            }
+        }
         // Descriptors come with the bytes of the line that asks to attach (and maybe lines
         // before it): offered before any of those lines reaches the actor.
         let fds = link.get_mut().take_fds();
@@ -844,10 +859,12 @@ async fn read_socket(
 
 /// Attached: the host's stdin carries the client's lines (same framing and limit as the
 /// socket); the socket (the link) the proxy's go, and its end means the proxy is gone.
+#[allow(clippy::too_many_arguments)]
 async fn read_attached(
     id: ClientId,
     fd: OwnedFd,
     kind: attach::Kind,
+    mut first: Option<LinkFrame>,
     link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
     max: usize,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
@@ -896,7 +913,12 @@ async fn read_attached(
                     return;
                 }
             }
-            f = link.next() => match f {
+            f = async {
+                match first.take() {
+                    Some(f) => f,
+                    None => link.next().await,
+                }
+            } => match f {
                 Some(Ok(Frame::Line(line))) if attach::is_notice(&line, attach::GO) => {
                     if tx.send((id, ClientEvent::Go)).await.is_err() {
                         return;
