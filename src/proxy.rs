@@ -89,95 +89,11 @@ type Output = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
 /// Non-blocking stdin and stdout for pipes and sockets.
 mod stdio {
     use std::os::fd::{AsFd, OwnedFd};
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::unix::pipe;
 
-    /// The largest pipe asked for: a 1 MiB line then crosses in one write and one read.
-    /// (`fs.pipe-max-size`, 1 MiB by default, is what an unprivileged user may set.)
-    #[cfg(target_os = "linux")]
-    const PIPE_MAX: usize = 1 << 20;
-
-    /// A stdin or stdout pipe that grows (Linux `F_SETPIPE_SZ`) once the proxy moves more at
-    /// once than it holds, so a host that passes large lines does not pay one write, one read
-    /// and two wake-ups per 64 KiB of them. Sessions with small lines keep the default pipe,
-    /// which matters because the kernel counts every user's pipe space against one limit.
-    pub(super) struct Growing<P> {
-        inner: P,
-        /// What the pipe holds now; `usize::MAX` once growing is refused or done.
-        room: usize,
-    }
-
-    impl<P: AsFd> Growing<P> {
-        fn new(inner: P) -> Self {
-            #[cfg(target_os = "linux")]
-            let room = nix::fcntl::fcntl(&inner, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
-                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-            #[cfg(not(target_os = "linux"))]
-            let room = usize::MAX;
-            Growing { inner, room }
-        }
-
-        /// Grows the pipe when `n` bytes are about to move and it holds fewer.
-        fn want(&mut self, n: usize) {
-            if n > self.room {
-                self.grow(n);
-            }
-        }
-
-        #[cfg(target_os = "linux")]
-        fn grow(&mut self, n: usize) {
-            let size = n.next_power_of_two().min(PIPE_MAX);
-            let asked = i32::try_from(size).unwrap_or(i32::MAX);
-            self.room =
-                match nix::fcntl::fcntl(&self.inner, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked)) {
-                    Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
-                    // At the largest size, or refused (over the user's pipe limit): stop asking.
-                    _ => usize::MAX,
-                };
-        }
-
-        /// Pipes cannot be grown here: never ask again.
-        #[cfg(not(target_os = "linux"))]
-        fn grow(&mut self, _n: usize) {
-            self.room = usize::MAX;
-        }
-    }
-
-    impl<P: AsyncRead + AsFd + Unpin> AsyncRead for Growing<P> {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let this = self.get_mut();
-            // The framing leaves room for the longest line seen; the pipe may as well hold it.
-            this.want(buf.remaining());
-            Pin::new(&mut this.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl<P: AsyncWrite + AsFd + Unpin> AsyncWrite for Growing<P> {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            let this = self.get_mut();
-            this.want(buf.len());
-            Pin::new(&mut this.inner).poll_write(cx, buf)
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-        }
-    }
+    use crate::io::Growing;
 
     /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
     /// shares the open file, so the process's stdin and stdout become non-blocking too; the

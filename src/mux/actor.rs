@@ -639,7 +639,10 @@ impl Actor {
             }
         };
         let sink = match kind {
-            attach::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(Sink::Pipe),
+            attach::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(|p| {
+                let room = crate::io::PipeRoom::of(&p);
+                Sink::Pipe(p, room)
+            }),
             attach::Kind::Socket => {
                 crate::sockio::SocketWriter::new(std::os::unix::net::UnixStream::from(fd))
                     .map(Sink::Socket)
@@ -871,7 +874,9 @@ async fn read_attached(
     token: &CancellationToken,
 ) {
     let input: std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match kind {
-        attach::Kind::Pipe => pipe::Receiver::from_owned_fd(fd).map(|r| Box::new(r) as _),
+        attach::Kind::Pipe => {
+            pipe::Receiver::from_owned_fd(fd).map(|r| Box::new(crate::io::Growing::new(r)) as _)
+        }
         attach::Kind::Socket => {
             crate::sockio::SocketReader::new(std::os::unix::net::UnixStream::from(fd))
                 .map(|r| Box::new(r) as _)
