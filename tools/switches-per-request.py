@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Context switches and CPU time per request in the proxy, the daemon and the server, for a host
 that sends N sequential requests through `rmcp-mux-proxy`: once with the proxy copying every
-line (RMCP_MUX_PROXY_COPY=1) and once with the host's stdio handed to the daemon (the default).
-Counts, unlike timings, hardly depend on the machine's load. Linux only (/proc).
+line (RMCP_MUX_PROXY_COPY=1) and once with the host's stdio handed to the daemon (the default;
+"attached" says whether the daemon took it, so an older build shows as copying twice). Counts,
+unlike timings, hardly depend on the machine's load. Linux only (/proc).
 
 Usage: tools/switches-per-request.py [BIN_DIR] [N] [ROUNDS]
   BIN_DIR  where rmcp-mux, rmcp-mux-proxy and mcp-fake-server are (default target/release)
@@ -83,9 +84,9 @@ def measure(sock, daemon, server, copy, home):
     p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     ask({"jsonrpc": "2.0", "id": 1, "method": "ping"})
     pipe = f"pipe:[{os.fstat(p.stdin.fileno()).st_ino}]"
-    deadline = time.time() + 10
-    while not copy and pipe not in fds(daemon):
-        assert time.time() < deadline, "the daemon never took the host's stdin"
+    # The hand-off follows the ping's answer at once; a build without it never does it.
+    deadline = time.time() + 2
+    while not copy and pipe not in fds(daemon) and time.time() < deadline:
         time.sleep(0.01)
     attached = pipe in fds(daemon)
     call = {"jsonrpc": "2.0", "id": 0, "method": "tools/call",
