@@ -801,6 +801,26 @@ mod tests {
     }
 
     #[test]
+    fn the_attach_answer_is_told_by_its_id_and_kind() {
+        let mut session = Session::default();
+        let ok = br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","result":{}}"#;
+        assert_eq!(attach_answer(&session, ok), None, "nothing asked yet");
+        session.attach_id = Some(Bytes::from_static(b"\"rmcp-mux-proxy-attach-1\""));
+        assert_eq!(attach_answer(&session, ok), Some(true));
+        let refused = br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","error":{"code":-32601,"message":"Method not found"}}"#;
+        assert_eq!(attach_answer(&session, refused), Some(false));
+        // Another answer, a notification, a request with the same id: passed to the host.
+        for line in [
+            &br#"{"jsonrpc":"2.0","id":1,"result":{}}"#[..],
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","method":"x"}"#,
+            b"not json",
+        ] {
+            assert_eq!(attach_answer(&session, line), None);
+        }
+    }
+
+    #[test]
     fn fast_path_finds_ids_of_the_common_shape() {
         assert_eq!(
             fast_response_id(br#"{"jsonrpc":"2.0","id":12,"result":{}}"#),
