@@ -677,3 +677,49 @@ fn bridges_a_host_that_uses_socket_pairs_for_stdio() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// The daemon dies abruptly (SIGKILL) while the session is handed over: the proxy takes the
+/// host's stdio back, reconnects to the next daemon, replays the handshake and hands over
+/// again; the host goes on without a new handshake.
+#[test]
+fn a_killed_daemon_is_survived_while_handed_over() {
+    let mut mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
+        .as_i64()
+        .unwrap();
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None, "killed by a signal");
+    // The server saw its stdin close with the daemon and is gone too.
+    wait_dead(server as i32);
+    let mux2 = mux.relaunch();
+    p.log.wait_for(&["reconnected"]);
+    p.send(&call(1, "echo", json!({"text":"after a crash"})));
+    assert_eq!(text(&p.response(&json!(1))), "after a crash");
+    p.log.wait_for_count(&["attached: the daemon reads"], 2);
+    wait_holds(mux2.child.id(), &p.stdin_pipe(), true);
+}
+
+/// The daemon is gone and the host has closed stdin: the proxy does not wait for a daemon that
+/// would have nothing to do; it exits 0.
+#[test]
+fn a_gone_daemon_and_a_closed_stdin_end_the_proxy_cleanly() {
+    let mut mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
+        .as_i64()
+        .unwrap();
+    let daemon = nix::unistd::Pid::from_raw(mux.child.id() as i32);
+    // Frozen, the daemon cannot see stdin close (nor say so); then it dies.
+    nix::sys::signal::kill(daemon, Signal::SIGSTOP).unwrap();
+    drop(p.stdin.take());
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None);
+    assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
+    assert!(!p.log.text().contains("reconnecting"), "{}", p.log.text());
+    wait_dead(server as i32);
+}
