@@ -154,19 +154,20 @@ struct Conn {
     /// The client's socket: all its lines, or only the mux's own once attached (the link).
     link: LineWriter<Sink>,
     /// The host's stdout offered with descriptors, and the reader's go-ahead to read stdin.
-    offer: Option<(OwnedFd, attach::Kind, oneshot::Sender<()>)>,
+    offer: Option<Box<(OwnedFd, attach::Kind, oneshot::Sender<()>)>>,
     /// Where its lines go.
     host: Host,
 }
 
-/// Where a client's lines go.
+/// Where a client's lines go. (Boxed: most clients never attach, and the map of clients is
+/// most of the daemon's memory per client.)
 enum Host {
     /// Its socket.
     Socket,
     /// Attached, until the proxy says go: the host's stdout, and the lines waiting for it.
-    Held(OwnedFd, attach::Kind, Vec<Line>),
+    Held(Box<(OwnedFd, attach::Kind, Vec<Line>)>),
     /// The host's stdout.
-    Stdout(LineWriter<Sink>),
+    Stdout(Box<LineWriter<Sink>>),
 }
 
 enum ChildEvent {
@@ -351,7 +352,7 @@ impl Actor {
             }
             Event::Client(id, ClientEvent::Offer(fd, kind, go)) => {
                 if let Some(conn) = self.clients.get_mut(&id) {
-                    conn.offer = Some((fd, kind, go));
+                    conn.offer = Some(Box::new((fd, kind, go)));
                 }
             }
             Event::Client(id, ClientEvent::Go) => self.go(now, id),
@@ -494,11 +495,11 @@ impl Actor {
             let sent = match &mut conn.host {
                 Host::Socket => conn.link.send(&mut batch),
                 Host::Stdout(w) => w.send(&mut batch),
-                Host::Held(_, _, held) if held.len() + batch.len() > CLIENT_QUEUE => {
+                Host::Held(held) if held.2.len() + batch.len() > CLIENT_QUEUE => {
                     Err(WriteError::Full)
                 }
-                Host::Held(_, _, held) => {
-                    held.append(&mut batch);
+                Host::Held(held) => {
+                    held.2.append(&mut batch);
                     Ok(())
                 }
             };
@@ -600,7 +601,7 @@ impl Actor {
             Host::Socket => conn.offer.take(),
             Host::Held(..) | Host::Stdout(_) => None,
         };
-        let Some((fd, kind, go)) = offer else {
+        let Some(offer) = offer else {
             let line = crate::jsonrpc::error(
                 req,
                 crate::jsonrpc::codes::INVALID_REQUEST,
@@ -611,6 +612,7 @@ impl Actor {
             self.to_clients.push((id, Line::from(line)));
             return;
         };
+        let (fd, kind, go) = *offer;
         // The reader switches before the answer leaves: whatever it reads on the socket after
         // that (the proxy's go) belongs to the link, never to the router.
         let mut ack = vec![Line::from(crate::jsonrpc::response(req, b"{}"))];
@@ -618,7 +620,7 @@ impl Actor {
             // The client is gone; its reader reports it.
             return;
         }
-        conn.host = Host::Held(fd, kind, Vec::new());
+        conn.host = Host::Held(Box::new((fd, kind, Vec::new())));
         debug!(
             client = id.0,
             "client attached: the host's stdin and stdout are read here"
@@ -631,7 +633,7 @@ impl Actor {
             return;
         };
         let (fd, kind, mut held) = match std::mem::replace(&mut conn.host, Host::Socket) {
-            Host::Held(fd, kind, held) => (fd, kind, held),
+            Host::Held(held) => *held,
             other => {
                 conn.host = other;
                 debug!(client = id.0, "go without an attach; ignored");
@@ -657,7 +659,7 @@ impl Actor {
                 .map_err(|e| format!("{e:?}"))
         });
         match sent {
-            Ok(writer) => conn.host = Host::Stdout(writer),
+            Ok(writer) => conn.host = Host::Stdout(Box::new(writer)),
             Err(e) => {
                 warn!(client = id.0, error = %e, "cannot write to the attached host's stdout; disconnecting it");
                 self.clients.remove(&id);
