@@ -213,7 +213,6 @@ mod tests {
         assert_eq!(&one, b"x");
         // A plain read gets no descriptors and keeps none from before.
         let mut fds = Vec::new();
-        a.as_fd();
         std::io::Write::write_all(&mut &a, b"y").unwrap();
         recv_with_fds(b.as_raw_fd(), &mut buf, &mut fds).unwrap();
         assert!(fds.is_empty());
