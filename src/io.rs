@@ -7,8 +7,12 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use crate::jsonrpc::Line;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -55,6 +59,137 @@ impl TryWrite for tokio::net::unix::pipe::Sender {
     }
     fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::unix::pipe::Sender::writable(self)
+    }
+}
+
+/// Where a client's lines go: its socket, or, once its proxy handed the host's stdio over
+/// (`crate::attach`), the host's stdout, a pipe or a socket.
+pub(crate) enum Sink {
+    /// A socket (a client's own, or a host's stdout socket pair).
+    Socket(crate::sockio::SocketWriter),
+    /// A host's stdout pipe, grown when large lines come (as the proxy does).
+    Pipe(tokio::net::unix::pipe::Sender, PipeRoom),
+}
+
+impl TryWrite for Sink {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Sink::Socket(s) => crate::sockio::SocketWriter::try_write_vectored(s, bufs),
+            Sink::Pipe(p, room) => {
+                room.want(p, bufs.iter().map(|b| b.len()).sum());
+                p.try_write_vectored(bufs)
+            }
+        }
+    }
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Sink::Socket(s) => crate::sockio::SocketWriter::writable(s).await,
+            Sink::Pipe(p, _) => p.writable().await,
+        }
+    }
+}
+
+/// The largest pipe asked for: a 1 MiB line then crosses in one write and one read.
+/// (`fs.pipe-max-size`, 1 MiB by default, is what an unprivileged user may set.)
+#[cfg(target_os = "linux")]
+const PIPE_MAX: usize = 1 << 20;
+
+/// What a host's stdin or stdout pipe holds, grown (Linux `F_SETPIPE_SZ`) once more moves at
+/// once than it holds, so a host that passes large lines does not pay one write, one read and
+/// two wake-ups per 64 KiB of them. Sessions with small lines keep the default pipe, which
+/// matters because the kernel counts every user's pipe space against one limit. Shared by the
+/// proxy and, for attached hosts, the daemon.
+pub(crate) struct PipeRoom {
+    /// What the pipe holds now; `usize::MAX` once growing is refused or done.
+    room: AtomicUsize,
+}
+
+impl PipeRoom {
+    /// The room of pipe `fd` now.
+    pub(crate) fn of(fd: &impl AsFd) -> PipeRoom {
+        #[cfg(target_os = "linux")]
+        let room = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        #[cfg(not(target_os = "linux"))]
+        let room = {
+            let _ = fd;
+            usize::MAX
+        };
+        PipeRoom {
+            room: AtomicUsize::new(room),
+        }
+    }
+
+    /// Grows pipe `fd` when `n` bytes are about to move and it holds fewer.
+    pub(crate) fn want(&self, fd: &impl AsFd, n: usize) {
+        if n > self.room.load(Ordering::Relaxed) {
+            self.grow(fd, n);
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn grow(&self, fd: &impl AsFd, n: usize) {
+        let size = n.next_power_of_two().min(PIPE_MAX);
+        let asked = i32::try_from(size).unwrap_or(i32::MAX);
+        let room = match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked)) {
+            Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
+            // At the largest size, or refused (over the user's pipe limit): stop asking.
+            _ => usize::MAX,
+        };
+        self.room.store(room, Ordering::Relaxed);
+    }
+
+    /// Pipes cannot be grown here: never ask again.
+    #[cfg(not(target_os = "linux"))]
+    fn grow(&self, _fd: &impl AsFd, _n: usize) {
+        self.room.store(usize::MAX, Ordering::Relaxed);
+    }
+}
+
+/// A pipe read or written through [`PipeRoom`]: grown when a read asks for more room (the
+/// framing leaves room for the longest line seen) or a write is larger than the pipe.
+pub(crate) struct Growing<P> {
+    inner: P,
+    room: PipeRoom,
+}
+
+impl<P: AsFd> Growing<P> {
+    /// Wraps pipe `inner`.
+    pub(crate) fn new(inner: P) -> Self {
+        let room = PipeRoom::of(&inner);
+        Growing { inner, room }
+    }
+}
+
+impl<P: AsyncRead + AsFd + Unpin> AsyncRead for Growing<P> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.room.want(&this.inner, buf.remaining());
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<P: AsyncWrite + AsFd + Unpin> AsyncWrite for Growing<P> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.room.want(&this.inner, buf.len());
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

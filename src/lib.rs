@@ -11,7 +11,8 @@
 //! - [`control`]: the control socket and the client the CLI uses.
 //! - [`dashboard`]: the live terminal dashboard, a control-socket client; its pure
 //!   [`dashboard::model`] says what to show.
-//! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
+//! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command; [`attach`]: the
+//!   hand-off of the host's stdin and stdout to the daemon after the handshake.
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
@@ -19,6 +20,7 @@
 //! - [`tray`]: the menu-bar app (its menu model and notification rules are pure and always built).
 #![warn(missing_docs)]
 
+pub mod attach;
 pub mod config;
 mod config_watch;
 pub mod control;

@@ -5,6 +5,13 @@
 //! them, and a lost daemon answers them with an error instead of silence), and the host's
 //! handshake (so after a daemon restart it reconnects and replays it, and the host session
 //! survives). It never routes: the daemon does that.
+//!
+//! Once the session is quiet after the handshake, it hands the host's stdin and stdout to the
+//! daemon (`crate::attach`) and only keeps the socket open as the link: the daemon then reads
+//! and writes the host's pipes itself, without this process in between. When the link ends
+//! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects, or exits
+//! when the host has closed stdin. A terminal or a file on stdio, a daemon that refuses, and
+//! `RMCP_MUX_PROXY_COPY=1` keep the copying bridge.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,109 +64,36 @@ impl ProxyOptions {
 /// # Errors
 /// The socket cannot be reached at start, or not again within `reconnect_timeout`.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
-    let input: Box<dyn AsyncRead + Unpin> = match stdio::reader() {
-        Some(r) => r,
-        None => Box::new(tokio::io::stdin()),
-    };
-    let output: Box<dyn AsyncWrite + Unpin> = match stdio::writer() {
-        Some(w) => w,
-        None => Box::new(tokio::io::stdout()),
-    };
-    run_with(opts, input, output).await
+    let (input, output) = stdio::open();
+    let handoff = handoff_allowed();
+    if !handoff {
+        debug!("copying every line (stdio is not a pipe or socket, or RMCP_MUX_PROXY_COPY=1)");
+    }
+    run_inner(opts, input, output, handoff).await
 }
+
+/// Whether the host's stdin and stdout may be handed to the daemon: both pipes or sockets,
+/// and `RMCP_MUX_PROXY_COPY` is not `1`.
+fn handoff_allowed() -> bool {
+    use std::os::fd::AsFd;
+    if std::env::var_os("RMCP_MUX_PROXY_COPY").is_some_and(|v| v == "1") {
+        return false;
+    }
+    crate::attach::kind(std::io::stdin().as_fd()).is_some()
+        && crate::attach::kind(std::io::stdout().as_fd()).is_some()
+}
+
+type Input = FramedRead<Box<dyn AsyncRead + Send + Unpin>, LineCodec>;
+type Output = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
 
 /// Non-blocking stdin and stdout for pipes and sockets.
 mod stdio {
     use std::os::fd::{AsFd, OwnedFd};
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::unix::pipe;
 
-    /// The largest pipe asked for: a 1 MiB line then crosses in one write and one read.
-    /// (`fs.pipe-max-size`, 1 MiB by default, is what an unprivileged user may set.)
-    #[cfg(target_os = "linux")]
-    const PIPE_MAX: usize = 1 << 20;
-
-    /// A stdin or stdout pipe that grows (Linux `F_SETPIPE_SZ`) once the proxy moves more at
-    /// once than it holds, so a host that passes large lines does not pay one write, one read
-    /// and two wake-ups per 64 KiB of them. Sessions with small lines keep the default pipe,
-    /// which matters because the kernel counts every user's pipe space against one limit.
-    pub(super) struct Growing<P> {
-        inner: P,
-        /// What the pipe holds now; `usize::MAX` once growing is refused or done.
-        room: usize,
-    }
-
-    impl<P: AsFd> Growing<P> {
-        fn new(inner: P) -> Self {
-            #[cfg(target_os = "linux")]
-            let room = nix::fcntl::fcntl(&inner, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
-                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-            #[cfg(not(target_os = "linux"))]
-            let room = usize::MAX;
-            Growing { inner, room }
-        }
-
-        /// Grows the pipe when `n` bytes are about to move and it holds fewer.
-        fn want(&mut self, n: usize) {
-            if n > self.room {
-                self.grow(n);
-            }
-        }
-
-        #[cfg(target_os = "linux")]
-        fn grow(&mut self, n: usize) {
-            let size = n.next_power_of_two().min(PIPE_MAX);
-            let asked = i32::try_from(size).unwrap_or(i32::MAX);
-            self.room =
-                match nix::fcntl::fcntl(&self.inner, nix::fcntl::FcntlArg::F_SETPIPE_SZ(asked)) {
-                    Ok(got) if size < PIPE_MAX => usize::try_from(got).unwrap_or(usize::MAX),
-                    // At the largest size, or refused (over the user's pipe limit): stop asking.
-                    _ => usize::MAX,
-                };
-        }
-
-        /// Pipes cannot be grown here: never ask again.
-        #[cfg(not(target_os = "linux"))]
-        fn grow(&mut self, _n: usize) {
-            self.room = usize::MAX;
-        }
-    }
-
-    impl<P: AsyncRead + AsFd + Unpin> AsyncRead for Growing<P> {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let this = self.get_mut();
-            // The framing leaves room for the longest line seen; the pipe may as well hold it.
-            this.want(buf.remaining());
-            Pin::new(&mut this.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl<P: AsyncWrite + AsFd + Unpin> AsyncWrite for Growing<P> {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            let this = self.get_mut();
-            this.want(buf.len());
-            Pin::new(&mut this.inner).poll_write(cx, buf)
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-        }
-    }
+    use crate::io::Growing;
 
     /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
     /// shares the open file, so the process's stdin and stdout become non-blocking too; the
@@ -176,7 +110,51 @@ mod stdio {
             .is_ok_and(|m| m.file_type().is_socket())
     }
 
-    pub(super) fn reader() -> Option<Box<dyn AsyncRead + Unpin>> {
+    /// The process's stdin and stdout, directly when they are pipes or sockets.
+    pub(super) fn open() -> (
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    ) {
+        let input: Box<dyn AsyncRead + Send + Unpin> = match reader() {
+            Some(r) => r,
+            None => Box::new(tokio::io::stdin()),
+        };
+        let output: Box<dyn AsyncWrite + Send + Unpin> = match writer() {
+            Some(w) => w,
+            None => Box::new(tokio::io::stdout()),
+        };
+        (input, output)
+    }
+
+    /// Whether the host hung up stdin with nothing left in it (a pipe's writers all closed,
+    /// a socket's peer shut down).
+    pub(super) fn stdin_hung_up() -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsRawFd;
+        let stdin = std::io::stdin();
+        // The peer of a socket shutting down its writing side (Linux names it; elsewhere a
+        // socket whose peer closed reports POLLHUP).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let rdhup = PollFlags::empty();
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN | rdhup)];
+        if poll(&mut fds, PollTimeout::ZERO).is_err() {
+            return false;
+        }
+        let got = fds[0].revents().unwrap_or(PollFlags::empty());
+        let hup = PollFlags::POLLHUP | rdhup;
+        if got.contains(PollFlags::POLLNVAL) {
+            return true;
+        }
+        // A socket at its end is also "readable" (the end is read): ask what is really left.
+        let mut left: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, to `left`.
+        let asked = unsafe { nix::libc::ioctl(stdin.as_raw_fd(), nix::libc::FIONREAD, &mut left) };
+        got.intersects(hup) && (asked != 0 || left == 0)
+    }
+
+    pub(super) fn reader() -> Option<Box<dyn AsyncRead + Send + Unpin>> {
         let fd = dup(std::io::stdin().as_fd())?;
         if is_socket(&fd) {
             let s = std::os::unix::net::UnixStream::from(fd);
@@ -184,10 +162,10 @@ mod stdio {
         }
         pipe::Receiver::from_owned_fd(fd)
             .ok()
-            .map(|r| Box::new(Growing::new(r)) as Box<dyn AsyncRead + Unpin>)
+            .map(|r| Box::new(Growing::new(r)) as Box<dyn AsyncRead + Send + Unpin>)
     }
 
-    pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Unpin>> {
+    pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Send + Unpin>> {
         let fd = dup(std::io::stdout().as_fd())?;
         if is_socket(&fd) {
             // Node-based hosts (libuv) give their children socket pairs, not pipes: written
@@ -197,7 +175,7 @@ mod stdio {
         }
         pipe::Sender::from_owned_fd(fd)
             .ok()
-            .map(|w| Box::new(Growing::new(w)) as Box<dyn AsyncWrite + Unpin>)
+            .map(|w| Box::new(Growing::new(w)) as Box<dyn AsyncWrite + Send + Unpin>)
     }
 }
 
@@ -223,17 +201,41 @@ struct Session {
     owed: HashSet<Bytes>,
     replay: HashSet<Bytes>,
     replays: u64,
+    /// The id of the attach request waiting for its answer.
+    attach_id: Option<Bytes>,
+    attaches: u64,
 }
 
-/// The same bridge over any pair of streams (tests use in-memory pipes).
+/// Where the hand-off stands on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handoff {
+    /// Not on this connection (not allowed, or the daemon refused).
+    Off,
+    /// To be asked once the session is quiet.
+    Ready,
+    /// Asked; stdin is not read until the answer.
+    Asked,
+}
+
+/// The same bridge over any pair of streams (tests use in-memory pipes); it never hands them
+/// over (they are not the process's stdio).
 ///
 /// # Errors
 /// As [`run`].
 pub async fn run_with<I, O>(opts: ProxyOptions, input: I, output: O) -> anyhow::Result<()>
 where
-    I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
+    I: AsyncRead + Send + Unpin + 'static,
+    O: AsyncWrite + Send + Unpin + 'static,
 {
+    run_inner(opts, Box::new(input), Box::new(output), false).await
+}
+
+async fn run_inner(
+    opts: ProxyOptions,
+    input: Box<dyn AsyncRead + Send + Unpin>,
+    output: Box<dyn AsyncWrite + Send + Unpin>,
+    handoff: bool,
+) -> anyhow::Result<()> {
     let mut stream = UnixStream::connect(&opts.socket).await.with_context(|| {
         format!(
             "cannot connect to {} (is rmcp-mux running?)",
@@ -252,6 +254,7 @@ where
             &mut input_done,
             &mut out,
             &mut session,
+            handoff,
         )
         .await?;
         match outcome {
@@ -308,18 +311,15 @@ async fn reconnect(opts: &ProxyOptions) -> anyhow::Result<UnixStream> {
     }
 }
 
-async fn bridge<I, O>(
+async fn bridge(
     opts: &ProxyOptions,
     stream: UnixStream,
-    input: &mut FramedRead<I, LineCodec>,
+    input: &mut Input,
     input_done: &mut bool,
-    out: &mut BufWriter<O>,
+    out: &mut Output,
     session: &mut Session,
-) -> anyhow::Result<Outcome>
-where
-    I: AsyncRead + Unpin,
-    O: AsyncWrite + Unpin,
-{
+    handoff: bool,
+) -> anyhow::Result<Outcome> {
     // As the daemon does for its side: a 1 MiB line leaves in one write, not five.
     let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SNDBUF);
     let Ok((read, write)) = crate::sockio::split_tokio(stream) else {
@@ -332,13 +332,24 @@ where
         return Ok(Outcome::SocketLost);
     }
     let mut drain_deadline = None;
+    let mut handoff = if handoff {
+        Handoff::Ready
+    } else {
+        Handoff::Off
+    };
     loop {
         if *input_done && session.owed.is_empty() {
             return Ok(Outcome::Done);
         }
+        if handoff == Handoff::Ready && !*input_done && quiet(session, input) {
+            if send_attach(&mut sock_out, session).await.is_err() {
+                return Ok(Outcome::SocketLost);
+            }
+            handoff = Handoff::Asked;
+        }
         tokio::select! {
             // Cancel safe: FramedRead keeps partial lines in its buffer.
-            frame = input.next(), if !*input_done => {
+            frame = input.next(), if !*input_done && handoff != Handoff::Asked => {
                 let mut next = Some(frame);
                 while let Some(frame) = next.take() {
                     match frame {
@@ -382,6 +393,32 @@ where
                 let mut next = Some(frame);
                 while let Some(frame) = next.take() {
                     match frame {
+                        Some(Ok(Frame::Line(line))) if handoff == Handoff::Asked => {
+                            match attach_answer(session, &line) {
+                                Some(true) => {
+                                    // Everything before the answer is written before `go`.
+                                    if out.flush().await.is_err() {
+                                        return Ok(Outcome::Done);
+                                    }
+                                    let go = crate::attach::go_line();
+                                    if crate::io::write_line(&mut sock_out, &go).await.is_err()
+                                        || sock_out.flush().await.is_err()
+                                    {
+                                        return Ok(Outcome::SocketLost);
+                                    }
+                                    return Ok(attached(opts, sock_in, sock_out, input, out).await);
+                                }
+                                Some(false) => {
+                                    info!("the daemon does not take the host's stdio (an older daemon?); copying every line");
+                                    handoff = Handoff::Off;
+                                }
+                                None => {
+                                    if crate::io::write_line(out, &line).await.is_err() {
+                                        return Ok(Outcome::Done);
+                                    }
+                                }
+                            }
+                        }
                         Some(Ok(Frame::Line(line))) => {
                             if keep_socket_line(session, &line)
                                 && crate::io::write_line(out, &line).await.is_err()
@@ -409,6 +446,96 @@ where
             }
         }
     }
+}
+
+/// Whether the session can be handed over: the handshake done, no answer owed, no replay
+/// waiting, and nothing read from stdin that has not been sent.
+fn quiet(session: &Session, input: &Input) -> bool {
+    session.init.is_some()
+        && session.initialized.is_some()
+        && session.owed.is_empty()
+        && session.replay.is_empty()
+        && input.read_buffer().is_empty()
+}
+
+/// Sends the attach request with the process's stdin and stdout attached.
+async fn send_attach(
+    sock: &mut BufWriter<crate::sockio::SocketWriter>,
+    session: &mut Session,
+) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    sock.flush().await?;
+    session.attaches += 1;
+    let id = format!("\"rmcp-mux-proxy-attach-{}\"", session.attaches);
+    let line = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{}\",\"params\":{{}}}}\n",
+        crate::attach::ATTACH
+    );
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let fds = [stdin.as_fd(), stdout.as_fd()];
+    let sent = loop {
+        match crate::attach::send_with_fds(sock.get_ref().as_fd(), line.as_bytes(), &fds) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                sock.get_ref().writable().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if sent < line.len() {
+        sock.get_mut().write_all(&line.as_bytes()[sent..]).await?;
+    }
+    session.attach_id = Some(Bytes::from(id));
+    debug!("asked the daemon to take the host's stdio");
+    Ok(())
+}
+
+/// Whether `line` answers the attach request: `Some(true)` taken, `Some(false)` refused.
+fn attach_answer(session: &Session, line: &[u8]) -> Option<bool> {
+    let want = session.attach_id.as_deref()?;
+    let Ok(Parsed::Single(env)) = jsonrpc::parse(line) else {
+        return None;
+    };
+    let answer = matches!(env.kind, Kind::Response | Kind::Error);
+    (answer && env.id?.get().as_bytes() == want).then_some(env.kind == Kind::Response)
+}
+
+/// Attached: the daemon reads and writes the host's stdio; this process only holds the link
+/// until it ends. Then either the host closed stdin (done) or the daemon went away: the
+/// host's stdio is taken back for a reconnect.
+async fn attached(
+    opts: &ProxyOptions,
+    mut link: FramedRead<crate::sockio::SocketReader, LineCodec>,
+    sock_out: BufWriter<crate::sockio::SocketWriter>,
+    input: &mut Input,
+    out: &mut Output,
+) -> Outcome {
+    // Stop watching the host's stdio: dropping them deregisters them from this runtime, so
+    // the host's traffic wakes only the daemon.
+    *input = FramedRead::new(Box::new(tokio::io::empty()), LineCodec::new(opts.max_line));
+    *out = BufWriter::new(Box::new(tokio::io::sink()));
+    info!("attached: the daemon reads and writes the host's stdio directly");
+    let mut input_closed = false;
+    loop {
+        match link.next().await {
+            Some(Ok(Frame::Line(line)))
+                if crate::attach::is_notice(&line, crate::attach::INPUT_CLOSED) =>
+            {
+                debug!("the daemon saw the host close stdin");
+                input_closed = true;
+            }
+            Some(Ok(_)) => debug!("ignored a line on the link"),
+            Some(Err(_)) | None => break,
+        }
+    }
+    drop(sock_out);
+    if input_closed || stdio::stdin_hung_up() {
+        return Outcome::Done;
+    }
+    let (i, o) = stdio::open();
+    *input = FramedRead::new(i, LineCodec::new(opts.max_line));
+    *out = BufWriter::with_capacity(64 * 1024, o);
+    Outcome::SocketLost
 }
 
 async fn replay<W: AsyncWrite + Unpin>(
@@ -670,6 +797,26 @@ mod tests {
             assert_eq!(env.id.unwrap().get().as_bytes(), id);
             assert_eq!(env.method.as_deref().unwrap().as_bytes(), method);
             assert_eq!(env.kind, Kind::Request);
+        }
+    }
+
+    #[test]
+    fn the_attach_answer_is_told_by_its_id_and_kind() {
+        let mut session = Session::default();
+        let ok = br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","result":{}}"#;
+        assert_eq!(attach_answer(&session, ok), None, "nothing asked yet");
+        session.attach_id = Some(Bytes::from_static(b"\"rmcp-mux-proxy-attach-1\""));
+        assert_eq!(attach_answer(&session, ok), Some(true));
+        let refused = br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","error":{"code":-32601,"message":"Method not found"}}"#;
+        assert_eq!(attach_answer(&session, refused), Some(false));
+        // Another answer, a notification, a request with the same id: passed to the host.
+        for line in [
+            &br#"{"jsonrpc":"2.0","id":1,"result":{}}"#[..],
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":"rmcp-mux-proxy-attach-1","method":"x"}"#,
+            b"not json",
+        ] {
+            assert_eq!(attach_answer(&session, line), None);
         }
     }
 

@@ -11,7 +11,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +29,10 @@ pub fn split(stream: UnixStream) -> io::Result<(SocketReader, SocketWriter)> {
     let sock = Arc::new(stream);
     let read = watch(sock.clone(), Interest::READABLE)?;
     Ok((
-        SocketReader { fd: read },
+        SocketReader {
+            fd: read,
+            fds: None,
+        },
         SocketWriter {
             sock,
             waiting: None,
@@ -56,6 +59,9 @@ fn watch<T: AsRawFd>(sock: T, interest: Interest) -> io::Result<AsyncFd<T>> {
 /// The reading half: woken only when there is something to read (or the peer is gone).
 pub struct SocketReader {
     fd: AsyncFd<Arc<UnixStream>>,
+    /// Descriptors that came with the bytes read, once [`SocketReader::accept_fds`] asked for
+    /// them (reads then use `recvmsg`; without it the kernel closes any that are sent).
+    fds: Option<Vec<OwnedFd>>,
 }
 
 impl SocketReader {
@@ -67,7 +73,19 @@ impl SocketReader {
         stream.set_nonblocking(true)?;
         Ok(SocketReader {
             fd: watch(Arc::new(stream), Interest::READABLE)?,
+            fds: None,
         })
+    }
+
+    /// From now on, reads keep the descriptors a peer sends with its bytes (`SCM_RIGHTS`):
+    /// the daemon's client sockets, where a proxy hands over the host's stdin and stdout.
+    pub fn accept_fds(&mut self) {
+        self.fds.get_or_insert_with(Vec::new);
+    }
+
+    /// The descriptors that came with the bytes read so far (the latest set only).
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        self.fds.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -77,17 +95,23 @@ impl AsyncRead for SocketReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let mut guard = ready!(this.fd.poll_read_ready(cx))?;
             let room = buf.remaining();
             // SAFETY: the bytes are handed only to read(2), which writes (never reads) at most
             // `room` of them; `assume_init` below covers exactly the `n` it wrote. Zeroing
             // instead would clear the whole spare capacity on every read, and a framing buffer
             // keeps up to a whole large line of it.
             let dst = unsafe { buf.unfilled_mut() };
-            let read = guard.try_io(|s| {
-                let n = unsafe { nix::libc::read(s.as_raw_fd(), dst.as_mut_ptr().cast(), room) };
-                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+            let fds = &mut this.fds;
+            let read = guard.try_io(|s| match fds {
+                Some(fds) => crate::attach::recv_with_fds(s.as_raw_fd(), &mut dst[..room], fds),
+                None => {
+                    let n =
+                        unsafe { nix::libc::read(s.as_raw_fd(), dst.as_mut_ptr().cast(), room) };
+                    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+                }
             });
             match read {
                 Ok(Ok(n)) => {
@@ -185,6 +209,12 @@ impl SocketWriter {
 impl AsRawFd for SocketWriter {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.sock.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for SocketWriter {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 

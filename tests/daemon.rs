@@ -686,3 +686,38 @@ fn tray_without_the_feature_says_how_to_build_it() {
          (needs libgtk-3-dev and libayatana-appindicator3-dev)\n"
     );
 }
+
+/// `rmcp-mux/attach` without the host's stdin and stdout passed with it (or with a file in
+/// their place) is answered with an error that says what was missing, and the client goes on
+/// as before.
+#[test]
+fn an_attach_without_usable_descriptors_is_refused_clearly() {
+    use std::os::fd::AsRawFd;
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let r = c.request(json!("a"), "rmcp-mux/attach", json!({}));
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("SCM_RIGHTS"), "{msg}");
+    // A file and a pipe end are not a host's stdin and stdout.
+    let file = tempfile::tempfile().unwrap();
+    let (_read, write) = nix::unistd::pipe().unwrap();
+    let line = b"{\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"rmcp-mux/attach\"}\n";
+    let fds = [file.as_raw_fd(), write.as_raw_fd()];
+    nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
+        c.stream.as_raw_fd(),
+        &[std::io::IoSlice::new(line)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let r = c.response(&json!("b"));
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert_eq!(
+        text(&c.call(json!(1), "echo", json!({"text":"still here"}))),
+        "still here"
+    );
+    assert_eq!(mux.server_status("f")["clients"], 1);
+}

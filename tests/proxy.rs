@@ -21,8 +21,13 @@ struct Proxy {
 
 impl Proxy {
     fn start(cmd: &str, args: &[&str], home: &std::path::Path) -> Proxy {
+        Proxy::start_env(cmd, args, home, &[])
+    }
+
+    fn start_env(cmd: &str, args: &[&str], home: &std::path::Path, envs: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(cmd)
             .args(args)
+            .envs(envs.iter().copied())
             .env("HOME", home)
             .env("RMCP_MUX_LOG", "debug")
             .stdin(Stdio::piped())
@@ -89,6 +94,14 @@ impl Proxy {
         let r = self.response(&json!(0));
         self.send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
         r
+    }
+
+    /// The inode of the pipe the host writes the proxy's stdin into (what `/proc/PID/fd`
+    /// shows as `pipe:[INODE]`).
+    fn stdin_pipe(&self) -> String {
+        use std::os::fd::AsFd;
+        let st = nix::sys::stat::fstat(self.stdin.as_ref().expect("stdin open").as_fd()).unwrap();
+        format!("pipe:[{}]", st.st_ino)
     }
 
     fn wait_exit(&mut self) -> Option<i32> {
@@ -207,6 +220,314 @@ fn survives_a_daemon_restart_without_a_new_handshake() {
     let r = p.response(&json!(3));
     assert_eq!(text(&r), "after", "{r}\nproxy log:\n{}", p.log.text());
     mux2.wait_status("f", |s| s["clients"] == 1);
+    // Once quiet again, the session is handed to the new daemon too.
+    p.log.wait_for_count(&["attached: the daemon reads"], 2);
+    wait_holds(mux2.child.id(), &p.stdin_pipe(), true);
+    p.send(&call(4, "echo", json!({"text":"attached again"})));
+    assert_eq!(text(&p.response(&json!(4))), "attached again");
+}
+
+/// The descriptors a process holds, as `/proc/PID/fd` names them (`pipe:[N]`, paths, ...).
+fn fds_of(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// Waits until process `pid` does (or does not) hold the descriptor named `name`.
+fn wait_holds(pid: u32, name: &str, held: bool) {
+    let deadline = Instant::now() + WAIT;
+    while fds_of(pid).iter().any(|f| f == name) != held {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} should{} hold {name}: {:?}",
+            if held { "" } else { " not" },
+            fds_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Context switches of every thread of a process so far.
+fn switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    total
+}
+
+/// After the handshake the daemon holds the host's stdin itself and requests keep working
+/// without the proxy waking up for them: it is out of the data path.
+#[test]
+fn hands_the_host_stdio_to_the_daemon_after_the_handshake() {
+    let mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    let pipe = p.stdin_pipe();
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    mux.log.wait_for(&["client attached"]);
+    wait_holds(mux.child.id(), &pipe, true);
+    let proxy = p.child.id();
+    let before = switches(proxy);
+    for id in 1..=200 {
+        p.send(&call(id, "echo", json!({"text":format!("n{id}")})));
+        assert_eq!(text(&p.response(&json!(id))), format!("n{id}"));
+    }
+    let woken = switches(proxy) - before;
+    // Copying, the proxy switches at least twice per request (400 here).
+    assert!(woken < 40, "the proxy woke {woken} times for 200 requests");
+    // The same client all along: one client, and the server saw one handshake.
+    assert_eq!(mux.server_status("f")["clients"], 1);
+    p.send(&call(900, "stats", json!({})));
+    let stats = p.response(&json!(900));
+    assert_eq!(stats["result"]["structuredContent"]["initialize"], 1);
+}
+
+/// Notifications broadcast to the host while the session is handed over arrive all, once, and
+/// in order: the daemon holds what comes after its answer until the proxy has written what
+/// came before.
+#[test]
+fn notifications_keep_their_order_across_the_hand_off() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.send(&json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}));
+    p.response(&json!("init"));
+    // A request owed keeps the proxy copying (and makes the host ready for log messages) while
+    // the stream below starts; its answer makes the session quiet in the middle of the stream.
+    // Sent in one write with `initialized`, so the proxy never sees a quiet moment between.
+    let two = format!(
+        "{}\n{}\n",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        call(0, "slow", json!({"ms":300}))
+    );
+    let stdin = p.stdin.as_mut().unwrap();
+    stdin.write_all(two.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    mux.wait_status("f", |s| s["pending"] == 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(AtomicU64::new(0));
+    let seen_max = Arc::new(AtomicU64::new(0));
+    // Another client makes the server send a numbered log message to every client, at most
+    // 200 ahead of what the host has read (a host that does not read is disconnected).
+    let socket = mux.socket("f");
+    let (stop2, last2, seen2) = (stop.clone(), last.clone(), seen_max.clone());
+    let sender = std::thread::spawn(move || {
+        let mut c = Client::connect(&socket);
+        c.initialize(json!({}));
+        let mut i = 0u64;
+        let deadline = Instant::now() + WAIT;
+        while !stop2.load(Ordering::SeqCst) {
+            if i >= seen2.load(Ordering::SeqCst) + 200 {
+                assert!(Instant::now() < deadline, "the host stopped reading at {i}");
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            i += 1;
+            let data = json!({"i":i,"pad":"x".repeat(2000)});
+            let r = c.call(
+                json!(i),
+                "notify",
+                json!({"kind":"message","level":"info","data":data}),
+            );
+            assert!(r.get("result").is_some(), "{r}");
+            last2.store(i, Ordering::SeqCst);
+        }
+    });
+    let mut seen: Vec<u64> = Vec::new();
+    let mut answered = false;
+    let mut attached_at = None;
+    let mut sender = Some(sender);
+    let mut last_sent = None;
+    let mut paused = false;
+    loop {
+        if last_sent.is_some() && seen.last() == last_sent.as_ref() {
+            break;
+        }
+        let msg = p.recv().expect("proxy stdout open");
+        if msg["id"] == 0 {
+            assert_eq!(text(&msg), "slept 300");
+            answered = true;
+        }
+        if !paused && p.log.text().contains("asked the daemon") {
+            // The host stops reading once the proxy asked to hand over, until the stream is
+            // 200 ahead (far more than a pipe holds): the daemon's answer is then on its way
+            // behind lines the proxy still has to copy, and lines come after it.
+            paused = true;
+            let deadline = Instant::now() + WAIT;
+            while last.load(Ordering::SeqCst) < seen_max.load(Ordering::SeqCst) + 190 {
+                assert!(Instant::now() < deadline, "the stream stalled");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if msg["method"] == "notifications/message" {
+            let n = msg["params"]["data"]["i"].as_u64().unwrap();
+            seen.push(n);
+            seen_max.store(n, Ordering::SeqCst);
+        }
+        if attached_at.is_none() && p.log.text().contains("attached: the daemon reads") {
+            attached_at = Some(seen.len());
+        }
+        // Stop well after the hand-off, then read up to the last one sent.
+        if attached_at.is_some_and(|at| seen.len() > at + 200) {
+            if let Some(sender) = sender.take() {
+                stop.store(true, Ordering::SeqCst);
+                sender.join().unwrap();
+                last_sent = Some(last.load(Ordering::SeqCst));
+            }
+        }
+    }
+    assert!(answered, "the hand-off waited for the answer owed");
+    let expected: Vec<u64> = (1..=last.load(Ordering::SeqCst)).collect();
+    assert!(
+        seen == expected,
+        "messages lost, doubled or out of order: {seen:?}"
+    );
+    assert!(attached_at.unwrap() > 0, "some came before the hand-off");
+}
+
+/// The host closes stdin while a request is still owed: the daemon (which now reads stdin)
+/// answers it, then closes the link, and the proxy exits 0.
+#[test]
+fn attached_stdin_eof_still_delivers_what_is_owed_then_exits() {
+    let mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    p.send(&call(7, "slow", json!({"ms":300})));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    drop(p.stdin.take());
+    let r = p.response(&json!(7));
+    assert_eq!(text(&r), "slept 300");
+    assert_eq!(p.wait_exit(), Some(0));
+    mux.log.wait_for(&["attached host closed stdin"]);
+    mux.wait_status("f", |s| s["clients"] == 0);
+}
+
+/// A proxy killed while attached: the daemon drops its client and closes the host's pipes it
+/// held (no descriptor left behind).
+#[test]
+fn a_killed_attached_proxy_leaves_nothing_in_the_daemon() {
+    let mux = Mux::start(SERVER);
+    let daemon = mux.child.id();
+    mux.wait_status("f", |s| s["state"] == "running");
+    let baseline = fds_of(daemon).len();
+    let mut p = Proxy::of(&mux, "f");
+    let pipe = p.stdin_pipe();
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    wait_holds(daemon, &pipe, true);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    mux.wait_status("f", |s| s["clients"] == 0);
+    wait_holds(daemon, &pipe, false);
+    let deadline = Instant::now() + WAIT;
+    while fds_of(daemon).len() != baseline {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon holds {} descriptors, {baseline} before: {:?}",
+            fds_of(daemon).len(),
+            fds_of(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `RMCP_MUX_PROXY_COPY=1` keeps the copying bridge: the daemon never gets the host's pipes.
+#[test]
+fn copy_mode_on_request_never_hands_over() {
+    let mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start_env(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+        &[("RMCP_MUX_PROXY_COPY", "1")],
+    );
+    let pipe = p.stdin_pipe();
+    p.initialize();
+    p.send(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}));
+    p.response(&json!(1));
+    // Attaching would have been asked before this request was read.
+    p.send(&call(2, "echo", json!({"text":"copied"})));
+    assert_eq!(text(&p.response(&json!(2))), "copied");
+    assert!(!fds_of(mux.child.id()).contains(&pipe));
+    assert!(
+        !p.log.text().contains("asked the daemon"),
+        "{}",
+        p.log.text()
+    );
+}
+
+/// A daemon that does not know the hand-off (an older one passes the request on and an error
+/// comes back): the proxy keeps copying, and nothing the host sent is lost.
+#[test]
+fn a_daemon_that_refuses_the_hand_off_keeps_the_copying_bridge() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let old = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut methods = Vec::new();
+        // A plain read, as an old daemon does: the kernel drops descriptors sent with it.
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let msg: Value = serde_json::from_str(&line).unwrap();
+            let method = msg["method"].as_str().unwrap_or("").to_owned();
+            methods.push(method.clone());
+            if msg.get("id").is_none() {
+                continue;
+            }
+            let answer = if method == "rmcp-mux/attach" {
+                json!({"jsonrpc":"2.0","id":msg["id"],"error":{"code":-32601,"message":"Method not found"}})
+            } else {
+                json!({"jsonrpc":"2.0","id":msg["id"],"result":{"method":method}})
+            };
+            writeln!(out, "{answer}").unwrap();
+            if method == "last" {
+                break;
+            }
+        }
+        methods
+    });
+    let mut p = Proxy::start(PROXY, &["--socket", path.to_str().unwrap()], dir.path());
+    p.initialize();
+    p.send(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}));
+    p.response(&json!(1));
+    p.log.wait_for(&["does not take the host's stdio"]);
+    p.send(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));
+    assert_eq!(p.response(&json!(2))["result"]["method"], "tools/list");
+    p.send(&json!({"jsonrpc":"2.0","id":3,"method":"last"}));
+    assert_eq!(p.response(&json!(3))["result"]["method"], "last");
+    let methods = old.join().unwrap();
+    assert_eq!(
+        methods,
+        [
+            "initialize",
+            "notifications/initialized",
+            "ping",
+            "rmcp-mux/attach",
+            "tools/list",
+            "last"
+        ]
+    );
 }
 
 #[test]
@@ -355,4 +676,50 @@ fn bridges_a_host_that_uses_socket_pairs_for_stdio() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// The daemon dies abruptly (SIGKILL) while the session is handed over: the proxy takes the
+/// host's stdio back, reconnects to the next daemon, replays the handshake and hands over
+/// again; the host goes on without a new handshake.
+#[test]
+fn a_killed_daemon_is_survived_while_handed_over() {
+    let mut mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
+        .as_i64()
+        .unwrap();
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None, "killed by a signal");
+    // The server saw its stdin close with the daemon and is gone too.
+    wait_dead(server as i32);
+    let mux2 = mux.relaunch();
+    p.log.wait_for(&["reconnected"]);
+    p.send(&call(1, "echo", json!({"text":"after a crash"})));
+    assert_eq!(text(&p.response(&json!(1))), "after a crash");
+    p.log.wait_for_count(&["attached: the daemon reads"], 2);
+    wait_holds(mux2.child.id(), &p.stdin_pipe(), true);
+}
+
+/// The daemon is gone and the host has closed stdin: the proxy does not wait for a daemon that
+/// would have nothing to do; it exits 0.
+#[test]
+fn a_gone_daemon_and_a_closed_stdin_end_the_proxy_cleanly() {
+    let mut mux = Mux::start(SERVER);
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    p.log.wait_for(&["attached: the daemon reads"]);
+    let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
+        .as_i64()
+        .unwrap();
+    let daemon = nix::unistd::Pid::from_raw(mux.child.id() as i32);
+    // Frozen, the daemon cannot see stdin close (nor say so); then it dies.
+    nix::sys::signal::kill(daemon, Signal::SIGSTOP).unwrap();
+    drop(p.stdin.take());
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None);
+    assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
+    assert!(!p.log.text().contains("reconnecting"), "{}", p.log.text());
+    wait_dead(server as i32);
 }

@@ -77,6 +77,9 @@ fn two_python_sessions_share_one_server_everything() {
         &socket,
     );
     let (a, b) = (finish(a), finish(b));
+    // Both proxies handed their session to the daemon once quiet (the SDK waits for each
+    // answer before the next request), and everything below went on working after that.
+    mux.log.wait_for_count(&["client attached"], 2);
     for (out, tag) in [(&a, "alpha"), (&b, "bravo")] {
         assert_eq!(out["tag"], tag);
         assert_eq!(out["server_name"], "mcp-servers/everything");

@@ -32,6 +32,8 @@ Options:
   -V, --version        Print version
 
 Logs go to stderr; RMCP_MUX_LOG sets the level (error, warn, info, debug, trace; default warn).
+After the handshake the host's stdin and stdout are handed to the daemon; RMCP_MUX_PROXY_COPY=1
+keeps copying every line instead.
 ";
 
 /// What the command line asks for.

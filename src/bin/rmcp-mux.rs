@@ -60,6 +60,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Bridge stdio to a server's socket (what a host runs as its MCP server command).
+    #[command(
+        after_help = "After the handshake the host's stdin and stdout are handed to the daemon; \
+                      RMCP_MUX_PROXY_COPY=1 keeps copying every line instead."
+    )]
     Proxy {
         /// The server's socket.
         #[arg(long, value_name = "PATH")]

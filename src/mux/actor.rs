@@ -6,6 +6,7 @@
 //! disconnected rather than stalling everyone else.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,8 +25,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::child::{self, ChildSpec};
 use super::listener::{self, BoundSocket};
 use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
+use crate::attach;
 use crate::config::ServerConfig;
-use crate::io::{LineWriter, WriteError};
+use crate::io::{LineWriter, Sink, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
 use crate::jsonrpc::Line;
 
@@ -140,6 +142,34 @@ enum ClientEvent {
     Line(Bytes),
     TooLong,
     Gone,
+    /// Descriptors came on the socket: the host's stdout, and the way to tell the reader to
+    /// read the host's stdin (which it keeps) once the attach is answered.
+    Offer(OwnedFd, attach::Kind, oneshot::Sender<()>),
+    /// The proxy has written everything it got before the attach answer: write to stdout.
+    Go,
+    /// The attached host closed stdin.
+    InputClosed,
+}
+
+/// One client: its socket, and once it attached, its host's stdout.
+struct Conn {
+    /// The client's socket: all its lines, or only the mux's own once attached (the link).
+    link: LineWriter<Sink>,
+    /// The host's stdout offered with descriptors, and the reader's go-ahead to read stdin.
+    offer: Option<Box<(OwnedFd, attach::Kind, oneshot::Sender<()>)>>,
+    /// Where its lines go.
+    host: Host,
+}
+
+/// Where a client's lines go. (Boxed: most clients never attach, and the map of clients is
+/// most of the daemon's memory per client.)
+enum Host {
+    /// Its socket.
+    Socket,
+    /// Attached, until the proxy says go: the host's stdout, and the lines waiting for it.
+    Held(Box<(OwnedFd, attach::Kind, Vec<Line>)>),
+    /// The host's stdout.
+    Stdout(Box<LineWriter<Sink>>),
 }
 
 enum ChildEvent {
@@ -234,7 +264,7 @@ struct Actor {
     router: Router,
     cfg: ServerConfig,
     socket: Option<BoundSocket>,
-    clients: HashMap<ClientId, LineWriter<crate::sockio::SocketWriter>>,
+    clients: HashMap<ClientId, Conn>,
     next_client: u64,
     child: Option<ChildLink>,
     next_generation: u64,
@@ -356,6 +386,22 @@ impl Actor {
                     self.router.handle(now, Input::ClientGone(id));
                 }
             }
+            Event::Client(id, ClientEvent::Offer(fd, kind, go)) => {
+                if let Some(conn) = self.clients.get_mut(&id) {
+                    conn.offer = Some(Box::new((fd, kind, go)));
+                }
+            }
+            Event::Client(id, ClientEvent::Go) => self.go(now, id),
+            Event::Client(id, ClientEvent::InputClosed) => {
+                debug!(client = id.0, "attached host closed stdin");
+                if let Some(conn) = self.clients.get_mut(&id) {
+                    // Tells the proxy to exit once the link closes instead of reconnecting.
+                    let _ = conn
+                        .link
+                        .send(&mut vec![Line::from(attach::input_closed_line())]);
+                }
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
             Event::ChildOut(frame) => match frame {
                 Some(Ok(Frame::Line(line))) => {
                     crate::trim::note_line(line.len());
@@ -413,8 +459,13 @@ impl Actor {
                     Action::ToChild(line) => self.to_child.push(line),
                     Action::CloseClient(id) => {
                         self.flush_clients();
-                        // Dropping the writer lets its task write what is queued, then close.
+                        // Dropping the writers lets their tasks write what is queued, then close.
                         self.clients.remove(&id);
+                    }
+                    Action::Attach(id, req) => {
+                        // Everything before the answer goes out the old way first.
+                        self.flush_clients();
+                        self.attach(id, &req);
                     }
                     Action::Spawn => {
                         self.flush_child();
@@ -483,11 +534,22 @@ impl Actor {
                 j += 1;
             }
             i = j;
-            let Some(writer) = self.clients.get_mut(&id) else {
+            let Some(conn) = self.clients.get_mut(&id) else {
                 batch.clear();
                 continue;
             };
-            if let Err(e) = writer.send(&mut batch) {
+            let sent = match &mut conn.host {
+                Host::Socket => conn.link.send(&mut batch),
+                Host::Stdout(w) => w.send(&mut batch),
+                Host::Held(held) if held.2.len() + batch.len() > CLIENT_QUEUE => {
+                    Err(WriteError::Full)
+                }
+                Host::Held(held) => {
+                    held.2.append(&mut batch);
+                    Ok(())
+                }
+            };
+            if let Err(e) = sent {
                 if e == WriteError::Full {
                     warn!(
                         client = id.0,
@@ -579,6 +641,84 @@ impl Actor {
         }
     }
 
+    /// Answers a client's `rmcp-mux/attach`: with descriptors offered, the answer goes on its
+    /// socket after everything before it, the reader starts on the host's stdin, and lines for
+    /// the client wait until the proxy says go; without, an error says what was missing.
+    fn attach(&mut self, id: ClientId, req: &Bytes) {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let offer = match conn.host {
+            Host::Socket => conn.offer.take(),
+            Host::Held(..) | Host::Stdout(_) => None,
+        };
+        let Some(offer) = offer else {
+            let line = crate::jsonrpc::error(
+                req,
+                crate::jsonrpc::codes::INVALID_REQUEST,
+                "rmcp-mux/attach needs the host's stdin and stdout passed with it (SCM_RIGHTS), \
+                 each a pipe or a socket, on a client that is not attached yet",
+                None,
+            );
+            self.to_clients.push((id, Line::from(line)));
+            return;
+        };
+        let (fd, kind, go) = *offer;
+        // The reader switches before the answer leaves: whatever it reads on the socket after
+        // that (the proxy's go) belongs to the link, never to the router.
+        let mut ack = vec![Line::from(crate::jsonrpc::response(req, b"{}"))];
+        if go.send(()).is_err() || conn.link.send(&mut ack).is_err() {
+            // The client is gone; its reader reports it.
+            return;
+        }
+        conn.host = Host::Held(Box::new((fd, kind, Vec::new())));
+        debug!(
+            client = id.0,
+            "client attached: the host's stdin and stdout are read here"
+        );
+    }
+
+    /// The proxy's go: what waited for the host is written to its stdout, and all that follows.
+    fn go(&mut self, now: Instant, id: ClientId) {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let (fd, kind, mut held) = match std::mem::replace(&mut conn.host, Host::Socket) {
+            Host::Held(held) => *held,
+            other => {
+                conn.host = other;
+                debug!(client = id.0, "go without an attach; ignored");
+                return;
+            }
+        };
+        let sink = match kind {
+            attach::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(|p| {
+                let room = crate::io::PipeRoom::of(&p);
+                Sink::Pipe(p, room)
+            }),
+            attach::Kind::Socket => {
+                crate::sockio::SocketWriter::new(std::os::unix::net::UnixStream::from(fd))
+                    .map(Sink::Socket)
+            }
+        };
+        let sent = sink.map_err(|e| e.to_string()).and_then(|sink| {
+            let span = info_span!("client", id = id.0);
+            let mut writer = LineWriter::new(sink, CLIENT_QUEUE, &self.tracker, span, None);
+            writer
+                .send(&mut held)
+                .map(|()| writer)
+                .map_err(|e| format!("{e:?}"))
+        });
+        match sent {
+            Ok(writer) => conn.host = Host::Stdout(Box::new(writer)),
+            Err(e) => {
+                warn!(client = id.0, error = %e, "cannot write to the attached host's stdout; disconnecting it");
+                self.clients.remove(&id);
+                self.router.handle(now, Input::ClientGone(id));
+            }
+        }
+    }
+
     fn accept_client(
         &mut self,
         now: Instant,
@@ -599,12 +739,15 @@ impl Actor {
         };
         let id = ClientId(self.next_client);
         self.next_client += 1;
-        let token = self.shutdown.child_token();
+        // Not a child of the shutdown token: on shutdown the router answers what each client
+        // is owed and then closes it, and an attached client only hears those answers if its
+        // reader (which would report it gone) is still there to hear them.
+        let token = CancellationToken::new();
         let span = info_span!("client", id = id.0);
         // When the router closes the client (or the peer is gone) and what was queued is
         // written, the writer cancels the token: the reader stops too.
         let writer = LineWriter::new(
-            write,
+            Sink::Socket(write),
             CLIENT_QUEUE,
             &self.tracker,
             span.clone(),
@@ -620,7 +763,14 @@ impl Actor {
             )
             .instrument(span),
         );
-        self.clients.insert(id, writer);
+        self.clients.insert(
+            id,
+            Conn {
+                link: writer,
+                offer: None,
+                host: Host::Socket,
+            },
+        );
         debug!(client = id.0, "client connected");
         self.router.handle(now, Input::ClientConnected(id));
     }
@@ -667,53 +817,198 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
     }
 }
 
-/// How many lines a reader takes in a row before it looks at its cancellation again (it only
-/// looks when the socket has nothing more, otherwise; see [`read_client`]).
+/// How many lines a reader takes in a row before it looks at its cancellation again (it
+/// only looks when the socket has nothing more, otherwise; see [`read_socket`]).
 const LINES_BETWEEN_CANCEL_CHECKS: u32 = 64;
 
+/// Reads one client: its socket, and once it attached, its host's stdin (the socket then
+/// carries only the proxy's `go`, and its end says the proxy is gone).
 async fn read_client(
     id: ClientId,
-    read: crate::sockio::SocketReader,
+    mut read: crate::sockio::SocketReader,
     max: usize,
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
 ) {
-    let mut frames = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
+    read.accept_fds();
+    let mut link = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
+    if let Some((fd, kind, first)) = read_socket(id, &mut link, &tx, &token).await {
+        read_attached(id, fd, kind, first, &mut link, max, &tx, &token).await;
+    }
+    let _ = tx.send((id, ClientEvent::Gone)).await;
+}
+
+/// What the socket gave after the hand-off was taken, before the reader knew: a link line.
+type LinkFrame = Option<Result<Frame, std::io::Error>>;
+
+/// The socket carries the client's lines, until the actor takes the host's stdin that came
+/// with an attach (returned, with a line read meanwhile, which belongs to the link) or the
+/// client is gone (`None`).
+async fn read_socket(
+    id: ClientId,
+    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    token: &CancellationToken,
+) -> Option<(OwnedFd, attach::Kind, Option<LinkFrame>)> {
+    let mut offered: Option<(OwnedFd, attach::Kind, oneshot::Receiver<()>)> = None;
     // Made once: a fresh `cancelled()` per line registered and unregistered a waiter under a
     // lock each time, which was ≈ 4 % of the daemon's instructions per request.
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     let mut since_check = 0u32;
     loop {
+        // Lines come before the cancellation in the `select!` below; looking at it every few
+        // dozen lines too means a client that floods cannot keep it out.
         since_check += 1;
         if since_check == LINES_BETWEEN_CANCEL_CHECKS {
             since_check = 0;
             if token.is_cancelled() {
-                break;
+                return None;
             }
         }
         let frame = tokio::select! {
-            // Lines first: the cancellation is looked at when the socket has nothing more
-            // (and every few dozen lines above, so a client that floods cannot keep it out).
+            // The hand-off first: once taken, the socket is the link.
             biased;
+            // Cancel safe: a oneshot receiver polled by reference.
+            taken = async {
+                match offered.as_mut() {
+                    Some((_, _, rx)) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match (taken, offered.take()) {
+                    (Ok(()), Some((fd, kind, _))) => return Some((fd, kind, None)),
+                    // The offer was dropped (replaced, or the client closed): keep reading.
+                    _ => continue,
+                }
+            }
             // Cancel safe: FramedRead keeps partial lines in its buffer.
-            f = frames.next() => f,
-            () = &mut cancelled => break,
+            f = link.next() => f,
+            () = &mut cancelled => return None,
         };
+        // The actor took the offer while this was read: the line came after the answer.
+        if let Some((_, _, rx)) = offered.as_mut() {
+            if rx.try_recv().is_ok() {
+                let (fd, kind, _) = offered.take()?;
+                return Some((fd, kind, Some(frame)));
+            }
+        }
+        // Descriptors come with the bytes of the line that asks to attach (and maybe lines
+        // before it): offered before any of those lines reaches the actor.
+        let fds = link.get_mut().take_fds();
+        if !fds.is_empty() {
+            match attach::HostFds::from_vec(fds) {
+                Some(host) => {
+                    let (go_tx, go_rx) = oneshot::channel();
+                    let (out, out_kind) = host.stdout;
+                    if tx
+                        .send((id, ClientEvent::Offer(out, out_kind, go_tx)))
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    offered = Some((host.stdin.0, host.stdin.1, go_rx));
+                }
+                None => debug!(
+                    client = id.0,
+                    "descriptors passed that are not a stdin and a stdout pipe or socket; closed them"
+                ),
+            }
+        }
         let ev = match frame {
             Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
             Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
             Some(Err(e)) => {
                 debug!(error = %e, "client read failed");
-                break;
+                return None;
             }
-            None => break,
+            None => return None,
         };
         if tx.send((id, ev)).await.is_err() {
-            return;
+            return None;
         }
     }
-    let _ = tx.send((id, ClientEvent::Gone)).await;
+}
+
+/// Attached: the host's stdin carries the client's lines (same framing and limit as the
+/// socket); the socket (the link) the proxy's go, and its end means the proxy is gone.
+#[allow(clippy::too_many_arguments)]
+async fn read_attached(
+    id: ClientId,
+    fd: OwnedFd,
+    kind: attach::Kind,
+    mut first: Option<LinkFrame>,
+    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    max: usize,
+    tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    token: &CancellationToken,
+) {
+    let input: std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match kind {
+        attach::Kind::Pipe => {
+            pipe::Receiver::from_owned_fd(fd).map(|r| Box::new(crate::io::Growing::new(r)) as _)
+        }
+        attach::Kind::Socket => {
+            crate::sockio::SocketReader::new(std::os::unix::net::UnixStream::from(fd))
+                .map(|r| Box::new(r) as _)
+        }
+    };
+    let mut input = match input {
+        Ok(r) => Some(FramedRead::with_capacity(
+            r,
+            LineCodec::new(max),
+            CLIENT_READ_BUF,
+        )),
+        Err(e) => {
+            warn!(client = id.0, error = %e, "cannot read the attached host's stdin");
+            if tx.send((id, ClientEvent::InputClosed)).await.is_err() {
+                return;
+            }
+            None
+        }
+    };
+    // Made once, as in `read_socket`.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        tokio::select! {
+            // Cancel safe: FramedRead keeps partial lines in its buffer.
+            f = async {
+                match input.as_mut() {
+                    Some(i) => i.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let ev = match f {
+                    Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
+                    Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+                    Some(Err(_)) | None => {
+                        // Dropping it closes this copy of the host's stdin.
+                        input = None;
+                        ClientEvent::InputClosed
+                    }
+                };
+                if tx.send((id, ev)).await.is_err() {
+                    return;
+                }
+            }
+            f = async {
+                match first.take() {
+                    Some(f) => f,
+                    None => link.next().await,
+                }
+            } => match f {
+                Some(Ok(Frame::Line(line))) if attach::is_notice(&line, attach::GO) => {
+                    if tx.send((id, ClientEvent::Go)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => debug!(client = id.0, "ignored a line on an attached client's link"),
+                Some(Err(_)) | None => return,
+            },
+            () = &mut cancelled => return,
+        }
+    }
 }
 
 /// Watches one child: its exit, the end of its stdout (which the actor reads) and the actor's

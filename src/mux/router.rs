@@ -33,6 +33,10 @@ pub const UPSTREAM_PROTOCOL_VERSION: &str = "2025-11-25";
 /// count afresh.
 pub const HEALTHY_STRETCH: Duration = Duration::from_secs(60);
 
+/// After a client's input closed, how long it is kept for the answers it is still owed (the
+/// proxy's own drain after stdin EOF is as long).
+pub const INPUT_CLOSED_DRAIN: Duration = Duration::from_secs(60);
+
 /// Window in which repeated `notifications/roots/list_changed` from clients collapse into one.
 pub const ROOTS_DEBOUNCE: Duration = Duration::from_millis(250);
 
@@ -47,6 +51,9 @@ pub enum Input {
     ClientTooLong(ClientId),
     /// A client's connection ended.
     ClientGone(ClientId),
+    /// A client will send nothing more (an attached host closed stdin) but still reads: it is
+    /// closed once every answer it is owed has been sent, or after [`INPUT_CLOSED_DRAIN`].
+    ClientInputClosed(ClientId),
     /// The child process started.
     ChildSpawned {
         /// Its process id (the leader of its process group).
@@ -86,6 +93,10 @@ pub enum Action {
     ToChild(Line),
     /// Flush what was queued for this client and close its connection.
     CloseClient(ClientId),
+    /// The client asked to hand over its host's stdin and stdout (`rmcp-mux/attach`, see
+    /// `crate::attach`), under this id (raw JSON): the actor answers it, since only the actor
+    /// knows whether descriptors came with it.
+    Attach(ClientId, Bytes),
     /// Start the child process.
     Spawn,
     /// Stop the child: close stdin, SIGTERM its group, SIGKILL after the grace period; report
@@ -194,6 +205,8 @@ struct Client {
     subscriptions: HashSet<String>,
     in_flight: usize,
     last_request: u64,
+    /// Once its input closed: when to close it even if answers are still owed.
+    input_closed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +355,8 @@ pub struct Router {
     request_seq: u64,
     roots_changed: Option<Instant>,
     roots_pending: bool,
+    /// Clients whose input closed, waiting for their last answers.
+    closing: usize,
     actions: VecDeque<Action>,
 }
 
@@ -379,6 +394,7 @@ impl Router {
             request_seq: 0,
             roots_changed: None,
             roots_pending: false,
+            closing: 0,
             actions: VecDeque::new(),
         };
         if !router.cfg.enabled {
@@ -450,6 +466,13 @@ impl Router {
         if let Life::Backoff { until } = self.life {
             consider(until);
         }
+        if self.closing > 0 {
+            for c in self.clients.values() {
+                if let Some(at) = c.input_closed {
+                    consider(at);
+                }
+            }
+        }
         if self.roots_pending {
             if let Some(at) = self.roots_changed {
                 consider(at + ROOTS_DEBOUNCE);
@@ -462,6 +485,13 @@ impl Router {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, input: Input) {
+        self.handle_input(now, input);
+        if self.closing > 0 {
+            self.close_drained(now);
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::ClientConnected(id) => self.client_connected(id),
             Input::ClientLine(id, line) => {
@@ -485,6 +515,14 @@ impl Router {
                 );
             }
             Input::ClientGone(id) => self.client_gone(now, id),
+            Input::ClientInputClosed(id) => {
+                if let Some(c) = self.clients.get_mut(&id) {
+                    if c.input_closed.is_none() {
+                        c.input_closed = Some(now + INPUT_CLOSED_DRAIN);
+                        self.closing += 1;
+                    }
+                }
+            }
             Input::ChildSpawned { pid } => self.child_spawned(now, pid),
             Input::ChildSpawnFailed(reason) => {
                 warn!(server = %self.name, %reason, "child could not be started");
@@ -528,6 +566,29 @@ impl Router {
                     "{}",
                 ));
             }
+        }
+        if self.closing > 0 {
+            self.close_drained(now);
+        }
+    }
+
+    /// Closes the clients whose input closed and that are owed nothing more (no request in
+    /// flight, no batch waiting for replies), or whose drain time is up.
+    fn close_drained(&mut self, now: Instant) {
+        let done: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter_map(|(id, c)| {
+                let at = c.input_closed?;
+                let owed = self.pending.values().any(|p| p.client == Some(*id))
+                    || self.batches.values().any(|b| b.client == *id);
+                (!owed || at <= now).then_some(*id)
+            })
+            .collect();
+        for id in done {
+            debug!(server = %self.name, client = id.0, "client input closed and nothing owed; closing it");
+            self.client_gone(now, id);
+            self.push(Action::CloseClient(id));
         }
     }
 
@@ -829,6 +890,7 @@ impl Router {
                 subscriptions: HashSet::new(),
                 in_flight: 0,
                 last_request: 0,
+                input_closed: None,
             },
         );
     }
@@ -837,6 +899,9 @@ impl Router {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
+        if client.input_closed.is_some() {
+            self.closing -= 1;
+        }
         // Its requests in flight are cancelled upstream; nothing of its reaches anyone.
         let mine: Vec<u64> = self
             .pending
@@ -983,6 +1048,19 @@ impl Router {
         }
         match method {
             "initialize" => self.client_initialize(now, client, env, id, batch),
+            crate::attach::ATTACH => match batch {
+                None => self.push(Action::Attach(client, Bytes::copy_from_slice(&id))),
+                Some(_) => self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(
+                        &id,
+                        codes::INVALID_REQUEST,
+                        "rmcp-mux/attach cannot be part of a batch",
+                        None,
+                    ),
+                ),
+            },
             "ping" => self.reply(client, batch, jsonrpc::response(&id, b"{}")),
             "server/discover" => self.reply(
                 client,
@@ -1457,7 +1535,10 @@ impl Router {
         let capable = || {
             self.clients
                 .iter()
-                .filter(|(_, c)| c.phase != Phase::Connected && needs(&c.caps))
+                // A client whose input closed could never answer.
+                .filter(|(_, c)| {
+                    c.phase != Phase::Connected && c.input_closed.is_none() && needs(&c.caps)
+                })
         };
         let in_flight = capable()
             .filter(|(_, c)| c.in_flight > 0)

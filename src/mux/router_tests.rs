@@ -1179,3 +1179,76 @@ fn ids_short_and_long_are_restored_and_cancelled_alike() {
         assert_eq!(h.r.status().pending, 0);
     }
 }
+
+// ----- attached clients (the proxy handed the host's stdio to the daemon) -----
+
+#[test]
+fn attach_is_handed_to_the_actor_and_refused_in_a_batch() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":"a-1","method":"rmcp-mux/attach","params":{}}),
+    );
+    assert_eq!(
+        out,
+        vec![Action::Attach(ClientId(1), Bytes::from_static(b"\"a-1\""))]
+    );
+    let out = h.client_raw(
+        1,
+        r#"[{"jsonrpc":"2.0","id":5,"method":"rmcp-mux/attach"}]"#,
+    );
+    assert!(child_msgs(&out).is_empty(), "{out:?}");
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0][0]["id"], 5);
+    assert_eq!(got[0][0]["error"]["code"], codes::INVALID_REQUEST);
+}
+
+#[test]
+fn a_client_whose_input_closed_is_closed_once_its_answers_are_sent() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let up = h.request(1, json!(7), "tools/call", json!({"name":"slow"}));
+    let out = h.input(Input::ClientInputClosed(ClientId(1)));
+    assert!(out.is_empty(), "an answer is still owed: {out:?}");
+    assert_eq!(h.r.status().clients, 2);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"ok":true}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 7);
+    assert_eq!(
+        out.last(),
+        Some(&Action::CloseClient(ClientId(1))),
+        "{out:?}"
+    );
+    assert_eq!(h.r.status().clients, 1);
+    // Owed nothing: closed at once.
+    let out = h.input(Input::ClientInputClosed(ClientId(2)));
+    assert_eq!(out, vec![Action::CloseClient(ClientId(2))]);
+    assert_eq!(h.r.status().clients, 0);
+}
+
+#[test]
+fn a_client_whose_input_closed_is_closed_after_the_drain_time() {
+    let mut cfg = cfg();
+    cfg.request_timeout = Duration::from_secs(600);
+    let mut h = H::running_with(cfg);
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(7), "tools/call", json!({"name":"slow"}));
+    h.input(Input::ClientInputClosed(ClientId(1)));
+    assert_eq!(
+        h.r.poll_timeout(),
+        Some(h.now + INPUT_CLOSED_DRAIN),
+        "the drain is the next deadline"
+    );
+    let out = h.advance(INPUT_CLOSED_DRAIN.as_millis() as u64 - 1);
+    assert!(out.is_empty(), "{out:?}");
+    let out = h.advance(1);
+    assert!(out.contains(&Action::CloseClient(ClientId(1))), "{out:?}");
+    // The request given up on is cancelled upstream.
+    let cancel = child_msgs(&out);
+    assert_eq!(cancel[0]["method"], "notifications/cancelled");
+    assert_eq!(cancel[0]["params"]["requestId"], up);
+    assert_eq!(h.r.status().clients, 0);
+    assert_eq!(h.r.poll_timeout(), None);
+}
