@@ -210,12 +210,8 @@ fn check(line: &str, client: usize, seq: u64, pad: usize) {
         #[serde(borrow)]
         text: std::borrow::Cow<'a, str>,
     }
-    let answer: Answer<'_> = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "not an echo answer ({e}): {}",
-            &line[..line.len().min(200)]
-        )
-    });
+    let answer: Answer<'_> = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("not an echo answer ({e}): {}", &line[..line.len().min(200)]));
     assert_eq!(
         answer.id,
         seq,
