@@ -678,18 +678,24 @@ fn bridges_a_host_that_uses_socket_pairs_for_stdio() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// The daemon dies abruptly (SIGKILL) while the session is handed over: the proxy takes the
-/// host's stdio back, reconnects to the next daemon, replays the handshake and hands over
-/// again; the host goes on without a new handshake.
-#[test]
-fn a_killed_daemon_is_survived_while_handed_over() {
-    let mut mux = Mux::start(SERVER);
+/// A daemon with server `f`, a proxy whose session is handed over, and the server's pid.
+fn handed_over() -> (Mux, Proxy, i64) {
+    let mux = Mux::start(SERVER);
     let mut p = Proxy::of(&mux, "f");
     p.initialize();
     p.log.wait_for(&["attached: the daemon reads"]);
     let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
         .as_i64()
         .unwrap();
+    (mux, p, server)
+}
+
+/// The daemon dies abruptly (SIGKILL) while the session is handed over: the proxy takes the
+/// host's stdio back, reconnects to the next daemon, replays the handshake and hands over
+/// again; the host goes on without a new handshake.
+#[test]
+fn a_killed_daemon_is_survived_while_handed_over() {
+    let (mut mux, mut p, server) = handed_over();
     let (code, _) = mux.stop(Signal::SIGKILL);
     assert_eq!(code, None, "killed by a signal");
     // The server saw its stdin close with the daemon and is gone too.
@@ -706,13 +712,7 @@ fn a_killed_daemon_is_survived_while_handed_over() {
 /// would have nothing to do; it exits 0.
 #[test]
 fn a_gone_daemon_and_a_closed_stdin_end_the_proxy_cleanly() {
-    let mut mux = Mux::start(SERVER);
-    let mut p = Proxy::of(&mux, "f");
-    p.initialize();
-    p.log.wait_for(&["attached: the daemon reads"]);
-    let server = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
-        .as_i64()
-        .unwrap();
+    let (mut mux, mut p, server) = handed_over();
     let daemon = nix::unistd::Pid::from_raw(mux.child.id() as i32);
     // Frozen, the daemon cannot see stdin close (nor say so); then it dies.
     nix::sys::signal::kill(daemon, Signal::SIGSTOP).unwrap();
