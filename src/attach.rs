@@ -67,6 +67,23 @@ pub fn kind(fd: BorrowedFd<'_>) -> Option<Kind> {
     }
 }
 
+/// A non-blocking reader of `fd`, a pipe or a socket of `kind`: the proxy's own stdin, and an
+/// attached host's stdin in the daemon. Pipes grow for large lines (`crate::io::Growing`);
+/// sockets are registered for reading only (`crate::sockio::SocketReader`).
+///
+/// # Errors
+/// The descriptor cannot be registered with the runtime.
+pub fn reader(fd: OwnedFd, kind: Kind) -> io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
+    Ok(match kind {
+        Kind::Pipe => Box::new(crate::io::Growing::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?,
+        )),
+        Kind::Socket => Box::new(crate::sockio::SocketReader::new(
+            std::os::unix::net::UnixStream::from(fd),
+        )?),
+    })
+}
+
 /// Sends `data` on a non-blocking socket with `fds` attached to its first byte; returns how
 /// many bytes went (the caller writes the rest normally; the descriptors went with the first).
 ///

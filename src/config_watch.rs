@@ -76,20 +76,8 @@ pub(crate) fn spawn(shared: Arc<Shared>, token: CancellationToken, tracker: &Tas
     tracker.spawn(async move {
         // Dropping the watcher ends the watch and its thread.
         let _watcher = watcher;
-        loop {
-            tokio::select! {
-                // Cancel safe: a permit stays stored in the Notify.
-                () = wake.notified() => {}
-                () = token.cancelled() => break,
-            }
-            // Wait until the file has been quiet for DEBOUNCE.
-            loop {
-                tokio::select! {
-                    () = wake.notified() => continue,
-                    () = tokio::time::sleep(DEBOUNCE) => break,
-                    () = token.cancelled() => return,
-                }
-            }
+        // Once the file has been quiet for DEBOUNCE.
+        while crate::io::after_burst(&wake, DEBOUNCE, &token).await {
             info!(config = %path.display(), "config file changed; reloading");
             // The outcome is logged (and shown in status) by reload itself.
             let _ = shared.reload().await;

@@ -27,6 +27,27 @@ pub(crate) async fn write_line<W: AsyncWrite + Unpin>(
     out.write_all(b"\n").await
 }
 
+/// Waits for `wake`, then until it has stayed quiet for `quiet` (a wake in between starts the
+/// wait again): the end of a burst of events, to act on once. `false` when `token` is
+/// cancelled first. Cancel safe: a permit stays stored in the `Notify`.
+pub(crate) async fn after_burst(
+    wake: &tokio::sync::Notify,
+    quiet: std::time::Duration,
+    token: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = wake.notified() => {}
+        () = token.cancelled() => return false,
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(quiet) => return true,
+            () = wake.notified() => {}
+            () = token.cancelled() => return false,
+        }
+    }
+}
+
 /// Sleeps until `at`, or forever when there is no deadline (for an idle `select!` arm).
 pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

@@ -86,6 +86,19 @@ fn handoff_allowed() -> bool {
 type Input = FramedRead<Box<dyn AsyncRead + Send + Unpin>, LineCodec>;
 type Output = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
 
+/// The host's side of the bridge: stdin framed with the line limit, stdout buffered (at start,
+/// and again when the daemon gives the host's stdio back).
+fn host_streams(
+    opts: &ProxyOptions,
+    input: Box<dyn AsyncRead + Send + Unpin>,
+    output: Box<dyn AsyncWrite + Send + Unpin>,
+) -> (Input, Output) {
+    (
+        FramedRead::new(input, LineCodec::new(opts.max_line)),
+        BufWriter::with_capacity(64 * 1024, output),
+    )
+}
+
 /// Non-blocking stdin and stdout for pipes and sockets.
 mod stdio {
     use std::os::fd::{AsFd, OwnedFd};
@@ -93,6 +106,7 @@ mod stdio {
     use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::unix::pipe;
 
+    use crate::attach::Kind;
     use crate::io::Growing;
 
     /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
@@ -100,14 +114,6 @@ mod stdio {
     /// proxy writes nothing else to them.)
     fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
         fd.try_clone_to_owned().ok()
-    }
-
-    fn is_socket(fd: &OwnedFd) -> bool {
-        use std::os::unix::fs::FileTypeExt;
-        fd.try_clone()
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata())
-            .is_ok_and(|m| m.file_type().is_socket())
     }
 
     /// The process's stdin and stdout, directly when they are pipes or sockets.
@@ -156,26 +162,23 @@ mod stdio {
 
     pub(super) fn reader() -> Option<Box<dyn AsyncRead + Send + Unpin>> {
         let fd = dup(std::io::stdin().as_fd())?;
-        if is_socket(&fd) {
-            let s = std::os::unix::net::UnixStream::from(fd);
-            return Some(Box::new(crate::sockio::SocketReader::new(s).ok()?));
-        }
-        pipe::Receiver::from_owned_fd(fd)
-            .ok()
-            .map(|r| Box::new(Growing::new(r)) as Box<dyn AsyncRead + Send + Unpin>)
+        let kind = crate::attach::kind(fd.as_fd())?;
+        crate::attach::reader(fd, kind).ok()
     }
 
     pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Send + Unpin>> {
         let fd = dup(std::io::stdout().as_fd())?;
-        if is_socket(&fd) {
+        match crate::attach::kind(fd.as_fd())? {
             // Node-based hosts (libuv) give their children socket pairs, not pipes: written
             // through a one-way registration, the host reading each line costs no wake-up here.
-            let s = std::os::unix::net::UnixStream::from(fd);
-            return Some(Box::new(crate::sockio::SocketWriter::new(s).ok()?));
+            Kind::Socket => {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                Some(Box::new(crate::sockio::SocketWriter::new(s).ok()?))
+            }
+            Kind::Pipe => pipe::Sender::from_owned_fd(fd)
+                .ok()
+                .map(|w| Box::new(Growing::new(w)) as Box<dyn AsyncWrite + Send + Unpin>),
         }
-        pipe::Sender::from_owned_fd(fd)
-            .ok()
-            .map(|w| Box::new(Growing::new(w)) as Box<dyn AsyncWrite + Send + Unpin>)
     }
 }
 
@@ -242,8 +245,7 @@ async fn run_inner(
             opts.socket.display()
         )
     })?;
-    let mut input = FramedRead::new(input, LineCodec::new(opts.max_line));
-    let mut out = BufWriter::with_capacity(64 * 1024, output);
+    let (mut input, mut out) = host_streams(&opts, input, output);
     let mut session = Session::default();
     let mut input_done = false;
     loop {
@@ -533,8 +535,7 @@ async fn attached(
         return Outcome::Done;
     }
     let (i, o) = stdio::open();
-    *input = FramedRead::new(i, LineCodec::new(opts.max_line));
-    *out = BufWriter::with_capacity(64 * 1024, o);
+    (*input, *out) = host_streams(opts, i, o);
     Outcome::SocketLost
 }
 

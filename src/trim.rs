@@ -37,18 +37,7 @@ pub(crate) fn spawn(token: CancellationToken, tracker: &TaskTracker) {
 
 /// Waits for a large line, then for `quiet` without one, then trims; until cancelled.
 async fn run(large: &Notify, quiet: Duration, mut trim: impl FnMut(), token: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = large.notified() => {}
-            () = token.cancelled() => return,
-        }
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(quiet) => break,
-                () = large.notified() => {}
-                () = token.cancelled() => return,
-            }
-        }
+    while crate::io::after_burst(large, quiet, &token).await {
         trim();
     }
 }

@@ -130,7 +130,8 @@ impl ServerHandle {
 enum Event {
     Accepted(UnixStream),
     Client(ClientId, ClientEvent),
-    Child(u64, ChildEvent),
+    /// A child of this generation exited (how, in words).
+    ChildExited(u64, String),
     /// What the current child's stdout gave (read by the actor, so always the current child).
     ChildOut(Option<std::io::Result<Frame>>),
     Control(Control),
@@ -170,10 +171,6 @@ enum Host {
     Held(Box<(OwnedFd, attach::Kind, Vec<Line>)>),
     /// The host's stdout.
     Stdout(Box<LineWriter<Sink>>),
-}
-
-enum ChildEvent {
-    Exited(String),
 }
 
 struct ChildLink {
@@ -283,7 +280,7 @@ struct Actor {
 impl Actor {
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Control>) {
         let (client_tx, mut client_rx) = mpsc::channel::<(ClientId, ClientEvent)>(1024);
-        let (child_tx, mut child_rx) = mpsc::channel::<(u64, ChildEvent)>(1024);
+        let (child_tx, mut child_rx) = mpsc::channel::<(u64, String)>(1024);
         let mut shutting_down = false;
         self.drive(&client_tx, &child_tx);
         // One timer for the router's deadlines, moved only when a deadline comes earlier than
@@ -313,7 +310,7 @@ impl Actor {
                 },
                 // Cancel safe: mpsc::Receiver::recv.
                 Some((id, ev)) = client_rx.recv() => Event::Client(id, ev),
-                Some((generation, ev)) = child_rx.recv() => Event::Child(generation, ev),
+                Some((generation, reason)) = child_rx.recv() => Event::ChildExited(generation, reason),
                 // Cancel safe: FramedRead keeps partial lines in its buffer.
                 frame = child_frame(&mut self.child) => Event::ChildOut(frame),
                 Some(ctl) = cmd_rx.recv(), if !shutting_down => Event::Control(ctl),
@@ -343,7 +340,7 @@ impl Actor {
                     None => {
                         child_ready = false;
                         match child_rx.try_recv() {
-                            Ok((generation, ev)) => Event::Child(generation, ev),
+                            Ok((generation, reason)) => Event::ChildExited(generation, reason),
                             Err(_) => match client_rx.try_recv() {
                                 Ok((id, ev)) => Event::Client(id, ev),
                                 Err(_) => break,
@@ -417,16 +414,12 @@ impl Actor {
                     }
                 }
             },
-            Event::Child(generation, ev) => {
+            Event::ChildExited(generation, reason) => {
                 if self.child.as_ref().map(|c| c.generation) != Some(generation) {
                     return;
                 }
-                match ev {
-                    ChildEvent::Exited(reason) => {
-                        self.child = None;
-                        self.router.handle(now, Input::ChildExited(reason));
-                    }
-                }
+                self.child = None;
+                self.router.handle(now, Input::ChildExited(reason));
             }
             Event::Control(ctl) => {
                 info!(command = ?ctl.cmd, "control command");
@@ -449,7 +442,7 @@ impl Actor {
     fn drive(
         &mut self,
         client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
-        child_tx: &mpsc::Sender<(u64, ChildEvent)>,
+        child_tx: &mpsc::Sender<(u64, String)>,
     ) {
         let _ = client_tx;
         loop {
@@ -568,7 +561,7 @@ impl Actor {
         dropped
     }
 
-    fn spawn_child(&mut self, child_tx: &mpsc::Sender<(u64, ChildEvent)>) {
+    fn spawn_child(&mut self, child_tx: &mpsc::Sender<(u64, String)>) {
         let spec = ChildSpec {
             server: self.cfg.name.clone(),
             cmd: self.cfg.cmd.clone(),
@@ -944,16 +937,7 @@ async fn read_attached(
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
 ) {
-    let input: std::io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match kind {
-        attach::Kind::Pipe => {
-            pipe::Receiver::from_owned_fd(fd).map(|r| Box::new(crate::io::Growing::new(r)) as _)
-        }
-        attach::Kind::Socket => {
-            crate::sockio::SocketReader::new(std::os::unix::net::UnixStream::from(fd))
-                .map(|r| Box::new(r) as _)
-        }
-    };
-    let mut input = match input {
+    let mut input = match attach::reader(fd, kind) {
         Ok(r) => Some(FramedRead::with_capacity(
             r,
             LineCodec::new(max),
@@ -1018,7 +1002,7 @@ async fn watch_child(
     mut child: tokio::process::Child,
     pid: u32,
     grace: Duration,
-    tx: mpsc::Sender<(u64, ChildEvent)>,
+    tx: mpsc::Sender<(u64, String)>,
     mut kill: oneshot::Receiver<()>,
     mut stdout_closed: oneshot::Receiver<()>,
 ) {
@@ -1063,5 +1047,5 @@ async fn watch_child(
         || "exited (status unknown)".to_owned(),
         child::describe_exit,
     );
-    let _ = tx.send((generation, ChildEvent::Exited(reason))).await;
+    let _ = tx.send((generation, reason)).await;
 }
