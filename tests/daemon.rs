@@ -721,3 +721,25 @@ fn an_attach_without_usable_descriptors_is_refused_clearly() {
     );
     assert_eq!(mux.server_status("f")["clients"], 1);
 }
+
+/// A child that closes its stdout but lives on is given its grace period, then stopped: the
+/// request it can no longer answer fails instead of hanging, and the server starts again.
+#[test]
+fn a_child_that_closes_stdout_but_lives_on_is_stopped_and_restarted() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let pid = mux.wait_status("f", |s| s["pid"].is_u64())["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let r = c.call(json!(1), "close_stdout", json!({}));
+    assert_eq!(r["error"]["data"]["reason"], "upstream_exited", "{r}");
+    wait_dead(pid);
+    mux.wait_status("f", |s| {
+        s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p as i32 != pid)
+    });
+    assert_eq!(
+        text(&c.call(json!(2), "echo", json!({"text":"back"}))),
+        "back"
+    );
+}

@@ -6,7 +6,8 @@
 //! grandchild's), `--spawn-grandchild`, `--ignore-sigterm`, `--crash-on-start`,
 //! `--crash-while-exists PATH` (exit status 1 at start while PATH exists),
 //! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`.
-//! Tools: echo, slow, crash, exit_after, garbage, stats, sample, elicit, roots, notify, big, log.
+//! Tools: echo, slow, crash, exit_after, close_stdout (closes stdout and lives on), garbage,
+//! stats, sample, elicit, roots, notify, big, log.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -283,6 +284,18 @@ fn main() {
                                 send(&out, &result(&id, text_result(&format!("slept {ms}"))));
                             }
                         });
+                    }
+                    "close_stdout" => {
+                        // No answer: stdout is gone; the process goes on reading stdin.
+                        let _ = out.lock().unwrap().flush();
+                        extern "C" {
+                            fn close(fd: i32) -> i32;
+                        }
+                        // SAFETY: closing fd 1; every later write to it just fails (and is
+                        // ignored by `send`).
+                        unsafe {
+                            close(1);
+                        }
                     }
                     "crash" => {
                         let _ = out.lock().unwrap().flush();
