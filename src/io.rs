@@ -233,6 +233,9 @@ fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::
                 skip = 0;
             }
         }
+        if !line.ends_line() {
+            continue;
+        }
         if skip == 0 {
             slices.push(IoSlice::new(b"\n"));
         } else {
@@ -326,8 +329,8 @@ impl<W: TryWrite> LineWriter<W> {
                     break;
                 }
                 skip += n;
-                while done < lines.len() && skip > lines[done].len() {
-                    skip -= lines[done].len() + 1;
+                while done < lines.len() && skip >= lines[done].wire_len() {
+                    skip -= lines[done].wire_len();
                     done += 1;
                 }
             }
@@ -355,6 +358,39 @@ impl<W: TryWrite> LineWriter<W> {
     }
 }
 
+impl<W: TryWrite> LineWriter<W> {
+    /// Writes `pieces`, part of a line still arriving (no newline), after what was sent
+    /// before, without waiting: in place when nothing is queued, and only what does not fit
+    /// now is copied (into the writer task's queue), so a long answer passed on as it arrives
+    /// is not copied once more on its way.
+    pub(crate) fn send_piece(&mut self, pieces: &[&[u8]]) -> Result<(), WriteError> {
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut written = 0;
+        if self.queued.load(Ordering::Acquire) == 0 {
+            let slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+            written = match self.w.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => return Err(WriteError::Closed),
+            };
+        }
+        if written >= total {
+            return Ok(());
+        }
+        let mut rest = bytes::BytesMut::with_capacity(total - written);
+        let mut skip = written;
+        for p in pieces {
+            if skip >= p.len() {
+                skip -= p.len();
+            } else {
+                rest.extend_from_slice(&p[skip..]);
+                skip = 0;
+            }
+        }
+        self.send(&mut vec![Line::piece(rest.freeze())])
+    }
+}
+
 /// The writer task: writes queued lines as the peer makes room; ends when the `LineWriter`
 /// is dropped and everything queued is written, or when the peer is gone.
 async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Line>, queued: Arc<AtomicUsize>) {
@@ -368,7 +404,7 @@ async fn drain<W: TryWrite>(w: Arc<W>, mut rx: mpsc::Receiver<Line>, queued: Arc
             }
         }
         let mut skip = 0;
-        let total: usize = batch.iter().map(|l| l.len() + 1).sum();
+        let total: usize = batch.iter().map(Line::wire_len).sum();
         while skip < total {
             match try_write_lines(&*w, &batch, skip) {
                 Ok(0) => {
@@ -462,6 +498,49 @@ mod tests {
         tracker.close();
         tracker.wait().await;
         assert!(token.is_cancelled(), "done once everything is written");
+    }
+
+    /// Pieces of lines still arriving (no newline after them) and the lines that end them,
+    /// through a peer that fills up, arrive as one stream of bytes in order.
+    #[tokio::test]
+    async fn pieces_and_lines_keep_order_across_a_full_peer() {
+        let (mut writer, mut b, tracker, _token) = writer_and_peer(1 << 16);
+        let mut expected = Vec::new();
+        for i in 0..200usize {
+            let head = format!("{i}:");
+            let body = "p".repeat(30_000 + i);
+            writer
+                .send_piece(&[head.as_bytes(), body.as_bytes()])
+                .unwrap();
+            writer.send_piece(&[b"-more-"]).unwrap();
+            let tail = format!(":end{i}");
+            writer
+                .send(&mut vec![Line::from(Bytes::from(tail.clone()))])
+                .unwrap();
+            for part in [
+                head.as_bytes(),
+                body.as_bytes(),
+                b"-more-",
+                tail.as_bytes(),
+                b"\n",
+            ] {
+                expected.extend_from_slice(part);
+            }
+        }
+        assert!(
+            writer.queued.load(Ordering::Acquire) > 0,
+            "the peer should have filled up and the task taken over"
+        );
+        drop(writer);
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), b.read_to_end(&mut got))
+            .await
+            .expect("the writer task finished")
+            .unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ");
+        tracker.close();
+        tracker.wait().await;
     }
 
     /// A peer that keeps up gets its lines written in place: no writer task or queue is made,

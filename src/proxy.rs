@@ -367,6 +367,8 @@ async fn bridge(
                                 return Ok(Outcome::SocketLost);
                             }
                         }
+                        // Not a reporting codec: never given.
+                        Some(Ok(Frame::Partial)) => {}
                         Some(Ok(Frame::TooLong { limit })) => {
                             let msg = format!("message exceeds {limit} bytes");
                             if crate::io::write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
@@ -428,6 +430,7 @@ async fn bridge(
                                 return Ok(Outcome::Done);
                             }
                         }
+                        Some(Ok(Frame::Partial)) => {}
                         Some(Ok(Frame::TooLong { limit })) => {
                             warn!(limit, "the daemon sent a line over the bound; dropped");
                         }

@@ -240,6 +240,69 @@ fn large_lines_pass_both_ways_with_ids_and_tokens_restored() {
     assert_eq!(progress, 2);
 }
 
+/// A long answer reaches its client while the server is still writing it (the daemon does not
+/// hold the whole line first), under the client's id; a line the mux answers itself meanwhile
+/// (a ping) waits until the answer is complete, and the connection goes on as usual.
+#[test]
+fn a_long_answer_is_passed_on_while_the_server_writes_it() {
+    let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let n = 600_000;
+    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"halves","arguments":{"bytes":n}}}));
+    // The first half is here while the server waits for the cue to write the rest.
+    let head = c.read_bytes(n / 2);
+    let head = String::from_utf8(head).unwrap();
+    assert!(
+        head.starts_with(r#"{"id":"long","jsonrpc":"2.0","result":"#),
+        "{}",
+        &head[..80]
+    );
+    c.send(&json!({"jsonrpc":"2.0","id":"p","method":"ping"}));
+    c.send(&json!({"jsonrpc":"2.0","method":"notifications/fake/finish"}));
+    let line = head + &c.recv_raw();
+    let answer: serde_json::Value = serde_json::from_str(&line).expect("the answer arrived whole");
+    assert_eq!(answer["id"], "long");
+    assert!(text(&answer) == "h".repeat(n), "the text differs");
+    assert_eq!(
+        c.recv().unwrap()["id"],
+        "p",
+        "the ping's answer came after the long one"
+    );
+    assert_eq!(
+        text(&c.call(json!(2), "echo", json!({"text":"after"}))),
+        "after"
+    );
+}
+
+/// A long answer cut off by the server's exit ends the client's line where it was cut, then
+/// the client gets an error for its request; the server restarts and serves again.
+#[test]
+fn a_long_answer_cut_off_by_a_crash_is_followed_by_an_error() {
+    let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    c.send(&json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"halves","arguments":{"bytes":400_000,"exit":true}}}));
+    let head = c.read_bytes(100_000);
+    assert!(head.starts_with(br#"{"id":9,"#));
+    c.send(&json!({"jsonrpc":"2.0","method":"notifications/fake/finish"}));
+    let rest = c.recv_raw();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&(String::from_utf8(head).unwrap() + &rest))
+            .is_err(),
+        "the cut line is not valid JSON"
+    );
+    let err = c.recv().expect("an error for the request");
+    assert_eq!(err["id"], 9);
+    assert_eq!(err["error"]["code"], -32603);
+    assert_eq!(err["error"]["data"]["reason"], "upstream_answer_broken");
+    mux.wait_status("f", |s| s["state"] == "running" && s["restarts"] == 1);
+    assert_eq!(
+        text(&c.call(json!(10), "echo", json!({"text":"again"}))),
+        "again"
+    );
+}
+
 #[test]
 fn malformed_client_lines_get_json_rpc_errors() {
     let mux = Mux::start(&fake("f", ""));

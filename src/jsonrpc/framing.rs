@@ -19,6 +19,10 @@ pub enum Frame {
         /// The bound in bytes.
         limit: usize,
     },
+    /// More of a long line arrived, still without its newline (only from a codec made with
+    /// [`LineCodec::reporting`], once the line is that long, and until [`LineCodec::quiet`]).
+    /// The line so far is the front of the read buffer; it stays there until it is complete.
+    Partial,
 }
 
 /// A newline codec with a hard bound per line.
@@ -33,6 +37,10 @@ pub struct LineCodec {
     /// at once, so a peer that sends large lines fills one buffer instead of doubling it
     /// (and copying it) from 8 KiB up for every line.
     longest: usize,
+    /// Report a partial line as [`Frame::Partial`] once it is this long.
+    report_at: Option<usize>,
+    /// How much of the current line was reported (or `usize::MAX`: not this line).
+    reported: usize,
 }
 
 impl LineCodec {
@@ -43,7 +51,23 @@ impl LineCodec {
             scanned: 0,
             discarding: false,
             longest: 0,
+            report_at: None,
+            reported: 0,
         }
+    }
+
+    /// A codec that also reports a partial line of `at` bytes or more each time more of it
+    /// arrives, so that its reader can pass it on before it is complete.
+    pub fn reporting(max_line: usize, at: usize) -> Self {
+        LineCodec {
+            report_at: Some(at),
+            ..LineCodec::new(max_line)
+        }
+    }
+
+    /// No more [`Frame::Partial`] for the current line (its reader does not want it).
+    pub fn quiet(&mut self) {
+        self.reported = usize::MAX;
     }
 
     /// The bound in bytes.
@@ -94,6 +118,7 @@ impl Decoder for LineCodec {
                     let mut line = buf.split_to(at + 1);
                     line.truncate(at);
                     self.scanned = 0;
+                    self.reported = 0;
                     match trim(line) {
                         Some(line) => return Ok(Some(Frame::Line(line))),
                         None => continue,
@@ -103,16 +128,25 @@ impl Decoder for LineCodec {
                     // Over the bound, and its end is already here.
                     buf.advance(at + 1);
                     self.scanned = 0;
+                    self.reported = 0;
                     return Ok(Some(Frame::TooLong { limit: self.max }));
                 }
                 None if buf.len() > self.max => {
                     buf.clear();
                     self.scanned = 0;
+                    self.reported = 0;
                     self.discarding = true;
                     return Ok(Some(Frame::TooLong { limit: self.max }));
                 }
                 None => {
                     self.scanned = buf.len();
+                    if self
+                        .report_at
+                        .is_some_and(|at| buf.len() >= at && buf.len() > self.reported)
+                    {
+                        self.reported = buf.len();
+                        return Ok(Some(Frame::Partial));
+                    }
                     // Room for a line as long as the longest so far (and its newline),
                     // also when the buffer is empty, so the next large line arrives in one
                     // read (asking only once a line has started measured no gain). The room
@@ -132,6 +166,7 @@ impl Decoder for LineCodec {
             return Ok(Some(frame));
         }
         self.scanned = 0;
+        self.reported = 0;
         if self.discarding {
             self.discarding = false;
             buf.clear();
@@ -210,6 +245,59 @@ mod tests {
         assert_eq!(c.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"0\nok\n");
         assert_eq!(c.decode(&mut buf).unwrap(), Some(line("ok")));
+    }
+
+    /// A reporting codec says "partial" once per read of a long line that brought more of it,
+    /// never for a short one, not again once told to be quiet, and the line still comes whole.
+    #[test]
+    fn a_long_partial_line_is_reported_as_it_grows() {
+        let mut c = LineCodec::reporting(1000, 10);
+        let mut buf = BytesMut::from(&b"short"[..]);
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"-now-long");
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(Frame::Partial));
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            None,
+            "nothing new, nothing reported"
+        );
+        assert_eq!(
+            &buf[..],
+            b"short-now-long",
+            "the line so far stays in the buffer"
+        );
+        buf.extend_from_slice(b"-longer");
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(Frame::Partial));
+        buf.extend_from_slice(b"-end\nnext-line-also-long");
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(line("short-now-long-longer-end"))
+        );
+        assert_eq!(c.decode(&mut buf).unwrap(), Some(Frame::Partial));
+        c.quiet();
+        buf.extend_from_slice(b"-more");
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            None,
+            "quiet until this line ends"
+        );
+        buf.extend_from_slice(b"\nthird-line-long-again");
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(line("next-line-also-long-more"))
+        );
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::Partial),
+            "the next line is reported"
+        );
+        let mut plain = LineCodec::new(1000);
+        let mut buf = BytesMut::from(&b"a line far longer than ten bytes"[..]);
+        assert_eq!(
+            plain.decode(&mut buf).unwrap(),
+            None,
+            "only a reporting codec reports"
+        );
     }
 
     #[test]

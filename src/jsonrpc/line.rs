@@ -25,6 +25,9 @@ enum Parts {
     One(Bytes),
     /// Never empty, and no piece is empty.
     Many(Vec<Bytes>),
+    /// Part of a line that is still arriving (a long answer passed on as it comes): written
+    /// without a newline, the rest of the line follows.
+    Piece(Bytes),
 }
 
 impl Default for Parts {
@@ -37,7 +40,7 @@ impl Line {
     /// The buffers that make up the line, in order.
     pub fn parts(&self) -> &[Bytes] {
         match &self.0 {
-            Parts::One(b) => std::slice::from_ref(b),
+            Parts::One(b) | Parts::Piece(b) => std::slice::from_ref(b),
             Parts::Many(v) => v,
         }
     }
@@ -45,9 +48,24 @@ impl Line {
     /// The line's length in bytes.
     pub fn len(&self) -> usize {
         match &self.0 {
-            Parts::One(b) => b.len(),
+            Parts::One(b) | Parts::Piece(b) => b.len(),
             Parts::Many(v) => v.iter().map(Bytes::len).sum(),
         }
+    }
+
+    /// Part of a line still arriving: written as it is, with no newline after it.
+    pub fn piece(bytes: Bytes) -> Line {
+        Line(Parts::Piece(bytes))
+    }
+
+    /// Whether a newline follows it (every line except a [`Line::piece`]).
+    pub fn ends_line(&self) -> bool {
+        !matches!(self.0, Parts::Piece(_))
+    }
+
+    /// The bytes it takes on the wire: the line and its newline.
+    pub fn wire_len(&self) -> usize {
+        self.len() + usize::from(self.ends_line())
     }
 
     /// Whether the line has no bytes.
@@ -58,7 +76,7 @@ impl Line {
     /// The line as one buffer (a copy only when it is made of pieces).
     pub fn to_bytes(&self) -> Bytes {
         match &self.0 {
-            Parts::One(b) => b.clone(),
+            Parts::One(b) | Parts::Piece(b) => b.clone(),
             Parts::Many(v) => {
                 let mut out = BytesMut::with_capacity(self.len());
                 for p in v {
@@ -72,7 +90,7 @@ impl Line {
     /// Drops the first `n` bytes (what a partial write took); all of it when `n` is longer.
     pub fn advance(&mut self, n: usize) {
         match &mut self.0 {
-            Parts::One(b) => *b = b.slice(n.min(b.len())..),
+            Parts::One(b) | Parts::Piece(b) => *b = b.slice(n.min(b.len())..),
             Parts::Many(v) => {
                 let mut n = n;
                 let whole = v
@@ -141,7 +159,11 @@ impl PartialEq for Line {
     fn eq(&self, other: &Line) -> bool {
         match (&self.0, &other.0) {
             (Parts::One(a), Parts::One(b)) => a == b,
-            _ => self.len() == other.len() && self.to_bytes() == other.to_bytes(),
+            _ => {
+                self.ends_line() == other.ends_line()
+                    && self.len() == other.len()
+                    && self.to_bytes() == other.to_bytes()
+            }
         }
     }
 }

@@ -51,6 +51,9 @@ pub mod reasons {
     pub const CLIENT_GONE: &str = "client_gone";
     /// The line was longer than the configured bound.
     pub const TOO_LARGE: &str = "message_too_large";
+    /// The server's answer, passed on while it arrived, turned out cut off or not valid
+    /// JSON-RPC (the client got the part before the cut, as its own line).
+    pub const BROKEN_ANSWER: &str = "upstream_answer_broken";
 }
 
 /// What kind of JSON-RPC message a line holds; decides which routing rule applies.
@@ -271,6 +274,13 @@ pub fn splice(line: &[u8], edits: &mut [(Range<usize>, &[u8])]) -> Bytes {
     }
     out.extend_from_slice(&line[at..]);
     Bytes::from(out)
+}
+
+/// The mux's id of a long answer that is still arriving, and where it is in `head` (the line
+/// so far), when the id comes before the payload: the daemon can then pass the answer on as
+/// it arrives instead of holding all of it (`crate::mux::actor`). `None` for any other shape.
+pub fn answer_head(head: &[u8]) -> Option<(u64, Range<usize>)> {
+    scan::answer_head(head)
 }
 
 /// Reads an id or token the mux issued (a plain non-negative JSON integer).

@@ -434,9 +434,101 @@ fn number(b: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
+/// The id of an answer whose id comes before its payload (`{"jsonrpc":"2.0","id":7,"result":`,
+/// in either order of the first two), and where that id is in `head`, which may be only the
+/// start of a line: what is needed to pass a long answer on while it is still arriving. `None`
+/// for anything else (another shape, escapes, a key other than these, an id that is not a
+/// plain integer); the whole line is still checked once it is complete.
+pub(crate) fn answer_head(head: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+    let mut i = ws(head, 0);
+    if head.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut id = None;
+    let mut jsonrpc = false;
+    loop {
+        i = ws(head, i + 1);
+        if head.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = quote_or_escape(head, i + 1)?;
+        if head[end] != b'"' {
+            return None;
+        }
+        let key = &head[i + 1..end];
+        i = ws(head, end + 1);
+        if head.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(head, i + 1);
+        match key {
+            b"jsonrpc" if !jsonrpc => {
+                if head.get(i..i + 5)? != b"\"2.0\"" {
+                    return None;
+                }
+                jsonrpc = true;
+                i += 5;
+            }
+            b"id" if id.is_none() => {
+                let digits = head[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let raw = &head[i..i + digits];
+                if digits == 0 || (digits > 1 && raw[0] == b'0') {
+                    return None;
+                }
+                let n: u64 = std::str::from_utf8(raw).ok()?.parse().ok()?;
+                id = Some((n, i..i + digits));
+                i += digits;
+            }
+            b"result" | b"error" => return id,
+            _ => return None,
+        }
+        i = ws(head, i);
+        if head.get(i) != Some(&b',') {
+            return None;
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
+    #[test]
+    fn answer_head_finds_an_id_before_the_payload() {
+        let line = br#"{"id":42,"jsonrpc":"2.0","result":{"content":[{"text":"xx"#;
+        let (id, span) = answer_head(line).unwrap();
+        assert_eq!(id, 42);
+        assert_eq!(&line[span], b"42");
+        let line = br#" { "jsonrpc" : "2.0" , "id" : 7 , "error":{"code":1"#;
+        let (id, span) = answer_head(line).unwrap();
+        assert_eq!((id, &line[span]), (7, &b"7"[..]));
+        let line = br#"{"jsonrpc":"2.0","id":0,"result":"#;
+        assert_eq!(answer_head(line).map(|a| a.0), Some(0));
+    }
+
+    #[test]
+    fn answer_head_refuses_every_other_shape() {
+        for head in [
+            // The TypeScript SDK's order: the id comes after the payload.
+            &br#"{"result":{"content":[]},"jsonrpc":"2.0","id":3}"#[..],
+            br#"{"jsonrpc":"2.0","result":{}"#,
+            br#"{"id":"abc","result":{}"#,
+            br#"{"id":07,"result":{}"#,
+            br#"{"id":-1,"result":{}"#,
+            br#"{"id":1.5,"result":{}"#,
+            br#"{"id":99999999999999999999,"result":{}"#,
+            br#"{"id":1,"id":2,"result":{}"#,
+            br#"{"id":1,"method":"x","params":{}"#,
+            br#"{"i\u0064":1,"result":{}"#,
+            br#"{"jsonrpc":"1.0","id":1,"result":{}"#,
+            br#"{"id":1 "result":{}"#,
+            br#"[{"id":1,"result":{}"#,
+            br#"{"id":1,"#,
+            b"",
+        ] {
+            assert_eq!(answer_head(head), None, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -229,6 +229,9 @@ pub fn spawn(
         shutdown: shutdown.clone(),
         to_clients: Vec::new(),
         to_child: Vec::new(),
+        probe: None,
+        stream: None,
+        drive_now: false,
     };
     tracker.spawn(actor.run(cmd_rx).instrument(span));
     ServerHandle {
@@ -275,7 +278,46 @@ struct Actor {
     /// of the drain (one write per client per turn).
     to_clients: Vec<(ClientId, Line)>,
     to_child: Vec<Line>,
+    /// Where the id is in the long answer the router was just asked to pass on as it arrives.
+    probe: Option<std::ops::Range<usize>>,
+    /// The answer being passed on while the child writes it.
+    stream: Option<Stream>,
+    /// Carry out the router's actions before reading anything more (it granted a stream,
+    /// which must start while the line so far is still in the read buffer).
+    drive_now: bool,
 }
+
+/// A long answer passed on to its client while the child is still writing it, so that the
+/// daemon does not hold a whole 1 MiB line before writing any of it: its bytes go out as they
+/// are read (the id rewritten in the first piece), its last piece and newline as soon as the
+/// line is complete, and the router checks it then. Until it has, the client's other lines
+/// wait here.
+struct Stream {
+    client: ClientId,
+    /// The client's id for the request.
+    id: Bytes,
+    /// Where the mux's id is in the line.
+    span: std::ops::Range<usize>,
+    /// How much of the line has been written (0 while not `live`).
+    forwarded: usize,
+    /// Written as it arrives; otherwise (a host not yet switched over, or a failed write)
+    /// the whole line is sent the usual way at the end.
+    live: bool,
+    /// Its last piece and newline are written (before the router has checked the line: a
+    /// line found broken then is followed by an error, which is all a check first could do,
+    /// since most of it has gone out by then).
+    ended: bool,
+    /// Lines for the client that came meanwhile.
+    held: Vec<Line>,
+    /// An attach the client asked for meanwhile.
+    attach: Option<Bytes>,
+    /// The whole line, once it is complete.
+    line: Option<Bytes>,
+}
+
+/// A partial line from the child this long is passed on as it arrives when it is an answer
+/// whose id comes first; shorter lines are read whole (holding them costs little).
+const STREAM_AT: usize = 64 * 1024;
 
 impl Actor {
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Control>) {
@@ -328,6 +370,9 @@ impl Actor {
             // Take whatever else is already waiting before carrying out the actions, so that
             // a burst costs one write per peer instead of one per line.
             for _ in 0..BURST {
+                if self.drive_now {
+                    break;
+                }
                 // Lines already read from the child's stdout first. Polled without a waker
                 // here; the `select!` above polls it again, with one, before the actor sleeps.
                 let frame = if child_ready {
@@ -350,6 +395,7 @@ impl Actor {
                 };
                 self.handle_event(event, &client_tx, &mut shutting_down);
             }
+            self.drive_now = false;
             self.drive(&client_tx, &child_tx);
             if shutting_down && self.child.is_none() {
                 break;
@@ -402,8 +448,14 @@ impl Actor {
             Event::ChildOut(frame) => match frame {
                 Some(Ok(Frame::Line(line))) => {
                     crate::trim::note_line(line.len());
+                    if self.stream.as_ref().is_some_and(|s| s.line.is_none()) {
+                        self.stream_tail(&line);
+                        // Its end is carried out before the next line is read.
+                        self.drive_now = true;
+                    }
                     self.router.handle(now, Input::ChildLine(line))
                 }
+                Some(Ok(Frame::Partial)) => self.child_partial(now),
                 Some(Ok(Frame::TooLong { .. })) => self.router.handle(now, Input::ChildTooLong),
                 Some(Err(_)) | None => {
                     if let Some(link) = self.child.as_mut() {
@@ -455,11 +507,17 @@ impl Actor {
                         // Dropping the writers lets their tasks write what is queued, then close.
                         self.clients.remove(&id);
                     }
-                    Action::Attach(id, req) => {
-                        // Everything before the answer goes out the old way first.
-                        self.flush_clients();
-                        self.attach(id, &req);
-                    }
+                    Action::Attach(id, req) => match self.stream.as_mut() {
+                        // Its socket is busy with the answer: after it.
+                        Some(stream) if stream.client == id => stream.attach = Some(req),
+                        _ => {
+                            // Everything before the answer goes out the old way first.
+                            self.flush_clients();
+                            self.attach(id, &req);
+                        }
+                    },
+                    Action::StreamAnswer(id, orig) => self.stream_start(id, orig),
+                    Action::StreamEnd { whole } => self.stream_end(whole),
                     Action::Spawn => {
                         self.flush_child();
                         self.spawn_child(child_tx);
@@ -527,18 +585,33 @@ impl Actor {
                 j += 1;
             }
             i = j;
-            let Some(conn) = self.clients.get_mut(&id) else {
-                batch.clear();
+            if let Some(stream) = self.stream.as_mut().filter(|s| s.client == id) {
+                stream.held.append(&mut batch);
                 continue;
-            };
+            }
+            dropped |= self.send_lines(id, &mut batch);
+            batch.clear();
+        }
+        out.clear();
+        self.to_clients = out;
+        dropped
+    }
+
+    /// Writes `batch` to one client; drops a client that is gone or not reading (and tells
+    /// the router, whose new actions are then waiting), which is what it returns.
+    fn send_lines(&mut self, id: ClientId, batch: &mut Vec<Line>) -> bool {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        {
             let sent = match &mut conn.host {
-                Host::Socket => conn.link.send(&mut batch),
-                Host::Stdout(w) => w.send(&mut batch),
+                Host::Socket => conn.link.send(batch),
+                Host::Stdout(w) => w.send(batch),
                 Host::Held(held) if held.2.len() + batch.len() > CLIENT_QUEUE => {
                     Err(WriteError::Full)
                 }
                 Host::Held(held) => {
-                    held.2.append(&mut batch);
+                    held.2.append(batch);
                     Ok(())
                 }
             };
@@ -550,15 +623,150 @@ impl Actor {
                         "client is not reading; disconnecting it"
                     );
                 }
-                self.clients.remove(&id);
-                self.router.handle(Instant::now(), Input::ClientGone(id));
-                dropped = true;
+                self.drop_client(id);
+                return true;
             }
-            batch.clear();
         }
-        out.clear();
-        self.to_clients = out;
-        dropped
+        false
+    }
+
+    fn drop_client(&mut self, id: ClientId) {
+        self.clients.remove(&id);
+        self.router.handle(Instant::now(), Input::ClientGone(id));
+    }
+
+    /// More of a long line came from the child: passed on when it is the answer being
+    /// streamed; otherwise, if it is an answer with its id first, the router is asked whether
+    /// it may be streamed, and the codec told to stop reporting this line when not.
+    fn child_partial(&mut self, now: Instant) {
+        let Some(stdout) = self.child.as_mut().and_then(|c| c.stdout.as_mut()) else {
+            return;
+        };
+        if let Some(stream) = self.stream.as_mut() {
+            if stream.line.is_some() {
+                // The next line already: the streamed one ends first (and this one is
+                // reported again when more of it arrives).
+                self.drive_now = true;
+                return;
+            }
+            if !stream.live {
+                return;
+            }
+            let buf = stdout.read_buffer();
+            let Some(conn) = self.clients.get_mut(&stream.client) else {
+                stream.live = false;
+                return;
+            };
+            let written = write_piece(conn, &[&buf[stream.forwarded..]]);
+            stream.forwarded = buf.len();
+            if written.is_err() {
+                stream.live = false;
+                let id = stream.client;
+                self.drop_client(id);
+            }
+            return;
+        }
+        if self.probe.is_some() {
+            return; // asked already; the answer is carried out before the next read
+        }
+        if let Some((up, span)) = crate::jsonrpc::answer_head(stdout.read_buffer()) {
+            self.probe = Some(span);
+            self.router.handle(now, Input::ChildAnswerBegins(up));
+            if self.router.is_streaming() {
+                self.drive_now = true;
+                return;
+            }
+            self.probe = None;
+        }
+        if let Some(stdout) = self.child.as_mut().and_then(|c| c.stdout.as_mut()) {
+            stdout.decoder_mut().quiet();
+        }
+    }
+
+    /// Starts passing on the answer the router granted: what came before goes out first,
+    /// then the line so far with the client's id in place of the mux's.
+    fn stream_start(&mut self, client: ClientId, id: Bytes) {
+        self.flush_clients();
+        let span = self.probe.take().unwrap_or(0..0);
+        let mut stream = Stream {
+            client,
+            id,
+            span,
+            forwarded: 0,
+            live: false,
+            ended: false,
+            held: Vec::new(),
+            attach: None,
+            line: None,
+        };
+        let buf = self
+            .child
+            .as_ref()
+            .and_then(|c| c.stdout.as_ref())
+            .map(|s| s.read_buffer());
+        let mut failed = false;
+        if let (Some(conn), Some(buf)) = (self.clients.get_mut(&client), buf) {
+            let writable = matches!(conn.host, Host::Socket | Host::Stdout(_));
+            if writable && !stream.span.is_empty() && buf.len() >= stream.span.end {
+                let span = &stream.span;
+                let head = [&buf[..span.start], &stream.id[..], &buf[span.end..]];
+                failed = write_piece(conn, &head).is_err();
+                stream.live = !failed;
+                stream.forwarded = buf.len();
+            }
+        }
+        if failed {
+            self.drop_client(client);
+        }
+        self.stream = Some(stream);
+    }
+
+    /// The line being passed on is complete: its last piece and newline go out at once when
+    /// it is live (the router checks it next); otherwise it is kept for [`Actor::stream_end`].
+    fn stream_tail(&mut self, line: &Bytes) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        stream.line = Some(line.clone());
+        if !stream.live {
+            return;
+        }
+        stream.ended = true;
+        let (id, rest) = (
+            stream.client,
+            line.slice(stream.forwarded.min(line.len())..),
+        );
+        self.send_lines(id, &mut vec![Line::from(rest)]);
+    }
+
+    /// Ends the answer being passed on: the whole line the usual way when it was not live and
+    /// is whole, the cut line's newline when it is live and ended early; then the client's
+    /// lines and attach that waited for it.
+    fn stream_end(&mut self, whole: bool) {
+        // Others' lines go out; the client's own join those waiting.
+        self.flush_clients();
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        let mut lines = Vec::with_capacity(stream.held.len() + 1);
+        match (&stream.line, stream.live) {
+            (Some(line), false) if whole && line.len() >= stream.span.end => {
+                lines.push(Line::splice(
+                    line,
+                    &mut [(stream.span.clone(), &stream.id[..])],
+                ));
+            }
+            // Cut: its newline, so that what follows is a line of its own.
+            (_, true) if !stream.ended => lines.push(Line::default()),
+            _ => {}
+        }
+        lines.append(&mut stream.held);
+        self.send_lines(stream.client, &mut lines);
+        if let Some(req) = stream.attach {
+            if self.clients.contains_key(&stream.client) {
+                self.attach(stream.client, &req);
+            }
+        }
     }
 
     fn spawn_child(&mut self, child_tx: &mpsc::Sender<(u64, String)>) {
@@ -624,7 +832,7 @@ impl Actor {
                     stdin,
                     stdout: Some(FramedRead::new(
                         spawned.stdout,
-                        LineCodec::new(self.cfg.max_response_bytes),
+                        LineCodec::reporting(self.cfg.max_response_bytes, STREAM_AT),
                     )),
                     stdout_closed: Some(closed_tx),
                     kill: Some(kill_tx),
@@ -774,6 +982,15 @@ impl Actor {
 #[cfg(target_os = "linux")]
 const PIPE_SIZE: i32 = 1 << 20;
 
+/// Writes part of a line still arriving to a client whose lines are written now.
+fn write_piece(conn: &mut Conn, pieces: &[&[u8]]) -> Result<(), WriteError> {
+    match &mut conn.host {
+        Host::Socket => conn.link.send_piece(pieces),
+        Host::Stdout(w) => w.send_piece(pieces),
+        Host::Held(_) => Err(WriteError::Closed),
+    }
+}
+
 /// Grows a pipe's kernel buffer (Linux); a refusal (over `fs.pipe-max-size`) keeps the default.
 fn grow_pipe(fd: &impl std::os::fd::AsFd) {
     #[cfg(target_os = "linux")]
@@ -912,6 +1129,8 @@ async fn read_socket(
         let ev = match frame {
             Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
             Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+            // Not a reporting codec: never given.
+            Some(Ok(Frame::Partial)) => continue,
             Some(Err(e)) => {
                 debug!(error = %e, "client read failed");
                 return None;
@@ -966,6 +1185,8 @@ async fn read_attached(
                 let ev = match f {
                     Some(Ok(Frame::Line(line))) => ClientEvent::Line(line),
                     Some(Ok(Frame::TooLong { .. })) => ClientEvent::TooLong,
+                    // Not a reporting codec: never given.
+                    Some(Ok(Frame::Partial)) => continue,
                     Some(Err(_)) | None => {
                         // Dropping it closes this copy of the host's stdin.
                         input = None;

@@ -63,6 +63,10 @@ pub enum Input {
     ChildSpawnFailed(String),
     /// The child wrote a line on stdout.
     ChildLine(Bytes),
+    /// The child has started a long answer to this upstream id, with the id before the
+    /// payload, and is still writing it: the router may let it be passed on as it arrives
+    /// ([`Action::StreamAnswer`]); the whole line still comes as [`Input::ChildLine`].
+    ChildAnswerBegins(u64),
     /// The child wrote a line longer than `max_response_bytes`; it was discarded.
     ChildTooLong,
     /// The child exited (stdout closed and the process was reaped).
@@ -97,6 +101,15 @@ pub enum Action {
     /// `crate::attach`), under this id (raw JSON): the actor answers it, since only the actor
     /// knows whether descriptors came with it.
     Attach(ClientId, Bytes),
+    /// Pass the child's answer that is still arriving on to this client as it comes, with
+    /// this id (raw JSON) in place of the mux's; lines for the client wait until it ends.
+    StreamAnswer(ClientId, Bytes),
+    /// The answer being passed on has ended: whole (write the rest of it and its newline), or
+    /// not (cut off or not valid JSON-RPC: end the line there; an error for it follows).
+    StreamEnd {
+        /// Whether the line was a valid answer.
+        whole: bool,
+    },
     /// Start the child process.
     Spawn,
     /// Stop the child: close stdin, SIGTERM its group, SIGKILL after the grace period; report
@@ -357,7 +370,16 @@ pub struct Router {
     roots_pending: bool,
     /// Clients whose input closed, waiting for their last answers.
     closing: usize,
+    /// The answer being passed on while the child writes it (`Input::ChildAnswerBegins`).
+    streaming: Option<Streaming>,
     actions: VecDeque<Action>,
+}
+
+/// An answer passed on before it was complete; its request is no longer pending.
+struct Streaming {
+    up: u64,
+    client: ClientId,
+    orig_id: ReqId,
 }
 
 impl Router {
@@ -395,6 +417,7 @@ impl Router {
             roots_changed: None,
             roots_pending: false,
             closing: 0,
+            streaming: None,
             actions: VecDeque::new(),
         };
         if !router.cfg.enabled {
@@ -455,6 +478,12 @@ impl Router {
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// Whether an answer is being passed on as it arrives (after [`Input::ChildAnswerBegins`]
+    /// was granted, until its [`Action::StreamEnd`]).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.is_some()
     }
 
     /// The next instant at which [`Router::handle_timeout`] must be called.
@@ -529,9 +558,11 @@ impl Router {
                 self.child_exited(now, reason)
             }
             Input::ChildLine(line) => self.child_line(now, line),
+            Input::ChildAnswerBegins(up) => self.child_answer_begins(up),
             Input::ChildTooLong => {
                 warn!(server = %self.name, limit = self.cfg.max_response_bytes,
-                    "child wrote a line over max_response_bytes; dropped")
+                    "child wrote a line over max_response_bytes; dropped");
+                self.stream_broken();
             }
             Input::ChildExited(reason) => self.child_exited(now, reason),
             Input::Command(cmd) => self.command(now, cmd),
@@ -581,7 +612,8 @@ impl Router {
             .filter_map(|(id, c)| {
                 let at = c.input_closed?;
                 let owed = self.pending.values().any(|p| p.client == Some(*id))
-                    || self.batches.values().any(|b| b.client == *id);
+                    || self.batches.values().any(|b| b.client == *id)
+                    || self.streaming.as_ref().is_some_and(|s| s.client == *id);
                 (!owed || at <= now).then_some(*id)
             })
             .collect();
@@ -695,6 +727,7 @@ impl Router {
         self.pid = None;
         self.last_exit = Some(reason.clone());
         self.running_since = None;
+        self.stream_broken();
         // What was written to the dead child will never be answered.
         let data = format!(
             r#"{{"reason":"{}","server":{}}}"#,
@@ -1363,7 +1396,71 @@ impl Router {
 
     // ----- the child's lines -----
 
+    /// Lets a long answer be passed on as it arrives when it is an ordinary one (not a
+    /// batch's, a task's or the mux's own, which are read whole) for a connected client.
+    fn child_answer_begins(&mut self, up: u64) {
+        let eligible = self.streaming.is_none()
+            && self.pending.get(&up).is_some_and(|p| {
+                p.purpose == Purpose::Forward
+                    && p.batch.is_none()
+                    && p.client.is_some_and(|c| self.clients.contains_key(&c))
+            });
+        if !eligible {
+            return;
+        }
+        let Some(p) = self.remove_pending(up) else {
+            return;
+        };
+        let Some(client) = p.client else { return };
+        self.progress_routes.remove(&up);
+        self.push(Action::StreamAnswer(
+            client,
+            Bytes::copy_from_slice(&p.orig_id[..]),
+        ));
+        self.streaming = Some(Streaming {
+            up,
+            client,
+            orig_id: p.orig_id,
+        });
+    }
+
+    /// The answer being passed on ended in the middle or is not an answer after all: its
+    /// client gets an error for the request (after the cut line).
+    fn stream_broken(&mut self) {
+        let Some(s) = self.streaming.take() else {
+            return;
+        };
+        warn!(server = %self.name, id = s.up,
+            "the child's answer was cut off or is not valid JSON-RPC after part of it was passed on");
+        self.push(Action::StreamEnd { whole: false });
+        let data = format!(
+            r#"{{"reason":"{}","server":{}}}"#,
+            reasons::BROKEN_ANSWER,
+            serde_json::Value::from(self.name.as_str())
+        );
+        let msg = format!(
+            "server {} sent an answer that is cut off or not valid JSON-RPC",
+            self.name
+        );
+        let line = jsonrpc::error(&s.orig_id, codes::INTERNAL_ERROR, &msg, Some(&data));
+        self.send_client(s.client, line);
+    }
+
     fn child_line(&mut self, now: Instant, line: Bytes) {
+        if let Some(s) = &self.streaming {
+            // The rest of the answer being passed on: it must be the whole answer it began as.
+            let whole = jsonrpc::parse_one(&line).is_ok_and(|env| {
+                matches!(env.kind, Kind::Response | Kind::Error)
+                    && env.id.and_then(jsonrpc::as_u64) == Some(s.up)
+            });
+            if whole {
+                self.streaming = None;
+                self.push(Action::StreamEnd { whole: true });
+            } else {
+                self.stream_broken();
+            }
+            return;
+        }
         let env = match jsonrpc::parse_one(&line) {
             Ok(env) => env,
             Err(_) => {

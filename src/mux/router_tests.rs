@@ -252,6 +252,132 @@ fn large_lines_are_rewritten_in_place_not_copied() {
     assert_eq!(got["result"]["content"][0]["text"], pad.as_str());
 }
 
+// ----- long answers passed on as they arrive -----
+
+fn begins(h: &mut H, up: &Value) -> Vec<Action> {
+    h.input(Input::ChildAnswerBegins(up.as_u64().unwrap()))
+}
+
+/// A long answer to an ordinary request may be passed on while it arrives: the router names
+/// the client and its id, forgets the request (a cancel or timeout now has nothing to act
+/// on), and once the whole line has come, says it was whole and sends nothing else.
+#[test]
+fn a_long_answer_is_streamed_to_its_client_and_checked_when_whole() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let up = h.request(1, json!("a"), "tools/call", json!({"name":"echo"}));
+    h.request(2, json!("b"), "tools/call", json!({"name":"echo"}));
+    assert!(!h.r.is_streaming());
+    let out = begins(&mut h, &up);
+    assert_eq!(
+        out,
+        vec![Action::StreamAnswer(
+            ClientId(1),
+            Bytes::from_static(b"\"a\"")
+        )]
+    );
+    assert!(h.r.is_streaming());
+    assert_eq!(
+        h.r.status().pending,
+        1,
+        "only client 2's request is pending"
+    );
+    let out = h.advance(5000);
+    assert!(
+        client_msgs(&out, 1).is_empty(),
+        "no timeout for an answer that is on its way: {out:?}"
+    );
+    let out = h.child(&json!({"id":up,"jsonrpc":"2.0","result":{"content":[]}}));
+    assert_eq!(out, vec![Action::StreamEnd { whole: true }]);
+    assert!(!h.r.is_streaming());
+}
+
+/// An answer that turns out cut off (the child exits, the line is too long) or not valid
+/// JSON-RPC ends the line where it was cut, and the client gets an error for its request.
+#[test]
+fn a_broken_streamed_answer_ends_with_an_error_for_its_request() {
+    for ending in ["garbage", "other id", "too long", "exit"] {
+        let mut h = H::running();
+        h.ready(1, json!({}));
+        let up = h.request(1, json!(7), "tools/call", json!({"name":"echo"}));
+        assert_eq!(begins(&mut h, &up).len(), 1);
+        let out = match ending {
+            "garbage" => h.child_raw(&format!(r#"{{"id":{up},"jsonrpc":"2.0","result":{{"cut"#)),
+            "other id" => {
+                h.child(&json!({"id":up.as_u64().unwrap() + 1,"jsonrpc":"2.0","result":{}}))
+            }
+            "too long" => h.input(Input::ChildTooLong),
+            _ => h.input(Input::ChildExited("killed".into())),
+        };
+        assert_eq!(
+            out[0],
+            Action::StreamEnd { whole: false },
+            "{ending}: {out:?}"
+        );
+        let got = client_msgs(&out, 1);
+        assert_eq!(got.len(), 1, "{ending}: {out:?}");
+        assert_eq!(got[0]["id"], 7);
+        assert_eq!(got[0]["error"]["code"], codes::INTERNAL_ERROR);
+        assert_eq!(got[0]["error"]["data"]["reason"], reasons::BROKEN_ANSWER);
+        assert!(!h.r.is_streaming());
+        if ending != "exit" {
+            // The next answer is routed as usual again.
+            let up = h.request(1, json!(8), "tools/list", json!({}));
+            let out = h.child(&json!({"id":up,"jsonrpc":"2.0","result":{}}));
+            assert_eq!(client_msgs(&out, 1)[0]["id"], 8, "{ending}");
+        }
+    }
+}
+
+/// What the mux itself must read whole is never streamed: its own requests, a batch's
+/// answers, a task's, an id nobody waits for. The line is then routed as usual.
+#[test]
+fn answers_the_router_must_read_whole_are_not_streamed() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.input(Input::ChildAnswerBegins(999));
+    assert!(out.is_empty() && !h.r.is_streaming(), "{out:?}");
+    let up = h.request(
+        1,
+        json!(1),
+        "tools/call",
+        json!({"name":"t","task":{"ttl":1}}),
+    );
+    assert!(begins(&mut h, &up).is_empty());
+    let out = h.child(&json!({"id":up,"jsonrpc":"2.0","result":{"task":{"taskId":"T"}}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 1);
+    let up = h.request(1, json!(2), "tasks/list", json!({}));
+    assert!(begins(&mut h, &up).is_empty());
+    let out = h.client(
+        1,
+        &json!([{"jsonrpc":"2.0","id":3,"method":"tools/list"},{"jsonrpc":"2.0","id":4,"method":"tools/list"}]),
+    );
+    let ups: Vec<Value> = child_msgs(&out).iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(ups.len(), 2);
+    assert!(begins(&mut h, &ups[0]).is_empty(), "a batch's answer");
+    assert!(!h.r.is_streaming());
+}
+
+/// A client whose input closed is not closed while an answer to it is still being passed on.
+#[test]
+fn a_closing_client_waits_for_the_answer_being_streamed() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(1), "tools/call", json!({"name":"echo"}));
+    begins(&mut h, &up);
+    let out = h.input(Input::ClientInputClosed(ClientId(1)));
+    assert!(!out.contains(&Action::CloseClient(ClientId(1))), "{out:?}");
+    let out = h.child(&json!({"id":up,"jsonrpc":"2.0","result":{}}));
+    assert_eq!(
+        out,
+        vec![
+            Action::StreamEnd { whole: true },
+            Action::CloseClient(ClientId(1))
+        ]
+    );
+}
+
 #[test]
 fn unknown_response_ids_are_dropped() {
     let mut h = H::running();

@@ -7,7 +7,9 @@
 //! `--crash-while-exists PATH` (exit status 1 at start while PATH exists),
 //! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`.
 //! Tools: echo, slow, crash, exit_after, close_stdout (closes stdout and lives on), garbage,
-//! stats, sample, elicit, roots, notify, big, log.
+//! stats, sample, elicit, roots, notify, big, log, halves (writes the first half of a long
+//! answer, then the rest once a `notifications/fake/finish` comes, or exits instead with
+//! `"exit": true`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -147,6 +149,7 @@ fn main() {
     let mut next_ask = 1000u64;
     let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
     let mut line = String::new();
+    let mut finish: Option<std::sync::mpsc::Sender<()>> = None;
     loop {
         if input.buffer().is_empty() {
             let _ = out.lock().unwrap().flush();
@@ -181,6 +184,11 @@ fn main() {
         let Some(id) = id else {
             match method {
                 "notifications/initialized" => stats.lock().unwrap().initialized += 1,
+                "notifications/fake/finish" => {
+                    if let Some(go) = finish.take() {
+                        let _ = go.send(());
+                    }
+                }
                 "notifications/cancelled" => {
                     let req = params["requestId"].clone();
                     if let Some(flag) = running.lock().unwrap().remove(&req.to_string()) {
@@ -225,6 +233,7 @@ fn main() {
             "tools/list" => {
                 let names = [
                     "echo",
+                    "halves",
                     "slow",
                     "crash",
                     "exit_after",
@@ -251,6 +260,33 @@ fn main() {
                         let mut text = a["text"].as_str().unwrap_or("").to_owned();
                         text.push_str(&"x".repeat(a["pad"].as_u64().unwrap_or(0) as usize));
                         queue(&out, &result(&id, text_result(&text)));
+                    }
+                    "halves" => {
+                        // The head and first half now, whole-line order kept by writing nothing
+                        // else until the rest (the test sends nothing else meanwhile).
+                        let n = a["bytes"].as_u64().unwrap_or(0) as usize;
+                        let exit = a["exit"].as_bool().unwrap_or(false);
+                        {
+                            let mut w = out.lock().unwrap();
+                            let _ = write!(
+                                w,
+                                r#"{{"id":{id},"jsonrpc":"2.0","result":{{"content":[{{"text":"{}"#,
+                                "h".repeat(n / 2)
+                            );
+                            let _ = w.flush();
+                        }
+                        let (go, wait) = std::sync::mpsc::channel();
+                        finish = Some(go);
+                        let out = out.clone();
+                        std::thread::spawn(move || {
+                            if wait.recv().is_err() || exit {
+                                std::process::exit(3);
+                            }
+                            let mut w = out.lock().unwrap();
+                            let _ = w.write_all("h".repeat(n - n / 2).as_bytes());
+                            let _ = w.write_all(b"\",\"type\":\"text\"}]}}\n");
+                            let _ = w.flush();
+                        });
                     }
                     "big" => {
                         let text = "b".repeat(a["bytes"].as_u64().unwrap_or(0) as usize);

@@ -360,6 +360,28 @@ impl Client {
         }
     }
 
+    /// The next `n` bytes, whether or not a line ends in them.
+    pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        std::io::Read::read_exact(&mut self.reader, &mut got)
+            .unwrap_or_else(|e| panic!("read of {n} bytes failed (timeout?): {e}"));
+        got
+    }
+
+    /// The rest of the current line, without its newline, as it came (JSON or not).
+    pub fn recv_raw(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("read failed (timeout?): {e}"));
+        assert!(
+            line.ends_with('\n'),
+            "the connection closed mid-line: {line:?}"
+        );
+        line.pop();
+        line
+    }
+
     /// Waits for the response with `id`, keeping notifications and server requests aside.
     pub fn response(&mut self, id: &Value) -> Value {
         loop {
