@@ -35,6 +35,21 @@ fn queue(out: &Out, msg: &Value) {
     let _ = w.write_all(b"\n");
 }
 
+/// Keeps the heap as it grows (glibc): large messages come from it and it is never trimmed, so
+/// a server that has answered a few 1 MiB messages answers the next without faulting in fresh
+/// pages. Left to glibc's moving thresholds, how often a server gave its heap back and took it
+/// again depended on the order of its earlier allocations: one process took ≈ 90 page faults per
+/// 1 MiB answer and another, serving the same requests, ≈ 480 (≈ 1 ms here), which swamped what
+/// the benchmark compares.
+fn steady_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's tunables; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn send_raw(out: &Out, line: &str) {
     let mut w = out.lock().unwrap();
     let _ = w.write_all(line.as_bytes());
@@ -83,6 +98,7 @@ fn ignore_sigterm() {
 }
 
 fn main() {
+    steady_heap();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let value = |f: &str| {
