@@ -138,6 +138,60 @@ fn mcp_server_time_speaks_through_the_mux() {
     assert_eq!(out["time"]["timezone"], "UTC");
 }
 
+/// Long answers from real SDKs reach Python SDK sessions whole through the proxy: the Python
+/// SDK writes the id first, so the daemon passes its answer on as it arrives (two sessions at
+/// once, one after the other on the one server); server-filesystem (TypeScript) writes the id
+/// last, so its answer is read whole as before.
+#[test]
+fn long_answers_of_real_servers_arrive_whole() {
+    let Some(peers) = peers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let len = 1_500_000; // over the 1 MiB pipe: the line arrives in more than one read
+    std::fs::write(dir.path().join("big.txt"), "f".repeat(len)).unwrap();
+    let mux = Mux::start(&format!(
+        "[servers.py]\ncmd = \"{}\"\nargs = [\"{}\"]\n[servers.fs]\ncmd = \"node\"\nargs = [\"{}\", \"{}\"]\n",
+        peers.join(".venv/bin/python").display(),
+        peers.join("big_answer_server.py").display(),
+        peers
+            .join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+            .display(),
+        dir.path().display(),
+    ));
+    let call = |server: &str, tool: &str, args: Value, char: &str| {
+        let args = args.to_string();
+        let len = len.to_string();
+        let flags = [
+            "--tool", tool, "--args", &args, "--length", &len, "--char", char,
+        ];
+        session_with(
+            &peers,
+            "long_answer_session.py",
+            None,
+            &flags,
+            &mux.socket(server),
+        )
+    };
+    let a = call("py", "text", serde_json::json!({ "n": len }), "b");
+    let b = call("py", "text", serde_json::json!({ "n": len }), "b");
+    let path = dir.path().join("big.txt").display().to_string();
+    let c = call(
+        "fs",
+        "read_text_file",
+        serde_json::json!({ "path": path }),
+        "f",
+    );
+    for out in [finish(a), finish(b), finish(c)] {
+        assert_eq!(out["length"], len, "{out}");
+    }
+    let log = mux.log.text();
+    assert_eq!(
+        log.matches("passing a long answer on as it arrives")
+            .count(),
+        2,
+        "the Python SDK's two answers were streamed, the TypeScript one was not: {log}"
+    );
+}
+
 #[test]
 fn a_killed_real_server_is_restarted_and_new_sessions_work() {
     let Some(peers) = peers() else { return };

@@ -715,6 +715,11 @@ impl Actor {
                 stream.forwarded = buf.len();
             }
         }
+        debug!(
+            client = client.0,
+            live = stream.live,
+            "passing a long answer on as it arrives"
+        );
         if failed {
             self.drop_client(client);
         }
