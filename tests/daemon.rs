@@ -303,6 +303,38 @@ fn a_long_answer_cut_off_by_a_crash_is_followed_by_an_error() {
     );
 }
 
+/// A client that writes as fast as it can does not keep the daemon from shutting down, and the
+/// socket file is gone after it.
+#[test]
+fn a_flooding_client_does_not_hold_up_shutdown() {
+    let mut mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let mut flood = c.stream.try_clone().unwrap();
+    let (started, going) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let line = json!({"jsonrpc":"2.0","method":"notifications/flood"}).to_string() + "\n";
+        let lines = line.repeat(1000);
+        let mut sent = 0u64;
+        while std::io::Write::write_all(&mut flood, lines.as_bytes()).is_ok() {
+            sent += 1;
+            if sent == 20 {
+                let _ = started.send(());
+            }
+        }
+        sent
+    });
+    going
+        .recv_timeout(WAIT)
+        .expect("the flood got going (20,000 lines written)");
+    let socket = mux.socket("f");
+    let (code, took) = mux.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, Some(0), "{}", mux.log.text());
+    assert!(!socket.exists(), "the socket file is gone");
+    let sent = writer.join().unwrap();
+    assert!(sent >= 20, "{sent} batches, {took:?}");
+}
+
 #[test]
 fn malformed_client_lines_get_json_rpc_errors() {
     let mux = Mux::start(&fake("f", ""));
