@@ -178,7 +178,7 @@ struct ChildLink {
     stdin: Option<LineWriter<pipe::Sender>>,
     /// Read by the actor itself, in its `select!`: a reader task of its own cost a task
     /// wake-up and a channel hop per answer.
-    stdout: Option<FramedRead<tokio::process::ChildStdout, LineCodec>>,
+    stdout: Option<FramedRead<Capped<tokio::process::ChildStdout>, LineCodec>>,
     /// Tells the child's watcher that stdout closed (or that the actor stopped reading it).
     stdout_closed: Option<oneshot::Sender<()>>,
     kill: Option<oneshot::Sender<()>>,
@@ -836,7 +836,7 @@ impl Actor {
                     generation,
                     stdin,
                     stdout: Some(FramedRead::new(
-                        spawned.stdout,
+                        Capped(spawned.stdout),
                         LineCodec::reporting(self.cfg.max_response_bytes, STREAM_AT),
                     )),
                     stdout_closed: Some(closed_tx),
@@ -986,6 +986,37 @@ impl Actor {
 /// write and one read instead of sixteen 64 KiB rounds, each a wake-up of both sides.
 #[cfg(target_os = "linux")]
 const PIPE_SIZE: i32 = 1 << 20;
+
+/// The child's stdout, read at most [`READ_CAP`] bytes at a time: a long answer then goes on
+/// to its client in pieces, each written while the next is read, instead of one read of the
+/// whole pipe and then one write of all of it (each holds its pipe's lock for the whole
+/// copy, so the host could not start reading before the daemon had finished writing).
+struct Capped<R>(R);
+
+/// What one read of the child's stdout takes at most (64 KiB measured the same; 256 KiB and
+/// no cap slower through the proxy, docs/performance.md).
+const READ_CAP: usize = 128 * 1024;
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let cap = READ_CAP;
+        let inner = std::pin::Pin::new(&mut self.get_mut().0);
+        if buf.remaining() <= cap {
+            return inner.poll_read(cx, buf);
+        }
+        let mut part = buf.take(cap);
+        let ready = inner.poll_read(cx, &mut part)?;
+        let n = part.filled().len();
+        // SAFETY: `part` is the unfilled front of `buf`; the read initialised its first `n`.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        ready.map(Ok)
+    }
+}
 
 /// Writes part of a line still arriving to a client whose lines are written now.
 fn write_piece(conn: &mut Conn, pieces: &[&[u8]]) -> Result<(), WriteError> {
@@ -1274,4 +1305,34 @@ async fn watch_child(
         child::describe_exit,
     );
     let _ = tx.send((generation, reason)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A read into a large buffer takes at most the cap, and the reads together give back
+    /// every byte in order; a buffer smaller than the cap is filled as usual.
+    #[tokio::test]
+    async fn child_reads_are_capped_and_lose_nothing() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let mut r = Capped(&data[..]);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut reads = 0;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= READ_CAP, "read {n} bytes");
+            got.extend_from_slice(&buf[..n]);
+            reads += 1;
+        }
+        assert_eq!(got, data);
+        assert_eq!(reads, data.len().div_ceil(READ_CAP));
+        let mut small = vec![0u8; 1000];
+        assert_eq!(Capped(&data[..]).read(&mut small).await.unwrap(), 1000);
+    }
 }
