@@ -242,7 +242,12 @@ fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::
             skip -= 1; // this line's newline was written too
         }
     }
-    match w.try_write_vectored(&slices) {
+    try_write(w, &slices)
+}
+
+/// Writes what fits of `slices` now; `0` when the peer is full.
+fn try_write<W: TryWrite>(w: &W, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    match w.try_write_vectored(slices) {
         Ok(n) => Ok(n),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
         Err(e) => Err(e),
@@ -356,9 +361,7 @@ impl<W: TryWrite> LineWriter<W> {
         }
         Ok(())
     }
-}
 
-impl<W: TryWrite> LineWriter<W> {
     /// Writes `pieces`, part of a line still arriving (no newline), after what was sent
     /// before, without waiting: in place when nothing is queued, and only what does not fit
     /// now is copied (into the writer task's queue), so a long answer passed on as it arrives
@@ -368,11 +371,7 @@ impl<W: TryWrite> LineWriter<W> {
         let mut written = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
             let slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-            written = match self.w.try_write_vectored(&slices) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                Err(_) => return Err(WriteError::Closed),
-            };
+            written = try_write(&*self.w, &slices).map_err(|_| WriteError::Closed)?;
         }
         if written >= total {
             return Ok(());

@@ -162,6 +162,18 @@ struct Conn {
     host: Host,
 }
 
+impl Conn {
+    /// The writer its lines go to now: its socket, or its host's stdout once switched over;
+    /// none while they are held for the proxy's go.
+    fn writer(&mut self) -> Option<&mut LineWriter<Sink>> {
+        match &mut self.host {
+            Host::Socket => Some(&mut self.link),
+            Host::Stdout(w) => Some(w),
+            Host::Held(_) => None,
+        }
+    }
+}
+
 /// Where a client's lines go. (Boxed: most clients never attach, and the map of clients is
 /// most of the daemon's memory per client.)
 enum Host {
@@ -303,15 +315,13 @@ struct Stream {
     /// Written as it arrives; otherwise (a host not yet switched over, or a failed write)
     /// the whole line is sent the usual way at the end.
     live: bool,
-    /// Its last piece and newline are written (before the router has checked the line: a
-    /// line found broken then is followed by an error, which is all a check first could do,
-    /// since most of it has gone out by then).
-    ended: bool,
     /// Lines for the client that came meanwhile.
     held: Vec<Line>,
     /// An attach the client asked for meanwhile.
     attach: Option<Bytes>,
-    /// The whole line, once it is complete.
+    /// The whole line, once it is complete. When it is live, its last piece and newline are
+    /// written then, before the router has checked it: a line found broken is followed by an
+    /// error, which is all a check first could do, most of it having gone out already.
     line: Option<Bytes>,
 }
 
@@ -603,36 +613,32 @@ impl Actor {
         let Some(conn) = self.clients.get_mut(&id) else {
             return false;
         };
-        {
-            let sent = match &mut conn.host {
-                Host::Socket => conn.link.send(batch),
-                Host::Stdout(w) => w.send(batch),
-                Host::Held(held) if held.2.len() + batch.len() > CLIENT_QUEUE => {
-                    Err(WriteError::Full)
-                }
-                Host::Held(held) => {
-                    held.2.append(batch);
-                    Ok(())
-                }
-            };
-            if let Err(e) = sent {
-                if e == WriteError::Full {
-                    warn!(
-                        client = id.0,
-                        queue = CLIENT_QUEUE,
-                        "client is not reading; disconnecting it"
-                    );
-                }
-                self.drop_client(id);
-                return true;
+        let sent = match &mut conn.host {
+            Host::Held(held) if held.2.len() + batch.len() > CLIENT_QUEUE => Err(WriteError::Full),
+            Host::Held(held) => {
+                held.2.append(batch);
+                Ok(())
             }
+            _ => conn
+                .writer()
+                .map_or(Err(WriteError::Closed), |w| w.send(batch)),
+        };
+        let Err(e) = sent else { return false };
+        if e == WriteError::Full {
+            warn!(
+                client = id.0,
+                queue = CLIENT_QUEUE,
+                "client is not reading; disconnecting it"
+            );
         }
-        false
+        self.drop_client(Instant::now(), id);
+        true
     }
 
-    fn drop_client(&mut self, id: ClientId) {
+    /// Forgets a client whose connection failed and tells the router it is gone.
+    fn drop_client(&mut self, now: Instant, id: ClientId) {
         self.clients.remove(&id);
-        self.router.handle(Instant::now(), Input::ClientGone(id));
+        self.router.handle(now, Input::ClientGone(id));
     }
 
     /// More of a long line came from the child: passed on when it is the answer being
@@ -662,7 +668,7 @@ impl Actor {
             if written.is_err() {
                 stream.live = false;
                 let id = stream.client;
-                self.drop_client(id);
+                self.drop_client(now, id);
             }
             return;
         }
@@ -694,7 +700,6 @@ impl Actor {
             span,
             forwarded: 0,
             live: false,
-            ended: false,
             held: Vec::new(),
             attach: None,
             line: None,
@@ -706,8 +711,7 @@ impl Actor {
             .map(|s| s.read_buffer());
         let mut failed = false;
         if let (Some(conn), Some(buf)) = (self.clients.get_mut(&client), buf) {
-            let writable = matches!(conn.host, Host::Socket | Host::Stdout(_));
-            if writable && !stream.span.is_empty() && buf.len() >= stream.span.end {
+            if conn.writer().is_some() && !stream.span.is_empty() && buf.len() >= stream.span.end {
                 let span = &stream.span;
                 let head = [&buf[..span.start], &stream.id[..], &buf[span.end..]];
                 failed = write_piece(conn, &head).is_err();
@@ -721,7 +725,7 @@ impl Actor {
             "passing a long answer on as it arrives"
         );
         if failed {
-            self.drop_client(client);
+            self.drop_client(Instant::now(), client);
         }
         self.stream = Some(stream);
     }
@@ -736,7 +740,6 @@ impl Actor {
         if !stream.live {
             return;
         }
-        stream.ended = true;
         let (id, rest) = (
             stream.client,
             line.slice(stream.forwarded.min(line.len())..),
@@ -761,8 +764,8 @@ impl Actor {
                     &mut [(stream.span.clone(), &stream.id[..])],
                 ));
             }
-            // Cut: its newline, so that what follows is a line of its own.
-            (_, true) if !stream.ended => lines.push(Line::default()),
+            // Cut before its end: its newline, so that what follows is a line of its own.
+            (None, true) => lines.push(Line::default()),
             _ => {}
         }
         lines.append(&mut stream.held);
@@ -919,8 +922,7 @@ impl Actor {
             Ok(writer) => conn.host = Host::Stdout(Box::new(writer)),
             Err(e) => {
                 warn!(client = id.0, error = %e, "cannot write to the attached host's stdout; disconnecting it");
-                self.clients.remove(&id);
-                self.router.handle(now, Input::ClientGone(id));
+                self.drop_client(now, id);
             }
         }
     }
@@ -1020,11 +1022,8 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
 
 /// Writes part of a line still arriving to a client whose lines are written now.
 fn write_piece(conn: &mut Conn, pieces: &[&[u8]]) -> Result<(), WriteError> {
-    match &mut conn.host {
-        Host::Socket => conn.link.send_piece(pieces),
-        Host::Stdout(w) => w.send_piece(pieces),
-        Host::Held(_) => Err(WriteError::Closed),
-    }
+    conn.writer()
+        .map_or(Err(WriteError::Closed), |w| w.send_piece(pieces))
 }
 
 /// Grows a pipe's kernel buffer (Linux); a refusal (over `fs.pipe-max-size`) keeps the default.

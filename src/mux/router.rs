@@ -729,11 +729,7 @@ impl Router {
         self.running_since = None;
         self.stream_broken();
         // What was written to the dead child will never be answered.
-        let data = format!(
-            r#"{{"reason":"{}","server":{}}}"#,
-            reasons::UPSTREAM_EXITED,
-            serde_json::Value::from(self.name.as_str())
-        );
+        let data = self.reason_data(reasons::UPSTREAM_EXITED);
         let msg = format!("server {} exited: {}", self.name, reason);
         self.fail_pending(|p| p.sent, &msg, &data);
         self.server_reqs.clear();
@@ -1433,11 +1429,7 @@ impl Router {
         warn!(server = %self.name, id = s.up,
             "the child's answer was cut off or is not valid JSON-RPC after part of it was passed on");
         self.push(Action::StreamEnd { whole: false });
-        let data = format!(
-            r#"{{"reason":"{}","server":{}}}"#,
-            reasons::BROKEN_ANSWER,
-            serde_json::Value::from(self.name.as_str())
-        );
+        let data = self.reason_data(reasons::BROKEN_ANSWER);
         let msg = format!(
             "server {} sent an answer that is cut off or not valid JSON-RPC",
             self.name
@@ -1896,6 +1888,14 @@ impl Router {
                 self.send_client(entry.client, Bytes::from(out));
             }
         }
+    }
+
+    /// The `data` of an error about this server: `{"reason": REASON, "server": NAME}`.
+    fn reason_data(&self, reason: &str) -> String {
+        format!(
+            r#"{{"reason":"{reason}","server":{}}}"#,
+            serde_json::Value::from(self.name.as_str())
+        )
     }
 
     fn send_client(&mut self, client: ClientId, line: impl Into<Line>) {
