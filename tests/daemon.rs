@@ -275,6 +275,41 @@ fn a_long_answer_is_passed_on_while_the_server_writes_it() {
     );
 }
 
+/// A hand-off of the host's stdio asked for while a long answer is on its way to the client is
+/// answered after the answer is complete, not in the middle of its line (both go out on the
+/// client's socket).
+#[test]
+fn an_attach_asked_during_a_long_answer_is_answered_after_it() {
+    use std::os::fd::AsRawFd;
+    let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let n = 600_000;
+    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"halves","arguments":{"bytes":n}}}));
+    let head = String::from_utf8(c.read_bytes(n / 2)).unwrap();
+    // The cue for the rest, and right behind it (before the server can have written the rest)
+    // the hand-off: a host's stdin and stdout, two pipes. (A proxy sends nothing after it
+    // until it is answered, and the daemon reads nothing more from this socket meanwhile.)
+    c.send(&json!({"jsonrpc":"2.0","method":"notifications/fake/finish"}));
+    let (stdin_r, _stdin_w) = nix::unistd::pipe().unwrap();
+    let (_stdout_r, stdout_w) = nix::unistd::pipe().unwrap();
+    let line = b"{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"rmcp-mux/attach\"}\n";
+    let fds = [stdin_r.as_raw_fd(), stdout_w.as_raw_fd()];
+    nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
+        c.stream.as_raw_fd(),
+        &[std::io::IoSlice::new(line)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let line = head + &c.recv_raw();
+    let answer: serde_json::Value = serde_json::from_str(&line).expect("the answer arrived whole");
+    assert!(text(&answer) == "h".repeat(n), "the text differs");
+    let ack = c.recv().unwrap();
+    assert_eq!(ack, json!({"jsonrpc":"2.0","id":"a","result":{}}));
+}
+
 /// A long answer cut off by the server's exit ends the client's line where it was cut, then
 /// the client gets an error for its request; the server restarts and serves again.
 #[test]
