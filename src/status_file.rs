@@ -224,8 +224,11 @@ async fn run(shared: Arc<Shared>, token: CancellationToken, tracker: TaskTracker
 /// with the actor.
 fn follow(handle: &ServerHandle, changed: Arc<Notify>, tracker: &TaskTracker) {
     let mut rx = handle.watch();
+    // Taken now, before the writer reads the status it writes first: taken in the task, it
+    // could already be a later state (the server came up meanwhile), and that change would
+    // never be noticed (the file stayed `starting`, one run in eight).
+    let mut last = server_key(&rx.borrow_and_update());
     tracker.spawn(async move {
-        let mut last = server_key(&rx.borrow_and_update());
         while rx.changed().await.is_ok() {
             let key = server_key(&rx.borrow_and_update());
             if key != last {
