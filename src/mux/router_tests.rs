@@ -576,6 +576,70 @@ fn timeout_cancels_upstream_and_tells_the_client() {
     );
 }
 
+/// The deadline ahead is always the earliest request still unanswered, whatever order the
+/// answers come in, and one that arrives with an earlier clock (not in the daemon, whose clock
+/// only goes forward, but the router does not count on it) still times out first.
+#[test]
+fn the_next_deadline_is_the_earliest_unanswered_request() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let t0 = h.now;
+    let ms = Duration::from_millis;
+    let up_a = h.request(1, json!("a"), "tools/call", json!({}));
+    h.now = t0 + ms(10);
+    let up_b = h.request(1, json!("b"), "tools/call", json!({}));
+    h.now = t0 + ms(20);
+    let up_c = h.request(1, json!("c"), "tools/call", json!({}));
+    // The middle one answered first: the first still decides.
+    h.child(&json!({"jsonrpc":"2.0","id":up_b,"result":{}}));
+    assert_eq!(h.r.poll_timeout(), Some(t0 + ms(1000)));
+    h.child(&json!({"jsonrpc":"2.0","id":up_a,"result":{}}));
+    assert_eq!(h.r.poll_timeout(), Some(t0 + ms(1020)));
+    // A request stamped before the others goes ahead of them.
+    h.now = t0 + ms(5);
+    h.request(1, json!("d"), "tools/call", json!({}));
+    assert_eq!(h.r.poll_timeout(), Some(t0 + ms(1005)));
+    h.now = t0 + ms(1005);
+    h.r.handle_timeout(h.now);
+    let timed_out = client_msgs(&h.drain(), 1);
+    assert_eq!(timed_out.len(), 1, "{timed_out:?}");
+    assert_eq!(timed_out[0]["id"], "d");
+    assert_eq!(h.r.poll_timeout(), Some(t0 + ms(1020)));
+    h.child(&json!({"jsonrpc":"2.0","id":up_c,"result":{}}));
+    assert_eq!(h.r.poll_timeout(), None);
+}
+
+/// Answers that overtake an old request do not pile up behind it: the queue of deadlines is
+/// swept once most of it is answered, and the old request still times out on time.
+#[test]
+fn answered_deadlines_behind_a_slow_request_are_swept() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let start = h.now;
+    h.request(1, json!("slow"), "tools/call", json!({}));
+    for i in 0..10_000u64 {
+        let up = h.request(1, json!(i), "tools/call", json!({}));
+        h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+        assert!(
+            h.r.deadlines.len() <= 2 * h.r.pending.len() + 65,
+            "{} deadlines for {} pending",
+            h.r.deadlines.len(),
+            h.r.pending.len()
+        );
+    }
+    assert_eq!(
+        h.r.poll_timeout(),
+        Some(start + Duration::from_millis(1000))
+    );
+    h.now = start + Duration::from_millis(1000);
+    h.r.handle_timeout(h.now);
+    let got = client_msgs(&h.drain(), 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], "slow");
+    assert_eq!(h.r.poll_timeout(), None);
+    assert!(h.r.deadlines.is_empty());
+}
+
 // ----- initialize -----
 
 #[test]
