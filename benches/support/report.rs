@@ -69,7 +69,8 @@ fn rows(r: &Value) -> Vec<Row> {
             met: None,
         },
         Row {
-            measure: "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight"
+            measure: "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight, \
+                      medians of 5 rounds"
                 .into(),
             direct: format!("{base:.0} req/s"),
             value: format!("{ratio_mux:.2}× ({:.0} req/s)", tp("mux_64")),
@@ -77,7 +78,8 @@ fn rows(r: &Value) -> Vec<Row> {
             met: Some(ratio_mux >= 0.70),
         },
         Row {
-            measure: "throughput, 64 proxies × 8 in flight / direct with 512 in flight".into(),
+            measure: "throughput, 64 proxies × 8 in flight / direct with 512 in flight, medians"
+                .into(),
             direct: format!("{base:.0} req/s"),
             value: format!("{ratio_proxy:.2}× ({:.0} req/s)", tp("proxy_64")),
             target: "—",
