@@ -593,20 +593,7 @@ mod tests {
             }
             writer.send(&mut lines).unwrap();
         }
-        assert!(
-            writer.queued.load(Ordering::Acquire) > 0,
-            "the peer should have filled up and the task taken over"
-        );
-        drop(writer);
-        let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(30), b.read_to_end(&mut got))
-            .await
-            .expect("the writer task finished")
-            .unwrap();
-        assert_eq!(got.len(), expected.len());
-        assert!(got == expected, "bytes differ");
-        tracker.close();
-        tracker.wait().await;
+        finish_and_read_all(writer, &mut b, &tracker, &expected).await;
     }
 
     /// Pieces of lines still arriving (no newline after them) and the lines that end them,
@@ -636,6 +623,17 @@ mod tests {
                 expected.extend_from_slice(part);
             }
         }
+        finish_and_read_all(writer, &mut b, &tracker, &expected).await;
+    }
+
+    /// Checks that the peer filled up (the writer task took over), drops the writer, and
+    /// reads until the task closes the socket: exactly `expected` arrives.
+    async fn finish_and_read_all(
+        writer: LineWriter<crate::sockio::SocketWriter>,
+        b: &mut tokio::net::UnixStream,
+        tracker: &TaskTracker,
+        expected: &[u8],
+    ) {
         assert!(
             writer.queued.load(Ordering::Acquire) > 0,
             "the peer should have filled up and the task taken over"
