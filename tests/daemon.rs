@@ -243,15 +243,27 @@ fn large_lines_pass_both_ways_with_ids_and_tokens_restored() {
 /// A long answer reaches its client while the server is still writing it (the daemon does not
 /// hold the whole line first), under the client's id; a line the mux answers itself meanwhile
 /// (a ping) waits until the answer is complete, and the connection goes on as usual.
-#[test]
-fn a_long_answer_is_passed_on_while_the_server_writes_it() {
+/// A daemon whose fake server has begun a `halves` answer (`arguments` as given) to the
+/// client's request `id`, and the first `first` bytes of it, read while the server waits for
+/// its cue (`notifications/fake/finish`) to write the rest.
+fn halfway(
+    id: serde_json::Value,
+    arguments: serde_json::Value,
+    first: usize,
+) -> (Mux, Client, Vec<u8>) {
     let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
     let mut c = mux.connect("f");
     c.initialize(json!({}));
+    c.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"halves","arguments":arguments}}));
+    let head = c.read_bytes(first);
+    (mux, c, head)
+}
+
+#[test]
+fn a_long_answer_is_passed_on_while_the_server_writes_it() {
     let n = 600_000;
-    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"halves","arguments":{"bytes":n}}}));
     // The first half is here while the server waits for the cue to write the rest.
-    let head = c.read_bytes(n / 2);
+    let (_mux, mut c, head) = halfway(json!("long"), json!({"bytes": n}), n / 2);
     let head = String::from_utf8(head).unwrap();
     assert!(
         head.starts_with(r#"{"id":"long","jsonrpc":"2.0","result":"#),
@@ -281,12 +293,9 @@ fn a_long_answer_is_passed_on_while_the_server_writes_it() {
 #[test]
 fn an_attach_asked_during_a_long_answer_is_answered_after_it() {
     use std::os::fd::AsRawFd;
-    let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
-    let mut c = mux.connect("f");
-    c.initialize(json!({}));
     let n = 600_000;
-    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"halves","arguments":{"bytes":n}}}));
-    let head = String::from_utf8(c.read_bytes(n / 2)).unwrap();
+    let (_mux, mut c, head) = halfway(json!("long"), json!({"bytes": n}), n / 2);
+    let head = String::from_utf8(head).unwrap();
     // The cue for the rest, and right behind it (before the server can have written the rest)
     // the hand-off: a host's stdin and stdout, two pipes. (A proxy sends nothing after it
     // until it is answered, and the daemon reads nothing more from this socket meanwhile.)
@@ -314,11 +323,7 @@ fn an_attach_asked_during_a_long_answer_is_answered_after_it() {
 /// the client gets an error for its request; the server restarts and serves again.
 #[test]
 fn a_long_answer_cut_off_by_a_crash_is_followed_by_an_error() {
-    let mux = Mux::start(&fake("f", "max_response_bytes = 4194304"));
-    let mut c = mux.connect("f");
-    c.initialize(json!({}));
-    c.send(&json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"halves","arguments":{"bytes":400_000,"exit":true}}}));
-    let head = c.read_bytes(100_000);
+    let (mux, mut c, head) = halfway(json!(9), json!({"bytes":400_000,"exit":true}), 100_000);
     assert!(head.starts_with(br#"{"id":9,"#));
     c.send(&json!({"jsonrpc":"2.0","method":"notifications/fake/finish"}));
     let rest = c.recv_raw();
