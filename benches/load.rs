@@ -592,15 +592,11 @@ async fn main() {
         for round in 0..rounds {
             for k in 0..paths.len() {
                 let i = (round + k) % paths.len();
-                let conns = match paths[i] {
-                    Path3::Direct => open_many(Path3::Direct, &bins, &socket, 1).await,
-                    kind => open_many(kind, &bins, &socket, 64).await,
+                let (clients, in_flight) = match paths[i] {
+                    Path3::Direct => (1, 512),
+                    _ => (64, depth),
                 };
-                let in_flight = if paths[i] == Path3::Direct {
-                    512
-                } else {
-                    depth
-                };
+                let conns = open_many(paths[i], &bins, &socket, clients).await;
                 samples[i].push(throughput(conns, in_flight, dur).await);
             }
             eprintln!(

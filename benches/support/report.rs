@@ -33,6 +33,9 @@ fn rows(r: &Value) -> Vec<Row> {
     let base = tp("direct_512_in_flight");
     let ratio_mux = tp("mux_64") / base;
     let ratio_proxy = tp("proxy_64") / base;
+    let rounds = r["throughput"]["rounds_64"]["mux"]
+        .as_array()
+        .map_or(0, Vec::len);
     let rss100 = f(r, &["rss_kib", "daemon_10_with_100_clients"]) * 1024.0 / 1e6;
     let rss_proxy = f(r, &["rss_kib", "proxy"]) * 1024.0 / 1e6;
     let pss_proxy = f(r, &["rss_kib", "proxy_pss"]) * 1024.0 / 1e6;
@@ -69,9 +72,10 @@ fn rows(r: &Value) -> Vec<Row> {
             met: None,
         },
         Row {
-            measure: "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight, \
-                      medians of 5 rounds"
-                .into(),
+            measure: format!(
+                "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight, \
+                 medians of {rounds} rounds"
+            ),
             direct: format!("{base:.0} req/s"),
             value: format!("{ratio_mux:.2}× ({:.0} req/s)", tp("mux_64")),
             target: "≥ 0.70×",
