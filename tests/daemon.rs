@@ -304,14 +304,7 @@ fn an_attach_asked_during_a_long_answer_is_answered_after_it() {
     let (_stdout_r, stdout_w) = nix::unistd::pipe().unwrap();
     let line = b"{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"rmcp-mux/attach\"}\n";
     let fds = [stdin_r.as_raw_fd(), stdout_w.as_raw_fd()];
-    nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
-        c.stream.as_raw_fd(),
-        &[std::io::IoSlice::new(line)],
-        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-        nix::sys::socket::MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
+    c.send_with_fds(line, &fds);
     let line = head + &c.recv_raw();
     let answer: serde_json::Value = serde_json::from_str(&line).expect("the answer arrived whole");
     assert!(text(&answer) == "h".repeat(n), "the text differs");
@@ -840,14 +833,7 @@ fn an_attach_without_usable_descriptors_is_refused_clearly() {
     let (_read, write) = nix::unistd::pipe().unwrap();
     let line = b"{\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"rmcp-mux/attach\"}\n";
     let fds = [file.as_raw_fd(), write.as_raw_fd()];
-    nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
-        c.stream.as_raw_fd(),
-        &[std::io::IoSlice::new(line)],
-        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-        nix::sys::socket::MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
+    c.send_with_fds(line, &fds);
     let r = c.response(&json!("b"));
     assert_eq!(r["error"]["code"], -32600, "{r}");
     assert_eq!(

@@ -360,6 +360,20 @@ impl Client {
         }
     }
 
+    /// Writes `line` with descriptors attached to it (`SCM_RIGHTS`), as a proxy asking to
+    /// attach does.
+    pub fn send_with_fds(&mut self, line: &[u8], fds: &[std::os::fd::RawFd]) {
+        use std::os::fd::AsRawFd;
+        nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
+            self.stream.as_raw_fd(),
+            &[std::io::IoSlice::new(line)],
+            &[nix::sys::socket::ControlMessage::ScmRights(fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
     /// The next `n` bytes, whether or not a line ends in them.
     pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
         let mut got = vec![0; n];
