@@ -60,6 +60,8 @@ enum Path3 {
     Direct,
     Mux,
     Proxy,
+    /// The server behind [`relay`]: a reference, not a path of the mux.
+    Relay,
 }
 
 impl Path3 {
@@ -68,6 +70,7 @@ impl Path3 {
             Path3::Direct => "direct",
             Path3::Mux => "mux",
             Path3::Proxy => "proxy",
+            Path3::Relay => "relay",
         }
     }
 }
@@ -102,6 +105,11 @@ impl Conn {
     async fn open_pinned(kind: Path3, bins: &Bins, socket: &Path, pin: Option<usize>) -> Conn {
         let mut conn = match kind {
             Path3::Direct => Self::spawn(command(&bins.fake, pin)),
+            Path3::Relay => {
+                let mut cmd = Command::new(std::env::current_exe().expect("the bench's own path"));
+                cmd.arg(RELAY_ARG).arg(&bins.fake);
+                Self::spawn(cmd)
+            }
             Path3::Proxy => {
                 let mut cmd = command(&bins.proxy, pin);
                 cmd.arg("--socket").arg(socket);
@@ -166,6 +174,39 @@ impl Conn {
             .unwrap()
             .expect("connection closed")
     }
+}
+
+/// The argument that makes this executable [`relay`] instead of benchmarking.
+const RELAY_ARG: &str = "--null-relay";
+
+/// The null relay: runs `server` and copies bytes between this process's stdio and the
+/// server's, each read written on as it comes, without looking at them. It does less than a
+/// mux must (no line assembly, no parsing, no id to rewrite), so what it adds to direct stdio
+/// is a reference for what one more process in the path costs on this machine, beside the
+/// mux's own large-message rows. Plain reads and writes on the default pipes: of the relays
+/// tried, the one that passed a 1 MiB request on fastest (docs/performance.md, session 7). Not
+/// `io::copy`, which splices between pipes on Linux: a mux must see what it passes on.
+fn relay(server: &std::ffi::OsStr) {
+    use std::io::{Read, Write};
+    fn pump(mut from: impl Read, mut to: impl Write) {
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    }
+    let mut child = std::process::Command::new(server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server behind the relay");
+    let (to_server, from_server) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let answers = std::thread::spawn(move || pump(from_server, std::io::stdout()));
+    pump(std::io::stdin(), to_server); // dropping its stdin ends the server
+    let _ = child.wait();
+    let _ = answers.join();
 }
 
 /// An echo request; `pad` x's are added by the server to the result, `body` y's are sent
@@ -340,6 +381,92 @@ fn proc_kib(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time every thread of process `pid` has run so far, in ns (`/proc/PID/task/*/schedstat`;
+/// 0 where unreadable).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The children of process `pid` (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The machine's idle and stolen time so far, in clock ticks summed over its CPUs, and the total
+/// (`/proc/stat`): stolen is time a virtual CPU wanted to run and its host ran something else.
+fn idle_steal_total() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is inside user already)
+    (at(3) + at(4), at(7), (0..8).map(at).sum())
+}
+
+/// Where the CPU of one throughput round went: per answer, in µs, of the server, of the daemon
+/// and of the load generator, and the machine's idle and stolen shares.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    server_us: f64,
+    daemon_us: f64,
+    generator_us: f64,
+    idle: f64,
+    steal: f64,
+}
+
+/// [`throughput`], with the CPU each process spent on it: `server` and `daemon` are pids (the
+/// daemon's is `None` for direct stdio). The proxies, idle once they have attached, are not
+/// counted.
+async fn throughput_spent(
+    conns: Vec<Conn>,
+    depth: usize,
+    dur: Duration,
+    server: u32,
+    daemon: Option<u32>,
+) -> (f64, Spent) {
+    let me = std::process::id();
+    let cpu = || [cpu_ns(server), daemon.map_or(0, cpu_ns), cpu_ns(me)];
+    let (before, (idle0, steal0, total0)) = (cpu(), idle_steal_total());
+    let start = Instant::now();
+    let rate = throughput(conns, depth, dur).await;
+    let answers = rate * start.elapsed().as_secs_f64();
+    let (after, (idle1, steal1, total1)) = (cpu(), idle_steal_total());
+    let per = |i: usize| (after[i] - before[i]) as f64 / 1e3 / answers;
+    let ticks = (total1 - total0).max(1) as f64;
+    let spent = Spent {
+        server_us: per(0),
+        daemon_us: per(1),
+        generator_us: per(2),
+        idle: (idle1 - idle0) as f64 / ticks,
+        steal: (steal1 - steal0) as f64 / ticks,
+    };
+    (rate, spent)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -509,6 +636,10 @@ async fn latencies(bins: &Bins, n: usize, pin: Option<usize>) -> serde_json::Map
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == RELAY_ARG) {
+        return relay(&args[2]);
+    }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     // BENCH_PHASES=latency,big,throughput,many,rss runs only some phases (for profiling).
     let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
@@ -557,11 +688,12 @@ async fn main() {
     if run("big") {
         // A 1 MiB result, and a 1 MiB request (echoed back), one request at a time: the mux
         // and a direct connection in turn, then the proxy and another direct connection in
-        // turn, so that each pair sees the same load and each process the same pauses.
+        // turn, so that each pair sees the same load and each process the same pauses; then
+        // the null relay the same way, for what any process in between costs here.
         let reps = if quick { 10 } else { 100 };
         for (key, pad, body) in [("one_mib", 1 << 20, 0), ("one_mib_request", 0, 1 << 20)] {
             let mut big = serde_json::Map::new();
-            for kind in [Path3::Mux, Path3::Proxy] {
+            for kind in [Path3::Mux, Path3::Proxy, Path3::Relay] {
                 let mut pair = vec![
                     Conn::open(Path3::Direct, &bins, &socket).await,
                     Conn::open(kind, &bins, &socket).await,
@@ -589,6 +721,14 @@ async fn main() {
         let rounds = if quick { 1 } else { 5 };
         let paths = [Path3::Direct, Path3::Mux, Path3::Proxy];
         let mut samples: [Vec<f64>; 3] = Default::default();
+        let mut spent: [Vec<Spent>; 3] = Default::default();
+        let daemon_pid = daemon.child.id().expect("the daemon runs");
+        // Its server runs once a client has been answered.
+        let warm = Conn::open(Path3::Mux, &bins, &socket).await;
+        let [daemon_server] = children(daemon_pid)[..] else {
+            panic!("the daemon does not run exactly one server")
+        };
+        drop(warm);
         for round in 0..rounds {
             for k in 0..paths.len() {
                 let i = (round + k) % paths.len();
@@ -597,7 +737,13 @@ async fn main() {
                     _ => (64, depth),
                 };
                 let conns = open_many(paths[i], &bins, &socket, clients).await;
-                samples[i].push(throughput(conns, in_flight, dur).await);
+                let (server, daemon) = match paths[i] {
+                    Path3::Direct => (conns[0]._child.as_ref().and_then(Child::id).unwrap(), None),
+                    _ => (daemon_server, Some(daemon_pid)),
+                };
+                let (rate, cpu) = throughput_spent(conns, in_flight, dur, server, daemon).await;
+                samples[i].push(rate);
+                spent[i].push(cpu);
             }
             eprintln!(
                 "throughput round {}: direct 512 in flight {:9.0} req/s, mux 64 × {depth} {:9.0} ({:.2}×), proxy 64 × {depth} {:9.0} ({:.2}×)",
@@ -629,6 +775,36 @@ async fn main() {
             "rounds_64".into(),
             json!({"direct_512": direct.1, "mux": mux.1, "proxy": proxy.1}),
         );
+        // Where the CPU went (medians over the rounds): what bounds the ratio on this machine.
+        let mut cpu = serde_json::Map::new();
+        for (path, rounds) in paths.iter().zip(&spent) {
+            let median = |field: fn(&Spent) -> f64| {
+                let mut v: Vec<f64> = rounds.iter().map(field).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let m = Spent {
+                server_us: median(|s| s.server_us),
+                daemon_us: median(|s| s.daemon_us),
+                generator_us: median(|s| s.generator_us),
+                idle: median(|s| s.idle),
+                steal: median(|s| s.steal),
+            };
+            eprintln!(
+                "cpu per answer, {:6}: server {:.2} µs, daemon {:.2} µs, generator {:.2} µs; machine idle {:.0} %, stolen {:.0} %",
+                path.name(),
+                m.server_us,
+                m.daemon_us,
+                m.generator_us,
+                m.idle * 100.0,
+                m.steal * 100.0
+            );
+            cpu.insert(
+                path.name().into(),
+                json!({"server_us": m.server_us, "daemon_us": m.daemon_us, "generator_us": m.generator_us, "idle": m.idle, "steal": m.steal}),
+            );
+        }
+        tp.insert("cpu_64".into(), Value::Object(cpu));
         // BENCH_CLIENTS=64 (a list) measures only those client counts (for profiling one).
         let only = std::env::var("BENCH_CLIENTS").unwrap_or_default();
         let counts = [1usize, 8, 512]
