@@ -1,7 +1,8 @@
 //! The side-by-side benchmark: the same fast MCP server (`mcp-fake-server`) reached over its own
 //! stdio ("direct"), through the mux's socket ("mux"), and through `rmcp-mux-proxy` ("proxy",
-//! what a host uses), in one run. Every answer is checked: a misrouted or lost response fails
-//! the run. Results go to `target/bench/results.json`; `tools/bench.sh` turns them into a table
+//! what a host uses), in one run; the 1 MiB messages also through a null relay ("relay", this
+//! executable run with `--null-relay`) for reference. Every answer is checked: a misrouted or
+//! lost response fails the run. Results go to `target/bench/results.json`; `tools/bench.sh` turns them into a table
 //! and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
