@@ -2,8 +2,8 @@
 //! stdio ("direct"), through the mux's socket ("mux"), and through `rmcp-mux-proxy` ("proxy",
 //! what a host uses), in one run; the 1 MiB messages also through a null relay ("relay", this
 //! executable run with `--null-relay`) for reference. Every answer is checked: a misrouted or
-//! lost response fails the run. Results go to `target/bench/results.json`; `tools/bench.sh` turns them into a table
-//! and a plot.
+//! lost response fails the run. Results go to `target/bench/results.json`; `tools/bench.sh`
+//! turns them into a table and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
 //! `BENCH_QUICK=1` for a short smoke run; `BENCH_SMAPS=DIR` saves the daemon's smaps at each RSS
@@ -456,7 +456,8 @@ async fn throughput_spent(
     let rate = throughput(conns, depth, dur).await;
     let answers = rate * start.elapsed().as_secs_f64();
     let (after, (idle1, steal1, total1)) = (cpu(), idle_steal_total());
-    let per = |i: usize| (after[i] - before[i]) as f64 / 1e3 / answers;
+    // A thread that ended meanwhile (the runtime's idle blocking threads) takes its time along.
+    let per = |i: usize| after[i].saturating_sub(before[i]) as f64 / 1e3 / answers;
     let ticks = (total1 - total0).max(1) as f64;
     let spent = Spent {
         server_us: per(0),
