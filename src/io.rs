@@ -229,26 +229,33 @@ fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::
         });
     }
     let mut slices = Vec::with_capacity(2 * lines.len().min(MAX_LINES_PER_WRITE));
-    let mut skip = skip;
+    let (mut skip, mut emit) = (skip, |s| slices.push(IoSlice::new(s)));
     for line in lines.iter().take(MAX_LINES_PER_WRITE) {
-        for part in line.parts() {
-            if skip >= part.len() {
-                skip -= part.len();
-            } else {
-                slices.push(IoSlice::new(&part[skip..]));
-                skip = 0;
-            }
-        }
-        if !line.ends_line() {
-            continue;
-        }
-        if skip == 0 {
-            slices.push(IoSlice::new(b"\n"));
-        } else {
-            skip -= 1; // this line's newline was written too
-        }
+        line_from_offset(line, &mut skip, &mut emit);
     }
     try_write(w, &slices)
+}
+
+/// Hands `emit` what of `line` (its parts, then its newline when it ends) lies past `skip`,
+/// slice by slice, and counts `skip` down by what lies before it: how a write that stopped
+/// part-way goes on.
+fn line_from_offset<'a>(line: &'a Line, skip: &mut usize, emit: &mut impl FnMut(&'a [u8])) {
+    for part in line.parts() {
+        from_offset(part, skip, emit);
+    }
+    if line.ends_line() {
+        from_offset(b"\n", skip, emit);
+    }
+}
+
+/// [`line_from_offset`] for one slice.
+fn from_offset<'a>(s: &'a [u8], skip: &mut usize, emit: &mut impl FnMut(&'a [u8])) {
+    if *skip >= s.len() {
+        *skip -= s.len();
+    } else {
+        emit(&s[*skip..]);
+        *skip = 0;
+    }
 }
 
 /// Short lines are copied into one buffer and written with one `write` of it: a `writev` of
@@ -265,26 +272,19 @@ thread_local! {
 /// while they fit in [`GATHER_MAX`] (at least the first).
 fn gather(buf: &mut Vec<u8>, lines: &[Line], skip: usize) {
     buf.clear();
-    let mut skip = skip;
+    // How many lines go in: each while the bytes gathered before it leave room for it.
+    let (mut before, mut take) = (0usize, 0);
     for line in lines.iter().take(MAX_LINES_PER_WRITE) {
-        if !buf.is_empty() && buf.len() + line.wire_len() > GATHER_MAX {
+        let gathered = before.saturating_sub(skip);
+        if gathered > 0 && gathered + line.wire_len() > GATHER_MAX {
             break;
         }
-        for part in line.parts() {
-            if skip >= part.len() {
-                skip -= part.len();
-            } else {
-                buf.extend_from_slice(&part[skip..]);
-                skip = 0;
-            }
-        }
-        if line.ends_line() {
-            if skip == 0 {
-                buf.push(b'\n');
-            } else {
-                skip -= 1;
-            }
-        }
+        before += line.wire_len();
+        take += 1;
+    }
+    let (mut skip, mut emit) = (skip, |s: &[u8]| buf.extend_from_slice(s));
+    for line in &lines[..take] {
+        line_from_offset(line, &mut skip, &mut emit);
     }
 }
 
@@ -420,14 +420,9 @@ impl<W: TryWrite> LineWriter<W> {
             return Ok(());
         }
         let mut rest = bytes::BytesMut::with_capacity(total - written);
-        let mut skip = written;
+        let (mut skip, mut emit) = (written, |s: &[u8]| rest.extend_from_slice(s));
         for p in pieces {
-            if skip >= p.len() {
-                skip -= p.len();
-            } else {
-                rest.extend_from_slice(&p[skip..]);
-                skip = 0;
-            }
+            from_offset(p, &mut skip, &mut emit);
         }
         self.send(&mut vec![Line::piece(rest.freeze())])
     }
