@@ -345,7 +345,6 @@ pub struct Router {
     pending: HashMap<u64, Pending>,
     /// Client requests waiting for the child (what status calls `pending`).
     client_pending: usize,
-    by_client: HashMap<(ClientId, ReqId), u64>,
     /// `(deadline, upstream id)` of every pending request, earliest first (see
     /// [`Router::insert_pending`]); entries of answered requests linger until they reach the
     /// front, or until [`Router::remove_pending`] sweeps them out once they are most of it.
@@ -397,7 +396,6 @@ impl Router {
             next_upstream: 1,
             pending: HashMap::default(),
             client_pending: 0,
-            by_client: HashMap::default(),
             deadlines: VecDeque::new(),
             held: VecDeque::new(),
             progress_routes: HashMap::default(),
@@ -1331,8 +1329,7 @@ impl Router {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
                     return;
                 };
-                let key = (client, ReqId::new(req.get().as_bytes()));
-                let Some(&up) = self.by_client.get(&key) else {
+                let Some(up) = self.pending_of(client, req.get().as_bytes()) else {
                     debug!(server = %self.name, "cancel for an unknown request; dropped");
                     return;
                 };
@@ -1749,13 +1746,24 @@ impl Router {
             let at = self.deadlines.partition_point(|e| *e < entry);
             self.deadlines.insert(at, entry);
         }
-        if let Some(client) = p.client {
-            if p.purpose != Purpose::ClientInit {
-                self.by_client.insert((client, p.orig_id.clone()), up);
-                self.client_pending += 1;
-            }
+        if p.client.is_some() && p.purpose != Purpose::ClientInit {
+            self.client_pending += 1;
         }
         self.pending.insert(up, p);
+    }
+
+    /// The upstream id of `client`'s pending request `id` (the newest, should a client reuse
+    /// an id). A search rather than a second map: only a cancel asks, over the requests in
+    /// flight, while a map from the clients' ids was written and erased on every request (2 %
+    /// of the daemon's instructions per request, callgrind).
+    fn pending_of(&self, client: ClientId, id: &[u8]) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| {
+                p.client == Some(client) && p.purpose != Purpose::ClientInit && p.orig_id[..] == *id
+            })
+            .map(|(&up, _)| up)
+            .max()
     }
 
     fn remove_pending(&mut self, up: u64) -> Option<Pending> {
@@ -1775,7 +1783,6 @@ impl Router {
         }
         if let Some(client) = p.client {
             if p.purpose != Purpose::ClientInit {
-                self.by_client.remove(&(client, p.orig_id.clone()));
                 self.client_pending -= 1;
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.in_flight = c.in_flight.saturating_sub(1);

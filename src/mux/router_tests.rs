@@ -524,6 +524,25 @@ fn a_client_cannot_cancel_another_clients_request() {
 }
 
 #[test]
+fn a_cancel_finds_its_own_clients_request_among_equal_ids() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let first = h.request(1, json!(5), "tools/call", json!({}));
+    let second = h.request(2, json!(5), "tools/call", json!({}));
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
+    );
+    assert_eq!(child_msgs(&out)[0]["params"]["requestId"], second);
+    assert_eq!(h.r.status().pending, 1);
+    // Client 1's request is still routed to it.
+    let out = h.child(&json!({"jsonrpc":"2.0","id":first,"result":{"ok":1}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 5);
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["ok"], 1);
+}
+
+#[test]
 fn disconnect_cancels_in_flight_and_fails_server_requests_to_it() {
     let mut h = H::running();
     h.ready(1, json!({"sampling":{}}));
