@@ -6,7 +6,7 @@
 # percentiles per path, throughput against clients). Takes about a minute after the build.
 #   BENCH_QUICK=1       a short smoke run
 #   BENCH_MICRO=1       also the criterion micro-benchmarks (benches/hot_paths.rs)
-#   RMCP_MUX_THREADS=N  the daemon's worker count
+#   RMCP_MUX_THREADS=N  the daemon's worker count (default 1; 0 a current-thread runtime)
 #   BENCH_BIN_DIR=DIR   measure another build's binaries with this bench (before/after)
 # Timings on a shared machine are noisy: compare the ratios of one run, and use
 # tools/bench-callgrind.sh (instruction counts) for before/after decisions on the daemon.

@@ -292,18 +292,25 @@ fn main() -> ExitCode {
         None if dashboard => {}
         None => init_logging(if proxy { "warn" } else { "info" }),
     }
-    // RMCP_MUX_THREADS sets the worker count (default: tokio's, one per core).
-    let threads: Option<usize> = std::env::var("RMCP_MUX_THREADS")
+    // One worker thread unless RMCP_MUX_THREADS says otherwise (`0`: a current-thread
+    // runtime). The daemon moves small lines between processes. With a worker per core it
+    // spent the same CPU per answer under load, but a fifth of the two cores sat idle between
+    // hand-offs (12-16 % with one worker), and 64 clients through the mux reached 0.71-0.76x
+    // of direct stdio, against 0.76-0.85x with one worker (docs/performance.md, session 8).
+    // Still the multi-thread flavour, so that the tray's event loop can own the main thread
+    // while the worker drives the daemon (under `--tray`, `0` means one worker).
+    let tray_app = cli.tray && cli.command.is_none();
+    let threads: usize = std::env::var("RMCP_MUX_THREADS")
         .ok()
-        .and_then(|v| v.parse().ok());
-    let mut builder = if threads == Some(0) {
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut builder = if threads == 0 && !tray_app {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut multi = tokio::runtime::Builder::new_multi_thread();
+        multi.worker_threads(threads.max(1));
+        multi
     };
-    if let Some(n) = threads.filter(|n| *n > 0) {
-        builder.worker_threads(n);
-    }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -311,7 +318,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = if cli.tray && cli.command.is_none() {
+    let result = if tray_app {
         tray(runtime, &cli)
     } else {
         runtime.block_on(run(cli))
