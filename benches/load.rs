@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rmcp_mux::jsonrpc::decimal;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
@@ -236,7 +237,7 @@ fn write_echo(line: &mut String, client: usize, seq: u64, pad: usize, body: usiz
 /// `n` in decimal at the end of `out`.
 fn push_digits(out: &mut String, n: u64) {
     let mut buf = [0u8; 20];
-    out.extend(digits(n, &mut buf).iter().map(|&d| char::from(d)));
+    out.extend(decimal(n, &mut buf).iter().map(|&d| char::from(d)));
 }
 
 /// Checks that `line` answers request `seq` of `client`, whose text came back with `body`
@@ -257,8 +258,8 @@ fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize) {
     };
     let (mut seq_digits, mut client_digits) = ([0u8; 20], [0u8; 20]);
     let (seq_text, client_text) = (
-        digits(seq, &mut seq_digits),
-        digits(client as u64, &mut client_digits),
+        decimal(seq, &mut seq_digits),
+        decimal(client as u64, &mut client_digits),
     );
     let whole = eat(br#"{"id":"#)
         && eat(seq_text)
@@ -285,19 +286,6 @@ fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize) {
 
 /// How the fake server's echo answer ends, after the text.
 const TAIL: &[u8] = br#"","type":"text"}]}}"#;
-
-/// `n` in decimal, written into `buf`.
-fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
-}
 
 /// A daemon running `servers` fake servers in a temp dir.
 struct Daemon {

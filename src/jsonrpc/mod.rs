@@ -283,6 +283,20 @@ pub fn answer_head(head: &[u8]) -> Option<(u64, Range<usize>)> {
     scan::answer_head(head)
 }
 
+/// `n` in decimal, written into `buf`: the router splices an upstream id into every request,
+/// and `to_string` allocated for each one.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// Reads an id or token the mux issued (a plain non-negative JSON integer).
 pub fn as_u64(raw: Raw<'_>) -> Option<u64> {
     let s = raw.get();

@@ -1267,7 +1267,7 @@ impl Router {
         }
         let up = self.alloc_upstream();
         let mut digits = [0u8; 20];
-        let up_text = decimal(up, &mut digits);
+        let up_text = jsonrpc::decimal(up, &mut digits);
         let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let meta = jsonrpc::request_meta(env.params);
         let purpose = match purpose {
@@ -1957,20 +1957,6 @@ fn identity(result: &[u8]) -> Option<(serde_json::Value, serde_json::Value, serd
         v.get("capabilities").cloned().unwrap_or_default(),
         v.get("serverInfo").cloned().unwrap_or_default(),
     ))
-}
-
-/// `n` in decimal, written into `buf` (an upstream id is spliced into every request, and
-/// `to_string` allocated for it each time).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 #[cfg(test)]

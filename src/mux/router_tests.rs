@@ -1356,7 +1356,7 @@ fn healthy_stretch_resets_the_failure_count() {
 fn upstream_ids_are_written_in_decimal() {
     let mut buf = [0u8; 20];
     for n in [0, 7, 10, 99, 12345, u64::MAX] {
-        assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        assert_eq!(jsonrpc::decimal(n, &mut buf), n.to_string().as_bytes());
     }
 }
 
