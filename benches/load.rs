@@ -402,32 +402,32 @@ fn proc_kib(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time every thread of process `pid` has run so far, in ns (`/proc/PID/task/*/schedstat`;
-/// 0 where unreadable).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// The children of process `pid` (`/proc/PID/task/*/children`).
-fn children(pid: u32) -> Vec<u32> {
+/// The contents of file `name` of every thread of process `pid` (`/proc/PID/task/*/NAME`),
+/// skipping those that cannot be read (a thread that has just ended).
+fn task_files(pid: u32, name: &str) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return vec![];
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join(name)).ok())
+        .collect()
+}
+
+/// CPU time every thread of process `pid` has run so far, in ns (`schedstat`; 0 where
+/// unreadable).
+fn cpu_ns(pid: u32) -> u64 {
+    task_files(pid, "schedstat")
+        .iter()
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The children of process `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    task_files(pid, "children")
+        .iter()
+        .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()))
         .collect()
 }
 
@@ -472,12 +472,10 @@ async fn throughput_spent(
     let me = std::process::id();
     let cpu = || [cpu_ns(server), daemon.map_or(0, cpu_ns), cpu_ns(me)];
     let (before, (idle0, steal0, total0)) = (cpu(), idle_steal_total());
-    let start = Instant::now();
-    let rate = throughput(conns, depth, dur).await;
-    let answers = rate * start.elapsed().as_secs_f64();
+    let (rate, answers) = throughput_counted(conns, depth, dur).await;
     let (after, (idle1, steal1, total1)) = (cpu(), idle_steal_total());
     // A thread that ended meanwhile (the runtime's idle blocking threads) takes its time along.
-    let per = |i: usize| after[i].saturating_sub(before[i]) as f64 / 1e3 / answers;
+    let per = |i: usize| after[i].saturating_sub(before[i]) as f64 / 1e3 / answers as f64;
     let ticks = (total1 - total0).max(1) as f64;
     let spent = Spent {
         server_us: per(0),
@@ -556,6 +554,11 @@ async fn latency_interleaved(
 /// whole run instead of one per read: on two cores the load generator's CPU is taken from
 /// the mux being measured.
 async fn throughput(conns: Vec<Conn>, depth: usize, dur: Duration) -> f64 {
+    throughput_counted(conns, depth, dur).await.0
+}
+
+/// [`throughput`], with the number of answers checked.
+async fn throughput_counted(conns: Vec<Conn>, depth: usize, dur: Duration) -> (f64, u64) {
     use std::sync::atomic::{AtomicBool, AtomicU64};
     /// Answers read together after which the writer takes its turn. Refilling only once a
     /// read's answers were all taken cut direct stdio's rate with 512 in flight by 7–10 %
@@ -648,7 +651,7 @@ async fn throughput(conns: Vec<Conn>, depth: usize, dur: Duration) -> f64 {
     .await
     .expect("requests unanswered 60 s after the end of the run: one was lost");
     timer.abort();
-    answers as f64 / start.elapsed().as_secs_f64()
+    (answers as f64 / start.elapsed().as_secs_f64(), answers)
 }
 
 async fn open_many(kind: Path3, bins: &Bins, socket: &Path, n: usize) -> Vec<Conn> {
