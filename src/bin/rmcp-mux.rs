@@ -246,6 +246,21 @@ struct NamedTarget {
     target: Target,
 }
 
+/// The runtime's worker threads for `RMCP_MUX_THREADS` (`None`: a current-thread runtime).
+///
+/// One unless it says otherwise. The daemon moves small lines between processes. With a worker
+/// per core it spent the same CPU per answer under load, but a fifth of the two cores sat idle
+/// between hand-offs (12-16 % with one worker), and 64 clients through the mux reached
+/// 0.71-0.76x of direct stdio, against 0.76-0.85x with one worker (docs/performance.md, session
+/// 8). The multi-thread flavour even for one, so that the tray's event loop can own the main
+/// thread while the worker drives the daemon: under `--tray`, `0` means one worker.
+fn worker_threads(env: Option<&str>, tray: bool) -> Option<usize> {
+    match env.and_then(|v| v.parse().ok()).unwrap_or(1) {
+        0 if !tray => None,
+        n => Some(n.max(1)),
+    }
+}
+
 fn main() -> ExitCode {
     // First, while this is the only thread: a `daemon start` may be waiting on a pipe.
     lifecycle::take_ready_fd();
@@ -292,24 +307,15 @@ fn main() -> ExitCode {
         None if dashboard => {}
         None => init_logging(if proxy { "warn" } else { "info" }),
     }
-    // One worker thread unless RMCP_MUX_THREADS says otherwise (`0`: a current-thread
-    // runtime). The daemon moves small lines between processes. With a worker per core it
-    // spent the same CPU per answer under load, but a fifth of the two cores sat idle between
-    // hand-offs (12-16 % with one worker), and 64 clients through the mux reached 0.71-0.76x
-    // of direct stdio, against 0.76-0.85x with one worker (docs/performance.md, session 8).
-    // Still the multi-thread flavour, so that the tray's event loop can own the main thread
-    // while the worker drives the daemon (under `--tray`, `0` means one worker).
     let tray_app = cli.tray && cli.command.is_none();
-    let threads: usize = std::env::var("RMCP_MUX_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let mut builder = if threads == 0 && !tray_app {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut multi = tokio::runtime::Builder::new_multi_thread();
-        multi.worker_threads(threads.max(1));
-        multi
+    let threads = std::env::var("RMCP_MUX_THREADS").ok();
+    let mut builder = match worker_threads(threads.as_deref(), tray_app) {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -888,4 +894,20 @@ fn logs(
             .with_context(|| format!("cannot follow {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn one_worker_unless_rmcp_mux_threads_says_otherwise() {
+        assert_eq!(worker_threads(None, false), Some(1));
+        assert_eq!(worker_threads(None, true), Some(1));
+        assert_eq!(worker_threads(Some("3"), false), Some(3));
+        assert_eq!(worker_threads(Some("0"), false), None);
+        // The tray's loop owns the main thread: a current-thread runtime would never run.
+        assert_eq!(worker_threads(Some("0"), true), Some(1));
+        assert_eq!(worker_threads(Some("many"), false), Some(1));
+    }
 }
