@@ -63,6 +63,28 @@ pub(crate) trait TryWrite: Send + Sync + 'static {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
     /// Waits until the peer has room again.
     fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Whether [`TryWrite::lend`] hands lines over without copying them.
+    fn lends(&self) -> bool {
+        false
+    }
+    /// Writes what fits now of `slices`, the rest of `line` from some offset on; a peer that
+    /// [`lends`](TryWrite::lends) refers to the line's memory instead of copying it, and keeps
+    /// `line` for as long as it does.
+    fn lend(&self, line: &Line, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        let _ = line;
+        self.try_write_vectored(slices)
+    }
+    /// Whether [`TryWrite::splice_from`] can move bytes into this peer.
+    fn takes_splice(&self) -> bool {
+        false
+    }
+    /// Moves up to `n` bytes from the front of pipe `from` into this peer without copying
+    /// them (Linux `splice`, when the peer is a pipe too); returns how many moved, 0 when it
+    /// cannot or the peer is full now.
+    fn splice_from(&self, from: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<usize> {
+        let _ = (from, n);
+        Ok(0)
+    }
 }
 
 impl TryWrite for crate::sockio::SocketWriter {
@@ -107,6 +129,44 @@ impl TryWrite for Sink {
             Sink::Socket(s) => crate::sockio::SocketWriter::writable(s).await,
             Sink::Pipe(p, _) => p.writable().await,
         }
+    }
+    fn takes_splice(&self) -> bool {
+        cfg!(target_os = "linux") && matches!(self, Sink::Pipe(..))
+    }
+    #[cfg(target_os = "linux")]
+    fn splice_from(&self, from: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<usize> {
+        match self {
+            Sink::Socket(_) => Ok(0),
+            Sink::Pipe(p, room) => {
+                // Only long lines are moved: room for all of one, so that it is not left
+                // half in the child's pipe and half copied into the writer's queue.
+                room.want(p, n.max(PIPE_MAX));
+                // Through the runtime, so that a full pipe clears its readiness.
+                match p.try_io(|| {
+                    nix::fcntl::splice(from, None, p, None, n, splice_flags())
+                        .map_err(std::io::Error::from)
+                }) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+                    r => r,
+                }
+            }
+        }
+    }
+}
+
+/// Flags of every `splice` and `tee` here: the daemon never blocks on a pipe, and a whole page
+/// is moved rather than copied where the kernel can.
+#[cfg(target_os = "linux")]
+pub(crate) fn splice_flags() -> nix::fcntl::SpliceFFlags {
+    nix::fcntl::SpliceFFlags::SPLICE_F_NONBLOCK | nix::fcntl::SpliceFFlags::SPLICE_F_MOVE
+}
+
+/// What a non-blocking `splice` or `tee` moved: a full or empty pipe moved nothing.
+#[cfg(target_os = "linux")]
+pub(crate) fn moved(r: nix::Result<usize>) -> std::io::Result<usize> {
+    match r {
+        Err(nix::errno::Errno::EAGAIN) => Ok(0),
+        r => r.map_err(std::io::Error::from),
     }
 }
 
@@ -221,7 +281,28 @@ const MAX_LINES_PER_WRITE: usize = 64;
 /// Writes as much of `lines` (each followed by a newline) as fits right now, after skipping
 /// the first `skip` bytes; returns the bytes written (`0` when the peer is full). A line made
 /// of pieces (a large line with a new id) goes out as its pieces, never copied together.
-fn try_write_lines<W: TryWrite>(w: &W, lines: &[Line], skip: usize) -> std::io::Result<usize> {
+pub(crate) fn try_write_lines<W: TryWrite>(
+    w: &W,
+    lines: &[Line],
+    skip: usize,
+) -> std::io::Result<usize> {
+    // Lines already written whole are passed over (the writer task counts `skip` across a
+    // batch), so that the first line is the one to go on with.
+    let (mut lines, mut skip) = (lines, skip);
+    while lines.len() > 1 && skip >= lines[0].wire_len() {
+        skip -= lines[0].wire_len();
+        lines = &lines[1..];
+    }
+    if w.lends() && lines[0].wire_len() >= crate::mux::LEND_MIN {
+        // A long line on its own, lent; the lines after it go in the next write.
+        let mut slices = Vec::with_capacity(lines[0].parts().len() + 1);
+        let (mut skip, mut emit) = (skip, |s| slices.push(IoSlice::new(s)));
+        line_from_offset(&lines[0], &mut skip, &mut emit);
+        return match w.lend(&lines[0], &slices) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        };
+    }
     if lines.len() > 1 && lines[0].wire_len() < GATHER_MAX {
         return GATHERED.with_borrow_mut(|buf| {
             gather(buf, lines, skip);
@@ -403,6 +484,37 @@ impl<W: TryWrite> LineWriter<W> {
             }
         }
         Ok(())
+    }
+
+    /// The peer written to.
+    pub(crate) fn peer(&self) -> &W {
+        &self.w
+    }
+
+    /// The peer, shared, for a test to look at after the writer is gone.
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn peer_arc(&self) -> Arc<W> {
+        self.w.clone()
+    }
+
+    /// Whether [`LineWriter::splice_piece`] can move bytes to this peer.
+    pub(crate) fn takes_splice(&self) -> bool {
+        self.w.takes_splice()
+    }
+
+    /// Moves up to `n` bytes of a line still arriving from the front of pipe `from` to the
+    /// peer without copying them, when nothing is queued before them and the peer is a pipe
+    /// with room; returns how many moved (the caller sends the rest with
+    /// [`LineWriter::send_piece`]).
+    pub(crate) fn splice_piece(
+        &mut self,
+        from: std::os::fd::BorrowedFd<'_>,
+        n: usize,
+    ) -> Result<usize, WriteError> {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Ok(0);
+        }
+        self.w.splice_from(from, n).map_err(|_| WriteError::Closed)
     }
 
     /// Writes `pieces`, part of a line still arriving (no newline), after what was sent

@@ -271,6 +271,41 @@ fn switches(pid: u32) -> u64 {
 
 /// After the handshake the daemon holds the host's stdin itself and requests keep working
 /// without the proxy waking up for them: it is out of the data path.
+/// Long answers to an attached host arrive whole and in order, byte for byte, when the host
+/// reads them only after asking for all of them: the first is moved into the host's pipe
+/// until it is full and copied from there on, the others copied behind it. The text varies
+/// so that a piece moved twice, lost or out of place would show.
+#[test]
+fn long_answers_to_an_attached_host_that_reads_late_arrive_whole() {
+    let mux = Mux::start(&format!(
+        "{SERVER}max_request_bytes = 4194304\nmax_response_bytes = 4194304\n"
+    ));
+    let mut p = Proxy::of(&mux, "f");
+    p.initialize();
+    mux.log.wait_for(&["client attached"]);
+    let mut seed = 7u32;
+    let mut varied = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'a' + (seed >> 16) as u8 % 26)
+            })
+            .collect()
+    };
+    let texts: Vec<String> = (0..3).map(|i| varied((3 << 19) + 1000 * i)).collect();
+    for (id, t) in (1..).zip(&texts) {
+        p.send(&call(id, "echo", json!({ "text": t })));
+    }
+    p.send(&call(9, "echo", json!({"text":"after"})));
+    for (id, t) in (1..).zip(&texts) {
+        let r = p.response(&json!(id));
+        assert!(&text(&r) == t, "answer {id} differs from its request");
+    }
+    assert_eq!(text(&p.response(&json!(9))), "after");
+    mux.log
+        .wait_for(&["passing a long answer on as it arrives", "live=true"]);
+}
+
 #[test]
 fn hands_the_host_stdio_to_the_daemon_after_the_handshake() {
     let mux = Mux::start(SERVER);

@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::child::{self, ChildSpec};
+use super::child_in::ChildIn;
+use super::child_out::ChildOut;
 use super::listener::{self, BoundSocket};
 use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
 use crate::attach;
@@ -189,10 +191,10 @@ enum Host {
 
 struct ChildLink {
     generation: u64,
-    stdin: Option<LineWriter<pipe::Sender>>,
+    stdin: Option<LineWriter<ChildIn>>,
     /// Read by the actor itself, in its `select!`: a reader task of its own cost a task
     /// wake-up and a channel hop per answer.
-    stdout: Option<FramedRead<Capped<tokio::process::ChildStdout>, LineCodec>>,
+    stdout: Option<FramedRead<ChildOut, LineCodec>>,
     /// Tells the child's watcher that stdout closed (or that the actor stopped reading it).
     stdout_closed: Option<oneshot::Sender<()>>,
     kill: Option<oneshot::Sender<()>>,
@@ -468,6 +470,10 @@ impl Actor {
             Event::ChildOut(frame) => match frame {
                 Some(Ok(Frame::Line(line))) => {
                     crate::trim::note_line(line.len());
+                    // An answer: the child read the request, which may have been lent.
+                    if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
+                        stdin.peer().release();
+                    }
                     if self.stream.as_ref().is_some_and(|s| s.line.is_none()) {
                         self.stream_tail(&line);
                         // Its end is carried out before the next line is read.
@@ -665,18 +671,35 @@ impl Actor {
                 self.drive_now = true;
                 return;
             }
-            if !stream.live {
-                return;
-            }
-            let buf = stdout.read_buffer();
-            let Some(conn) = self.clients.get_mut(&stream.client) else {
+            let conn = if stream.live {
+                self.clients.get_mut(&stream.client)
+            } else {
+                None
+            };
+            let Some(conn) = conn else {
                 stream.live = false;
+                stdout.get_mut().set_peeking(false);
                 return;
             };
-            let written = write_piece(conn, &[&buf[stream.forwarded..]]);
+            let buf = stdout.read_buffer();
+            let piece = &buf[stream.forwarded..];
+            // What the last read peeked at is this piece, still in the child's pipe: moved
+            // on to the host's pipe as far as it has room, and the rest copied.
+            let out = stdout.get_ref();
+            let mut moved = 0;
+            let mut written = match conn.writer() {
+                Some(w) if out.owed() == piece.len() => w.splice_piece(out.fd(), piece.len()),
+                _ => Ok(0),
+            }
+            .map(|n| moved = n);
+            if written.is_ok() && moved < piece.len() {
+                written = write_piece(conn, &[&piece[moved..]]);
+            }
             stream.forwarded = buf.len();
+            stdout.get_mut().moved(moved);
             if written.is_err() {
                 stream.live = false;
+                stdout.get_mut().set_peeking(false);
                 let id = stream.client;
                 self.drop_client(now, id);
             }
@@ -737,12 +760,28 @@ impl Actor {
         if failed {
             self.drop_client(Instant::now(), client);
         }
+        // The rest of the line is peeked at as it comes, to be moved on rather than copied,
+        // when the client's writer is a pipe.
+        let pipe = self
+            .clients
+            .get_mut(&client)
+            .and_then(Conn::writer)
+            .is_some_and(|w| w.takes_splice());
+        self.peek_child(stream.live && pipe);
         self.stream = Some(stream);
+    }
+
+    /// Peek into the child's stdout from the next read on, or read it plainly again.
+    fn peek_child(&mut self, on: bool) {
+        if let Some(stdout) = self.child.as_mut().and_then(|c| c.stdout.as_mut()) {
+            stdout.get_mut().set_peeking(on);
+        }
     }
 
     /// The line being passed on is complete: its last piece and newline go out at once when
     /// it is live (the router checks it next); otherwise it is kept for [`Actor::stream_end`].
     fn stream_tail(&mut self, line: &Bytes) {
+        self.peek_child(false);
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
@@ -763,6 +802,7 @@ impl Actor {
     fn stream_end(&mut self, whole: bool) {
         // Others' lines go out; the client's own join those waiting.
         self.flush_clients();
+        self.peek_child(false);
         let Some(mut stream) = self.stream.take() else {
             return;
         };
@@ -821,7 +861,7 @@ impl Actor {
                 }
                 let stdin = match stdin {
                     Ok(stdin) => Some(LineWriter::new(
-                        stdin,
+                        ChildIn::new(stdin),
                         CHILD_QUEUE,
                         &self.tracker,
                         span.clone(),
@@ -849,7 +889,7 @@ impl Actor {
                     generation,
                     stdin,
                     stdout: Some(FramedRead::new(
-                        Capped(spawned.stdout),
+                        ChildOut::new(spawned.stdout),
                         LineCodec::reporting(self.cfg.max_response_bytes, STREAM_AT),
                     )),
                     stdout_closed: Some(closed_tx),
@@ -998,37 +1038,6 @@ impl Actor {
 /// write and one read instead of sixteen 64 KiB rounds, each a wake-up of both sides.
 #[cfg(target_os = "linux")]
 const PIPE_SIZE: i32 = 1 << 20;
-
-/// The child's stdout, read at most [`READ_CAP`] bytes at a time: a long answer then goes on
-/// to its client in pieces, each written while the next is read, instead of one read of the
-/// whole pipe and then one write of all of it (each holds its pipe's lock for the whole
-/// copy, so the host could not start reading before the daemon had finished writing).
-struct Capped<R>(R);
-
-/// What one read of the child's stdout takes at most (64 KiB measured the same; 256 KiB and
-/// no cap slower through the proxy, docs/performance.md).
-const READ_CAP: usize = 128 * 1024;
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let cap = READ_CAP;
-        let inner = std::pin::Pin::new(&mut self.get_mut().0);
-        if buf.remaining() <= cap {
-            return inner.poll_read(cx, buf);
-        }
-        let mut part = buf.take(cap);
-        let ready = inner.poll_read(cx, &mut part)?;
-        let n = part.filled().len();
-        // SAFETY: `part` is the unfilled front of `buf`; the read initialised its first `n`.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        ready.map(Ok)
-    }
-}
 
 /// Writes part of a line still arriving to a client whose lines are written now.
 fn write_piece(conn: &mut Conn, pieces: &[&[u8]]) -> Result<(), WriteError> {
@@ -1373,7 +1382,6 @@ async fn watch_child(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
 
     /// Lines that came in one read go to the actor as one event, in order; a line over the
     /// bound ends them and follows as its own event; a line alone goes as itself, and a line
@@ -1408,29 +1416,5 @@ mod tests {
             Some(Ok(Frame::Line(line))) => assert_eq!(&line[..], b"five"),
             other => panic!("expected the last line at the end, got {other:?}"),
         }
-    }
-
-    /// A read into a large buffer takes at most the cap, and the reads together give back
-    /// every byte in order; a buffer smaller than the cap is filled as usual.
-    #[tokio::test]
-    async fn child_reads_are_capped_and_lose_nothing() {
-        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
-        let mut r = Capped(&data[..]);
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut reads = 0;
-        loop {
-            let n = r.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(n <= READ_CAP, "read {n} bytes");
-            got.extend_from_slice(&buf[..n]);
-            reads += 1;
-        }
-        assert_eq!(got, data);
-        assert_eq!(reads, data.len().div_ceil(READ_CAP));
-        let mut small = vec![0u8; 1000];
-        assert_eq!(Capped(&data[..]).read(&mut small).await.unwrap(), 1000);
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, ChildStdin};
 
 /// What is needed to start a child, taken from the server's config.
 #[derive(Debug, Clone)]
@@ -61,8 +62,9 @@ pub struct SpawnedChild {
     pub pid: u32,
     /// Where MCP messages go in.
     pub stdin: ChildStdin,
-    /// Where MCP messages come out.
-    pub stdout: ChildStdout,
+    /// Where MCP messages come out: a pipe the daemon can also peek into and move bytes out
+    /// of without copying them (`tee`, `splice`), which a `ChildStdout` does not allow.
+    pub stdout: pipe::Receiver,
 }
 
 /// Longest stderr line forwarded to the log; the rest of such a line is cut.
@@ -105,6 +107,11 @@ pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
     else {
         return Err(err(std::io::Error::other("child pipes missing")));
     };
+    // On failure `child` is dropped, which kills it (`kill_on_drop`).
+    let stdout = stdout
+        .into_owned_fd()
+        .and_then(pipe::Receiver::from_owned_fd)
+        .map_err(err)?;
     let server = spec.server.clone();
     tokio::spawn(async move {
         let mut reader = tokio::io::BufReader::new(stderr);

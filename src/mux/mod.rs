@@ -3,5 +3,9 @@
 
 pub mod actor;
 pub mod child;
+mod child_in;
+mod child_out;
 pub mod listener;
 pub mod router;
+
+pub(crate) use child_in::LEND_MIN;
