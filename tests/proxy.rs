@@ -269,12 +269,11 @@ fn switches(pid: u32) -> u64 {
     total
 }
 
-/// After the handshake the daemon holds the host's stdin itself and requests keep working
-/// without the proxy waking up for them: it is out of the data path.
 /// Long answers to an attached host arrive whole and in order, byte for byte, when the host
 /// reads them only after asking for all of them: the first is moved into the host's pipe
-/// until it is full and copied from there on, the others copied behind it. The text varies
-/// so that a piece moved twice, lost or out of place would show.
+/// until it is full and copied from there on, the others copied behind it (and the requests,
+/// 1.5 MiB each, are lent to the server's stdin). The text varies so that a piece moved
+/// twice, lost or out of place would show.
 #[test]
 fn long_answers_to_an_attached_host_that_reads_late_arrive_whole() {
     let mux = Mux::start(&format!(
@@ -306,6 +305,8 @@ fn long_answers_to_an_attached_host_that_reads_late_arrive_whole() {
         .wait_for(&["passing a long answer on as it arrives", "live=true"]);
 }
 
+/// After the handshake the daemon holds the host's stdin itself and requests keep working
+/// without the proxy waking up for them: it is out of the data path.
 #[test]
 fn hands_the_host_stdio_to_the_daemon_after_the_handshake() {
     let mux = Mux::start(SERVER);
