@@ -16,7 +16,7 @@ use crate::jsonrpc::Line;
 /// A line of [`LEND_MIN`] bytes or more is lent to the pipe (`vmsplice`): the pipe then refers
 /// to the line's own memory, and the child's read copies from there, so a 1 MiB request is
 /// copied once in the daemon (read from its client) instead of twice (on this machine class
-/// the write of 1 MiB into a pipe took ≈ 0.25 ms, the lending ≈ 0.04 ms; docs/performance.md,
+/// the write of 1 MiB into a pipe took ≈ 0.25 ms, the lending ≈ 0.035 ms; docs/performance.md,
 /// session 10). That memory must not change until the child has read it: the line (its
 /// buffers are immutable and shared) is kept until the bytes the pipe still holds, its
 /// `FIONREAD`, come after it.
@@ -26,8 +26,9 @@ pub(crate) struct ChildIn {
     lent: std::sync::Mutex<lend::Lent>,
 }
 
-/// Lines this long are lent rather than copied: below it, pinning the pages costs about what
-/// copying them does.
+/// Lines this long are lent rather than copied: the length from which answers are streamed
+/// too (`STREAM_AT`). Shorter lines are copied as before; where lending starts to pay was not
+/// measured.
 pub(crate) const LEND_MIN: usize = 64 * 1024;
 
 impl ChildIn {
