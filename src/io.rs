@@ -142,13 +142,10 @@ impl TryWrite for Sink {
                 // half in the child's pipe and half copied into the writer's queue.
                 room.want(p, n.max(PIPE_MAX));
                 // Through the runtime, so that a full pipe clears its readiness.
-                match p.try_io(|| {
+                nothing_when_full(p.try_io(|| {
                     nix::fcntl::splice(from, None, p, None, n, splice_flags())
                         .map_err(std::io::Error::from)
-                }) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-                    r => r,
-                }
+                }))
             }
         }
     }
@@ -164,10 +161,7 @@ pub(crate) fn splice_flags() -> nix::fcntl::SpliceFFlags {
 /// What a non-blocking `splice` or `tee` moved: a full or empty pipe moved nothing.
 #[cfg(target_os = "linux")]
 pub(crate) fn moved(r: nix::Result<usize>) -> std::io::Result<usize> {
-    match r {
-        Err(nix::errno::Errno::EAGAIN) => Ok(0),
-        r => r.map_err(std::io::Error::from),
-    }
+    nothing_when_full(r.map_err(std::io::Error::from))
 }
 
 /// The largest pipe asked for: a 1 MiB line then crosses in one write and one read.
@@ -298,10 +292,7 @@ pub(crate) fn try_write_lines<W: TryWrite>(
         let mut slices = Vec::with_capacity(lines[0].parts().len() + 1);
         let (mut skip, mut emit) = (skip, |s| slices.push(IoSlice::new(s)));
         line_from_offset(&lines[0], &mut skip, &mut emit);
-        return match w.lend(&lines[0], &slices) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-            r => r,
-        };
+        return nothing_when_full(w.lend(&lines[0], &slices));
     }
     if lines.len() > 1 && lines[0].wire_len() < GATHER_MAX {
         return GATHERED.with_borrow_mut(|buf| {
@@ -371,10 +362,14 @@ fn gather(buf: &mut Vec<u8>, lines: &[Line], skip: usize) {
 
 /// Writes what fits of `slices` now; `0` when the peer is full.
 fn try_write<W: TryWrite>(w: &W, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
-    match w.try_write_vectored(slices) {
-        Ok(n) => Ok(n),
+    nothing_when_full(w.try_write_vectored(slices))
+}
+
+/// A write, `splice` or `tee` that found its pipe full (or empty) moved nothing.
+fn nothing_when_full(r: std::io::Result<usize>) -> std::io::Result<usize> {
+    match r {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
+        r => r,
     }
 }
 

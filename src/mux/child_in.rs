@@ -22,8 +22,15 @@ use crate::jsonrpc::Line;
 /// `FIONREAD`, come after it.
 pub(crate) struct ChildIn {
     tx: pipe::Sender,
+    /// Bytes the pipe took since the child started.
+    #[cfg(target_os = "linux")]
+    written: std::sync::atomic::AtomicU64,
     #[cfg(target_os = "linux")]
     lent: std::sync::Mutex<lend::Lent>,
+    /// Whether `lent` holds any line: writes and answers take its lock only then, so a server
+    /// that never gets a long line pays two atomic operations per write for this.
+    #[cfg(target_os = "linux")]
+    lending: std::sync::atomic::AtomicBool,
 }
 
 /// Lines this long are lent rather than copied: the length from which answers are streamed
@@ -36,7 +43,11 @@ impl ChildIn {
         ChildIn {
             tx,
             #[cfg(target_os = "linux")]
+            written: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(target_os = "linux")]
             lent: std::sync::Mutex::default(),
+            #[cfg(target_os = "linux")]
+            lending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -44,16 +55,33 @@ impl ChildIn {
     /// request) and on every write.
     pub(crate) fn release(&self) {
         #[cfg(target_os = "linux")]
+        if self.lending.load(std::sync::atomic::Ordering::Acquire) {
+            self.release_locked(&mut self.lock());
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn lock(&self) -> std::sync::MutexGuard<'_, lend::Lent> {
         self.lent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .release(self.tx.as_fd());
+    }
+
+    /// [`ChildIn::release`] with the lock held.
+    #[cfg(target_os = "linux")]
+    fn release_locked(&self, lent: &mut lend::Lent) {
+        // The count first, then what the pipe holds: a write in between makes the child seem
+        // to have read less, never more.
+        let written = self.written.load(std::sync::atomic::Ordering::Acquire);
+        let holding = lent.release(self.tx.as_fd(), written);
+        self.lending
+            .store(holding, std::sync::atomic::Ordering::Release);
     }
 
     /// How many lent lines the pipe may still refer to.
     #[cfg(all(test, target_os = "linux"))]
     pub(crate) fn lent(&self) -> usize {
-        self.lent.lock().unwrap().held.len()
+        self.lock().held.len()
     }
 }
 
@@ -74,12 +102,9 @@ impl TryWrite for ChildIn {
         let n = self.tx.try_write_vectored(bufs)?;
         #[cfg(target_os = "linux")]
         {
-            let mut lent = self
-                .lent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            lent.written += n as u64;
-            lent.release(self.tx.as_fd());
+            self.written
+                .fetch_add(n as u64, std::sync::atomic::Ordering::AcqRel);
+            self.release();
         }
         Ok(n)
     }
@@ -95,10 +120,7 @@ impl TryWrite for ChildIn {
 
     #[cfg(target_os = "linux")]
     fn lend(&self, line: &Line, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut lent = self
-            .lent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lent = self.lock();
         // Through the runtime, so that a full pipe clears its readiness and the writer task
         // then waits for room instead of trying again at once.
         let n = self.tx.try_io(|| {
@@ -110,11 +132,13 @@ impl TryWrite for ChildIn {
             .map_err(io::Error::from)
         })?;
         if n > 0 {
-            lent.written += n as u64;
-            let end = lent.written;
+            let end = self
+                .written
+                .fetch_add(n as u64, std::sync::atomic::Ordering::AcqRel)
+                + n as u64;
             lent.held.push_back((end, line.clone()));
         }
-        lent.release(self.tx.as_fd());
+        self.release_locked(&mut lent);
         Ok(n)
     }
 }
@@ -126,30 +150,30 @@ mod lend {
 
     use crate::jsonrpc::Line;
 
-    /// What was written into the pipe, and the lines lent to it with where each ends.
+    /// The lines lent to the pipe, with where each ends.
     #[derive(Default)]
     pub(super) struct Lent {
-        /// Bytes the pipe took since the child started.
-        pub(super) written: u64,
         /// Lent lines, each with the count of bytes written when its last lent byte went in.
         pub(super) held: VecDeque<(u64, Line)>,
     }
 
     impl Lent {
-        /// Drops the lines the child has read past: the pipe holds its last `FIONREAD` bytes.
-        pub(super) fn release(&mut self, fd: BorrowedFd<'_>) {
+        /// Drops the lines the child has read past, `written` bytes having gone into pipe
+        /// `fd`, which holds its last `FIONREAD`; returns whether any is still held.
+        pub(super) fn release(&mut self, fd: BorrowedFd<'_>, written: u64) -> bool {
             if self.held.is_empty() {
-                return;
+                return false;
             }
             let mut queued: libc::c_int = 0;
             // SAFETY: FIONREAD writes one c_int, into `queued`.
             if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) } != 0 {
-                return; // keep everything; asked again on the next write
+                return true; // keep everything; asked again on the next write
             }
-            let read = self.written - u64::try_from(queued).unwrap_or(0);
+            let read = written.saturating_sub(u64::try_from(queued).unwrap_or(0));
             while self.held.front().is_some_and(|(end, _)| *end <= read) {
                 self.held.pop_front();
             }
+            !self.held.is_empty()
         }
     }
 
