@@ -571,6 +571,35 @@ mod tests {
     use bytes::Bytes;
     use tokio::io::AsyncReadExt;
 
+    /// Bytes moved into a host's pipe arrive as they were, and the pipe is grown to the
+    /// largest size at once (grown only to the piece's size, the rest of a long answer was left
+    /// to be copied into the writer's queue).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_splice_into_a_host_pipe_moves_the_bytes_and_grows_the_pipe_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let (mut src_tx, src_rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let (sink_tx, mut sink_rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        src_tx.write_all(&data).await.unwrap();
+        let room = PipeRoom::of(&sink_tx);
+        let sink = Sink::Pipe(sink_tx, room);
+        sink.writable().await.unwrap();
+        assert!(sink.takes_splice());
+        assert_eq!(
+            sink.splice_from(src_rx.as_fd(), data.len()).unwrap(),
+            data.len()
+        );
+        let Sink::Pipe(tx, _) = &sink else {
+            unreachable!()
+        };
+        let size = nix::fcntl::fcntl(tx, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert_eq!(size as usize, PIPE_MAX);
+        let mut got = vec![0u8; data.len()];
+        sink_rx.read_exact(&mut got).await.unwrap();
+        assert!(got == data, "moved bytes differ");
+    }
+
     /// A writer on one end of a socket pair (`queue` lines may wait), the other end, and the
     /// tracker and token the writer reports to.
     fn writer_and_peer(
