@@ -1,7 +1,10 @@
 //! The side-by-side benchmark: the same fast MCP server (`mcp-fake-server`) reached over its own
 //! stdio ("direct"), through the mux's socket ("mux"), and through `rmcp-mux-proxy` ("proxy",
-//! what a host uses), in one run; the 1 MiB messages also through a null relay ("relay", this
-//! executable run with `--null-relay`) for reference. Every answer is checked: a misrouted or
+//! what a host uses), in one run; for reference, latency and the 1 MiB messages also through a
+//! null relay ("relay", this executable run with `--null-relay`), latency through the proxy
+//! with socket pairs for its stdio ("proxy_socketpair", what libuv-based hosts give it), and
+//! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Every answer
+//! is checked: a misrouted or
 //! lost response fails the run. Results go to `target/bench/results.json`; `tools/bench.sh`
 //! turns them into a table and a plot.
 //!
@@ -62,6 +65,8 @@ enum Path3 {
     Direct,
     Mux,
     Proxy,
+    /// The proxy with socket pairs for stdio, as libuv-based hosts (Node, Electron) give it.
+    ProxyPair,
     /// The server behind [`relay`]: a reference, not a path of the mux.
     Relay,
 }
@@ -72,6 +77,7 @@ impl Path3 {
             Path3::Direct => "direct",
             Path3::Mux => "mux",
             Path3::Proxy => "proxy",
+            Path3::ProxyPair => "proxy_socketpair",
             Path3::Relay => "relay",
         }
     }
@@ -108,7 +114,7 @@ impl Conn {
         let mut conn = match kind {
             Path3::Direct => Self::spawn(command(&bins.fake, pin)),
             Path3::Relay => {
-                let mut cmd = Command::new(std::env::current_exe().expect("the bench's own path"));
+                let mut cmd = command(&std::env::current_exe().expect("the bench's own path"), pin);
                 cmd.arg(RELAY_ARG).arg(&bins.fake);
                 Self::spawn(cmd)
             }
@@ -116,6 +122,31 @@ impl Conn {
                 let mut cmd = command(&bins.proxy, pin);
                 cmd.arg("--socket").arg(socket);
                 Self::spawn(cmd)
+            }
+            Path3::ProxyPair => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+                let mut cmd = command(&bins.proxy, pin);
+                cmd.arg("--socket").arg(socket);
+                let child = cmd
+                    .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+                        theirs.try_clone().unwrap(),
+                    )))
+                    .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+                ours.set_nonblocking(true).unwrap();
+                let (r, w) = UnixStream::from_std(ours).unwrap().into_split();
+                Conn {
+                    w: BufWriter::new(Box::new(w)),
+                    r: BufReader::with_capacity(
+                        1 << 16,
+                        Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
+                    )
+                    .lines(),
+                    _child: Some(child),
+                }
             }
             Path3::Mux => {
                 let s = UnixStream::connect(socket)
@@ -209,6 +240,57 @@ fn relay(server: &std::ffi::OsStr) {
     pump(std::io::stdin(), to_server); // dropping its stdin ends the server
     let _ = child.wait();
     let _ = answers.join();
+}
+
+/// The argument that makes this executable [`byte_echo`] instead of benchmarking.
+const BYTE_ECHO_ARG: &str = "--byte-echo";
+
+/// Writes back every byte it reads: the other end of [`pipe_round_trip`].
+fn byte_echo() {
+    use std::io::{Read, Write};
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let mut b = [0u8; 1];
+    while let Ok(1) = input.read(&mut b) {
+        if output.write_all(&b).and_then(|()| output.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One byte to a process on CPU `peer` and back, from this thread pinned to CPU `me`, over
+/// pipes: microseconds per round trip (median of 2,000). What the machine itself charges for
+/// two wake-ups, on one CPU or across two, before any mux is involved: on a virtual machine a
+/// wake-up on another vCPU can cost tens of microseconds (an interrupt through the hypervisor),
+/// and one more process in a path pays it whenever it does not share its peers' CPU.
+fn pipe_round_trip(me: usize, peer: usize) -> f64 {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg(peer.to_string())
+        .arg(std::env::current_exe().expect("the bench's own path"))
+        .arg(BYTE_ECHO_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the byte echo");
+    let (mut to, mut from) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    pin_self(&me.to_string());
+    let mut samples = Vec::with_capacity(2000);
+    let mut b = [b'x'];
+    for i in 0..2200 {
+        let start = Instant::now();
+        to.write_all(&b).unwrap();
+        from.read_exact(&mut b).expect("the byte echo answers");
+        if i >= 200 {
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    pin_self(&format!("0-{}", cpus - 1));
+    drop(to);
+    let _ = child.wait();
+    samples.sort_by(f64::total_cmp);
+    percentile(&samples, 0.5)
 }
 
 /// An echo request; `pad` x's are added by the server to the result, `body` y's are sent
@@ -662,25 +744,60 @@ async fn open_many(kind: Path3, bins: &Bins, socket: &Path, n: usize) -> Vec<Con
     conns
 }
 
-/// Latency of every path, one request in flight; `pin` runs everything on one CPU.
-async fn latencies(bins: &Bins, n: usize, pin: Option<usize>) -> serde_json::Map<String, Value> {
-    let (daemon, _) = Daemon::start_pinned(bins, 1, false, pin).await;
-    let socket = daemon.socket(0);
+/// Latency of every path, and of the null relay for reference, one request in flight; `pin`
+/// runs everything on one CPU. Each of `rounds` rounds starts a daemon and every connection
+/// afresh and the rounds are compared by medians: where the scheduler puts the processes
+/// decides the round trip (on a virtual machine a wake-up on another vCPU can cost tens of
+/// microseconds, [`pipe_round_trip`]), and one placement, kept for a whole round, is a coin
+/// toss that direct stdio takes too.
+async fn latencies(
+    bins: &Bins,
+    n: usize,
+    pin: Option<usize>,
+    rounds: usize,
+) -> serde_json::Map<String, Value> {
+    let kinds = [
+        Path3::Direct,
+        Path3::Mux,
+        Path3::Proxy,
+        Path3::ProxyPair,
+        Path3::Relay,
+    ];
+    let mut got: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
+    for round in 0..rounds {
+        let (daemon, _) = Daemon::start_pinned(bins, 1, false, pin).await;
+        let socket = daemon.socket(0);
+        for (kind, got) in kinds.iter().zip(&mut got) {
+            let mut c = Conn::open_pinned(*kind, bins, &socket, pin).await;
+            let (p50, p90, p99, mean) = latency(&mut c, n, 0, 0).await;
+            eprintln!(
+                "latency {:6}{} round {}: p50 {p50:7.1} µs  p90 {p90:7.1}  p99 {p99:7.1}  mean {mean:7.1}",
+                kind.name(),
+                if pin.is_some() { " (one core)" } else { "" },
+                round + 1,
+            );
+            got.push((p50, p90, p99, mean));
+        }
+        drop(daemon);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let mut lat = serde_json::Map::new();
-    for kind in [Path3::Direct, Path3::Mux, Path3::Proxy] {
-        let mut c = Conn::open_pinned(kind, bins, &socket, pin).await;
-        let (p50, p90, p99, mean) = latency(&mut c, n, 0, 0).await;
-        eprintln!(
-            "latency {:6}{}: p50 {p50:7.1} µs  p90 {p90:7.1}  p99 {p99:7.1}  mean {mean:7.1}",
-            kind.name(),
-            if pin.is_some() { " (one core)" } else { "" }
-        );
+    for (kind, got) in kinds.iter().zip(got) {
+        let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| median(got.iter().map(f).collect());
         lat.insert(
             kind.name().into(),
-            json!({"p50_us":p50,"p90_us":p90,"p99_us":p99,"mean_us":mean}),
+            json!({
+                "p50_us": pick(|r| r.0),
+                "p90_us": pick(|r| r.1),
+                "p99_us": pick(|r| r.2),
+                "mean_us": pick(|r| r.3),
+                "rounds_p50_us": got.iter().map(|r| r.0).collect::<Vec<_>>(),
+            }),
         );
     }
-    drop(daemon);
     lat
 }
 
@@ -689,6 +806,9 @@ async fn main() {
     let args: Vec<_> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == RELAY_ARG) {
         return relay(&args[2]);
+    }
+    if args.get(1).is_some_and(|a| a == BYTE_ECHO_ARG) {
+        return byte_echo();
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     // BENCH_PHASES=latency,big,throughput,many,rss runs only some phases (for profiling).
@@ -707,6 +827,16 @@ async fn main() {
     results.insert("load_average_at_start".into(), json!(load));
     eprintln!("load average at start: {load:?}");
 
+    // The machine's own price of a wake-up on one CPU and across two (no mux involved).
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        let (same, across) = (pipe_round_trip(0, 0), pipe_round_trip(0, 1));
+        eprintln!("pipe round trip: one CPU {same:.1} µs, two CPUs {across:.1} µs");
+        results.insert(
+            "pipe_round_trip_us".into(),
+            json!({"one_cpu": same, "two_cpus": across}),
+        );
+    }
+
     // Start-up: 10 lazy servers, from exec to every socket accepting.
     let mut starts = vec![];
     for _ in 0..if quick { 3 } else { 7 } {
@@ -723,11 +853,11 @@ async fn main() {
         // Latency, one request in flight: as scheduled, then everything pinned to one CPU.
         results.insert(
             "latency".into(),
-            Value::Object(latencies(&bins, lat_n, None).await),
+            Value::Object(latencies(&bins, lat_n, None, if quick { 1 } else { 3 }).await),
         );
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         pin_self("0");
-        let one_core = latencies(&bins, lat_n, Some(0)).await;
+        let one_core = latencies(&bins, lat_n, Some(0), 1).await;
         pin_self(&format!("0-{}", cpus - 1));
         results.insert("latency_one_core".into(), Value::Object(one_core));
     }

@@ -42,35 +42,89 @@ fn rows(r: &Value) -> Vec<Row> {
     let start = f(r, &["start_10_servers_ms"]);
     let many = f(r, &["many_clients", "req_per_s"]);
     let us = |v: f64| format!("{v:.1} µs");
+    let lat_rounds = r["latency"]["proxy"]["rounds_p50_us"]
+        .as_array()
+        .map_or(1, Vec::len);
+    let of = if lat_rounds > 1 {
+        format!(", medians of {lat_rounds} rounds")
+    } else {
+        String::new()
+    };
     let mut out = vec![
         Row {
-            measure: "added latency p50, proxy + mux".into(),
+            measure: format!("added latency p50, proxy + mux{of}"),
             direct: us(lat("direct", "p50_us")),
-            value: format!("+{add_p50:.1} µs ({:.1} µs)", lat("proxy", "p50_us")),
+            value: format!("{add_p50:+.1} µs ({:.1} µs)", lat("proxy", "p50_us")),
             target: "≤ 50 µs",
             met: Some(add_p50 <= 50.0),
         },
         Row {
-            measure: "added latency p99, proxy + mux".into(),
+            measure: format!("added latency p99, proxy + mux{of}"),
             direct: us(lat("direct", "p99_us")),
-            value: format!("+{add_p99:.1} µs ({:.1} µs)", lat("proxy", "p99_us")),
+            value: format!("{add_p99:+.1} µs ({:.1} µs)", lat("proxy", "p99_us")),
             target: "≤ 250 µs",
             met: Some(add_p99 <= 250.0),
         },
         Row {
             measure: "added latency p50, proxy + mux, all on one core".into(),
             direct: us(one("direct", "p50_us")),
-            value: format!("+{add_one:.1} µs ({:.1} µs)", one("proxy", "p50_us")),
+            value: format!("{add_one:+.1} µs ({:.1} µs)", one("proxy", "p50_us")),
             target: "≤ 30 µs",
             met: Some(add_one <= 30.0),
         },
         Row {
             measure: "added latency p50, mux socket only".into(),
             direct: us(lat("direct", "p50_us")),
-            value: format!("+{:.1} µs", lat("mux", "p50_us") - lat("direct", "p50_us")),
+            value: format!("{:+.1} µs", lat("mux", "p50_us") - lat("direct", "p50_us")),
             target: "—",
             met: None,
         },
+    ];
+    // References, not targets: what one more process that only copies the bytes adds here, and
+    // what the machine charges for a wake-up on another CPU (docs/performance.md, session 11).
+    let pair = lat("proxy_socketpair", "p50_us") - lat("direct", "p50_us");
+    if pair.is_finite() {
+        out.push(Row {
+            measure: format!(
+                "added latency p50, proxy + mux with socket pairs for stdio (as libuv-based \
+                 hosts give them){of}"
+            ),
+            direct: us(lat("direct", "p50_us")),
+            value: format!(
+                "{pair:+.1} µs ({:.1} µs)",
+                lat("proxy_socketpair", "p50_us")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
+    let relay = lat("relay", "p50_us") - lat("direct", "p50_us");
+    let relay_one = one("relay", "p50_us") - one("direct", "p50_us");
+    if relay.is_finite() {
+        out.push(Row {
+            measure: format!(
+                "added latency p50, null relay, for reference: a process that only copies the \
+                 bytes (scheduled{of} / all on one core)"
+            ),
+            direct: us(lat("direct", "p50_us")),
+            value: format!("{relay:+.1} µs / {relay_one:+.1} µs"),
+            target: "—",
+            met: None,
+        });
+    }
+    let wake = |k: &str| f(r, &["pipe_round_trip_us", k]);
+    if wake("two_cpus").is_finite() {
+        out.push(Row {
+            measure: "pipe round trip between two processes, for reference: on one CPU (left), \
+                      across two (right)"
+                .into(),
+            direct: us(wake("one_cpu")),
+            value: us(wake("two_cpus")),
+            target: "—",
+            met: None,
+        });
+    }
+    out.extend([
         Row {
             measure: format!(
                 "throughput, 64 clients × 8 in flight (mux) / direct with 512 in flight, \
@@ -89,7 +143,7 @@ fn rows(r: &Value) -> Vec<Row> {
             target: "—",
             met: None,
         },
-    ];
+    ]);
     // Where the two cores went in those rounds: the sum of the three processes' CPU per answer
     // and the share left idle bound the ratio (docs/performance.md, session 7).
     let cpu = |path: &str, k: &str| f(r, &["throughput", "cpu_64", path, k]);
@@ -210,7 +264,44 @@ pub fn table(r: &Value) -> String {
         );
     }
     md += &format!("\nLoad average when the run started: {load}.\n");
+    md += &placement_note(r);
     md
+}
+
+/// A warning under the table when a wake-up on another CPU costs far more than one on the same
+/// CPU (a virtual machine whose vCPUs wake through the hypervisor): then each scheduled row
+/// compares where the scheduler put the processes as much as the paths, direct stdio included,
+/// and only the one-core row measures the mux by itself.
+fn placement_note(r: &Value) -> String {
+    let (one, two) = (
+        f(r, &["pipe_round_trip_us", "one_cpu"]),
+        f(r, &["pipe_round_trip_us", "two_cpus"]),
+    );
+    if two.is_nan() || one.is_nan() || two <= 5.0 * one {
+        return String::new();
+    }
+    let direct: Vec<f64> = r["latency"]["direct"]["rounds_p50_us"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let spread = match direct
+        .iter()
+        .copied()
+        .reduce(f64::min)
+        .zip(direct.iter().copied().reduce(f64::max))
+    {
+        Some((lo, hi)) if direct.len() > 1 => {
+            format!(" Direct stdio itself took {lo:.1}–{hi:.1} µs at p50 across the rounds.")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "\nOn this machine a wake-up on another CPU costs about {:.0} µs (a pipe round trip \
+         between two processes: {one:.1} µs on one CPU, {two:.1} µs across two), so the \
+         scheduled rows depend on whether the scheduler keeps the processes on one CPU.{spread} \
+         The one-core row measures the mux by itself.\n",
+        (two - one) / 2.0
+    )
 }
 
 /// The SVG: latency percentiles per path (left) and throughput against the number of
