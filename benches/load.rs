@@ -4,9 +4,8 @@
 //! null relay ("relay", this executable run with `--null-relay`), latency through the proxy
 //! with socket pairs for its stdio ("proxy_socketpair", what libuv-based hosts give it), and
 //! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Every answer
-//! is checked: a misrouted or
-//! lost response fails the run. Results go to `target/bench/results.json`; `tools/bench.sh`
-//! turns them into a table and a plot.
+//! is checked: a misrouted or lost response fails the run. Results go to
+//! `target/bench/results.json`; `tools/bench.sh` turns them into a table and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
 //! `BENCH_QUICK=1` for a short smoke run; `BENCH_SMAPS=DIR` saves the daemon's smaps at each RSS
@@ -137,35 +136,13 @@ impl Conn {
                     .spawn()
                     .unwrap();
                 ours.set_nonblocking(true).unwrap();
-                let (r, w) = UnixStream::from_std(ours).unwrap().into_split();
-                Conn {
-                    w: BufWriter::new(Box::new(w)),
-                    r: BufReader::with_capacity(
-                        1 << 16,
-                        Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
-                    )
-                    .lines(),
-                    _child: Some(child),
-                }
+                Self::on_socket(UnixStream::from_std(ours).unwrap(), Some(child))
             }
             Path3::Mux => {
                 let s = UnixStream::connect(socket)
                     .await
                     .expect("connect to the mux");
-                // The socket halves the proxy uses (one-way registrations), so that this client
-                // costs what the mux's real client, the proxy, costs on its socket side.
-                let (r, w) = rmcp_mux::sockio::split_tokio(s).expect("register the socket");
-                Conn {
-                    w: BufWriter::new(Box::new(w)),
-                    // The same read buffer as the stdio paths, so that the client's own
-                    // reads cost the same on every path.
-                    r: BufReader::with_capacity(
-                        1 << 16,
-                        Box::new(r) as Box<dyn AsyncRead + Unpin + Send>,
-                    )
-                    .lines(),
-                    _child: None,
-                }
+                Self::on_socket(s, None)
             }
         };
         conn.send(&json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}).to_string()).await;
@@ -175,6 +152,20 @@ impl Conn {
         conn.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
             .await;
         conn
+    }
+
+    /// A connection over socket `s`, in the halves the proxy uses (one-way registrations; a
+    /// libuv host, too, watches for room to write only while a write waits), so that this
+    /// client costs what the mux's real clients cost on their socket side; the same read
+    /// buffer as the stdio paths, so that the client's own reads cost the same on every path.
+    fn on_socket(s: UnixStream, child: Option<Child>) -> Conn {
+        let (r, w) = rmcp_mux::sockio::split_tokio(s).expect("register the socket");
+        Conn {
+            w: BufWriter::new(Box::new(w)),
+            r: BufReader::with_capacity(1 << 16, Box::new(r) as Box<dyn AsyncRead + Unpin + Send>)
+                .lines(),
+            _child: child,
+        }
     }
 
     fn spawn(mut cmd: Command) -> Conn {

@@ -80,8 +80,9 @@ fn rows(r: &Value) -> Vec<Row> {
             met: None,
         },
     ];
-    // References, not targets: what one more process that only copies the bytes adds here, and
-    // what the machine charges for a wake-up on another CPU (docs/performance.md, session 11).
+    // References, not targets: the proxy as libuv-based hosts run it, what one more process
+    // that only copies the bytes adds here, and what the machine charges for a wake-up on
+    // another CPU (docs/performance.md, "A wake-up on another vCPU (session 11)").
     let pair = lat("proxy_socketpair", "p50_us") - lat("direct", "p50_us");
     if pair.is_finite() {
         out.push(Row {
