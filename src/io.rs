@@ -79,8 +79,8 @@ pub(crate) trait TryWrite: Send + Sync + 'static {
         false
     }
     /// Moves up to `n` bytes from the front of pipe `from` into this peer without copying
-    /// them (Linux `splice`, when the peer is a pipe too); returns how many moved, 0 when it
-    /// cannot or the peer is full now.
+    /// them (Linux `splice`); returns how many moved, 0 when it cannot or the peer is full
+    /// now.
     fn splice_from(&self, from: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<usize> {
         let _ = (from, n);
         Ok(0)
@@ -131,12 +131,16 @@ impl TryWrite for Sink {
         }
     }
     fn takes_splice(&self) -> bool {
-        cfg!(target_os = "linux") && matches!(self, Sink::Pipe(..))
+        cfg!(target_os = "linux")
     }
     #[cfg(target_os = "linux")]
     fn splice_from(&self, from: std::os::fd::BorrowedFd<'_>, n: usize) -> std::io::Result<usize> {
         match self {
-            Sink::Socket(_) => Ok(0),
+            // The socket has no registration to clear (the writer watches a duplicate only
+            // while it waits), and a full one moves nothing. The kernel hands the pipe's pages
+            // to the socket (`MSG_SPLICE_PAGES`, Linux 6.5 on) or, before, copies them itself:
+            // either way the daemon does not (docs/performance.md, session 11).
+            Sink::Socket(s) => moved(nix::fcntl::splice(from, None, s, None, n, splice_flags())),
             Sink::Pipe(p, room) => {
                 // Only long lines are moved: room for all of one, so that it is not left
                 // half in the child's pipe and half copied into the writer's queue.
@@ -498,9 +502,8 @@ impl<W: TryWrite> LineWriter<W> {
     }
 
     /// Moves up to `n` bytes of a line still arriving from the front of pipe `from` to the
-    /// peer without copying them, when nothing is queued before them and the peer is a pipe
-    /// with room; returns how many moved (the caller sends the rest with
-    /// [`LineWriter::send_piece`]).
+    /// peer without copying them, when nothing is queued before them and the peer has room;
+    /// returns how many moved (the caller sends the rest with [`LineWriter::send_piece`]).
     pub(crate) fn splice_piece(
         &mut self,
         from: std::os::fd::BorrowedFd<'_>,
@@ -598,6 +601,45 @@ mod tests {
         let mut got = vec![0u8; data.len()];
         sink_rx.read_exact(&mut got).await.unwrap();
         assert!(got == data, "moved bytes differ");
+    }
+
+    /// Bytes moved into a client's socket arrive as they were, and a full socket moves nothing
+    /// rather than failing (the rest of a long answer is then copied into the writer's queue).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_splice_into_a_socket_moves_the_bytes_and_nothing_when_it_is_full() {
+        use tokio::io::AsyncWriteExt;
+        let (mut src_tx, src_rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
+        let sink = Sink::Socket(write);
+        assert!(sink.takes_splice());
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        src_tx.write_all(&data).await.unwrap();
+        assert_eq!(
+            sink.splice_from(src_rx.as_fd(), data.len()).unwrap(),
+            data.len()
+        );
+        let mut got = vec![0u8; data.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert!(got == data, "moved bytes differ");
+        // Fill the socket without reading, then ask for more: nothing moves, nothing fails.
+        let fill = vec![b'f'; 1 << 16];
+        let mut filled = 0;
+        while let Ok(n @ 1..) = sink.try_write_vectored(&[IoSlice::new(&fill)]) {
+            filled += n;
+        }
+        src_tx.write_all(&data).await.unwrap();
+        assert_eq!(sink.splice_from(src_rx.as_fd(), data.len()).unwrap(), 0);
+        let mut drained = vec![0u8; filled];
+        b.read_exact(&mut drained).await.unwrap();
+        assert!(drained.iter().all(|&c| c == b'f'));
+        assert_eq!(
+            sink.splice_from(src_rx.as_fd(), data.len()).unwrap(),
+            data.len()
+        );
+        b.read_exact(&mut got).await.unwrap();
+        assert!(got == data, "bytes moved after the socket drained differ");
     }
 
     /// A writer on one end of a socket pair (`queue` lines may wait), the other end, and the

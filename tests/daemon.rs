@@ -287,6 +287,43 @@ fn a_long_answer_is_passed_on_while_the_server_writes_it() {
     );
 }
 
+/// Long answers to a socket client arrive whole and in order, byte for byte, when the client
+/// reads them only after asking for all of them: on Linux the first is moved from the server's
+/// pipe into the socket until it is full and copied from there on, the others copied behind it.
+/// The text varies so that a piece moved twice, lost or out of place would show.
+#[test]
+fn long_answers_to_a_socket_client_that_reads_late_arrive_whole() {
+    let mux = Mux::start(&fake(
+        "f",
+        "max_request_bytes = 4194304\nmax_response_bytes = 4194304",
+    ));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    let mut seed = 11u32;
+    let mut varied = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'a' + (seed >> 16) as u8 % 26)
+            })
+            .collect()
+    };
+    let texts: Vec<String> = (0..3).map(|i| varied((3 << 19) + 1000 * i)).collect();
+    for (id, t) in (1..).zip(&texts) {
+        c.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"text":t}}}));
+    }
+    for (id, t) in (1..).zip(&texts) {
+        let r = c.response(&json!(id));
+        assert!(&text(&r) == t, "answer {id} differs from its request");
+    }
+    assert_eq!(
+        text(&c.call(json!(9), "echo", json!({"text":"after"}))),
+        "after"
+    );
+    mux.log
+        .wait_for(&["passing a long answer on as it arrives", "live=true"]);
+}
+
 /// A hand-off of the host's stdio asked for while a long answer is on its way to the client is
 /// answered after the answer is complete, not in the middle of its line (both go out on the
 /// client's socket).

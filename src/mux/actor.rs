@@ -684,7 +684,7 @@ impl Actor {
             let buf = stdout.read_buffer();
             let piece = &buf[stream.forwarded..];
             // What the last read peeked at is this piece, still in the child's pipe: moved
-            // on to the host's pipe as far as it has room, and the rest copied.
+            // on to the client's pipe or socket as far as it has room, and the rest copied.
             let out = stdout.get_ref();
             let mut moved = 0;
             let mut written = match conn.writer() {
@@ -761,13 +761,13 @@ impl Actor {
             self.drop_client(Instant::now(), client);
         }
         // The rest of the line is peeked at as it comes, to be moved on rather than copied,
-        // when the client's writer is a pipe.
-        let pipe = self
+        // when the client's writer takes bytes from a pipe (Linux: its pipe or socket).
+        let moves = self
             .clients
             .get_mut(&client)
             .and_then(Conn::writer)
             .is_some_and(|w| w.takes_splice());
-        self.peek_child(stream.live && pipe);
+        self.peek_child(stream.live && moves);
         self.stream = Some(stream);
     }
 

@@ -1,6 +1,6 @@
 //! The child's stdout as the actor reads it: a bounded read at a time, and, while a long answer
-//! goes on to a host's stdout pipe, a peek that leaves the bytes in the pipe so that they can
-//! be moved on instead of copied (Linux `tee` and `splice`).
+//! goes on to a client, a peek that leaves the bytes in the pipe so that they can be moved on
+//! to the client's pipe or socket instead of copied (Linux `tee` and `splice`).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -22,7 +22,7 @@ pub(crate) const READ_CAP: usize = 128 * 1024;
 /// While peeking ([`ChildOut::set_peeking`], Linux), a read duplicates the front of the pipe
 /// into a scratch pipe (`tee`) and reads the copy from there: the framing and the router see
 /// every byte, and the bytes stay in the child's pipe ([`ChildOut::owed`]) until the actor
-/// moves them to the host (`splice`, [`ChildOut::moved`]) or the next read drops them. A byte
+/// moves them to the client (`splice`, [`ChildOut::moved`]) or the next read drops them. A byte
 /// passed on is then copied once in the daemon instead of twice (read, then written), which
 /// on this machine class takes a 1 MiB answer's pass through the daemon from ≈ 0.4 ms to
 /// ≈ 0.15 ms (docs/performance.md, session 10).
