@@ -299,16 +299,7 @@ fn long_answers_to_a_socket_client_that_reads_late_arrive_whole() {
     ));
     let mut c = mux.connect("f");
     c.initialize(json!({}));
-    let mut seed = 11u32;
-    let mut varied = |len: usize| -> String {
-        (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                char::from(b'a' + (seed >> 16) as u8 % 26)
-            })
-            .collect()
-    };
-    let texts: Vec<String> = (0..3).map(|i| varied((3 << 19) + 1000 * i)).collect();
+    let texts = varied_texts(11, 3, 3 << 19);
     for (id, t) in (1..).zip(&texts) {
         c.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"text":t}}}));
     }

@@ -282,16 +282,7 @@ fn long_answers_to_an_attached_host_that_reads_late_arrive_whole() {
     let mut p = Proxy::of(&mux, "f");
     p.initialize();
     mux.log.wait_for(&["client attached"]);
-    let mut seed = 7u32;
-    let mut varied = |len: usize| -> String {
-        (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                char::from(b'a' + (seed >> 16) as u8 % 26)
-            })
-            .collect()
-    };
-    let texts: Vec<String> = (0..3).map(|i| varied((3 << 19) + 1000 * i)).collect();
+    let texts = varied_texts(7, 3, 3 << 19);
     for (id, t) in (1..).zip(&texts) {
         p.send(&call(id, "echo", json!({ "text": t })));
     }

@@ -462,6 +462,23 @@ pub fn peers() -> Option<PathBuf> {
         .clone()
 }
 
+/// `n` texts of lowercase letters from a small linear congruential generator seeded with
+/// `seed`, `len`, `len + 1000`, … long: a piece of a long message moved twice, lost or out of
+/// place shows in them, where it would not in one repeated letter.
+pub fn varied_texts(seed: u32, n: usize, len: usize) -> Vec<String> {
+    let mut seed = seed;
+    (0..n)
+        .map(|i| {
+            (0..len + 1000 * i)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    char::from(b'a' + (seed >> 16) as u8 % 26)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The text of a tool result's first content block.
 pub fn text(result: &Value) -> String {
     result["result"]["content"][0]["text"]
