@@ -240,9 +240,6 @@ fn large_lines_pass_both_ways_with_ids_and_tokens_restored() {
     assert_eq!(progress, 2);
 }
 
-/// A long answer reaches its client while the server is still writing it (the daemon does not
-/// hold the whole line first), under the client's id; a line the mux answers itself meanwhile
-/// (a ping) waits until the answer is complete, and the connection goes on as usual.
 /// A daemon whose fake server has begun a `halves` answer (`arguments` as given) to the
 /// client's request `id`, and the first `first` bytes of it, read while the server waits for
 /// its cue (`notifications/fake/finish`) to write the rest.
@@ -259,6 +256,9 @@ fn halfway(
     (mux, c, head)
 }
 
+/// A long answer reaches its client while the server is still writing it (the daemon does not
+/// hold the whole line first), under the client's id; a line the mux answers itself meanwhile
+/// (a ping) waits until the answer is complete, and the connection goes on as usual.
 #[test]
 fn a_long_answer_is_passed_on_while_the_server_writes_it() {
     let n = 600_000;
@@ -284,6 +284,31 @@ fn a_long_answer_is_passed_on_while_the_server_writes_it() {
     assert_eq!(
         text(&c.call(json!(2), "echo", json!({"text":"after"}))),
         "after"
+    );
+}
+
+/// A client that goes away while its long answer is being passed on (on Linux, moved into its
+/// socket) costs no one else anything: the rest of the answer is dropped, and the server and
+/// the daemon go on answering another client, whose request went to the server meanwhile.
+#[test]
+fn a_client_gone_during_its_long_answer_leaves_the_server_to_the_others() {
+    let mux = Mux::start(&fake("f", "max_response_bytes = 8388608"));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    c.send(&json!({"jsonrpc":"2.0","id":"long","method":"tools/call","params":{"name":"big","arguments":{"bytes": 6_000_000}}}));
+    assert!(c.read_bytes(1000).starts_with(br#"{"id":"long","#));
+    drop(c);
+    let mut other = mux.connect("f");
+    other.initialize(json!({}));
+    assert_eq!(
+        text(&other.call(json!(2), "echo", json!({"text":"after"}))),
+        "after"
+    );
+    assert_eq!(mux.server_status("f")["clients"], 1);
+    let log = mux.log.text();
+    assert!(
+        !log.contains("not valid JSON-RPC") && !log.contains("not JSON-RPC"),
+        "the server's lines were misread after the client went away:\n{log}"
     );
 }
 

@@ -287,6 +287,10 @@ impl Mux {
 
 impl Drop for Mux {
     fn drop(&mut self) {
+        // A failed test shows what the daemon said (cargo prints it with the failure).
+        if std::thread::panicking() {
+            eprintln!("--- the daemon's log ---\n{}", self.log.text());
+        }
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.child.id() as i32),
