@@ -94,7 +94,14 @@ fn command(bin: &Path, pin: Option<usize>) -> Command {
     }
 }
 
-/// Pins (or unpins) this process's main thread, where the current-thread runtime runs.
+/// Lets this process's main thread run on every CPU again, after [`pin_self`].
+fn unpin_self() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    pin_self(&format!("0-{}", cpus - 1));
+}
+
+/// Pins this process's main thread, where the current-thread runtime runs, to `cpus` (a
+/// taskset list).
 fn pin_self(cpus: &str) {
     let ok = std::process::Command::new("taskset")
         .args(["-pc", cpus, &std::process::id().to_string()])
@@ -265,7 +272,6 @@ fn pipe_round_trip(me: usize, peer: usize) -> f64 {
         .spawn()
         .expect("start the byte echo");
     let (mut to, mut from) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     pin_self(&me.to_string());
     let mut samples = Vec::with_capacity(2000);
     let mut b = [b'x'];
@@ -277,7 +283,7 @@ fn pipe_round_trip(me: usize, peer: usize) -> f64 {
             samples.push(start.elapsed().as_secs_f64() * 1e6);
         }
     }
-    pin_self(&format!("0-{}", cpus - 1));
+    unpin_self();
     drop(to);
     let _ = child.wait();
     samples.sort_by(f64::total_cmp);
@@ -846,10 +852,9 @@ async fn main() {
             "latency".into(),
             Value::Object(latencies(&bins, lat_n, None, if quick { 1 } else { 3 }).await),
         );
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         pin_self("0");
         let one_core = latencies(&bins, lat_n, Some(0), 1).await;
-        pin_self(&format!("0-{}", cpus - 1));
+        unpin_self();
         results.insert("latency_one_core".into(), Value::Object(one_core));
     }
 

@@ -285,16 +285,12 @@ fn placement_note(r: &Value) -> String {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
-    let spread = match direct
-        .iter()
-        .copied()
-        .reduce(f64::min)
-        .zip(direct.iter().copied().reduce(f64::max))
-    {
-        Some((lo, hi)) if direct.len() > 1 => {
-            format!(" Direct stdio itself took {lo:.1}–{hi:.1} µs at p50 across the rounds.")
-        }
-        _ => String::new(),
+    let spread = if direct.len() > 1 {
+        let lo = direct.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = direct.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(" Direct stdio itself took {lo:.1}–{hi:.1} µs at p50 across the rounds.")
+    } else {
+        String::new()
     };
     format!(
         "\nOn this machine a wake-up on another CPU costs about {:.0} µs (a pipe round trip \

@@ -469,8 +469,7 @@ pub fn peers() -> Option<PathBuf> {
 /// `n` texts of lowercase letters from a small linear congruential generator seeded with
 /// `seed`, `len`, `len + 1000`, … long: a piece of a long message moved twice, lost or out of
 /// place shows in them, where it would not in one repeated letter.
-pub fn varied_texts(seed: u32, n: usize, len: usize) -> Vec<String> {
-    let mut seed = seed;
+pub fn varied_texts(mut seed: u32, n: usize, len: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             (0..len + 1000 * i)
