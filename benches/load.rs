@@ -166,7 +166,7 @@ impl Conn {
     /// client costs what the mux's real clients cost on their socket side; the same read
     /// buffer as the stdio paths, so that the client's own reads cost the same on every path.
     fn on_socket(s: UnixStream, child: Option<Child>) -> Conn {
-        let (r, w) = rmcp_mux::sockio::split_tokio(s).expect("register the socket");
+        let (r, w) = rmcp_mux::io::socket::split_tokio(s).expect("register the socket");
         Conn {
             w: BufWriter::new(Box::new(w)),
             r: BufReader::with_capacity(1 << 16, Box::new(r) as Box<dyn AsyncRead + Unpin + Send>)
@@ -215,7 +215,7 @@ const RELAY_ARG: &str = "--null-relay";
 /// mux must (no line assembly, no parsing, no id to rewrite), so what it adds to direct stdio
 /// is a reference for what one more process in the path costs on this machine, beside the
 /// mux's own large-message rows. Plain reads and writes on the default pipes: of the relays
-/// tried, the one that passed a 1 MiB request on fastest (docs/performance.md, session 7). Not
+/// tried, the one that passed a 1 MiB request on fastest (docs/performance.md, "Reference rows"). Not
 /// `io::copy`, which splices between pipes on Linux: a mux must see what it passes on.
 fn relay(server: &std::ffi::OsStr) {
     use std::io::{Read, Write};

@@ -7,7 +7,7 @@
 //! survives). It never routes: the daemon does that.
 //!
 //! Once the session is quiet after the handshake, it hands the host's stdin and stdout to the
-//! daemon (`crate::attach`) and only keeps the socket open as the link: the daemon then reads
+//! daemon (`crate::io::handoff`) and only keeps the socket open as the link: the daemon then reads
 //! and writes the host's pipes itself, without this process in between. When the link ends
 //! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects, or exits
 //! when the host has closed stdin. A terminal or a file on stdio, a daemon that refuses, and
@@ -79,8 +79,8 @@ fn handoff_allowed() -> bool {
     if std::env::var_os("RMCP_MUX_PROXY_COPY").is_some_and(|v| v == "1") {
         return false;
     }
-    crate::attach::kind(std::io::stdin().as_fd()).is_some()
-        && crate::attach::kind(std::io::stdout().as_fd()).is_some()
+    crate::io::handoff::kind(std::io::stdin().as_fd()).is_some()
+        && crate::io::handoff::kind(std::io::stdout().as_fd()).is_some()
 }
 
 type Input = FramedRead<Box<dyn AsyncRead + Send + Unpin>, LineCodec>;
@@ -106,8 +106,8 @@ mod stdio {
     use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::unix::pipe;
 
-    use crate::attach::Kind;
-    use crate::io::Growing;
+    use crate::io::handoff::Kind;
+    use crate::io::lines::Growing;
 
     /// A duplicate of fd 0 or 1, so that the process's own stdio handles stay valid. (It
     /// shares the open file, so the process's stdin and stdout become non-blocking too; the
@@ -162,18 +162,18 @@ mod stdio {
 
     pub(super) fn reader() -> Option<Box<dyn AsyncRead + Send + Unpin>> {
         let fd = dup(std::io::stdin().as_fd())?;
-        let kind = crate::attach::kind(fd.as_fd())?;
-        crate::attach::reader(fd, kind).ok()
+        let kind = crate::io::handoff::kind(fd.as_fd())?;
+        crate::io::handoff::reader(fd, kind).ok()
     }
 
     pub(super) fn writer() -> Option<Box<dyn AsyncWrite + Send + Unpin>> {
         let fd = dup(std::io::stdout().as_fd())?;
-        match crate::attach::kind(fd.as_fd())? {
+        match crate::io::handoff::kind(fd.as_fd())? {
             // Node-based hosts (libuv) give their children socket pairs, not pipes: written
             // through a one-way registration, the host reading each line costs no wake-up here.
             Kind::Socket => {
                 let s = std::os::unix::net::UnixStream::from(fd);
-                Some(Box::new(crate::sockio::SocketWriter::new(s).ok()?))
+                Some(Box::new(crate::io::socket::SocketWriter::new(s).ok()?))
             }
             Kind::Pipe => pipe::Sender::from_owned_fd(fd)
                 .ok()
@@ -271,7 +271,7 @@ async fn run_inner(
                         "rmcp-mux connection lost; request aborted",
                         Some(&data),
                     );
-                    if crate::io::write_line(&mut out, &line).await.is_err() {
+                    if crate::io::lines::write_line(&mut out, &line).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -324,7 +324,7 @@ async fn bridge(
 ) -> anyhow::Result<Outcome> {
     // As the daemon does for its side: a 1 MiB line leaves in one write, not five.
     let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SNDBUF);
-    let Ok((read, write)) = crate::sockio::split_tokio(stream) else {
+    let Ok((read, write)) = crate::io::socket::split_tokio(stream) else {
         return Ok(Outcome::SocketLost);
     };
     let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
@@ -358,7 +358,7 @@ async fn bridge(
                         Some(Ok(Frame::Line(line))) => {
                             // A large line goes out before its envelope is read here, so the
                             // daemon works on it meanwhile. (Its answer is read only after.)
-                            let mut sent = crate::io::write_line(&mut sock_out, &line).await;
+                            let mut sent = crate::io::lines::write_line(&mut sock_out, &line).await;
                             if sent.is_ok() && line.len() >= SOCKET_BUFFER {
                                 sent = sock_out.flush().await;
                             }
@@ -371,7 +371,7 @@ async fn bridge(
                         Some(Ok(Frame::Partial)) => {}
                         Some(Ok(Frame::TooLong { limit })) => {
                             let msg = format!("message exceeds {limit} bytes");
-                            if crate::io::write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
+                            if crate::io::lines::write_line(out, &jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None)).await.is_err() {
                                 return Ok(Outcome::Done);
                             }
                         }
@@ -404,8 +404,8 @@ async fn bridge(
                                     if out.flush().await.is_err() {
                                         return Ok(Outcome::Done);
                                     }
-                                    let go = crate::attach::go_line();
-                                    if crate::io::write_line(&mut sock_out, &go).await.is_err()
+                                    let go = crate::io::handoff::go_line();
+                                    if crate::io::lines::write_line(&mut sock_out, &go).await.is_err()
                                         || sock_out.flush().await.is_err()
                                     {
                                         return Ok(Outcome::SocketLost);
@@ -417,7 +417,7 @@ async fn bridge(
                                     handoff = Handoff::Off;
                                 }
                                 None => {
-                                    if crate::io::write_line(out, &line).await.is_err() {
+                                    if crate::io::lines::write_line(out, &line).await.is_err() {
                                         return Ok(Outcome::Done);
                                     }
                                 }
@@ -425,7 +425,7 @@ async fn bridge(
                         }
                         Some(Ok(Frame::Line(line))) => {
                             if keep_socket_line(session, &line)
-                                && crate::io::write_line(out, &line).await.is_err()
+                                && crate::io::lines::write_line(out, &line).await.is_err()
                             {
                                 return Ok(Outcome::Done);
                             }
@@ -445,7 +445,7 @@ async fn bridge(
                     return Ok(Outcome::Done);
                 }
             }
-            () = crate::io::sleep_until(drain_deadline) => {
+            () = crate::io::lines::sleep_until(drain_deadline) => {
                 warn!(owed = session.owed.len(), "gave up waiting for answers after stdin closed");
                 return Ok(Outcome::Done);
             }
@@ -465,7 +465,7 @@ fn quiet(session: &Session, input: &Input) -> bool {
 
 /// Sends the attach request with the process's stdin and stdout attached.
 async fn send_attach(
-    sock: &mut BufWriter<crate::sockio::SocketWriter>,
+    sock: &mut BufWriter<crate::io::socket::SocketWriter>,
     session: &mut Session,
 ) -> std::io::Result<()> {
     use std::os::fd::AsFd;
@@ -474,12 +474,12 @@ async fn send_attach(
     let id = format!("\"rmcp-mux-proxy-attach-{}\"", session.attaches);
     let line = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{}\",\"params\":{{}}}}\n",
-        crate::attach::ATTACH
+        crate::io::handoff::ATTACH
     );
     let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
     let fds = [stdin.as_fd(), stdout.as_fd()];
     let sent = loop {
-        match crate::attach::send_with_fds(sock.get_ref().as_fd(), line.as_bytes(), &fds) {
+        match crate::io::handoff::send_with_fds(sock.get_ref().as_fd(), line.as_bytes(), &fds) {
             Ok(n) => break n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 sock.get_ref().writable().await?;
@@ -510,8 +510,8 @@ fn attach_answer(session: &Session, line: &[u8]) -> Option<bool> {
 /// host's stdio is taken back for a reconnect.
 async fn attached(
     opts: &ProxyOptions,
-    mut link: FramedRead<crate::sockio::SocketReader, LineCodec>,
-    sock_out: BufWriter<crate::sockio::SocketWriter>,
+    mut link: FramedRead<crate::io::socket::SocketReader, LineCodec>,
+    sock_out: BufWriter<crate::io::socket::SocketWriter>,
     input: &mut Input,
     out: &mut Output,
 ) -> Outcome {
@@ -524,7 +524,7 @@ async fn attached(
     loop {
         match link.next().await {
             Some(Ok(Frame::Line(line)))
-                if crate::attach::is_notice(&line, crate::attach::INPUT_CLOSED) =>
+                if crate::io::handoff::is_notice(&line, crate::io::handoff::INPUT_CLOSED) =>
             {
                 debug!("the daemon saw the host close stdin");
                 input_closed = true;
@@ -555,10 +555,10 @@ async fn replay<W: AsyncWrite + Unpin>(
             continue;
         };
         session.replay.insert(Bytes::from(id));
-        crate::io::write_line(sock, &rewritten).await?;
+        crate::io::lines::write_line(sock, &rewritten).await?;
         if i == 0 {
             if let Some(initialized) = &session.initialized {
-                crate::io::write_line(sock, initialized).await?;
+                crate::io::lines::write_line(sock, initialized).await?;
             }
         }
     }

@@ -101,7 +101,7 @@ fn rows(r: &Value) -> Vec<Row> {
     ]);
     // References, not targets: the proxy as libuv-based hosts run it, what one more process
     // that only copies the bytes adds here, and what the machine charges for a wake-up on
-    // another CPU (docs/performance.md, "A wake-up on another vCPU (session 11)").
+    // another CPU (docs/performance.md, "A wake-up on another vCPU").
     let pair = lat("proxy_socketpair", "p50_us") - lat("direct", "p50_us");
     if pair.is_finite() {
         out.push(Row {
@@ -163,7 +163,7 @@ fn rows(r: &Value) -> Vec<Row> {
         },
     ]);
     // Where the two cores went in those rounds: the sum of the three processes' CPU per answer
-    // and the share left idle bound the ratio (docs/performance.md, session 7).
+    // and the share left idle bound the ratio (docs/performance.md, "Under throughput").
     let cpu = |path: &str, k: &str| f(r, &["throughput", "cpu_64", path, k]);
     if cpu("mux", "server_us").is_finite() {
         out.push(Row {

@@ -21,9 +21,9 @@ use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyM
 use futures_util::StreamExt;
 
 use crate::config::{Config, ServerConfig};
-use crate::control::{self, Request};
+use crate::daemon::control::{self, Request};
+use crate::daemon::lifecycle::Paths;
 use crate::daemon::Daemon;
-use crate::lifecycle::Paths;
 use model::{action_for, Effect, Key, LogSource, Model};
 
 /// How often the status is asked for (and the log re-read) without a key press.

@@ -9,14 +9,14 @@
 
 use std::path::PathBuf;
 
-use crate::control::Request;
+use crate::daemon::control::Request;
+use crate::daemon::logfile;
 use crate::daemon::{DaemonStatus, ServerReport};
-use crate::logfile;
-use crate::mux::router::ServerState;
-use crate::status::human_duration;
+use crate::status::table::human_duration;
+use crate::status::ServerState;
 
 /// The column titles of the server table, in order (the same as `rmcp-mux status`).
-pub use crate::status::COLUMNS;
+pub use crate::status::table::COLUMNS;
 
 /// What the log view says when the daemon has no log file to tail.
 pub const NO_LOG_FILE: &str =
@@ -373,7 +373,7 @@ impl Model {
             .iter()
             .enumerate()
             .map(|(i, s)| Row {
-                cells: crate::status::cells(s),
+                cells: crate::status::table::cells(s),
                 state: s.state,
                 selected: selected == Some(i),
             })

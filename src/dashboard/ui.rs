@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, 
 use ratatui::Frame;
 
 use super::model::{LogSource, Model, View, COLUMNS, NO_LOG_FILE};
-use crate::mux::router::ServerState;
+use crate::status::ServerState;
 
 /// Draws the whole screen. `log` holds the selected server's log lines (oldest first) when
 /// the log view is showing; it is ignored otherwise.

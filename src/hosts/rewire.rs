@@ -155,7 +155,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), 
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => 0o644,
     };
-    crate::files::replace(path, bytes, mode.unwrap_or(perms)).map_err(err)
+    crate::io::atomic_file::replace(path, bytes, mode.unwrap_or(perms)).map_err(err)
 }
 
 /// Now, in UTC, as `YYYYMMDDTHHMMSSZ`.

@@ -453,6 +453,18 @@ pub fn notification(method: &str, params: &str) -> Bytes {
     ))
 }
 
+/// The mux's own methods on a server socket, between the proxy and the daemon (the hand-off of
+/// the host's stdio, `crate::io::handoff`). Named here, with the other words of the wire, so
+/// that the router can recognise them without depending on the I/O that carries them.
+pub mod mux_methods {
+    /// The request that hands stdin and stdout over.
+    pub const ATTACH: &str = "rmcp-mux/attach";
+    /// The proxy's word that the daemon may now write to the host's stdout.
+    pub const GO: &str = "rmcp-mux/go";
+    /// The daemon's word that the host closed stdin.
+    pub const INPUT_CLOSED: &str = "rmcp-mux/input-closed";
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {

@@ -26,12 +26,13 @@ use super::child::{self, ChildSpec};
 use super::child_in::ChildIn;
 use super::child_out::ChildOut;
 use super::listener::{self, BoundSocket};
-use super::router::{Action, ClientId, Command, Input, Router, RouterStatus, ServerState};
-use crate::attach;
+use super::router::{Action, ClientId, Input, Router, RouterStatus};
 use crate::config::ServerConfig;
-use crate::io::{LineWriter, Sink, WriteError};
+use crate::io::handoff;
+use crate::io::lines::{LineWriter, Sink, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
 use crate::jsonrpc::Line;
+use crate::status::{Command, ServerState};
 
 /// How many lines may wait for one client before it counts as stuck and is disconnected.
 const CLIENT_QUEUE: usize = 8192;
@@ -149,7 +150,7 @@ enum ClientEvent {
     Gone,
     /// Descriptors came on the socket: the host's stdout, and the way to tell the reader to
     /// read the host's stdin (which it keeps) once the attach is answered.
-    Offer(OwnedFd, attach::Kind, oneshot::Sender<()>),
+    Offer(OwnedFd, handoff::Kind, oneshot::Sender<()>),
     /// The proxy has written everything it got before the attach answer: write to stdout.
     Go,
     /// The attached host closed stdin.
@@ -161,7 +162,7 @@ struct Conn {
     /// The client's socket: all its lines, or only the mux's own once attached (the link).
     link: LineWriter<Sink>,
     /// The host's stdout offered with descriptors, and the reader's go-ahead to read stdin.
-    offer: Option<Box<(OwnedFd, attach::Kind, oneshot::Sender<()>)>>,
+    offer: Option<Box<(OwnedFd, handoff::Kind, oneshot::Sender<()>)>>,
     /// Where its lines go.
     host: Host,
 }
@@ -184,7 +185,7 @@ enum Host {
     /// Its socket.
     Socket,
     /// Attached, until the proxy says go: the host's stdout, and the lines waiting for it.
-    Held(Box<(OwnedFd, attach::Kind, Vec<Line>)>),
+    Held(Box<(OwnedFd, handoff::Kind, Vec<Line>)>),
     /// The host's stdout.
     Stdout(Box<LineWriter<Sink>>),
 }
@@ -433,12 +434,12 @@ impl Actor {
         match event {
             Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
             Event::Client(id, ClientEvent::Line(line)) => {
-                crate::trim::note_line(line.len());
+                crate::io::trim::note_line(line.len());
                 self.router.handle(now, Input::ClientLine(id, line))
             }
             Event::Client(id, ClientEvent::Lines(lines)) => {
                 for line in lines {
-                    crate::trim::note_line(line.len());
+                    crate::io::trim::note_line(line.len());
                     self.router.handle(now, Input::ClientLine(id, line));
                 }
             }
@@ -463,13 +464,13 @@ impl Actor {
                     // Tells the proxy to exit once the link closes instead of reconnecting.
                     let _ = conn
                         .link
-                        .send(&mut vec![Line::from(attach::input_closed_line())]);
+                        .send(&mut vec![Line::from(handoff::input_closed_line())]);
                 }
                 self.router.handle(now, Input::ClientInputClosed(id));
             }
             Event::ChildOut(frame) => match frame {
                 Some(Ok(Frame::Line(line))) => {
-                    crate::trim::note_line(line.len());
+                    crate::io::trim::note_line(line.len());
                     // An answer: the child read the request, which may have been lent.
                     if let Some(stdin) = self.child.as_ref().and_then(|c| c.stdin.as_ref()) {
                         stdin.peer().release();
@@ -951,12 +952,12 @@ impl Actor {
             }
         };
         let sink = match kind {
-            attach::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(|p| {
-                let room = crate::io::PipeRoom::of(&p);
+            handoff::Kind::Pipe => pipe::Sender::from_owned_fd(fd).map(|p| {
+                let room = crate::io::lines::PipeRoom::of(&p);
                 Sink::Pipe(p, room)
             }),
-            attach::Kind::Socket => {
-                crate::sockio::SocketWriter::new(std::os::unix::net::UnixStream::from(fd))
+            handoff::Kind::Socket => {
+                crate::io::socket::SocketWriter::new(std::os::unix::net::UnixStream::from(fd))
                     .map(Sink::Socket)
             }
         };
@@ -988,7 +989,7 @@ impl Actor {
             return;
         }
         grow_send_buffer(&stream);
-        let (read, write) = match crate::sockio::split_tokio(stream) {
+        let (read, write) = match crate::io::socket::split_tokio(stream) {
             Ok(halves) => halves,
             Err(e) => {
                 warn!(error = %e, "could not take a connection");
@@ -1089,7 +1090,7 @@ const LINES_BETWEEN_CANCEL_CHECKS: u32 = 64;
 /// carries only the proxy's `go`, and its end says the proxy is gone).
 async fn read_client(
     id: ClientId,
-    mut read: crate::sockio::SocketReader,
+    mut read: crate::io::socket::SocketReader,
     max: usize,
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
     token: CancellationToken,
@@ -1111,12 +1112,12 @@ type LinkFrame = Option<Result<Frame, std::io::Error>>;
 /// client is gone (`None`).
 async fn read_socket(
     id: ClientId,
-    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    link: &mut FramedRead<crate::io::socket::SocketReader, LineCodec>,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
     span: &tracing::Span,
-) -> Option<(OwnedFd, attach::Kind, Option<LinkFrame>)> {
-    let mut offered: Option<(OwnedFd, attach::Kind, oneshot::Receiver<()>)> = None;
+) -> Option<(OwnedFd, handoff::Kind, Option<LinkFrame>)> {
+    let mut offered: Option<(OwnedFd, handoff::Kind, oneshot::Receiver<()>)> = None;
     // Made once: a fresh `cancelled()` per line registered and unregistered a waiter under a
     // lock each time, which was ≈ 4 % of the daemon's instructions per request.
     let cancelled = token.cancelled();
@@ -1163,7 +1164,7 @@ async fn read_socket(
         // before it): offered before any of those lines reaches the actor.
         let fds = link.get_mut().take_fds();
         if !fds.is_empty() {
-            match attach::HostFds::from_vec(fds) {
+            match handoff::HostFds::from_vec(fds) {
                 Some(host) => {
                     let (go_tx, go_rx) = oneshot::channel();
                     let (out, out_kind) = host.stdout;
@@ -1250,15 +1251,15 @@ fn buffered_lines<R>(
 async fn read_attached(
     id: ClientId,
     fd: OwnedFd,
-    kind: attach::Kind,
+    kind: handoff::Kind,
     mut first: Option<LinkFrame>,
-    link: &mut FramedRead<crate::sockio::SocketReader, LineCodec>,
+    link: &mut FramedRead<crate::io::socket::SocketReader, LineCodec>,
     max: usize,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
     span: &tracing::Span,
 ) {
-    let mut input = match attach::reader(fd, kind) {
+    let mut input = match handoff::reader(fd, kind) {
         Ok(r) => Some(FramedRead::with_capacity(
             r,
             LineCodec::new(max),
@@ -1307,7 +1308,7 @@ async fn read_attached(
                     None => link.next().await,
                 }
             } => match f {
-                Some(Ok(Frame::Line(line))) if attach::is_notice(&line, attach::GO) => {
+                Some(Ok(Frame::Line(line))) if handoff::is_notice(&line, handoff::GO) => {
                     if tx.send((id, ClientEvent::Go)).await.is_err() {
                         return;
                     }
@@ -1359,7 +1360,7 @@ async fn watch_child(
                 // grandchild may hold stdout open: the drain is bounded).
                 drain_until = Some(tokio::time::Instant::now() + STDOUT_DRAIN);
             }
-            () = crate::io::sleep_until(drain_until) => break,
+            () = crate::io::lines::sleep_until(drain_until) => break,
             res = &mut kill, if kill_armed => {
                 kill_armed = false;
                 if res.is_ok() {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use tokio::net::unix::pipe;
 
-use crate::io::TryWrite;
+use crate::io::lines::TryWrite;
 #[cfg(target_os = "linux")]
 use crate::jsonrpc::Line;
 
@@ -17,7 +17,7 @@ use crate::jsonrpc::Line;
 /// to the line's own memory, and the child's read copies from there, so a 1 MiB request is
 /// copied once in the daemon (read from its client) instead of twice (on this machine class
 /// the write of 1 MiB into a pipe took ≈ 0.25 ms, the lending ≈ 0.035 ms; docs/performance.md,
-/// session 10). That memory must not change until the child has read it: the line (its
+/// "What each optimisation bought"). That memory must not change until the child has read it: the line (its
 /// buffers are immutable and shared) is kept until the bytes the pipe still holds, its
 /// `FIONREAD`, come after it.
 pub(crate) struct ChildIn {
@@ -201,7 +201,7 @@ mod tests {
     /// order, and nothing still held once it is all read.
     #[tokio::test]
     async fn long_and_short_lines_keep_order_through_a_full_pipe() {
-        use crate::io::LineWriter;
+        use crate::io::lines::LineWriter;
         let (tx, mut rx) = pipe::pipe().unwrap();
         let tracker = tokio_util::task::TaskTracker::new();
         let mut w = LineWriter::new(
@@ -260,7 +260,7 @@ mod tests {
         w.writable().await.unwrap();
         let long = |c: u8| Line::from(Bytes::from(vec![c; LEND_MIN]));
         let batch = [long(b'a'), long(b'b')];
-        let n = crate::io::try_write_lines(&w, &batch, LEND_MIN + 1).unwrap();
+        let n = crate::io::lines::try_write_lines(&w, &batch, LEND_MIN + 1).unwrap();
         assert!(n > 0, "nothing written past the first line");
         let mut got = vec![0u8; n];
         rx.read_exact(&mut got).await.unwrap();

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::pipe;
 
 /// What one read of the child's stdout takes at most (64 KiB measured the same; 256 KiB and
-/// no cap slower through the proxy, docs/performance.md).
+/// no cap slower through the proxy; docs/performance.md, "What each optimisation bought").
 pub(crate) const READ_CAP: usize = 128 * 1024;
 
 /// The child's stdout, read at most [`READ_CAP`] bytes at a time: a long answer then goes on
@@ -25,7 +25,7 @@ pub(crate) const READ_CAP: usize = 128 * 1024;
 /// moves them to the client (`splice`, [`ChildOut::moved`]) or the next read drops them. A byte
 /// passed on is then copied once in the daemon instead of twice (read, then written), which
 /// on this machine class takes a 1 MiB answer's pass through the daemon from ≈ 0.4 ms to
-/// ≈ 0.15 ms (docs/performance.md, session 10).
+/// ≈ 0.15 ms (docs/performance.md, "What each optimisation bought").
 pub(crate) struct ChildOut {
     rx: pipe::Receiver,
     /// Bytes at the front of the pipe that a peek already gave the framing.
@@ -151,7 +151,7 @@ mod peek {
     use std::mem::MaybeUninit;
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-    use crate::io::{moved, splice_flags};
+    use crate::io::lines::{moved, splice_flags};
 
     /// The scratch pipe peeks go through, and `/dev/null` for dropping what was peeked at.
     pub(super) struct Scratch {
@@ -243,13 +243,13 @@ mod tests {
         assert_eq!(&buf, b"abcd");
         assert_eq!(out.owed(), 4);
         // Two of the four move on; the other two are dropped before the next read.
-        let n = crate::io::moved(nix::fcntl::splice(
+        let n = crate::io::lines::moved(nix::fcntl::splice(
             out.fd(),
             None,
             &sink_tx,
             None,
             2,
-            crate::io::splice_flags(),
+            crate::io::lines::splice_flags(),
         ))
         .unwrap();
         assert_eq!(n, 2);

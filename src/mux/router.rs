@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
 use crate::jsonrpc::{self, codes, reasons, Kind, Line, Malformed, Parsed};
+use crate::status::{Command, ServerState};
 
 /// The router's maps, looked up on every message: a fast, fixed-seed hasher (the keys are ids
 /// from the user's own processes, so hash flooding is not a concern, and a fixed seed keeps the
@@ -77,17 +78,6 @@ pub enum Input {
     Shutdown,
 }
 
-/// Runtime control of one server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Start a stopped or failed server.
-    Start,
-    /// Stop the child and refuse requests until started again.
-    Stop,
-    /// Stop and start again, forgetting the restart count.
-    Restart,
-}
-
 /// What the router wants the actor to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -98,7 +88,7 @@ pub enum Action {
     /// Flush what was queued for this client and close its connection.
     CloseClient(ClientId),
     /// The client asked to hand over its host's stdin and stdout (`rmcp-mux/attach`, see
-    /// `crate::attach`), under this id (raw JSON): the actor answers it, since only the actor
+    /// `crate::io::handoff`), under this id (raw JSON): the actor answers it, since only the actor
     /// knows whether descriptors came with it.
     Attach(ClientId, Bytes),
     /// Pass the child's answer that is still arriving on to this client as it comes, with
@@ -115,38 +105,6 @@ pub enum Action {
     /// Stop the child: close stdin, SIGTERM its group, SIGKILL after the grace period; report
     /// [`Input::ChildExited`] when it is gone.
     Kill,
-}
-
-/// The lifecycle state shown to users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerState {
-    /// Waiting for the first client request before starting the child.
-    Lazy,
-    /// The child is being started or is doing its handshake.
-    Starting,
-    /// The child is up and initialized.
-    Running,
-    /// The child exited; it will be restarted after a delay.
-    Backoff,
-    /// Stopped on request.
-    Stopped,
-    /// Gave up after `max_restarts` failed restarts; needs `rmcp-mux restart NAME`.
-    Failed,
-}
-
-impl ServerState {
-    /// The lowercase name used in status output and errors.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerState::Lazy => "lazy",
-            ServerState::Starting => "starting",
-            ServerState::Running => "running",
-            ServerState::Backoff => "backoff",
-            ServerState::Stopped => "stopped",
-            ServerState::Failed => "failed",
-        }
-    }
 }
 
 /// The part of a server's status the router knows; the actor adds the socket path.
@@ -1078,7 +1036,7 @@ impl Router {
         }
         match method {
             "initialize" => self.client_initialize(now, client, env, id, batch),
-            crate::attach::ATTACH => match batch {
+            jsonrpc::mux_methods::ATTACH => match batch {
                 None => self.push(Action::Attach(client, Bytes::copy_from_slice(&id))),
                 Some(_) => self.reply(
                     client,

@@ -63,7 +63,7 @@ pub fn run(
     runtime: Runtime,
     config: Config,
     servers: Vec<ServerConfig>,
-    instance: crate::lifecycle::Instance,
+    instance: crate::daemon::lifecycle::Instance,
 ) -> anyhow::Result<Infallible> {
     #[cfg(not(target_os = "macos"))]
     {
@@ -139,12 +139,7 @@ pub fn run(
                     Action::RestartAll => {
                         if let Some(ui) = &ui {
                             for name in ui.model.restart_all_targets() {
-                                command(
-                                    &runtime,
-                                    &shared,
-                                    name,
-                                    crate::mux::router::Command::Restart,
-                                );
+                                command(&runtime, &shared, name, crate::status::Command::Restart);
                             }
                         }
                     }
@@ -186,12 +181,7 @@ pub fn run(
 }
 
 /// Sends one command to a server on the runtime; the next snapshot shows its effect.
-fn command(
-    runtime: &Runtime,
-    shared: &Arc<Shared>,
-    name: String,
-    cmd: crate::mux::router::Command,
-) {
+fn command(runtime: &Runtime, shared: &Arc<Shared>, name: String, cmd: crate::status::Command) {
     let shared = shared.clone();
     runtime.spawn(async move {
         info!(server = %name, ?cmd, "command from the menu");
@@ -207,7 +197,7 @@ fn command(
 /// loop ends the process without running destructors.
 async fn drive(
     daemon: crate::daemon::Daemon,
-    instance: crate::lifecycle::Instance,
+    instance: crate::daemon::lifecycle::Instance,
     proxy: EventLoopProxy<UserEvent>,
     quit: CancellationToken,
     notifications: bool,

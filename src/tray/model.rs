@@ -9,7 +9,7 @@
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use crate::daemon::{DaemonStatus, ServerReport};
-use crate::mux::router::{Command, ServerState};
+use crate::status::{Command, ServerState};
 
 /// The aggregate state the tray icon shows; one icon per variant in `public/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

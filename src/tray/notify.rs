@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::daemon::DaemonStatus;
-use crate::mux::router::ServerState;
+use crate::status::ServerState;
 
 /// One notification worth showing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -94,7 +94,7 @@ pub fn render_table(status: &DaemonStatus) -> String {
 mod tests {
     use super::*;
     use crate::daemon::ServerReport;
-    use crate::mux::router::ServerState;
+    use crate::status::ServerState;
 
     #[test]
     fn durations_read_like_the_proposal() {

@@ -6,6 +6,21 @@
 //! their handles, reads their status snapshots and sends them commands. The list of handles
 //! sits behind a `std::sync::RwLock` that only control, status and reload touch, never the
 //! hot path inside an actor.
+//!
+//! The daemon's process-level parts live beside it:
+//! - [`control`]: the control socket and the client the CLI uses;
+//! - `config_watch` (private): reloads the daemon when its config file changes;
+//! - [`reload`]: the pure diff of running servers against a new config, and the reload report;
+//! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically;
+//! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart;
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
+
+mod config_watch;
+pub mod control;
+pub mod lifecycle;
+pub mod logfile;
+pub mod reload;
+pub mod status_file;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,11 +35,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DaemonConfig, Selection, ServerConfig};
-use crate::control;
 use crate::mux::actor::{self, ServerHandle, ServerStatus};
 use crate::mux::listener;
-use crate::mux::router::{Command, ServerState};
-use crate::reload::{self, ReloadError, ReloadReport, StartFailure};
+use crate::status::{Command, ServerState};
+use reload::{ReloadError, ReloadReport, StartFailure};
 
 /// What `rmcp-mux status --json` prints; also the control socket's answer to `status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -177,7 +191,7 @@ impl Shared {
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             config: self.config.clone(),
-            log_file: crate::logfile::active(),
+            log_file: crate::daemon::logfile::active(),
             config_error: live.config_error.clone(),
             servers: live
                 .entries
@@ -515,17 +529,17 @@ impl Daemon {
             shared.clone(),
             token.child_token(),
         ));
-        crate::config_watch::spawn(shared.clone(), token.child_token(), &tracker);
-        crate::trim::spawn(token.child_token(), &tracker);
+        crate::daemon::config_watch::spawn(shared.clone(), token.child_token(), &tracker);
+        crate::io::trim::spawn(token.child_token(), &tracker);
         let writer_token = CancellationToken::new();
-        crate::status_file::spawn(shared.clone(), writer_token.clone(), &tracker);
+        crate::daemon::status_file::spawn(shared.clone(), writer_token.clone(), &tracker);
         info!(
             servers = count,
             control = %config.daemon.control_socket.display(),
             "rmcp-mux ready"
         );
         // A `daemon start` waiting for this process returns now (no-op in the foreground).
-        crate::lifecycle::notify_ready();
+        crate::daemon::lifecycle::notify_ready();
         Ok(Daemon {
             shared,
             token,
@@ -655,7 +669,7 @@ fn sighup() -> Option<tokio::signal::unix::Signal> {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::{DaemonStatus, ServerReport};
-    use crate::mux::router::ServerState;
+    use crate::status::ServerState;
 
     /// A server with nothing going on: no pid, no clients, no history.
     pub(crate) fn report(name: &str, state: ServerState) -> ServerReport {

@@ -77,7 +77,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, token: CancellationToken, tracker: &Tas
         // Dropping the watcher ends the watch and its thread.
         let _watcher = watcher;
         // Once the file has been quiet for DEBOUNCE.
-        while crate::io::after_burst(&wake, DEBOUNCE, &token).await {
+        while crate::io::lines::after_burst(&wake, DEBOUNCE, &token).await {
             info!(config = %path.display(), "config file changed; reloading");
             // The outcome is logged (and shown in status) by reload itself.
             let _ = shared.reload().await;

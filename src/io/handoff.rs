@@ -21,12 +21,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// The request that hands stdin and stdout over.
-pub const ATTACH: &str = "rmcp-mux/attach";
-/// The proxy's word that the daemon may now write to the host's stdout.
-pub const GO: &str = "rmcp-mux/go";
-/// The daemon's word that the host closed stdin.
-pub const INPUT_CLOSED: &str = "rmcp-mux/input-closed";
+pub use crate::jsonrpc::mux_methods::{ATTACH, GO, INPUT_CLOSED};
 
 /// The `go` line (no newline).
 pub fn go_line() -> bytes::Bytes {
@@ -68,17 +63,17 @@ pub fn kind(fd: BorrowedFd<'_>) -> Option<Kind> {
 }
 
 /// A non-blocking reader of `fd`, a pipe or a socket of `kind`: the proxy's own stdin, and an
-/// attached host's stdin in the daemon. Pipes grow for large lines (`crate::io::Growing`);
-/// sockets are registered for reading only (`crate::sockio::SocketReader`).
+/// attached host's stdin in the daemon. Pipes grow for large lines (`crate::io::lines::Growing`);
+/// sockets are registered for reading only (`crate::io::socket::SocketReader`).
 ///
 /// # Errors
 /// The descriptor cannot be registered with the runtime.
 pub fn reader(fd: OwnedFd, kind: Kind) -> io::Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>> {
     Ok(match kind {
-        Kind::Pipe => Box::new(crate::io::Growing::new(
+        Kind::Pipe => Box::new(crate::io::lines::Growing::new(
             tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?,
         )),
-        Kind::Socket => Box::new(crate::sockio::SocketReader::new(
+        Kind::Socket => Box::new(crate::io::socket::SocketReader::new(
             std::os::unix::net::UnixStream::from(fd),
         )?),
     })

@@ -37,7 +37,7 @@ pub(crate) fn spawn(token: CancellationToken, tracker: &TaskTracker) {
 
 /// Waits for a large line, then for `quiet` without one, then trims; until cancelled.
 async fn run(large: &Notify, quiet: Duration, mut trim: impl FnMut(), token: CancellationToken) {
-    while crate::io::after_burst(large, quiet, &token).await {
+    while crate::io::lines::after_burst(large, quiet, &token).await {
         trim();
     }
 }

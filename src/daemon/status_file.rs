@@ -48,7 +48,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut text = Vec::with_capacity(bytes.len() + 1);
     text.extend_from_slice(bytes);
     text.push(b'\n');
-    crate::files::replace(path, &text, 0o600)
+    crate::io::atomic_file::replace(path, &text, 0o600)
 }
 
 /// A server's status with what is not a change (pending requests) left out.
@@ -208,7 +208,7 @@ async fn run(shared: Arc<Shared>, token: CancellationToken, tracker: TaskTracker
         tokio::select! {
             // Cancel safe: a permit stays stored in the Notify.
             () = changed.notified() => {}
-            () = crate::io::sleep_until(retry) => {}
+            () = crate::io::lines::sleep_until(retry) => {}
             () = token.cancelled() => stopping = true,
         }
         if !stopping {
@@ -279,7 +279,7 @@ mod tests {
     fn pending_and_uptime_are_not_changes() {
         let r = ServerReport {
             name: "a".into(),
-            state: crate::mux::router::ServerState::Running,
+            state: crate::status::ServerState::Running,
             socket: "/s".into(),
             pid: Some(1),
             clients: 1,

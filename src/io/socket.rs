@@ -106,7 +106,9 @@ impl AsyncRead for SocketReader {
             let dst = unsafe { buf.unfilled_mut() };
             let fds = &mut this.fds;
             let read = guard.try_io(|s| match fds {
-                Some(fds) => crate::attach::recv_with_fds(s.as_raw_fd(), &mut dst[..room], fds),
+                Some(fds) => {
+                    crate::io::handoff::recv_with_fds(s.as_raw_fd(), &mut dst[..room], fds)
+                }
                 None => {
                     let n =
                         unsafe { nix::libc::read(s.as_raw_fd(), dst.as_mut_ptr().cast(), room) };

@@ -87,12 +87,12 @@ pub(crate) trait TryWrite: Send + Sync + 'static {
     }
 }
 
-impl TryWrite for crate::sockio::SocketWriter {
+impl TryWrite for crate::io::socket::SocketWriter {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
-        crate::sockio::SocketWriter::try_write_vectored(self, bufs)
+        crate::io::socket::SocketWriter::try_write_vectored(self, bufs)
     }
     fn writable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        crate::sockio::SocketWriter::writable(self)
+        crate::io::socket::SocketWriter::writable(self)
     }
 }
 
@@ -106,10 +106,10 @@ impl TryWrite for tokio::net::unix::pipe::Sender {
 }
 
 /// Where a client's lines go: its socket, or, once its proxy handed the host's stdio over
-/// (`crate::attach`), the host's stdout, a pipe or a socket.
+/// (`crate::io::handoff`), the host's stdout, a pipe or a socket.
 pub(crate) enum Sink {
     /// A socket (a client's own, or a host's stdout socket pair).
-    Socket(crate::sockio::SocketWriter),
+    Socket(crate::io::socket::SocketWriter),
     /// A host's stdout pipe, grown when large lines come (as the proxy does).
     Pipe(tokio::net::unix::pipe::Sender, PipeRoom),
 }
@@ -117,7 +117,7 @@ pub(crate) enum Sink {
 impl TryWrite for Sink {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
         match self {
-            Sink::Socket(s) => crate::sockio::SocketWriter::try_write_vectored(s, bufs),
+            Sink::Socket(s) => crate::io::socket::SocketWriter::try_write_vectored(s, bufs),
             Sink::Pipe(p, room) => {
                 room.want(p, bufs.iter().map(|b| b.len()).sum());
                 p.try_write_vectored(bufs)
@@ -126,7 +126,7 @@ impl TryWrite for Sink {
     }
     async fn writable(&self) -> std::io::Result<()> {
         match self {
-            Sink::Socket(s) => crate::sockio::SocketWriter::writable(s).await,
+            Sink::Socket(s) => crate::io::socket::SocketWriter::writable(s).await,
             Sink::Pipe(p, _) => p.writable().await,
         }
     }
@@ -139,7 +139,7 @@ impl TryWrite for Sink {
             // The socket has no registration to clear (the writer watches a duplicate only
             // while it waits), and a full one moves nothing. The kernel hands the pipe's pages
             // to the socket (`MSG_SPLICE_PAGES`, Linux 6.5 on) or, before, copies them itself:
-            // either way the daemon does not (docs/performance.md, session 11).
+            // either way the daemon does not (docs/performance.md, "What each optimisation bought").
             Sink::Socket(s) => moved(nix::fcntl::splice(from, None, s, None, n, splice_flags())),
             Sink::Pipe(p, room) => {
                 // Only long lines are moved: room for all of one, so that it is not left
@@ -611,7 +611,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let (mut src_tx, src_rx) = tokio::net::unix::pipe::pipe().unwrap();
         let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
+        let (_read, write) = crate::io::socket::split_tokio(a).unwrap();
         let sink = Sink::Socket(write);
         assert!(sink.takes_splice());
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
@@ -647,13 +647,13 @@ mod tests {
     fn writer_and_peer(
         queue: usize,
     ) -> (
-        LineWriter<crate::sockio::SocketWriter>,
+        LineWriter<crate::io::socket::SocketWriter>,
         tokio::net::UnixStream,
         TaskTracker,
         CancellationToken,
     ) {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
-        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
+        let (_read, write) = crate::io::socket::split_tokio(a).unwrap();
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
         let writer = LineWriter::new(
@@ -802,7 +802,7 @@ mod tests {
     /// Checks that the peer filled up (the writer task took over), drops the writer, and
     /// reads until the task closes the socket: exactly `expected` arrives.
     async fn finish_and_read_all(
-        writer: LineWriter<crate::sockio::SocketWriter>,
+        writer: LineWriter<crate::io::socket::SocketWriter>,
         b: &mut tokio::net::UnixStream,
         tracker: &TaskTracker,
         expected: &[u8],
@@ -845,7 +845,7 @@ mod tests {
     async fn a_gone_peer_is_reported() {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         drop(b);
-        let (_read, write) = crate::sockio::split_tokio(a).unwrap();
+        let (_read, write) = crate::io::socket::split_tokio(a).unwrap();
         let mut writer =
             LineWriter::new(write, 4, &TaskTracker::new(), tracing::Span::none(), None);
         let mut lines = vec![Line::from(Bytes::from_static(b"x"))];

@@ -321,7 +321,7 @@ impl Instance {
             only: only.to_vec(),
             except: except.to_vec(),
         };
-        crate::files::replace(&paths.pid_file, info.render().as_bytes(), 0o600)
+        crate::io::atomic_file::replace(&paths.pid_file, info.render().as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", paths.pid_file.display()))?;
         Ok(Instance {
             pid_file: paths.pid_file.clone(),

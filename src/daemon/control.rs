@@ -15,10 +15,10 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::daemon::reload::ReloadReport;
 use crate::daemon::{DaemonStatus, Shared};
 use crate::mux::listener::{self, BoundSocket};
-use crate::mux::router::Command;
-use crate::reload::ReloadReport;
+use crate::status::Command;
 
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
