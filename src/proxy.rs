@@ -612,6 +612,13 @@ fn note_envelope(session: &mut Session, line: &Bytes, env: &jsonrpc::Envelope<'_
         (Kind::Notification, Some("notifications/initialized")) => {
             session.initialized = Some(line.clone());
         }
+        // The daemon never answers a cancelled request (nor does a server, directly): it is
+        // no longer owed, so stdin EOF, a lost daemon and the hand-off do not wait for it.
+        (Kind::Notification, Some("notifications/cancelled")) => {
+            if let Some(id) = jsonrpc::field(env.params, "requestId") {
+                session.owed.remove(id.get().as_bytes());
+            }
+        }
         _ => {}
     }
 }

@@ -57,8 +57,13 @@ impl Proxy {
     }
 
     fn send(&mut self, msg: &Value) {
+        self.send_raw(&msg.to_string());
+    }
+
+    /// Writes `lines` and a newline in one write.
+    fn send_raw(&mut self, lines: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{msg}").unwrap();
+        stdin.write_all(format!("{lines}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
 
@@ -762,4 +767,84 @@ fn a_gone_daemon_and_a_closed_stdin_end_the_proxy_cleanly() {
     assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
     assert!(!p.log.text().contains("reconnecting"), "{}", p.log.text());
     wait_dead(server as i32);
+}
+
+/// The host's start of a session with a long call it then cancels, as the tests below share:
+/// `initialize` (id 1), then in one write `notifications/initialized` and a call the server
+/// would answer only after 30 s (id 2), then `notifications/cancelled` for it, then a `ping`
+/// (id 3) whose answer shows the proxy has read the cancel.
+fn start_and_cancel_a_long_call(p: &mut Proxy) {
+    p.send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}));
+    p.response(&json!(1));
+    let both = format!(
+        "{}\n{}",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        call(2, "slow", json!({"ms":30000}))
+    );
+    p.send_raw(&both);
+    p.send(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"reason":"user"}}));
+    p.send(&json!({"jsonrpc":"2.0","id":3,"method":"ping"}));
+    assert_eq!(p.response(&json!(3))["result"], json!({}));
+}
+
+/// A request the host cancelled is no longer owed (the daemon never answers it): at stdin EOF
+/// the proxy exits at once instead of waiting out its drain for it.
+fn a_cancelled_request_does_not_hold_the_proxy_at_eof(envs: &[(&str, &str)], handoff: bool) {
+    let mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start_env(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+        envs,
+    );
+    start_and_cancel_a_long_call(&mut p);
+    if handoff {
+        // Nothing is owed after the cancel, so the session is handed over even though the
+        // server is still working on the cancelled call.
+        p.log.wait_for(&["attached: the daemon reads"]);
+    }
+    drop(p.stdin.take());
+    // The call would take 30 s and the drain 60 s; the wait here gives up after 20 s.
+    assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
+    let log = p.log.text();
+    assert!(!log.contains("gave up waiting"), "{log}");
+    assert_eq!(log.contains("attached: the daemon reads"), handoff, "{log}");
+}
+
+#[test]
+fn a_cancelled_request_is_not_owed_and_the_session_is_still_handed_over() {
+    a_cancelled_request_does_not_hold_the_proxy_at_eof(&[], true);
+}
+
+#[test]
+fn a_cancelled_request_is_not_owed_when_copying() {
+    a_cancelled_request_does_not_hold_the_proxy_at_eof(&[("RMCP_MUX_PROXY_COPY", "1")], false);
+}
+
+/// A daemon lost while copying: the host hears "connection lost" only for what it still
+/// waits for, never for a request it cancelled.
+#[test]
+fn a_lost_daemon_does_not_fail_a_cancelled_request() {
+    let mut mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start_env(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+        &[("RMCP_MUX_PROXY_COPY", "1")],
+    );
+    start_and_cancel_a_long_call(&mut p);
+    p.send(&call(4, "slow", json!({"ms":30000})));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None);
+    // The errors for what is owed come before the proxy reconnects, so before answer 5.
+    let lost = p.recv().expect("an error for request 4");
+    assert_eq!(lost["id"], 4, "{lost}");
+    assert_eq!(lost["error"]["data"]["reason"], "upstream_exited");
+    let _mux2 = mux.relaunch();
+    p.send(&json!({"jsonrpc":"2.0","id":5,"method":"ping"}));
+    let next = p.recv().expect("the answer to 5");
+    assert_eq!(next["id"], 5, "only the ping's answer follows: {next}");
 }
