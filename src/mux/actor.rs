@@ -154,6 +154,8 @@ enum ClientEvent {
     Go,
     /// The attached host closed stdin.
     InputClosed,
+    /// The client shut down its writing side but still reads: it is owed its answers.
+    HalfClosed,
 }
 
 /// One client: its socket, and once it attached, its host's stdout.
@@ -465,6 +467,10 @@ impl Actor {
                         .link
                         .send(&mut vec![Line::from(attach::input_closed_line())]);
                 }
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
+            Event::Client(id, ClientEvent::HalfClosed) => {
+                debug!(client = id.0, "client shut down its writing side");
                 self.router.handle(now, Input::ClientInputClosed(id));
             }
             Event::ChildOut(frame) => match frame {
@@ -1192,6 +1198,15 @@ async fn read_socket(
             Some(Ok(Frame::Partial)) => continue,
             Some(Err(e)) => {
                 debug!(parent: span, error = %e, "client read failed");
+                return None;
+            }
+            // Half-closed, as the proxy treats stdin EOF: the answers it is owed are written,
+            // then the router closes it (which ends this reader through the token).
+            None if offered.is_none() && !link.get_ref().peer_closed() => {
+                if tx.send((id, ClientEvent::HalfClosed)).await.is_err() {
+                    return None;
+                }
+                cancelled.await;
                 return None;
             }
             None => return None,
