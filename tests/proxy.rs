@@ -848,3 +848,109 @@ fn a_lost_daemon_does_not_fail_a_cancelled_request() {
     let next = p.recv().expect("the answer to 5");
     assert_eq!(next["id"], 5, "only the ping's answer follows: {next}");
 }
+
+/// Hosts whose sessions are handed over, each calling one tool after another while a reload
+/// restarts their server again and again: every request gets its answer or an error, none is
+/// lost in the hand-back (the daemon stops reading a host's stdin before it lets it go).
+#[test]
+fn every_request_is_answered_while_reloads_restart_a_handed_over_server() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const HOSTS: usize = 3;
+    const RELOADS: usize = 12;
+    let mux = Mux::start(SERVER);
+    let mut hosts: Vec<Proxy> = (0..HOSTS).map(|_| Proxy::of(&mux, "f")).collect();
+    for p in &mut hosts {
+        p.initialize();
+        p.log.wait_for(&["attached: the daemon reads"]);
+    }
+    let logs: Vec<Log> = hosts.iter().map(|p| p.log.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = hosts
+        .into_iter()
+        .enumerate()
+        .map(|(h, mut p)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut answered, mut failed) = (0, 0);
+                let mut id = 1;
+                while !stop.load(Ordering::SeqCst) {
+                    let want = format!("host {h} call {id}");
+                    p.send(&call(id, "echo", json!({ "text": want })));
+                    // A lost request leaves this waiting until the watchdog ends the proxy.
+                    let r = p.response(&json!(id));
+                    if r.get("error").is_some() {
+                        failed += 1;
+                    } else {
+                        assert_eq!(text(&r), want, "host {h}");
+                        answered += 1;
+                    }
+                    id += 1;
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+    for round in 1..=RELOADS {
+        let env = format!("{SERVER}env = {{ ROUND = \"{round}\" }}\n");
+        mux.edit("", &env);
+        mux.log
+            .wait_for_count(&["config reloaded", "restarted=[\"f\"]"], round);
+        // The next reload comes once every host is handed over again (or has lost a request
+        // and so waits, which fails below).
+        for log in &logs {
+            log.wait_for_count(&["attached: the daemon reads"], round + 1);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for (h, c) in callers.into_iter().enumerate() {
+        let (answered, failed) = c
+            .join()
+            .unwrap_or_else(|_| panic!("host {h} lost a request; its log:\n{}", logs[h].text()));
+        eprintln!("host {h}: {answered} answered, {failed} failed");
+        assert!(answered > 0, "host {h} got no answer at all");
+        total += answered + failed;
+    }
+    assert!(
+        total >= HOSTS * RELOADS,
+        "only {total} requests in {RELOADS} reloads"
+    );
+}
+
+/// Bytes written into a pipe and not yet read from it (asked on the writing end).
+fn unread_in_pipe(w: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, to `n`.
+    let r = unsafe { nix::libc::ioctl(w.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD on the host's pipe");
+    usize::try_from(n).unwrap()
+}
+
+/// A reload restarts the server while a handed-over host is halfway through writing a line:
+/// the daemon hands back what it had read of it, and the proxy sends the whole line on.
+#[test]
+fn a_line_half_written_when_a_reload_lets_the_host_go_arrives_whole() {
+    let (mux, mut p, _server) = handed_over();
+    let line = call(1, "echo", json!({"text":"cut in two by a reload"})).to_string();
+    let (head, tail) = line.split_at(line.len() / 2);
+    let stdin = p.stdin.as_mut().expect("stdin open");
+    stdin.write_all(head.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // The daemon, which reads the host's stdin now, has taken the first half.
+    let deadline = Instant::now() + WAIT;
+    while unread_in_pipe(p.stdin.as_ref().unwrap()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never read the first half"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mux.edit("", &format!("{SERVER}env = {{ ROUND = \"1\" }}\n"));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"f\"]"]);
+    p.send_raw(tail);
+    let r = p.response(&json!(1));
+    assert_eq!(text(&r), "cut in two by a reload", "{r}");
+    p.log
+        .wait_for(&["the daemon handed back what it read of stdin"]);
+}
