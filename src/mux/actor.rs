@@ -1583,6 +1583,7 @@ async fn watch_child(
     }
     // Whatever the leader left behind in its group goes with it: no orphans.
     let _ = child::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    child::forget(pid);
     let reason = status.map_or_else(
         || "exited (status unknown)".to_owned(),
         child::describe_exit,
