@@ -9,8 +9,9 @@
 //! Once the session is quiet after the handshake, it hands the host's stdin and stdout to the
 //! daemon (`crate::attach`) and only keeps the socket open as the link: the daemon then reads
 //! and writes the host's pipes itself, without this process in between. When the link ends
-//! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects, or exits
-//! when the host has closed stdin. A terminal or a file on stdio, a daemon that refuses, and
+//! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects (sending
+//! first what the daemon handed back of the host's stdin), or exits when the host has closed
+//! stdin. A terminal or a file on stdio, a daemon that refuses, and
 //! `RMCP_MUX_PROXY_COPY=1` keep the copying bridge.
 
 use std::path::PathBuf;
