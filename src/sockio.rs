@@ -89,8 +89,10 @@ impl SocketReader {
     }
 
     /// After the end was read: whether the peer closed the connection both ways (it is gone),
-    /// rather than only shutting down its writing side (it still reads what it is owed). A
-    /// socket whose peer closed reports a hang-up; one the peer only half-closed does not.
+    /// rather than only shutting down its writing side (it still reads what it is owed). On
+    /// Linux a socket whose peer closed reports a hang-up and one the peer only half-closed
+    /// does not. Where a system does not tell them apart this way, a closed peer is taken for
+    /// a half-closed one: the first answer written to it fails, which ends the client then.
     pub fn peer_closed(&self) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
