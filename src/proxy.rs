@@ -9,8 +9,9 @@
 //! Once the session is quiet after the handshake, it hands the host's stdin and stdout to the
 //! daemon (`crate::io::handoff`) and only keeps the socket open as the link: the daemon then reads
 //! and writes the host's pipes itself, without this process in between. When the link ends
-//! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects, or exits
-//! when the host has closed stdin. A terminal or a file on stdio, a daemon that refuses, and
+//! the daemon is gone (or done): the proxy takes the host's stdio back and reconnects (sending
+//! first what the daemon handed back of the host's stdin), or exits when the host has closed
+//! stdin. A terminal or a file on stdio, a daemon that refuses, and
 //! `RMCP_MUX_PROXY_COPY=1` keep the copying bridge.
 
 use std::path::PathBuf;
@@ -207,6 +208,9 @@ struct Session {
     /// The id of the attach request waiting for its answer.
     attach_id: Option<Bytes>,
     attaches: u64,
+    /// What the daemon read from the host's stdin and handed back when it let the host go:
+    /// read before anything more from stdin.
+    unread: Vec<u8>,
 }
 
 /// Where the hand-off stands on one connection.
@@ -330,7 +334,11 @@ async fn bridge(
     let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
     let mut sock_out = BufWriter::with_capacity(SOCKET_BUFFER, write);
     // After a reconnect: the host's handshake again, under private ids, answers swallowed.
-    if replay(session, &mut sock_out).await.is_err() {
+    if replay(session, &mut sock_out).await.is_err()
+        || resend_unread(session, input, &mut sock_out, out)
+            .await
+            .is_err()
+    {
         return Ok(Outcome::SocketLost);
     }
     let mut drain_deadline = None;
@@ -410,7 +418,10 @@ async fn bridge(
                                     {
                                         return Ok(Outcome::SocketLost);
                                     }
-                                    return Ok(attached(opts, sock_in, sock_out, input, out).await);
+                                    return Ok(
+                                        attached(opts, sock_in, sock_out, input, out, session)
+                                            .await,
+                                    );
                                 }
                                 Some(false) => {
                                     info!("the daemon does not take the host's stdio (an older daemon?); copying every line");
@@ -514,6 +525,7 @@ async fn attached(
     sock_out: BufWriter<crate::io::socket::SocketWriter>,
     input: &mut Input,
     out: &mut Output,
+    session: &mut Session,
 ) -> Outcome {
     // Stop watching the host's stdio: dropping them deregisters them from this runtime, so
     // the host's traffic wakes only the daemon.
@@ -529,17 +541,72 @@ async fn attached(
                 debug!("the daemon saw the host close stdin");
                 input_closed = true;
             }
+            Some(Ok(Frame::Line(line)))
+                if crate::io::handoff::is_notice(&line, crate::io::handoff::UNREAD) =>
+            {
+                match crate::io::handoff::parse_unread(&line) {
+                    Some(bytes) => {
+                        debug!(
+                            bytes = bytes.len(),
+                            "the daemon handed back what it read of stdin"
+                        );
+                        session.unread.extend_from_slice(&bytes);
+                    }
+                    None => warn!("a malformed hand-back of the host's stdin on the link; dropped"),
+                }
+            }
             Some(Ok(_)) => debug!("ignored a line on the link"),
             Some(Err(_)) | None => break,
         }
     }
     drop(sock_out);
-    if input_closed || stdio::stdin_hung_up() {
+    // Lines handed back are sent even when the host has closed stdin since.
+    if input_closed || (session.unread.is_empty() && stdio::stdin_hung_up()) {
         return Outcome::Done;
     }
     let (i, o) = stdio::open();
     (*input, *out) = host_streams(opts, i, o);
     Outcome::SocketLost
+}
+
+/// The bytes the daemon handed back, read again as the start of the host's stdin: its whole
+/// lines go to the daemon now, as the bridge sends what it reads; a partial line waits in the
+/// read buffer for its rest (and keeps the session from being handed over meanwhile).
+async fn resend_unread(
+    session: &mut Session,
+    input: &mut Input,
+    sock: &mut BufWriter<crate::io::socket::SocketWriter>,
+    out: &mut Output,
+) -> std::io::Result<()> {
+    use tokio_util::codec::Decoder;
+    if session.unread.is_empty() {
+        return Ok(());
+    }
+    let mut buf = bytes::BytesMut::from(&std::mem::take(&mut session.unread)[..]);
+    buf.extend_from_slice(input.read_buffer());
+    *input.read_buffer_mut() = buf;
+    // The codec and the buffer are borrowed together: the codec is taken out meanwhile.
+    let mut codec = std::mem::replace(input.decoder_mut(), LineCodec::new(0));
+    let mut sent = Ok(());
+    while sent.is_ok() {
+        match codec.decode(input.read_buffer_mut()) {
+            Ok(Some(Frame::Line(line))) => {
+                sent = crate::io::lines::write_line(sock, &line).await;
+                note_host_line(session, &line);
+            }
+            Ok(Some(Frame::TooLong { limit })) => {
+                let msg = format!("message exceeds {limit} bytes");
+                let line = jsonrpc::error(b"null", codes::INVALID_REQUEST, &msg, None);
+                // A host gone from stdout shows again at the next write.
+                let _ = crate::io::lines::write_line(out, &line).await;
+            }
+            Ok(Some(Frame::Partial)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    *input.decoder_mut() = codec;
+    sent?;
+    sock.flush().await
 }
 
 async fn replay<W: AsyncWrite + Unpin>(
@@ -611,6 +678,13 @@ fn note_envelope(session: &mut Session, line: &Bytes, env: &jsonrpc::Envelope<'_
         }
         (Kind::Notification, Some("notifications/initialized")) => {
             session.initialized = Some(line.clone());
+        }
+        // The daemon never answers a cancelled request (nor does a server, directly): it is
+        // no longer owed, so stdin EOF, a lost daemon and the hand-off do not wait for it.
+        (Kind::Notification, Some("notifications/cancelled")) => {
+            if let Some(id) = jsonrpc::field(env.params, "requestId") {
+                session.owed.remove(id.get().as_bytes());
+            }
         }
         _ => {}
     }

@@ -917,3 +917,30 @@ fn a_child_that_closes_stdout_but_lives_on_is_stopped_and_restarted() {
         "back"
     );
 }
+
+/// A client that shuts down its writing side with requests in flight is treated as the proxy
+/// treats stdin EOF: it gets every answer it is owed, then the connection closes. A client
+/// that closes both ways is gone: its request is cancelled upstream.
+#[test]
+fn a_half_closed_client_gets_its_answers_then_the_connection_closes() {
+    let mux = Mux::start(&fake("f", ""));
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    c.send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{"ms":300}}}));
+    c.send(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"quick"}}}));
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = [c.recv(), c.recv()].map(|m| m.expect("an answer before the end"));
+    got.sort_by_key(|m| m["id"].as_i64());
+    assert_eq!(text(&got[0]), "slept 300");
+    assert_eq!(text(&got[1]), "quick");
+    assert_eq!(c.recv(), None, "the connection closes once nothing is owed");
+    mux.wait_status("f", |s| s["clients"] == 0 && s["pending"] == 0);
+
+    // Closed both ways: nobody is left to answer, so the call is cancelled at once.
+    let mut d = mux.connect("f");
+    d.initialize(json!({}));
+    d.send(&json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"slow","arguments":{"ms":30000}}}));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    drop(d);
+    mux.wait_status("f", |s| s["clients"] == 0 && s["pending"] == 0);
+}

@@ -758,3 +758,101 @@ fn a_detached_daemon_brings_up_an_added_server_without_restarting_the_others() {
 fn text_of_echo(c: &mut Client) -> String {
     text(&c.call(json!(9), "echo", json!({"text":"still"})))
 }
+
+/// A server that ignores stdin EOF (it never reads stdin) with a grandchild in its process
+/// group; each writes its pid to `{dir}/NAME.child` and `{dir}/NAME.grandchild`. (`$$` is
+/// the config's escape for `$`.)
+fn stubborn(name: &str) -> String {
+    format!(
+        "[servers.{name}]\ncmd = \"sh\"\nargs = [\"-c\", \"sleep 300 & echo $$! > {{dir}}/{name}.grandchild; echo $$$$ > {{dir}}/{name}.child; exec sleep 301\"]\n"
+    )
+}
+
+/// Waits for a pid file a test server writes; returns the pid.
+fn wait_pid_file(path: &Path) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts a detached daemon with a stubborn server, checks its child is recorded in the state
+/// folder, and kills the daemon outright; returns (child, grandchild).
+fn a_daemon_killed_outright(home: &Home) -> (i32, i32) {
+    let daemon = home.start();
+    let child = wait_pid_file(&home.path("s.child"));
+    let grandchild = wait_pid_file(&home.path("s.grandchild"));
+    let records = files_with(&home.state(), ".children");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].join(child.to_string()).exists(),
+        "the child is not recorded"
+    );
+    std::fs::remove_file(home.path("s.child")).unwrap();
+    std::fs::remove_file(home.path("s.grandchild")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_dead(daemon);
+    // Its last threads may still hold the lock for a moment after it shows as dead.
+    let deadline = Instant::now() + WAIT;
+    while home.mux(&["daemon", "status"]).0 != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the killed daemon's lock is still held"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, grandchild)
+}
+
+/// A daemon killed outright (a crash, the OOM killer, Force Quit) cannot stop its children:
+/// the kernel ends the child on Linux, and the next daemon of the config ends what the records
+/// show is still running (the grandchild here; the child itself elsewhere).
+#[test]
+fn the_next_daemon_ends_what_a_daemon_killed_outright_left_running() {
+    let home = Home::new(&stubborn("s"));
+    let (child, grandchild) = a_daemon_killed_outright(&home);
+    #[cfg(target_os = "linux")]
+    wait_dead(child);
+    let _ = child;
+    assert!(
+        alive(grandchild),
+        "nothing but the next daemon ends the grandchild"
+    );
+    home.start();
+    wait_dead(grandchild);
+    home.wait_log(&["left running by a daemon that did not stop normally"]);
+    // The new daemon's own child is recorded, and a clean stop leaves no record behind.
+    let new_child = wait_pid_file(&home.path("s.child"));
+    let (code, _, err) = home.mux(&["daemon", "stop"]);
+    assert_eq!(code, 0, "{err}");
+    wait_dead(new_child);
+    let records = files_with(&home.state(), ".children");
+    let left: Vec<_> = std::fs::read_dir(&records[0]).unwrap().flatten().collect();
+    assert!(left.is_empty(), "records left after a clean stop: {left:?}");
+}
+
+/// `daemon stop` after the daemon was killed outright ends what it left running, and says so.
+#[test]
+fn stop_ends_what_a_daemon_killed_outright_left_running() {
+    let home = Home::new(&stubborn("s"));
+    let (_, grandchild) = a_daemon_killed_outright(&home);
+    let (code, _, err) = home.mux(&["daemon", "stop"]);
+    assert_eq!(code, 1, "nothing was running: {err}");
+    assert!(err.contains("ended 1 process(es)"), "{err}");
+    wait_dead(grandchild);
+}

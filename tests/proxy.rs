@@ -57,8 +57,13 @@ impl Proxy {
     }
 
     fn send(&mut self, msg: &Value) {
+        self.send_raw(&msg.to_string());
+    }
+
+    /// Writes `lines` and a newline in one write.
+    fn send_raw(&mut self, lines: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{msg}").unwrap();
+        stdin.write_all(format!("{lines}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
 
@@ -762,4 +767,190 @@ fn a_gone_daemon_and_a_closed_stdin_end_the_proxy_cleanly() {
     assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
     assert!(!p.log.text().contains("reconnecting"), "{}", p.log.text());
     wait_dead(server as i32);
+}
+
+/// The host's start of a session with a long call it then cancels, as the tests below share:
+/// `initialize` (id 1), then in one write `notifications/initialized` and a call the server
+/// would answer only after 30 s (id 2), then `notifications/cancelled` for it, then a `ping`
+/// (id 3) whose answer shows the proxy has read the cancel.
+fn start_and_cancel_a_long_call(p: &mut Proxy) {
+    p.send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}));
+    p.response(&json!(1));
+    let both = format!(
+        "{}\n{}",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        call(2, "slow", json!({"ms":30000}))
+    );
+    p.send_raw(&both);
+    p.send(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"reason":"user"}}));
+    p.send(&json!({"jsonrpc":"2.0","id":3,"method":"ping"}));
+    assert_eq!(p.response(&json!(3))["result"], json!({}));
+}
+
+/// A request the host cancelled is no longer owed (the daemon never answers it): at stdin EOF
+/// the proxy exits at once instead of waiting out its drain for it.
+fn a_cancelled_request_does_not_hold_the_proxy_at_eof(envs: &[(&str, &str)], handoff: bool) {
+    let mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start_env(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+        envs,
+    );
+    start_and_cancel_a_long_call(&mut p);
+    if handoff {
+        // Nothing is owed after the cancel, so the session is handed over even though the
+        // server is still working on the cancelled call.
+        p.log.wait_for(&["attached: the daemon reads"]);
+    }
+    drop(p.stdin.take());
+    // The call would take 30 s and the drain 60 s; the wait here gives up after 20 s.
+    assert_eq!(p.wait_exit(), Some(0), "{}", p.log.text());
+    let log = p.log.text();
+    assert!(!log.contains("gave up waiting"), "{log}");
+    assert_eq!(log.contains("attached: the daemon reads"), handoff, "{log}");
+}
+
+#[test]
+fn a_cancelled_request_is_not_owed_and_the_session_is_still_handed_over() {
+    a_cancelled_request_does_not_hold_the_proxy_at_eof(&[], true);
+}
+
+#[test]
+fn a_cancelled_request_is_not_owed_when_copying() {
+    a_cancelled_request_does_not_hold_the_proxy_at_eof(&[("RMCP_MUX_PROXY_COPY", "1")], false);
+}
+
+/// A daemon lost while copying: the host hears "connection lost" only for what it still
+/// waits for, never for a request it cancelled.
+#[test]
+fn a_lost_daemon_does_not_fail_a_cancelled_request() {
+    let mut mux = Mux::start(SERVER);
+    let socket = mux.socket("f");
+    let mut p = Proxy::start_env(
+        PROXY,
+        &["--socket", socket.to_str().unwrap()],
+        mux.dir.path(),
+        &[("RMCP_MUX_PROXY_COPY", "1")],
+    );
+    start_and_cancel_a_long_call(&mut p);
+    p.send(&call(4, "slow", json!({"ms":30000})));
+    mux.wait_status("f", |s| s["pending"] == 1);
+    let (code, _) = mux.stop(Signal::SIGKILL);
+    assert_eq!(code, None);
+    // The errors for what is owed come before the proxy reconnects, so before answer 5.
+    let lost = p.recv().expect("an error for request 4");
+    assert_eq!(lost["id"], 4, "{lost}");
+    assert_eq!(lost["error"]["data"]["reason"], "upstream_exited");
+    let _mux2 = mux.relaunch();
+    p.send(&json!({"jsonrpc":"2.0","id":5,"method":"ping"}));
+    let next = p.recv().expect("the answer to 5");
+    assert_eq!(next["id"], 5, "only the ping's answer follows: {next}");
+}
+
+/// Hosts whose sessions are handed over, each calling one tool after another while a reload
+/// restarts their server again and again: every request gets its answer or an error, none is
+/// lost in the hand-back (the daemon stops reading a host's stdin before it lets it go).
+#[test]
+fn every_request_is_answered_while_reloads_restart_a_handed_over_server() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const HOSTS: usize = 3;
+    const RELOADS: usize = 12;
+    let mux = Mux::start(SERVER);
+    let mut hosts: Vec<Proxy> = (0..HOSTS).map(|_| Proxy::of(&mux, "f")).collect();
+    for p in &mut hosts {
+        p.initialize();
+        p.log.wait_for(&["attached: the daemon reads"]);
+    }
+    let logs: Vec<Log> = hosts.iter().map(|p| p.log.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = hosts
+        .into_iter()
+        .enumerate()
+        .map(|(h, mut p)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut answered, mut failed) = (0, 0);
+                let mut id = 1;
+                while !stop.load(Ordering::SeqCst) {
+                    let want = format!("host {h} call {id}");
+                    p.send(&call(id, "echo", json!({ "text": want })));
+                    // A lost request leaves this waiting until the watchdog ends the proxy.
+                    let r = p.response(&json!(id));
+                    if r.get("error").is_some() {
+                        failed += 1;
+                    } else {
+                        assert_eq!(text(&r), want, "host {h}");
+                        answered += 1;
+                    }
+                    id += 1;
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+    for round in 1..=RELOADS {
+        let env = format!("{SERVER}env = {{ ROUND = \"{round}\" }}\n");
+        mux.edit("", &env);
+        mux.log
+            .wait_for_count(&["config reloaded", "restarted=[\"f\"]"], round);
+        // The next reload comes once every host is handed over again (or has lost a request
+        // and so waits, which fails below).
+        for log in &logs {
+            log.wait_for_count(&["attached: the daemon reads"], round + 1);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for (h, c) in callers.into_iter().enumerate() {
+        let (answered, failed) = c
+            .join()
+            .unwrap_or_else(|_| panic!("host {h} lost a request; its log:\n{}", logs[h].text()));
+        eprintln!("host {h}: {answered} answered, {failed} failed");
+        assert!(answered > 0, "host {h} got no answer at all");
+        total += answered + failed;
+    }
+    assert!(
+        total >= HOSTS * RELOADS,
+        "only {total} requests in {RELOADS} reloads"
+    );
+}
+
+/// Bytes written into a pipe and not yet read from it (asked on the writing end).
+fn unread_in_pipe(w: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, to `n`.
+    let r = unsafe { nix::libc::ioctl(w.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD on the host's pipe");
+    usize::try_from(n).unwrap()
+}
+
+/// A reload restarts the server while a handed-over host is halfway through writing a line:
+/// the daemon hands back what it had read of it, and the proxy sends the whole line on.
+#[test]
+fn a_line_half_written_when_a_reload_lets_the_host_go_arrives_whole() {
+    let (mux, mut p, _server) = handed_over();
+    let line = call(1, "echo", json!({"text":"cut in two by a reload"})).to_string();
+    let (head, tail) = line.split_at(line.len() / 2);
+    let stdin = p.stdin.as_mut().expect("stdin open");
+    stdin.write_all(head.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // The daemon, which reads the host's stdin now, has taken the first half.
+    let deadline = Instant::now() + WAIT;
+    while unread_in_pipe(p.stdin.as_ref().unwrap()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never read the first half"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mux.edit("", &format!("{SERVER}env = {{ ROUND = \"1\" }}\n"));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"f\"]"]);
+    p.send_raw(tail);
+    let r = p.response(&json!(1));
+    assert_eq!(text(&r), "cut in two by a reload", "{r}");
+    p.log
+        .wait_for(&["the daemon handed back what it read of stdin"]);
 }

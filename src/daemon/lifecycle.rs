@@ -79,6 +79,9 @@ pub struct Paths {
     pub lock_file: PathBuf,
     /// The log file of the detached daemon (or of `--log-file` without a path).
     pub log_file: PathBuf,
+    /// The folder recording the running daemon's children, so that the next daemon can end
+    /// what one that died abruptly left running (`crate::mux::orphans`).
+    pub children: PathBuf,
 }
 
 impl Paths {
@@ -111,6 +114,7 @@ impl Paths {
             pid_file: state.join(format!("{name}.pid")),
             lock_file: state.join(format!("{name}.lock")),
             log_file: log_dir()?.join(format!("{name}.log")),
+            children: state.join(format!("{name}.children")),
             config,
         })
     }
@@ -323,10 +327,27 @@ impl Instance {
         };
         crate::io::atomic_file::replace(&paths.pid_file, info.render().as_bytes(), 0o600)
             .with_context(|| format!("cannot write {}", paths.pid_file.display()))?;
+        sweep_orphans(paths);
+        crate::mux::orphans::record_in(paths.children.clone())
+            .with_context(|| format!("cannot create {}", paths.children.display()))?;
         Ok(Instance {
             pid_file: paths.pid_file.clone(),
             _lock: lock,
         })
+    }
+}
+
+/// Ends what a daemon of this config that died abruptly left running (its children and their
+/// groups, as recorded); the caller holds the config's lock.
+fn sweep_orphans(paths: &Paths) {
+    let ended = crate::mux::orphans::sweep(&paths.children);
+    if !ended.is_empty() {
+        let note = format!(
+            "ended {} process(es) left running by a daemon that did not stop normally",
+            ended.len()
+        );
+        tracing::info!(pids = ?ended, "{note}");
+        notify_note(&note);
     }
 }
 
@@ -574,6 +595,16 @@ pub fn stop(config: &Path) -> anyhow::Result<(u32, Vec<String>)> {
             });
             if let Some(pid) = stale {
                 err = err.context(format!("removed a stale PID file (PID {pid} held no lock)"));
+            }
+            // A daemon that died abruptly: what it left running is ended here too.
+            if let Ok(Some(_lock)) = try_lock(&paths) {
+                let ended = crate::mux::orphans::sweep(&paths.children);
+                if !ended.is_empty() {
+                    err = err.context(format!(
+                        "ended {} process(es) left running by a daemon that did not stop normally",
+                        ended.len()
+                    ));
+                }
             }
             return Err(err);
         }

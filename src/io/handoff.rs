@@ -16,12 +16,17 @@
 //!    stdout; the daemon writes to the host's stdout from then on.
 //! 4. daemon → proxy: `rmcp-mux/input-closed` when the host closed stdin; the daemon closes the
 //!    link once the answers still owed are written, and the proxy exits.
+//! 5. daemon → proxy: `rmcp-mux/unread` when the daemon lets the host go while it lives on (a
+//!    reload or a stop closes the client): it has stopped reading the host's stdin, and these
+//!    bytes it read there had not reached the router (a partial line, or whole lines not yet
+//!    passed on). The link closes once the answers to the rest are written to the host's
+//!    stdout; the proxy then reads the host's stdin again, these bytes first.
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-pub use crate::jsonrpc::mux_methods::{ATTACH, GO, INPUT_CLOSED};
+pub use crate::jsonrpc::mux_methods::{ATTACH, GO, INPUT_CLOSED, UNREAD};
 
 /// The `go` line (no newline).
 pub fn go_line() -> bytes::Bytes {
@@ -31,6 +36,41 @@ pub fn go_line() -> bytes::Bytes {
 /// The `input-closed` line (no newline).
 pub fn input_closed_line() -> bytes::Bytes {
     crate::jsonrpc::notification(INPUT_CLOSED, "{}")
+}
+
+/// The `unread` line for `bytes` (no newline): carried as hex, since a partial line may end
+/// inside a UTF-8 sequence.
+pub fn unread_line(bytes: &[u8]) -> bytes::Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2 + 9);
+    hex.push_str("{\"hex\":\"");
+    for b in bytes {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex.push_str("\"}");
+    crate::jsonrpc::notification(UNREAD, &hex)
+}
+
+/// The bytes an `unread` line carries; `None` when it is not one or is malformed.
+pub fn parse_unread(line: &[u8]) -> Option<Vec<u8>> {
+    let env = crate::jsonrpc::parse_one(line).ok()?;
+    if env.method.as_deref() != Some(UNREAD) {
+        return None;
+    }
+    let hex = crate::jsonrpc::field(env.params, "hex")?.get();
+    let hex = hex.strip_prefix('"')?.strip_suffix('"')?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    hex.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 /// Whether a line on the link is the notification `method` (the link carries only the
@@ -237,6 +277,20 @@ mod tests {
         assert_eq!(kind(file.as_fd()), None);
         assert!(HostFds::from_vec(vec![pr.try_clone().unwrap()]).is_none());
         assert!(HostFds::from_vec(vec![pr, OwnedFd::from(file)]).is_none());
+    }
+
+    #[test]
+    fn unread_bytes_cross_whole_even_when_cut_inside_a_character() {
+        let bytes = "{\"id\":1}\n{\"text\":\"é".as_bytes();
+        let cut = &bytes[..bytes.len() - 1];
+        let line = unread_line(cut);
+        assert!(is_notice(&line, UNREAD));
+        assert_eq!(parse_unread(&line).as_deref(), Some(cut));
+        assert_eq!(parse_unread(&go_line()), None);
+        assert_eq!(
+            parse_unread(br#"{"jsonrpc":"2.0","method":"rmcp-mux/unread","params":{"hex":"0g"}}"#),
+            None
+        );
     }
 
     #[test]

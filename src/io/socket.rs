@@ -87,6 +87,23 @@ impl SocketReader {
     pub fn take_fds(&mut self) -> Vec<OwnedFd> {
         self.fds.as_mut().map(std::mem::take).unwrap_or_default()
     }
+
+    /// After the end was read: whether the peer closed the connection both ways (it is gone),
+    /// rather than only shutting down its writing side (it still reads what it is owed). On
+    /// Linux a socket whose peer closed reports a hang-up and one the peer only half-closed
+    /// does not. Where a system does not tell them apart this way, a closed peer is taken for
+    /// a half-closed one: the first answer written to it fails, which ends the client then.
+    pub fn peer_closed(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.fd.get_ref().as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_none_or(|got| got.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
+    }
 }
 
 impl AsyncRead for SocketReader {

@@ -74,6 +74,11 @@ impl LineCodec {
     pub fn max_line(&self) -> usize {
         self.max
     }
+
+    /// Whether it is skipping the rest of a line over the bound (up to its newline).
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
 }
 
 fn trim(mut line: BytesMut) -> Option<Bytes> {

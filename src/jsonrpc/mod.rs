@@ -463,6 +463,8 @@ pub mod mux_methods {
     pub const GO: &str = "rmcp-mux/go";
     /// The daemon's word that the host closed stdin.
     pub const INPUT_CLOSED: &str = "rmcp-mux/input-closed";
+    /// The daemon's bytes read from the host's stdin and handed back.
+    pub const UNREAD: &str = "rmcp-mux/unread";
 }
 
 #[cfg(test)]

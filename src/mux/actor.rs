@@ -148,13 +148,28 @@ enum ClientEvent {
     Lines(Vec<Bytes>),
     TooLong,
     Gone,
-    /// Descriptors came on the socket: the host's stdout, and the way to tell the reader to
-    /// read the host's stdin (which it keeps) once the attach is answered.
-    Offer(OwnedFd, handoff::Kind, oneshot::Sender<()>),
+    /// Descriptors came on the socket: the host's stdout, and the ways to tell the reader to
+    /// read the host's stdin (which it keeps) once the attach is answered, and to stop.
+    Offer(Box<Offer>),
     /// The proxy has written everything it got before the attach answer: write to stdout.
     Go,
     /// The attached host closed stdin.
     InputClosed,
+    /// The reader stopped reading the attached host's stdin as told; these bytes it had read
+    /// and not passed on go back to the proxy.
+    InputStopped(Bytes),
+    /// The client shut down its writing side but still reads: it is owed its answers.
+    HalfClosed,
+}
+
+/// What a client's reader offers when descriptors came with an attach.
+struct Offer {
+    /// The host's stdout and its kind.
+    stdout: (OwnedFd, handoff::Kind),
+    /// Tells the reader to read the host's stdin (once the answer is on its way).
+    go: oneshot::Sender<()>,
+    /// Tells the reader to stop reading it again (see [`Closing`]).
+    stop: oneshot::Sender<()>,
 }
 
 /// One client: its socket, and once it attached, its host's stdout.
@@ -162,10 +177,39 @@ struct Conn {
     /// The client's socket: all its lines, or only the mux's own once attached (the link).
     link: LineWriter<Sink>,
     /// The host's stdout offered with descriptors, and the reader's go-ahead to read stdin.
-    offer: Option<Box<(OwnedFd, handoff::Kind, oneshot::Sender<()>)>>,
+    offer: Option<Box<Offer>>,
     /// Where its lines go.
     host: Host,
+    /// While its reader reads the host's stdin: the way to stop it.
+    stop_input: Option<oneshot::Sender<()>>,
+    /// How far its closing has come.
+    closing: Closing,
+    /// Cancelled once everything written to the host's stdout is out: the link is closed
+    /// only then, since the proxy writes to the host's stdout again once the link ends.
+    stdout_done: Option<CancellationToken>,
 }
+
+/// Closing an attached client whose host lives on (the router closes it on a reload or a
+/// stop) hands the host's stdio back to the proxy without losing a line: its reader stops
+/// reading the host's stdin first, and what it read goes to the router (answered, if only
+/// with an error) or back to the proxy (what it had not passed on yet). Only then is the
+/// client closed, and its link after everything for the host's stdout is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Open.
+    No,
+    /// Its reader was told to stop; the router hears the input is closed once it has.
+    Stopping,
+    /// Closed by the router while lines for the host wait for the proxy's go: closed after it.
+    AfterGo,
+}
+
+/// How long a closed attached client's link stays open for its host's stdout to be written.
+const LINK_LINGER: Duration = Duration::from_secs(5);
+
+/// How long a stopping server waits for its attached clients to be handed back (their
+/// readers stopped, the answers written) once its child is gone.
+const HAND_BACK_LIMIT: Duration = Duration::from_secs(2);
 
 impl Conn {
     /// The writer its lines go to now: its socket, or its host's stdout once switched over;
@@ -339,6 +383,8 @@ impl Actor {
         let (client_tx, mut client_rx) = mpsc::channel::<(ClientId, ClientEvent)>(1024);
         let (child_tx, mut child_rx) = mpsc::channel::<(u64, String)>(1024);
         let mut shutting_down = false;
+        // Once stopped: until when attached clients may take to be handed back.
+        let mut hand_back_until: Option<tokio::time::Instant> = None;
         self.drive(&client_tx, &child_tx);
         // One timer for the router's deadlines, moved only when a deadline comes earlier than
         // the one it is set for. Setting a fresh timer for every request (each request has a
@@ -359,6 +405,7 @@ impl Actor {
                     armed = Some(due);
                 }
             }
+            let hand_back = hand_back_until.filter(|at| *at > tokio::time::Instant::now());
             let event = tokio::select! {
                 // Cancel safe: UnixListener::accept loses nothing when dropped.
                 accepted = accept(self.socket.as_ref()) => match accepted {
@@ -377,6 +424,8 @@ impl Actor {
                     Event::Timer
                 }
                 () = &mut stop, if !shutting_down => Event::Shutdown,
+                // Wakes the loop to give up on a hand-back (nothing to do for the router).
+                () = crate::io::lines::sleep_until(hand_back), if hand_back.is_some() => Event::Timer,
             };
             // Whether the child's stdout may hold more lines: it just gave one (a read that
             // finds nothing costs a syscall, so it is not tried after other events).
@@ -415,7 +464,11 @@ impl Actor {
             self.drive_now = false;
             self.drive(&client_tx, &child_tx);
             if shutting_down && self.child.is_none() {
-                break;
+                let until = *hand_back_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + HAND_BACK_LIMIT);
+                if !self.handing_back() || until <= tokio::time::Instant::now() {
+                    break;
+                }
             }
         }
         self.clients.clear();
@@ -452,20 +505,44 @@ impl Actor {
                     self.router.handle(now, Input::ClientGone(id));
                 }
             }
-            Event::Client(id, ClientEvent::Offer(fd, kind, go)) => {
+            Event::Client(id, ClientEvent::Offer(offer)) => {
                 if let Some(conn) = self.clients.get_mut(&id) {
-                    conn.offer = Some(Box::new((fd, kind, go)));
+                    conn.offer = Some(offer);
                 }
             }
             Event::Client(id, ClientEvent::Go) => self.go(now, id),
             Event::Client(id, ClientEvent::InputClosed) => {
                 debug!(client = id.0, "attached host closed stdin");
                 if let Some(conn) = self.clients.get_mut(&id) {
+                    // Its reader reads no more: nothing to stop when it is closed.
+                    conn.stop_input = None;
                     // Tells the proxy to exit once the link closes instead of reconnecting.
                     let _ = conn
                         .link
                         .send(&mut vec![Line::from(handoff::input_closed_line())]);
                 }
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
+            Event::Client(id, ClientEvent::InputStopped(unread)) => {
+                debug!(
+                    client = id.0,
+                    unread = unread.len(),
+                    "stopped reading the attached host's stdin"
+                );
+                if let Some(conn) = self.clients.get_mut(&id) {
+                    if !unread.is_empty() {
+                        // Read again by the proxy when it takes the host's stdin back.
+                        let _ = conn
+                            .link
+                            .send(&mut vec![Line::from(handoff::unread_line(&unread))]);
+                    }
+                }
+                // Everything it read before is with the router: it closes the client once
+                // that is answered.
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
+            Event::Client(id, ClientEvent::HalfClosed) => {
+                debug!(client = id.0, "client shut down its writing side");
                 self.router.handle(now, Input::ClientInputClosed(id));
             }
             Event::ChildOut(frame) => match frame {
@@ -531,8 +608,7 @@ impl Actor {
                     Action::ToChild(line) => self.to_child.push(line),
                     Action::CloseClient(id) => {
                         self.flush_clients();
-                        // Dropping the writers lets their tasks write what is queued, then close.
-                        self.clients.remove(&id);
+                        self.close_client(id);
                     }
                     Action::Attach(id, req) => match self.stream.as_mut() {
                         // Its socket is busy with the answer: after it.
@@ -650,6 +726,52 @@ impl Actor {
         }
         self.drop_client(Instant::now(), id);
         true
+    }
+
+    /// Closes a client as the router asked: an attached one whose reader still reads the host's
+    /// stdin is stopped first, one whose lines wait for the proxy's go is closed after it
+    /// (see [`Closing`]); any other is forgotten at once.
+    fn close_client(&mut self, id: ClientId) {
+        let Some(conn) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if let Some(stop) = conn.stop_input.take() {
+            if stop.send(()).is_ok() {
+                conn.closing = Closing::Stopping;
+                return;
+            }
+        }
+        if matches!(conn.host, Host::Held(_)) {
+            conn.closing = Closing::AfterGo;
+            return;
+        }
+        self.forget(id);
+    }
+
+    /// Drops a client's writers, which write what is queued, then close; an attached client's
+    /// link is closed after its host's stdout is written (or after [`LINK_LINGER`]).
+    fn forget(&mut self, id: ClientId) {
+        let Some(conn) = self.clients.remove(&id) else {
+            return;
+        };
+        let Conn {
+            link,
+            host,
+            stdout_done,
+            ..
+        } = conn;
+        drop(host);
+        if let Some(done) = stdout_done {
+            self.tracker.spawn(async move {
+                let _ = tokio::time::timeout(LINK_LINGER, done.cancelled()).await;
+                drop(link);
+            });
+        }
+    }
+
+    /// Whether a client is still being handed back to its proxy (see [`Closing`]).
+    fn handing_back(&self) -> bool {
+        self.clients.values().any(|c| c.closing != Closing::No)
     }
 
     /// Forgets a client whose connection failed and tells the router it is gone.
@@ -923,7 +1045,11 @@ impl Actor {
             self.to_clients.push((id, Line::from(line)));
             return;
         };
-        let (fd, kind, go) = *offer;
+        let Offer {
+            stdout: (fd, kind),
+            go,
+            stop,
+        } = *offer;
         // The reader switches before the answer leaves: whatever it reads on the socket after
         // that (the proxy's go) belongs to the link, never to the router.
         let mut ack = vec![Line::from(crate::jsonrpc::response(req, b"{}"))];
@@ -932,6 +1058,7 @@ impl Actor {
             return;
         }
         conn.host = Host::Held(Box::new((fd, kind, Vec::new())));
+        conn.stop_input = Some(stop);
         debug!(
             client = id.0,
             "client attached: the host's stdin and stdout are read here"
@@ -961,16 +1088,24 @@ impl Actor {
                     .map(Sink::Socket)
             }
         };
+        let done = CancellationToken::new();
         let sent = sink.map_err(|e| e.to_string()).and_then(|sink| {
             let span = info_span!("client", id = id.0);
-            let mut writer = LineWriter::new(sink, CLIENT_QUEUE, &self.tracker, span, None);
+            let mut writer =
+                LineWriter::new(sink, CLIENT_QUEUE, &self.tracker, span, Some(done.clone()));
             writer
                 .send(&mut held)
                 .map(|()| writer)
                 .map_err(|e| format!("{e:?}"))
         });
         match sent {
-            Ok(writer) => conn.host = Host::Stdout(Box::new(writer)),
+            Ok(writer) => {
+                conn.host = Host::Stdout(Box::new(writer));
+                conn.stdout_done = Some(done);
+                if conn.closing == Closing::AfterGo {
+                    self.forget(id);
+                }
+            }
             Err(e) => {
                 warn!(client = id.0, error = %e, "cannot write to the attached host's stdout; disconnecting it");
                 self.drop_client(now, id);
@@ -1028,6 +1163,9 @@ impl Actor {
                 link: writer,
                 offer: None,
                 host: Host::Socket,
+                stop_input: None,
+                closing: Closing::No,
+                stdout_done: None,
             },
         );
         debug!(client = id.0, "client connected");
@@ -1098,14 +1236,41 @@ async fn read_client(
 ) {
     read.accept_fds();
     let mut link = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
-    if let Some((fd, kind, first)) = read_socket(id, &mut link, &tx, &token, &span).await {
-        read_attached(id, fd, kind, first, &mut link, max, &tx, &token, &span).await;
+    if let Some(taken) = read_socket(id, &mut link, &tx, &token, &span).await {
+        read_attached(id, taken, &mut link, max, &tx, &token, &span).await;
     }
     let _ = tx.send((id, ClientEvent::Gone)).await;
 }
 
 /// What the socket gave after the hand-off was taken, before the reader knew: a link line.
 type LinkFrame = Option<Result<Frame, std::io::Error>>;
+
+/// The host's stdin, once the actor took the hand-off: what the reader reads from then on.
+struct Taken {
+    /// The host's stdin and its kind.
+    stdin: (OwnedFd, handoff::Kind),
+    /// The actor's word to stop reading it (the client is being closed while the host lives).
+    stop: oneshot::Receiver<()>,
+    /// A line read on the socket meanwhile, which belongs to the link.
+    first: Option<LinkFrame>,
+}
+
+/// The host's stdin offered with an attach, until the actor takes it.
+struct Offered {
+    stdin: (OwnedFd, handoff::Kind),
+    go: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl Offered {
+    fn taken(self, first: Option<LinkFrame>) -> Taken {
+        Taken {
+            stdin: self.stdin,
+            stop: self.stop,
+            first,
+        }
+    }
+}
 
 /// The socket carries the client's lines, until the actor takes the host's stdin that came
 /// with an attach (returned, with a line read meanwhile, which belongs to the link) or the
@@ -1116,8 +1281,8 @@ async fn read_socket(
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
     span: &tracing::Span,
-) -> Option<(OwnedFd, handoff::Kind, Option<LinkFrame>)> {
-    let mut offered: Option<(OwnedFd, handoff::Kind, oneshot::Receiver<()>)> = None;
+) -> Option<Taken> {
+    let mut offered: Option<Offered> = None;
     // Made once: a fresh `cancelled()` per line registered and unregistered a waiter under a
     // lock each time, which was ≈ 4 % of the daemon's instructions per request.
     let cancelled = token.cancelled();
@@ -1139,12 +1304,12 @@ async fn read_socket(
             // Cancel safe: a oneshot receiver polled by reference.
             taken = async {
                 match offered.as_mut() {
-                    Some((_, _, rx)) => rx.await,
+                    Some(o) => (&mut o.go).await,
                     None => std::future::pending().await,
                 }
             } => {
                 match (taken, offered.take()) {
-                    (Ok(()), Some((fd, kind, _))) => return Some((fd, kind, None)),
+                    (Ok(()), Some(o)) => return Some(o.taken(None)),
                     // The offer was dropped (replaced, or the client closed): keep reading.
                     _ => continue,
                 }
@@ -1154,10 +1319,9 @@ async fn read_socket(
             () = &mut cancelled => return None,
         };
         // The actor took the offer while this was read: the line came after the answer.
-        if let Some((_, _, rx)) = offered.as_mut() {
-            if rx.try_recv().is_ok() {
-                let (fd, kind, _) = offered.take()?;
-                return Some((fd, kind, Some(frame)));
+        if let Some(o) = offered.as_mut() {
+            if o.go.try_recv().is_ok() {
+                return Some(offered.take()?.taken(Some(frame)));
             }
         }
         // Descriptors come with the bytes of the line that asks to attach (and maybe lines
@@ -1167,15 +1331,20 @@ async fn read_socket(
             match handoff::HostFds::from_vec(fds) {
                 Some(host) => {
                     let (go_tx, go_rx) = oneshot::channel();
-                    let (out, out_kind) = host.stdout;
-                    if tx
-                        .send((id, ClientEvent::Offer(out, out_kind, go_tx)))
-                        .await
-                        .is_err()
-                    {
+                    let (stop_tx, stop_rx) = oneshot::channel();
+                    let offer = Box::new(Offer {
+                        stdout: host.stdout,
+                        go: go_tx,
+                        stop: stop_tx,
+                    });
+                    if tx.send((id, ClientEvent::Offer(offer))).await.is_err() {
                         return None;
                     }
-                    offered = Some((host.stdin.0, host.stdin.1, go_rx));
+                    offered = Some(Offered {
+                        stdin: host.stdin,
+                        go: go_rx,
+                        stop: stop_rx,
+                    });
                 }
                 None => debug!(
                     parent: span,
@@ -1193,6 +1362,15 @@ async fn read_socket(
             Some(Ok(Frame::Partial)) => continue,
             Some(Err(e)) => {
                 debug!(parent: span, error = %e, "client read failed");
+                return None;
+            }
+            // Half-closed, as the proxy treats stdin EOF: the answers it is owed are written,
+            // then the router closes it (which ends this reader through the token).
+            None if offered.is_none() && !link.get_ref().peer_closed() => {
+                if tx.send((id, ClientEvent::HalfClosed)).await.is_err() {
+                    return None;
+                }
+                cancelled.await;
                 return None;
             }
             None => return None,
@@ -1247,18 +1425,26 @@ fn buffered_lines<R>(
 
 /// Attached: the host's stdin carries the client's lines (same framing and limit as the
 /// socket); the socket (the link) the proxy's go, and its end means the proxy is gone.
-#[allow(clippy::too_many_arguments)]
+///
+/// Told to stop (the actor closes the client while the host lives on: a reload, a stop), it
+/// reads no more of the host's stdin and hands the actor what it read and did not pass on
+/// (whole lines and a partial one), to go back to the proxy, which reads the host's stdin
+/// again from there.
 async fn read_attached(
     id: ClientId,
-    fd: OwnedFd,
-    kind: handoff::Kind,
-    mut first: Option<LinkFrame>,
+    taken: Taken,
     link: &mut FramedRead<crate::io::socket::SocketReader, LineCodec>,
     max: usize,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     token: &CancellationToken,
     span: &tracing::Span,
 ) {
+    let Taken {
+        stdin: (fd, kind),
+        mut stop,
+        mut first,
+    } = taken;
+    let mut stop_armed = true;
     let mut input = match handoff::reader(fd, kind) {
         Ok(r) => Some(FramedRead::with_capacity(
             r,
@@ -1320,9 +1506,34 @@ async fn read_attached(
                 ),
                 Some(Err(_)) | None => return,
             },
+            // Cancel safe: a oneshot receiver polled by reference.
+            told = &mut stop, if stop_armed => {
+                stop_armed = false;
+                if told.is_err() {
+                    continue; // the actor forgot the client: the token ends this reader
+                }
+                let unread = input.take().map(unread).unwrap_or_default();
+                if tx.send((id, ClientEvent::InputStopped(unread))).await.is_err() {
+                    return;
+                }
+            }
             () = &mut cancelled => return,
         }
     }
+}
+
+/// What a reader read from the host's stdin and has not passed on: the bytes of its buffer,
+/// less the rest of a line over the bound it was skipping (that line was answered already).
+fn unread<R>(mut input: FramedRead<R, LineCodec>) -> Bytes {
+    let skipping = input.decoder().is_discarding();
+    let buf = input.read_buffer_mut();
+    if skipping {
+        match memchr::memchr(b'\n', buf) {
+            Some(at) => bytes::Buf::advance(buf, at + 1),
+            None => buf.clear(),
+        }
+    }
+    buf.split().freeze()
 }
 
 /// Watches one child: its exit, the end of its stdout (which the actor reads) and the actor's
@@ -1373,6 +1584,7 @@ async fn watch_child(
     }
     // Whatever the leader left behind in its group goes with it: no orphans.
     let _ = child::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    child::forget(pid);
     let reason = status.map_or_else(
         || "exited (status unknown)".to_owned(),
         child::describe_exit,

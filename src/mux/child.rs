@@ -1,6 +1,8 @@
 //! Starting and stopping a server's child process: executed directly (never through a shell),
 //! in a process group of its own so that stopping it reaches `npx`'s grandchildren too, with
-//! stderr forwarded to the log under the server's name.
+//! stderr forwarded to the log under the server's name. Each child is recorded in the state
+//! folder while it runs (`super::orphans`), and on Linux the kernel kills it when the daemon
+//! dies, so that a daemon killed outright leaves nothing running for good.
 //!
 //! It knows nothing of MCP; the actor decides when to start and stop.
 
@@ -95,6 +97,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    die_with_the_daemon(&mut cmd);
     let err = |source| ChildError::Spawn {
         server: spec.server.clone(),
         cmd: spec.cmd.clone(),
@@ -130,12 +133,44 @@ pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
             }
         }
     });
+    super::orphans::started(pid);
     Ok(SpawnedChild {
         child,
         pid,
         stdin,
         stdout,
     })
+}
+
+/// Linux: the kernel sends the child SIGKILL when the daemon dies, however it dies (the
+/// records in the state folder cover its grandchildren, and other systems). The signal comes
+/// when the thread that started the child ends: children are started by the runtime's
+/// threads, which live as long as the daemon.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn die_with_the_daemon(cmd: &mut tokio::process::Command) {
+    let daemon = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs in the child between fork and exec; it calls only prctl and
+    // getppid, which are async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The daemon died before the call: nobody is left to send the signal.
+            if nix::libc::getppid() != daemon {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn die_with_the_daemon(_cmd: &mut tokio::process::Command) {}
+
+/// The child's process group has been ended: it is no longer recorded.
+pub fn forget(pid: u32) {
+    super::orphans::ended(pid);
 }
 
 /// Reads one line, keeping at most [`STDERR_LINE_MAX`] bytes of it; returns bytes consumed.

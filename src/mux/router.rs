@@ -52,8 +52,9 @@ pub enum Input {
     ClientTooLong(ClientId),
     /// A client's connection ended.
     ClientGone(ClientId),
-    /// A client will send nothing more (an attached host closed stdin) but still reads: it is
-    /// closed once every answer it is owed has been sent, or after [`INPUT_CLOSED_DRAIN`].
+    /// A client will send nothing more (an attached host closed stdin, or a socket client shut
+    /// down its writing side) but still reads: it is closed once every answer it is owed has
+    /// been sent, or after [`INPUT_CLOSED_DRAIN`].
     ClientInputClosed(ClientId),
     /// The child process started.
     ChildSpawned {
