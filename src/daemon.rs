@@ -43,6 +43,10 @@ pub struct DaemonStatus {
     /// Why the last config reload was refused; cleared by the next good one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// The PATH servers are started with (the login shell's when the daemon resolved it, see
+    /// [`crate::login_path`]); a server's own `env` PATH overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_path: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
 }
@@ -179,6 +183,7 @@ impl Shared {
             config: self.config.clone(),
             log_file: crate::logfile::active(),
             config_error: live.config_error.clone(),
+            child_path: crate::login_path::child_path(),
             servers: live
                 .entries
                 .iter()
@@ -684,6 +689,7 @@ pub(crate) mod fixtures {
             config: "/c/mux.toml".into(),
             log_file: None,
             config_error: None,
+            child_path: None,
             servers,
         }
     }

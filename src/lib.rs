@@ -14,7 +14,8 @@
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command; [`attach`]: the
 //!   hand-off of the host's stdin and stdout to the daemon after the handshake.
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart.
-//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`; [`login_path`]: the
+//!   login shell's PATH for servers of a daemon started outside a shell.
 //! - [`health`]: an end-to-end MCP check of one socket; [`status`]: the human status table.
 //! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 //! - [`tray`]: the menu-bar app (its menu model and notification rules are pure and always built).
@@ -33,6 +34,7 @@ mod io;
 pub mod jsonrpc;
 pub mod lifecycle;
 pub mod logfile;
+pub mod login_path;
 pub mod mux;
 pub mod proxy;
 pub mod reload;

@@ -95,6 +95,13 @@ pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    // The login shell's PATH when the daemon did not inherit the user's (crate::login_path);
+    // a server's own `env` PATH wins. It is also where `cmd` itself is looked up.
+    if let Some(path) = crate::login_path::override_path() {
+        if !spec.env.contains_key("PATH") {
+            cmd.env("PATH", path);
+        }
+    }
     let err = |source| ChildError::Spawn {
         server: spec.server.clone(),
         cmd: spec.cmd.clone(),
