@@ -51,6 +51,7 @@ struct Cli {
     tui: bool,
     /// Run the servers with the menu-bar app (macOS; on Linux, builds with `--features tray`).
     /// The log goes to the config's log file (or --log-file): a menu-bar app has no terminal.
+    /// Inside rmcp-mux.app, running with no arguments means this.
     #[arg(long, conflicts_with_all = ["tui", "show_status", "restart_service"])]
     tray: bool,
     #[command(subcommand)]
