@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
-use crate::jsonrpc::{self, codes, reasons, Kind, Line, Malformed, Parsed};
+use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
 
 /// The router's maps, looked up on every message: a fast, fixed-seed hasher (the keys are ids
@@ -171,6 +171,9 @@ fn level_index(name: &str) -> Option<u8> {
 
 struct Client {
     phase: Phase,
+    /// It has sent a request in the 2026-07-28 envelope (other than `server/discover`): it gets
+    /// no unsolicited notifications and no server→client requests.
+    modern: bool,
     caps: Capabilities,
     level: Option<u8>,
     subscriptions: HashSet<String>,
@@ -197,6 +200,26 @@ enum Purpose {
     UpstreamInit,
     /// Any other request of the mux's own (subscribe replay, setLevel); its answer is dropped.
     Internal,
+    /// A client's `server/discover`, answered from the cached `initialize` result once the
+    /// upstream handshake is done.
+    Discover,
+}
+
+impl Purpose {
+    /// Waits for the upstream handshake rather than for an answer of the child's own.
+    fn waits_for_init(self) -> bool {
+        matches!(self, Purpose::ClientInit | Purpose::Discover)
+    }
+}
+
+/// How a request in the 2026-07-28 envelope is answered: the marks its result needs and the
+/// log level it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModernReq {
+    /// Its method is one whose result carries `ttlMs` and `cacheScope`.
+    cacheable: bool,
+    /// The least severe log level it asked to be told about, if any.
+    level: Option<u8>,
 }
 
 /// A client's request id, raw JSON, held while the request is pending (in [`Pending`] and
@@ -267,6 +290,8 @@ struct Pending {
     /// The client's raw progress token; the upstream token is the upstream id.
     progress: Option<Bytes>,
     batch: Option<u64>,
+    /// Set when the request came in the 2026-07-28 envelope: its answer is marked for it.
+    modern: Option<ModernReq>,
 }
 
 struct ServerRequest {
@@ -625,6 +650,7 @@ impl Router {
                 sent: true,
                 progress: None,
                 batch: None,
+                modern: None,
             },
         );
         self.life = Life::Initializing { init_id };
@@ -656,13 +682,15 @@ impl Router {
         let waiting: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.purpose == Purpose::ClientInit)
+            .filter(|(_, p)| p.purpose.waits_for_init())
             .map(|(id, _)| *id)
             .collect();
         for up in waiting {
             if let Some(p) = self.remove_pending(up) {
-                if let Some(client) = p.client {
-                    self.answer_init(client, &p.orig_id, p.batch);
+                match (p.client, p.purpose) {
+                    (Some(client), Purpose::Discover) => self.answer_discover(client, &p.orig_id),
+                    (Some(client), _) => self.answer_init(client, &p.orig_id, p.batch),
+                    (None, _) => {}
                 }
             }
         }
@@ -874,6 +902,7 @@ impl Router {
                     elicitation: false,
                     roots: false,
                 },
+                modern: false,
                 level: None,
                 subscriptions: HashSet::new(),
                 in_flight: 0,
@@ -1029,10 +1058,39 @@ impl Router {
     ) {
         self.request_seq += 1;
         let seq = self.request_seq;
+        let meta = jsonrpc::request_meta(env.params);
+        let modern = match meta.meta.map(era::read) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(envelope))) => Some(envelope),
+            Some(Err(era::EnvelopeError::Invalid(msg))) => {
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(&id, codes::INVALID_PARAMS, msg, None),
+                )
+            }
+            Some(Err(era::EnvelopeError::Unsupported(version))) => {
+                let data = era::unsupported_data(&version);
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(
+                        &id,
+                        codes::UNSUPPORTED_PROTOCOL_VERSION,
+                        "Unsupported protocol version",
+                        Some(&data),
+                    ),
+                );
+            }
+        };
         if let Some(c) = self.clients.get_mut(&client) {
             if method != "initialize" && c.phase == Phase::Initialized {
                 c.phase = Phase::Ready;
             }
+        }
+        if let Some(envelope) = modern {
+            return self
+                .client_modern_request(now, client, line, env, method, id, meta, envelope, seq);
         }
         match method {
             "initialize" => self.client_initialize(now, client, env, id, batch),
@@ -1050,6 +1108,7 @@ impl Router {
                 ),
             },
             "ping" => self.reply(client, batch, jsonrpc::response(&id, b"{}")),
+            "server/discover" if batch.is_none() => self.client_discover(now, client, id),
             "server/discover" => self.reply(
                 client,
                 batch,
@@ -1122,6 +1181,102 @@ impl Router {
         }
     }
 
+    /// A request in the 2026-07-28 envelope (already checked): answered here when the era has
+    /// no such method or the mux knows the answer, else forwarded with its envelope stripped
+    /// and marked so that its answer is marked for it.
+    #[allow(clippy::too_many_arguments)]
+    fn client_modern_request(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+        id: ReqId,
+        meta: jsonrpc::RequestMeta<'_>,
+        envelope: era::Envelope<'_>,
+        seq: u64,
+    ) {
+        match method {
+            "server/discover" => return self.client_discover(now, client, id),
+            // Gone from the modern era: a modern client never gets them answered.
+            "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe" => {
+                let msg = format!("{method} is not a method of protocol {}", envelope.version);
+                return self.send_client(
+                    client,
+                    jsonrpc::error(&id, codes::METHOD_NOT_FOUND, &msg, None),
+                );
+            }
+            _ => {}
+        }
+        let level = envelope.log_level.as_deref().and_then(level_index);
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.modern = true;
+            if let Some(l) = level {
+                c.level = Some(c.level.map_or(l, |old| old.min(l)));
+            }
+        }
+        if level.is_some() {
+            self.update_upstream_level(now);
+        }
+        let modern = ModernReq {
+            cacheable: era::CACHEABLE.contains(&method),
+            level,
+        };
+        self.forward_with(
+            now,
+            client,
+            line,
+            env,
+            id,
+            Purpose::MaybeTask,
+            None,
+            seq,
+            meta,
+            Some(modern),
+        );
+    }
+
+    /// `server/discover`, answered from the child's `initialize` result (once there is one).
+    /// It does not make the client modern: a client probing the era may still `initialize`.
+    fn client_discover(&mut self, now: Instant, client: ClientId, id: ReqId) {
+        match self.life {
+            Life::Running if self.init_result.is_some() => self.answer_discover(client, &id),
+            Life::Stopped | Life::Failed => self.unavailable(client, &id, None),
+            _ => {
+                if self.life == Life::Idle {
+                    self.spawn();
+                }
+                let up = self.alloc_upstream();
+                self.insert_pending(
+                    up,
+                    Pending {
+                        client: Some(client),
+                        orig_id: id,
+                        purpose: Purpose::Discover,
+                        deadline: now + self.cfg.request_timeout,
+                        sent: false,
+                        progress: None,
+                        batch: None,
+                        modern: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn answer_discover(&mut self, client: ClientId, id: &[u8]) {
+        let Some(init) = &self.init_result else {
+            return;
+        };
+        let result = era::discover_result(init);
+        self.send_client(client, jsonrpc::response(id, &result));
+    }
+
     /// Subscription counts are the number of clients holding each URI.
     fn recount_subscriptions(&mut self) {
         let mut counts: HashMap<String, usize> = HashMap::default();
@@ -1169,6 +1324,7 @@ impl Router {
                         sent: false,
                         progress: None,
                         batch,
+                        modern: None,
                     },
                 );
             }
@@ -1214,6 +1370,26 @@ impl Router {
         batch: Option<u64>,
         seq: u64,
     ) {
+        let meta = jsonrpc::request_meta(env.params);
+        self.forward_with(now, client, line, env, id, purpose, batch, seq, meta, None);
+    }
+
+    /// Forwards a client's request under a fresh upstream id (and progress token); a modern
+    /// one (`modern`) goes without its envelope.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+        purpose: Purpose,
+        batch: Option<u64>,
+        seq: u64,
+        meta: jsonrpc::RequestMeta<'_>,
+        modern: Option<ModernReq>,
+    ) {
         match self.life {
             Life::Stopped
             | Life::Failed
@@ -1227,7 +1403,6 @@ impl Router {
         let mut digits = [0u8; 20];
         let up_text = jsonrpc::decimal(up, &mut digits);
         let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-        let meta = jsonrpc::request_meta(env.params);
         let purpose = match purpose {
             Purpose::MaybeTask if meta.task => Purpose::TaskAugmented,
             Purpose::MaybeTask => Purpose::Forward,
@@ -1237,12 +1412,20 @@ impl Router {
         let mut edits = [(id_span.clone(), up_text), (id_span, up_text)];
         let mut n_edits = 1;
         let mut progress = None;
+        let stripped;
         if let Some(token) = meta.progress_token {
             edits[1] = (jsonrpc::span_in(line, token.get()), up_text);
             n_edits = 2;
             progress = Some(Bytes::copy_from_slice(token.get().as_bytes()));
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
+        }
+        if let (Some(_), Some(m)) = (modern, meta.meta) {
+            // The envelope is the mux's to read, not the handshake-era child's: `_meta` goes
+            // without it (the progress token, inside, rewritten on the way).
+            stripped = era::strip(m, progress.is_some().then_some(up_text));
+            edits[1] = (jsonrpc::span_in(line, m.get()), &stripped[..]);
+            n_edits = 2;
         }
         let out = Line::splice(line, &mut edits[..n_edits]);
         let running = self.life == Life::Running;
@@ -1260,6 +1443,7 @@ impl Router {
                 sent: running,
                 progress,
                 batch,
+                modern,
             },
         );
         if running {
@@ -1357,6 +1541,7 @@ impl Router {
             && self.pending.get(&up).is_some_and(|p| {
                 p.purpose == Purpose::Forward
                     && p.batch.is_none()
+                    && p.modern.is_none()
                     && p.client.is_some_and(|c| self.clients.contains_key(&c))
             });
         if !eligible {
@@ -1453,7 +1638,7 @@ impl Router {
                 }
                 return;
             }
-            Purpose::Internal | Purpose::ClientInit => return,
+            Purpose::Internal | Purpose::ClientInit | Purpose::Discover => return,
             _ => {}
         }
         let Some(client) = p.client else { return };
@@ -1484,12 +1669,11 @@ impl Router {
                 self.progress_routes.remove(&up);
             }
         }
-        let out = match body {
-            Some(b) => Line::from(b),
-            None => {
-                let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-                Line::splice(line, &mut [(span, &p.orig_id[..])])
-            }
+        let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+        let out = match (body, p.modern) {
+            (Some(b), _) => Line::from(b),
+            (None, Some(modern)) => modern_answer(line, env, span, &p.orig_id, modern),
+            (None, None) => Line::splice(line, &mut [(span, &p.orig_id[..])]),
         };
         self.reply(client, p.batch, out);
     }
@@ -1584,7 +1768,10 @@ impl Router {
                 .iter()
                 // A client whose input closed could never answer.
                 .filter(|(_, c)| {
-                    c.phase != Phase::Connected && c.input_closed.is_none() && needs(&c.caps)
+                    c.phase != Phase::Connected
+                        && !c.modern
+                        && c.input_closed.is_none()
+                        && needs(&c.caps)
                 })
         };
         let in_flight = capable()
@@ -1648,8 +1835,23 @@ impl Router {
                     .and_then(level_index)
                     .unwrap_or(0);
                 self.send_to_matching(line, |c| {
-                    c.phase == Phase::Ready && c.level.is_none_or(|l| level >= l)
+                    c.phase == Phase::Ready && !c.modern && c.level.is_none_or(|l| level >= l)
                 });
+                // A modern client is told only while a request of its that asked for this
+                // level is in flight.
+                let mut modern: Vec<ClientId> = self
+                    .pending
+                    .values()
+                    .filter(|p| p.modern.and_then(|m| m.level).is_some_and(|l| level >= l))
+                    .filter_map(|p| p.client)
+                    .collect();
+                modern.sort_unstable();
+                modern.dedup();
+                for client in modern {
+                    if self.clients.get(&client).is_some_and(|c| c.modern) {
+                        self.send_client(client, line.clone());
+                    }
+                }
             }
             "notifications/elicitation/complete" => {
                 let Some(id) = jsonrpc::str_field(env.params, "elicitationId") else {
@@ -1704,7 +1906,7 @@ impl Router {
             let at = self.deadlines.partition_point(|e| *e < entry);
             self.deadlines.insert(at, entry);
         }
-        if p.client.is_some() && p.purpose != Purpose::ClientInit {
+        if p.client.is_some() && !p.purpose.waits_for_init() {
             self.client_pending += 1;
         }
         self.pending.insert(up, p);
@@ -1718,7 +1920,7 @@ impl Router {
         self.pending
             .iter()
             .filter(|(_, p)| {
-                p.client == Some(client) && p.purpose != Purpose::ClientInit && p.orig_id[..] == *id
+                p.client == Some(client) && !p.purpose.waits_for_init() && p.orig_id[..] == *id
             })
             .map(|(&up, _)| up)
             .max()
@@ -1740,7 +1942,7 @@ impl Router {
             self.deadlines.retain(|(_, id)| pending.contains_key(id));
         }
         if let Some(client) = p.client {
-            if p.purpose != Purpose::ClientInit {
+            if !p.purpose.waits_for_init() {
                 self.client_pending -= 1;
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.in_flight = c.in_flight.saturating_sub(1);
@@ -1815,6 +2017,7 @@ impl Router {
                 sent: true,
                 progress: None,
                 batch: None,
+                modern: None,
             },
         );
         self.send_child(jsonrpc::request(up, method, params));
@@ -1834,8 +2037,10 @@ impl Router {
         }
     }
 
+    /// Sends a notification to every handshake-era client past its handshake: a modern
+    /// client gets nothing it did not ask for on a request of its own.
     fn broadcast_ready(&mut self, line: &Bytes) {
-        self.send_to_matching(line, |c| c.phase == Phase::Ready);
+        self.send_to_matching(line, |c| c.phase == Phase::Ready && !c.modern);
     }
 
     /// Sends one line (shared, not copied) to every client `wants` selects.
@@ -1898,6 +2103,36 @@ impl Router {
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
     }
+}
+
+/// The child's answer to a modern client's request, under the client's id: a result gets
+/// the members the modern era requires (`resultType`, and `ttlMs`/`cacheScope` where the
+/// method is cacheable) spliced in after its brace, and the handshake era's resource-not-found
+/// error becomes the modern era's invalid-params.
+fn modern_answer(
+    line: &Bytes,
+    env: &jsonrpc::Envelope<'_>,
+    id_span: std::ops::Range<usize>,
+    orig_id: &[u8],
+    modern: ModernReq,
+) -> Line {
+    if let Some(result) = env.result {
+        if let Some(head) = era::result_head(result, modern.cacheable) {
+            let at = jsonrpc::span_in(line, result.get()).start + 1;
+            return Line::splice(line, &mut [(id_span, orig_id), (at..at, &head[..])]);
+        }
+    }
+    if let Some(code) = jsonrpc::field(env.error, "code") {
+        if code.get() == codes::RESOURCE_NOT_FOUND_HANDSHAKE.to_string() {
+            let code_span = jsonrpc::span_in(line, code.get());
+            let invalid = codes::INVALID_PARAMS.to_string();
+            return Line::splice(
+                line,
+                &mut [(id_span, orig_id), (code_span, invalid.as_bytes())],
+            );
+        }
+    }
+    Line::splice(line, &mut [(id_span, orig_id)])
 }
 
 /// Whether an updated resource concerns a subscription: the same URI or one below it.
