@@ -1,0 +1,124 @@
+"""One session through the official Python SDK's high-level `Client`, in the protocol era MODE:
+"2026-07-28" (every request enveloped, no handshake, results checked strictly), "auto" (probe
+server/discover, fall back to initialize) or "legacy" (initialize).
+
+Usage: modern_session.py [--mode MODE] [--server everything|time] [--tag TAG] [--timeout S]
+                         -- COMMAND [ARGS...]
+
+everything (@modelcontextprotocol/server-everything): lists tools, calls `echo` with a TAG-unique
+text and checks the exact echo, lists resources and reads the first, calls
+`trigger-long-running-operation` (1 s, 4 steps) with a progress callback and checks progress
+1,2,3,4 of 4, then starts a 10-step one and cancels it after its first progress, and checks that
+an echo right after still works.
+time (mcp-server-time): lists tools and calls `get_current_time` for UTC.
+
+Prints one JSON object:
+  {"tag", "mode", "protocol_version", "server_name", "tools": [...], "echo_ok", "resource_ok",
+   "progress": [...], "cancel_ok", "time": {...}}
+(the members of the server asked for) and exits 0; on any failure exits 1 with the reason.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+import anyio
+from mcp import Client
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts in the source tree
+from peer_common import Failure, check_tool_ok, parser, run, server_params
+
+STEPS = 4
+
+
+async def everything(client: Client, tag: str, out: dict[str, Any]) -> None:
+    message = f"hello-{tag}-{uuid.uuid4().hex[:8]}"
+    echo = check_tool_ok("echo", await client.call_tool("echo", {"message": message}))
+    if echo != f"Echo: {message}":
+        raise Failure(f"echo sent {message!r}, got {echo!r}")
+    out["echo_ok"] = True
+
+    resources = (await client.list_resources()).resources
+    if not resources:
+        raise Failure("no resources listed")
+    uri = str(resources[0].uri)
+    read = await client.read_resource(uri)
+    if not read.contents or str(read.contents[0].uri) != uri:
+        raise Failure(f"read {uri}: unexpected contents {read!r:.500}")
+    out["resource_ok"] = True
+
+    progress: list[float] = []
+
+    async def on_progress(p: float, total: float | None, _message: str | None) -> None:
+        if total != STEPS:
+            raise Failure(f"progress total {total!r}, expected {STEPS}")
+        progress.append(p)
+
+    check_tool_ok(
+        "trigger-long-running-operation",
+        await client.call_tool(
+            "trigger-long-running-operation", {"duration": 1, "steps": STEPS}, progress_callback=on_progress
+        ),
+    )
+    out["progress"] = progress
+    if progress != [float(i) for i in range(1, STEPS + 1)]:
+        raise Failure(f"progress: expected 1..{STEPS} in order, got {progress!r}")
+
+    # Cancellation: give up on a long call once it has started, then the session goes on.
+    started = anyio.Event()
+
+    async def on_first(_p: float, _total: float | None, _message: str | None) -> None:
+        started.set()
+
+    async with anyio.create_task_group() as tg:
+
+        async def long_call() -> None:
+            await client.call_tool(
+                "trigger-long-running-operation", {"duration": 10, "steps": 10}, progress_callback=on_first
+            )
+            raise Failure("the cancelled call completed")
+
+        tg.start_soon(long_call)
+        with anyio.fail_after(10):
+            await started.wait()
+        tg.cancel_scope.cancel()
+    again = check_tool_ok("echo", await client.call_tool("echo", {"message": f"after-{tag}"}))
+    if again != f"Echo: after-{tag}":
+        raise Failure(f"echo after the cancel got {again!r}")
+    out["cancel_ok"] = True
+
+
+async def time(client: Client, out: dict[str, Any]) -> None:
+    text = check_tool_ok("get_current_time", await client.call_tool("get_current_time", {"timezone": "UTC"}))
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise Failure(f"get_current_time returned non-JSON text {text!r}") from e
+    if data.get("timezone") != "UTC" or not str(data.get("datetime", "")).endswith("+00:00"):
+        raise Failure(f"unexpected answer {text}")
+    out["time"] = data
+
+
+async def main(command: list[str], mode: str, server: str, tag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"tag": tag, "mode": mode}
+    async with Client(server_params(command), mode=mode) as client:
+        out["protocol_version"] = client.protocol_version
+        info = client.server_info
+        out["server_name"] = info.name if info is not None else None
+        out["tools"] = [t.name for t in (await client.list_tools()).tools]
+        if server == "everything":
+            await everything(client, tag, out)
+        else:
+            await time(client, out)
+    return out
+
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--mode", default="2026-07-28", help="the SDK client's mode (default 2026-07-28)")
+    p.add_argument("--server", choices=["everything", "time"], default="everything")
+    p.add_argument("--tag", default=None, help="a text unique to this session")
+    a = p.parse_args()
+    run("modern_session.py", a, main, a.mode, a.server, a.tag or uuid.uuid4().hex[:8])
