@@ -286,7 +286,7 @@ fn time_server(peers: &std::path::Path) -> String {
 
 /// A Python SDK client pinned to 2026-07-28 cannot use server-everything directly (the server
 /// speaks only the handshake era, and the client rejects its unmarked results); through the mux,
-/// which translates, it can: tools, resources, progress and cancellation.
+/// which translates, it can: tools, resources, progress, cancellation and a subscription.
 #[test]
 fn a_modern_python_client_uses_handshake_only_server_everything_through_the_mux() {
     let Some(peers) = peers() else { return };
@@ -304,6 +304,10 @@ fn a_modern_python_client_uses_handshake_only_server_everything_through_the_mux(
     assert_eq!(out["resource_ok"], true);
     assert_eq!(out["progress"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
     assert_eq!(out["cancel_ok"], true);
+    assert_eq!(
+        out["listen_ok"], true,
+        "a resource update arrived on the listen"
+    );
     let st = mux.wait_status("everything", |s| s["clients"] == 0);
     assert_eq!(st["restarts"], 0);
 }
@@ -360,6 +364,12 @@ fn modern_auto_and_legacy_python_clients_share_one_child_at_once() {
                 assert_eq!(out["echo_ok"], true, "{out}");
                 assert_eq!(out["cancel_ok"], true, "{out}");
                 assert_eq!(out["progress"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
+                let listened = if mode == "legacy" {
+                    Value::Null
+                } else {
+                    Value::Bool(true)
+                };
+                assert_eq!(out["listen_ok"], listened, "{out}");
             } else {
                 assert_eq!(out["time"]["timezone"], "UTC", "{out}");
             }

@@ -43,6 +43,137 @@ pub const CACHEABLE: &[&str] = &[
     "resources/read",
 ];
 
+/// The list-changed notifications a listen can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `notifications/tools/list_changed`.
+    Tools,
+    /// `notifications/prompts/list_changed`.
+    Prompts,
+    /// `notifications/resources/list_changed`.
+    Resources,
+}
+
+impl ListKind {
+    /// The kind a list-changed notification's method names.
+    pub fn of(method: &str) -> Option<ListKind> {
+        match method {
+            "notifications/tools/list_changed" => Some(ListKind::Tools),
+            "notifications/prompts/list_changed" => Some(ListKind::Prompts),
+            "notifications/resources/list_changed" => Some(ListKind::Resources),
+            _ => None,
+        }
+    }
+
+    fn capability(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+        }
+    }
+}
+
+/// A `subscriptions/listen` filter (`params.notifications`): what a client asks for, or the
+/// part of it the mux honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// Tools list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tools_list_changed: bool,
+    /// Prompts list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prompts_list_changed: bool,
+    /// Resources list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resources_list_changed: bool,
+    /// Updates of these resources (and those below them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_subscriptions: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Filter {
+    /// Reads a listen request's `notifications`; `None` when it is missing or malformed.
+    pub fn read(raw: Option<Raw<'_>>) -> Option<Filter> {
+        let raw = raw?;
+        let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+        if !v.is_object() {
+            return None;
+        }
+        let flag = |k: &str| v.get(k).and_then(|b| b.as_bool()).unwrap_or(false);
+        Some(Filter {
+            tools_list_changed: flag("toolsListChanged"),
+            prompts_list_changed: flag("promptsListChanged"),
+            resources_list_changed: flag("resourcesListChanged"),
+            resource_subscriptions: v
+                .get("resourceSubscriptions")
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The part of this filter a handshake-era child can deliver, by the capabilities of its
+    /// `initialize` result (`listChanged` per list, `resources.subscribe`); everything asked
+    /// while the child has not answered yet.
+    pub fn honoured(&self, init: Option<&[u8]>) -> Filter {
+        let Some(init) = init else {
+            return self.clone();
+        };
+        let init: serde_json::Value = serde_json::from_slice(init).unwrap_or_default();
+        let caps = &init["capabilities"];
+        let lists = |k: ListKind| caps[k.capability()]["listChanged"] == true;
+        Filter {
+            tools_list_changed: self.tools_list_changed && lists(ListKind::Tools),
+            prompts_list_changed: self.prompts_list_changed && lists(ListKind::Prompts),
+            resources_list_changed: self.resources_list_changed && lists(ListKind::Resources),
+            resource_subscriptions: if caps["resources"]["subscribe"] == true {
+                self.resource_subscriptions.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Whether it asks for this list's changes.
+    pub fn wants(&self, kind: ListKind) -> bool {
+        match kind {
+            ListKind::Tools => self.tools_list_changed,
+            ListKind::Prompts => self.prompts_list_changed,
+            ListKind::Resources => self.resources_list_changed,
+        }
+    }
+}
+
+/// A notification on a listen stream: `members` (the params' members, without braces; may be
+/// empty) plus `_meta` naming the subscription (`id`, the listen request's raw id).
+pub fn frame(method: &str, members: &str, id: &[u8]) -> Bytes {
+    let sep = if members.is_empty() { "" } else { "," };
+    let id = String::from_utf8_lossy(id);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","method":"{method}","params":{{{members}{sep}"_meta":{{"{SUBSCRIPTION_ID}":{id}}}}}}}"#
+    ))
+}
+
+/// The first frame of a listen stream: what the mux honours of the filter asked for.
+pub fn acknowledged(honoured: &Filter, id: &[u8]) -> Bytes {
+    let filter = serde_json::to_string(honoured).unwrap_or_else(|_| "{}".into());
+    frame(
+        "notifications/subscriptions/acknowledged",
+        &format!(r#""notifications":{filter}"#),
+        id,
+    )
+}
+
 /// What a modern request's envelope says, as far as the mux acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
@@ -268,6 +399,26 @@ mod tests {
             br#""resultType":"complete","#
         );
         assert_eq!(result_head(raw("[]"), false), None);
+    }
+
+    #[test]
+    fn a_listen_filter_is_honoured_by_the_childs_capabilities() {
+        let asked = Filter::read(Some(raw(
+            r#"{"toolsListChanged":true,"promptsListChanged":true,"resourceSubscriptions":["a://x"]}"#,
+        )))
+        .unwrap();
+        let init = br#"{"capabilities":{"tools":{"listChanged":true},"prompts":{},"resources":{"subscribe":true}}}"#;
+        let honoured = asked.honoured(Some(init));
+        assert_eq!(
+            serde_json::to_value(&honoured).unwrap(),
+            serde_json::json!({"toolsListChanged":true,"resourceSubscriptions":["a://x"]})
+        );
+        let ack: serde_json::Value =
+            serde_json::from_slice(&acknowledged(&honoured, br#""l-1""#)).unwrap();
+        assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "l-1");
+        assert_eq!(ack["params"]["notifications"]["toolsListChanged"], true);
+        assert_eq!(Filter::read(Some(raw("5"))), None);
+        assert_eq!(Filter::read(Some(raw("{}"))), Some(Filter::default()));
     }
 
     #[test]

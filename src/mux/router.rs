@@ -177,10 +177,21 @@ struct Client {
     caps: Capabilities,
     level: Option<u8>,
     subscriptions: HashSet<String>,
+    /// Its open `subscriptions/listen` streams (2026-07-28), emulated by the mux.
+    listens: Vec<Listen>,
     in_flight: usize,
     last_request: u64,
     /// Once its input closed: when to close it even if answers are still owed.
     input_closed: Option<Instant>,
+}
+
+/// One `subscriptions/listen` stream of a modern client, served from the handshake-era child's
+/// list-changed notifications and a `resources/subscribe` counted with the handshake clients'.
+struct Listen {
+    /// The listen request's id, raw JSON: every frame carries it as the subscription id.
+    id: ReqId,
+    /// What the mux honours of what it asked for.
+    filter: era::Filter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,6 +730,7 @@ impl Router {
         let data = self.reason_data(reasons::UPSTREAM_EXITED);
         let msg = format!("server {} exited: {}", self.name, reason);
         self.fail_pending(|p| p.sent, &msg, &data);
+        self.end_listens(&msg, &data);
         self.server_reqs.clear();
         self.server_req_ids.clear();
         self.elicitations.clear();
@@ -905,6 +917,7 @@ impl Router {
                 modern: false,
                 level: None,
                 subscriptions: HashSet::new(),
+                listens: Vec::new(),
                 in_flight: 0,
                 last_request: 0,
                 input_closed: None,
@@ -949,15 +962,8 @@ impl Router {
                 ));
             }
         }
-        let before = std::mem::take(&mut self.subscriptions);
-        self.recount_subscriptions();
-        for uri in client.subscriptions {
-            let dropped =
-                before.get(&uri).is_some_and(|n| *n > 0) && !self.subscriptions.contains_key(&uri);
-            if dropped && self.life == Life::Running {
-                let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
-                self.internal_request(now, "resources/unsubscribe", &params);
-            }
+        if !client.subscriptions.is_empty() || !client.listens.is_empty() {
+            self.sync_subscriptions(now);
         }
         self.tasks.retain(|_, t| t.client != id);
         self.elicitations.retain(|_, c| *c != id);
@@ -1199,6 +1205,12 @@ impl Router {
     ) {
         match method {
             "server/discover" => return self.client_discover(now, client, id),
+            "subscriptions/listen" => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.modern = true;
+                }
+                return self.client_listen(now, client, env, id);
+            }
             // Gone from the modern era: a modern client never gets them answered.
             "initialize"
             | "ping"
@@ -1277,15 +1289,121 @@ impl Router {
         self.send_client(client, jsonrpc::response(id, &result));
     }
 
-    /// Subscription counts are the number of clients holding each URI.
+    /// Subscription counts are the number of clients holding each URI (by a handshake-era
+    /// subscribe or in a listen).
     fn recount_subscriptions(&mut self) {
         let mut counts: HashMap<String, usize> = HashMap::default();
         for c in self.clients.values() {
-            for uri in &c.subscriptions {
+            let mut held: HashSet<&String> = c.subscriptions.iter().collect();
+            for l in &c.listens {
+                held.extend(l.filter.resource_subscriptions.iter());
+            }
+            for uri in held {
                 *counts.entry(uri.clone()).or_insert(0) += 1;
             }
         }
         self.subscriptions = counts;
+    }
+
+    /// Recounts the subscriptions and tells the child of each URI nobody held before
+    /// (`resources/subscribe`) or nobody holds now (`resources/unsubscribe`), in URI order.
+    fn sync_subscriptions(&mut self, now: Instant) {
+        let before = std::mem::take(&mut self.subscriptions);
+        self.recount_subscriptions();
+        if self.life != Life::Running {
+            return;
+        }
+        let mut edges: Vec<(&'static str, String)> = before
+            .keys()
+            .filter(|u| !self.subscriptions.contains_key(*u))
+            .map(|u| ("resources/unsubscribe", u.clone()))
+            .chain(
+                self.subscriptions
+                    .keys()
+                    .filter(|u| !before.contains_key(*u))
+                    .map(|u| ("resources/subscribe", u.clone())),
+            )
+            .collect();
+        edges.sort_by(|a, b| a.1.cmp(&b.1));
+        for (method, uri) in edges {
+            let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
+            self.internal_request(now, method, &params);
+        }
+    }
+
+    /// Opens an emulated `subscriptions/listen` stream: acknowledges what the child can
+    /// deliver (its capabilities say which list changes it announces and whether it takes
+    /// subscriptions), then sends frames as the child's notifications come.
+    fn client_listen(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+    ) {
+        if matches!(self.life, Life::Stopped | Life::Failed) {
+            return self.unavailable(client, &id, None);
+        }
+        if self.life == Life::Idle {
+            self.spawn();
+        }
+        let Some(asked) = era::Filter::read(jsonrpc::field(env.params, "notifications")) else {
+            return self.send_client(
+                client,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_PARAMS,
+                    "missing notifications filter",
+                    None,
+                ),
+            );
+        };
+        let filter = asked.honoured(self.init_result.as_deref());
+        let ack = era::acknowledged(&filter, &id);
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.listens.retain(|l| l.id != id);
+        c.listens.push(Listen { id, filter });
+        self.send_client(client, ack);
+        self.sync_subscriptions(now);
+    }
+
+    /// Ends every listen: they do not survive the child they were served from. Each gets an
+    /// error under its id, which the client reads as a subscription lost.
+    fn end_listens(&mut self, msg: &str, data: &str) {
+        let mut ended = Vec::new();
+        for (id, c) in self.clients.iter_mut() {
+            for l in c.listens.drain(..) {
+                ended.push((*id, l.id));
+            }
+        }
+        ended.sort_by_key(|(c, _)| *c);
+        for (client, id) in ended {
+            self.send_client(
+                client,
+                jsonrpc::error(&id, codes::INTERNAL_ERROR, msg, Some(data)),
+            );
+        }
+        self.recount_subscriptions();
+    }
+
+    /// Sends a frame made by `frame` (from the listen's id) to every listen `wants` selects.
+    fn send_to_listens(
+        &mut self,
+        wants: impl Fn(&era::Filter) -> bool,
+        frame: impl Fn(&[u8]) -> Bytes,
+    ) {
+        let mut out = Vec::new();
+        for (id, c) in &self.clients {
+            for l in c.listens.iter().filter(|l| wants(&l.filter)) {
+                out.push((*id, frame(&l.id)));
+            }
+        }
+        out.sort_by_key(|(c, _)| *c);
+        for (client, line) in out {
+            self.send_client(client, line);
+        }
     }
 
     fn client_initialize(
@@ -1471,6 +1589,14 @@ impl Router {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
                     return;
                 };
+                let ended = self.clients.get_mut(&client).is_some_and(|c| {
+                    let before = c.listens.len();
+                    c.listens.retain(|l| l.id[..] != *req.get().as_bytes());
+                    c.listens.len() != before
+                });
+                if ended {
+                    return self.sync_subscriptions(now);
+                }
                 let Some(up) = self.pending_of(client, req.get().as_bytes()) else {
                     debug!(server = %self.name, "cancel for an unknown request; dropped");
                     return;
@@ -1822,12 +1948,22 @@ impl Router {
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
                 self.broadcast_ready(line);
+                let kind = era::ListKind::of(method);
+                self.send_to_listens(
+                    |f| kind.is_some_and(|k| f.wants(k)),
+                    |id| era::frame(method, "", id),
+                );
             }
             "notifications/resources/updated" => {
                 let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
                     return;
                 };
                 self.send_to_matching(line, |c| c.subscriptions.iter().any(|s| uri_under(&uri, s)));
+                let params = format!(r#""uri":{}"#, serde_json::Value::from(uri.as_str()));
+                self.send_to_listens(
+                    |f| f.resource_subscriptions.iter().any(|s| uri_under(&uri, s)),
+                    |id| era::frame(method, &params, id),
+                );
             }
             "notifications/message" => {
                 let level = jsonrpc::str_field(env.params, "level")

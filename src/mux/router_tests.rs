@@ -1758,3 +1758,139 @@ fn handshake_and_modern_clients_on_one_child_each_see_their_own_era() {
         vec![json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}})]
     );
 }
+
+const LISTEN_INIT: &str = r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true},"prompts":{},"resources":{"subscribe":true,"listChanged":true}},"serverInfo":{"name":"s","version":"1"}}"#;
+
+fn listening() -> H {
+    let mut h = H::new(cfg());
+    h.drain();
+    h.spawned_and_init(LISTEN_INIT);
+    h
+}
+
+fn listen(id: Value, filter: Value) -> Value {
+    modern(
+        id,
+        "subscriptions/listen",
+        json!({ "notifications": filter }),
+        json!({}),
+    )
+}
+
+fn sub_id(msg: &Value) -> &Value {
+    &msg["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"]
+}
+
+#[test]
+fn a_listen_is_acknowledged_with_what_the_child_delivers_and_frames_carry_its_id() {
+    let mut h = listening();
+    h.ready(2, json!({}));
+    h.connect(1);
+    let out = h.client(
+        1,
+        &listen(
+            json!("L"),
+            json!({"toolsListChanged":true,"promptsListChanged":true,"resourceSubscriptions":["file:///a"]}),
+        ),
+    );
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["method"], "notifications/subscriptions/acknowledged");
+    assert!(got[0].get("id").is_none());
+    assert_eq!(sub_id(&got[0]), "L");
+    // The child announces no prompt list changes: that part is not honoured.
+    assert_eq!(
+        got[0]["params"]["notifications"],
+        json!({"toolsListChanged":true,"resourceSubscriptions":["file:///a"]})
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "resources/subscribe");
+    assert_eq!(sent[0]["params"], json!({"uri":"file:///a"}));
+    h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":{}}));
+
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["method"], "notifications/tools/list_changed");
+    assert_eq!(sub_id(&got[0]), "L");
+    assert_eq!(
+        client_msgs(&out, 2),
+        vec![json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})],
+        "the handshake client gets the child's own line"
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a/b"}}),
+    );
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["params"]["uri"], "file:///a/b");
+    assert_eq!(sub_id(&got[0]), "L");
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///ab"}}),
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+
+    // The client ends it with a cancel: the mux's subscription goes, nothing more arrives.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"L"}}),
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "resources/unsubscribe");
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty());
+}
+
+#[test]
+fn listen_subscriptions_are_counted_with_the_handshake_clients() {
+    let mut h = listening();
+    h.ready(2, json!({}));
+    h.connect(1);
+    let up = h.request(
+        2,
+        json!(1),
+        "resources/subscribe",
+        json!({"uri":"file:///a"}),
+    );
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    let out = h.client(
+        1,
+        &listen(json!(5), json!({"resourceSubscriptions":["file:///a"]})),
+    );
+    assert!(child_msgs(&out).is_empty(), "already subscribed: {out:?}");
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}),
+    );
+    assert_eq!(client_msgs(&out, 2).len(), 1);
+    assert_eq!(sub_id(&client_msgs(&out, 1)[0]), 5);
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":2,"method":"resources/unsubscribe","params":{"uri":"file:///a"}}),
+    );
+    assert!(child_msgs(&out).is_empty(), "the listen still holds it");
+    assert_eq!(client_msgs(&out, 2)[0]["result"], json!({}));
+    // A disconnect drops the listen, and with it the last hold.
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "resources/unsubscribe");
+}
+
+#[test]
+fn a_child_restart_ends_every_listen() {
+    let mut h = listening();
+    h.connect(1);
+    h.client(1, &listen(json!("L"), json!({"toolsListChanged":true})));
+    let out = h.input(Input::ChildExited("killed".into()));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["id"], "L");
+    assert_eq!(got[0]["error"]["data"]["reason"], reasons::UPSTREAM_EXITED);
+    h.advance(100);
+    h.spawned_and_init(LISTEN_INIT);
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty(), "listens do not survive");
+}

@@ -9,12 +9,13 @@ everything (@modelcontextprotocol/server-everything): lists tools, calls `echo` 
 text and checks the exact echo, lists resources and reads the first, calls
 `trigger-long-running-operation` (1 s, 4 steps) with a progress callback and checks progress
 1,2,3,4 of 4, then starts a 10-step one and cancels it after its first progress, and checks that
-an echo right after still works.
+an echo right after still works. In the 2026-07-28 era it then opens a subscriptions/listen on
+that resource and waits for the update `toggle-subscriber-updates` makes the server announce.
 time (mcp-server-time): lists tools and calls `get_current_time` for UTC.
 
 Prints one JSON object:
   {"tag", "mode", "protocol_version", "server_name", "tools": [...], "echo_ok", "resource_ok",
-   "progress": [...], "cancel_ok", "time": {...}}
+   "progress": [...], "cancel_ok", "listen_ok", "time": {...}}
 (the members of the server asked for) and exits 0; on any failure exits 1 with the reason.
 """
 from __future__ import annotations
@@ -88,6 +89,33 @@ async def everything(client: Client, tag: str, out: dict[str, Any]) -> None:
     if again != f"Echo: after-{tag}":
         raise Failure(f"echo after the cancel got {again!r}")
     out["cancel_ok"] = True
+
+    if client.protocol_version == "2026-07-28":
+        await listen(client, uri, out)
+
+
+async def listen(client: Client, uri: str, out: dict[str, Any]) -> None:
+    """A subscription to `uri` through subscriptions/listen: server-everything's
+    `toggle-subscriber-updates`, when it turns the updates on, announces an update of every
+    subscribed resource at once (and every 5 s after), which must arrive on the stream."""
+    async with client.listen(resource_subscriptions=[uri], tools_list_changed=True) as sub:
+        honoured = sub.honored.resource_subscriptions or []
+        if honoured != [uri]:
+            raise Failure(f"listen on {uri} honoured {sub.honored!r}")
+        # The updates are on or off for the whole child (one stdio session, shared): another
+        # client may have turned them on, then this toggle turns them off; the second turns
+        # them on again, which announces the subscribed resources at once.
+        for _ in range(2):
+            text = check_tool_ok("toggle-subscriber-updates", await client.call_tool("toggle-subscriber-updates", {}))
+            if text.startswith("Started"):
+                break
+        else:
+            raise Failure(f"toggle-subscriber-updates did not start the updates: {text!r}")
+        with anyio.fail_after(10):
+            event = await sub.__anext__()
+        if getattr(event, "uri", None) != uri:
+            raise Failure(f"listen on {uri} got {event!r}")
+    out["listen_ok"] = True
 
 
 async def time(client: Client, out: dict[str, Any]) -> None:
