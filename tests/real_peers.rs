@@ -286,16 +286,17 @@ fn time_server(peers: &std::path::Path) -> String {
 
 /// A Python SDK client pinned to 2026-07-28 cannot use server-everything directly (the server
 /// speaks only the handshake era, and the client rejects its unmarked results); through the mux,
-/// which translates, it can: tools, resources, progress, cancellation and a subscription.
+/// which translates, it can: tools, resources, progress, cancellation, a subscription, and the
+/// server's sampling and elicitation requests as multi round-trip input requests.
 #[test]
 fn a_modern_python_client_uses_handshake_only_server_everything_through_the_mux() {
     let Some(peers) = peers() else { return };
     let mux = Mux::start(&everything(&peers));
-    let out = finish(modern_session(
+    let out = finish(session_with(
         &peers,
-        "2026-07-28",
-        "everything",
-        "m1",
+        "modern_session.py",
+        Some("m1"),
+        &["--sampling", "--elicitation"],
         &mux.socket("everything"),
     ));
     assert_eq!(out["protocol_version"], "2026-07-28");

@@ -43,6 +43,15 @@ pub const CACHEABLE: &[&str] = &[
     "resources/read",
 ];
 
+/// The methods a server may answer `input_required` (multi round-trip requests).
+pub const INTERACTIVE: &[&str] = &["tools/call", "prompts/get", "resources/read"];
+
+/// Whether a request's params may carry a `requestState` (a cheap byte search before they
+/// are parsed).
+pub fn maybe_retry(params: Option<Raw<'_>>) -> bool {
+    params.is_some_and(|p| memchr::memmem::find(p.get().as_bytes(), b"\"requestState\"").is_some())
+}
+
 /// The list-changed notifications a listen can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {

@@ -61,6 +61,11 @@ pub mod reasons {
     /// The server's answer, passed on while it arrived, turned out cut off or not valid
     /// JSON-RPC (the client got the part before the cut, as its own line).
     pub const BROKEN_ANSWER: &str = "upstream_answer_broken";
+    /// A modern client's retry carried a `requestState` the mux did not mint for it, or one
+    /// that ended (answered, timed out, or the child restarted).
+    pub const UNKNOWN_REQUEST_STATE: &str = "unknown_request_state";
+    /// A modern client retried without answering the request it was asked.
+    pub const NO_INPUT_RESPONSE: &str = "no_input_response";
 }
 
 /// What kind of JSON-RPC message a line holds; decides which routing rule applies.

@@ -231,6 +231,27 @@ struct ModernReq {
     cacheable: bool,
     /// The least severe log level it asked to be told about, if any.
     level: Option<u8>,
+    /// What the client declared it can answer, for this request.
+    caps: Capabilities,
+    /// Its method may be answered `input_required` (`tools/call`, `prompts/get`,
+    /// `resources/read`): the child's requests while it runs can be bridged to it.
+    interactive: bool,
+    /// Its place in the order of all client requests (as `Client::last_request`).
+    seq: u64,
+}
+
+/// A child's server→client request held for a modern client, which was answered
+/// `input_required` with it and is expected to retry its request with the answer.
+struct Mrtr {
+    client: ClientId,
+    /// The child's id for its request, raw.
+    server_id: Bytes,
+    /// The key of the request in `inputRequests`.
+    key: String,
+    /// The `requestState` the retry must carry, exactly.
+    state: String,
+    /// The child's answer to the client's request, when it came before the retry.
+    answer: Option<Bytes>,
 }
 
 /// A client's request id, raw JSON, held while the request is pending (in [`Pending`] and
@@ -352,6 +373,10 @@ pub struct Router {
     elicitations: HashMap<String, ClientId>,
     tasks: HashMap<String, Task>,
     subscriptions: HashMap<String, usize>,
+    /// Held child requests bridged to modern clients, by the upstream id of the client request
+    /// they belong to.
+    mrtr: HashMap<u64, Mrtr>,
+    next_mrtr: u64,
     upstream_level: Option<u8>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
@@ -399,6 +424,8 @@ impl Router {
             elicitations: HashMap::default(),
             tasks: HashMap::default(),
             subscriptions: HashMap::default(),
+            mrtr: HashMap::default(),
+            next_mrtr: 1,
             upstream_level: None,
             batches: HashMap::default(),
             next_batch: 1,
@@ -729,6 +756,12 @@ impl Router {
         // What was written to the dead child will never be answered.
         let data = self.reason_data(reasons::UPSTREAM_EXITED);
         let msg = format!("server {} exited: {}", self.name, reason);
+        // A client answered `input_required` is owed nothing under that id; its retry will
+        // find the requestState gone with the child.
+        let bridged: Vec<u64> = self.mrtr.drain().map(|(up, _)| up).collect();
+        for up in bridged {
+            self.remove_pending(up);
+        }
         self.fail_pending(|p| p.sent, &msg, &data);
         self.end_listens(&msg, &data);
         self.server_reqs.clear();
@@ -940,6 +973,11 @@ impl Router {
             .map(|(up, _)| *up)
             .collect();
         for up in mine {
+            self.drop_mrtr(
+                up,
+                "the client handling this request disconnected",
+                reasons::CLIENT_GONE,
+            );
             self.cancel_upstream(up, "client disconnected");
             self.remove_pending(up);
         }
@@ -1235,9 +1273,18 @@ impl Router {
         if level.is_some() {
             self.update_upstream_level(now);
         }
+        let interactive = era::INTERACTIVE.contains(&method);
+        if interactive && era::maybe_retry(env.params) {
+            if let Some(state) = jsonrpc::str_field(env.params, "requestState") {
+                return self.client_retry(now, client, env, id, meta, &state);
+            }
+        }
         let modern = ModernReq {
             cacheable: era::CACHEABLE.contains(&method),
             level,
+            caps: declared_capabilities(Some(envelope.capabilities)),
+            interactive,
+            seq,
         };
         self.forward_with(
             now,
@@ -1251,6 +1298,141 @@ impl Router {
             meta,
             Some(modern),
         );
+    }
+
+    /// A modern client's retry of a request the mux answered `input_required`: the child's
+    /// held request gets the client's answer from `inputResponses`, and the child's answer to
+    /// the original request goes to the retry's id (now, if it already came).
+    #[allow(clippy::too_many_arguments)]
+    fn client_retry(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+        meta: jsonrpc::RequestMeta<'_>,
+        state: &str,
+    ) {
+        let up = self
+            .mrtr
+            .iter()
+            .find(|(_, m)| m.client == client && m.state == state)
+            .map(|(up, _)| *up);
+        let Some((up, m)) = up.and_then(|up| self.mrtr.remove(&up).map(|m| (up, m))) else {
+            let data = format!(r#"{{"reason":"{}"}}"#, reasons::UNKNOWN_REQUEST_STATE);
+            return self.send_client(
+                client,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_PARAMS,
+                    "unknown or expired requestState",
+                    Some(&data),
+                ),
+            );
+        };
+        let responses = jsonrpc::field(env.params, "inputResponses");
+        match jsonrpc::field(responses, &m.key) {
+            Some(answer) => {
+                self.send_child(jsonrpc::response(&m.server_id, answer.get().as_bytes()))
+            }
+            None => {
+                let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_INPUT_RESPONSE);
+                self.send_child(jsonrpc::error(
+                    &m.server_id,
+                    codes::INTERNAL_ERROR,
+                    "the client retried without answering this request",
+                    Some(&data),
+                ));
+            }
+        }
+        if let Some(p) = self.pending.get_mut(&up) {
+            p.orig_id = id;
+        }
+        if let Some(token) = meta.progress_token {
+            if let Some(route) = self.progress_routes.get_mut(&up) {
+                route.1 = Bytes::copy_from_slice(token.get().as_bytes());
+            }
+        }
+        if let Some(answer) = m.answer {
+            self.child_line(now, answer);
+        }
+    }
+
+    /// The in-flight interactive request of a modern client that a child's request for
+    /// `needs` is bridged to: the newest one whose declared capabilities allow it, unless a
+    /// handshake client that can answer has a newer request in flight.
+    fn pick_modern(&self, needs: impl Fn(&Capabilities) -> bool) -> Option<u64> {
+        let (up, seq) = self
+            .pending
+            .iter()
+            .filter(|(up, p)| {
+                p.modern.is_some_and(|m| m.interactive && needs(&m.caps))
+                    && !self.mrtr.contains_key(up)
+                    && p.client.is_some_and(|c| {
+                        self.clients
+                            .get(&c)
+                            .is_some_and(|c| c.input_closed.is_none())
+                    })
+            })
+            .filter_map(|(up, p)| Some((*up, p.modern?.seq)))
+            .max_by_key(|(_, seq)| *seq)?;
+        let newer_handshake = self.clients.values().any(|c| {
+            c.phase != Phase::Connected
+                && !c.modern
+                && c.in_flight > 0
+                && c.input_closed.is_none()
+                && needs(&c.caps)
+                && c.last_request > seq
+        });
+        (!newer_handshake).then_some(up)
+    }
+
+    /// Bridges the child's request to the modern client whose request `up` it belongs to:
+    /// that request is answered `input_required` with it, and the child's request is held
+    /// until the client retries.
+    fn ask_modern(&mut self, up: u64, env: &jsonrpc::Envelope<'_>, method: &str, server_id: Bytes) {
+        let Some((client, orig_id)) = self
+            .pending
+            .get(&up)
+            .and_then(|p| Some((p.client?, p.orig_id.clone())))
+        else {
+            return;
+        };
+        let n = self.next_mrtr;
+        self.next_mrtr += 1;
+        let key = format!("rmcp-mux-{n}");
+        let state = format!("rmcp-mux-state-{up}-{n}");
+        let params = env.params.map_or("{}", |p| p.get());
+        let result = format!(
+            r#"{{"resultType":"input_required","inputRequests":{{"{key}":{{"method":{},"params":{params}}}}},"requestState":"{state}"}}"#,
+            serde_json::Value::from(method)
+        );
+        self.send_client(client, jsonrpc::response(&orig_id, result.as_bytes()));
+        self.mrtr.insert(
+            up,
+            Mrtr {
+                client,
+                server_id,
+                key,
+                state,
+                answer: None,
+            },
+        );
+    }
+
+    /// Drops the bridged request held for `up`, answering the child's request with an error.
+    fn drop_mrtr(&mut self, up: u64, msg: &str, reason: &str) {
+        if let Some(m) = self.mrtr.remove(&up) {
+            let data = format!(r#"{{"reason":"{reason}"}}"#);
+            if self.life == Life::Running {
+                self.send_child(jsonrpc::error(
+                    &m.server_id,
+                    codes::INTERNAL_ERROR,
+                    msg,
+                    Some(&data),
+                ));
+            }
+        }
     }
 
     /// `server/discover`, answered from the child's `initialize` result (once there is one).
@@ -1414,13 +1596,7 @@ impl Router {
         id: ReqId,
         batch: Option<u64>,
     ) {
-        let caps = jsonrpc::field(env.params, "capabilities");
-        let declared = |name: &str| jsonrpc::field(caps, name).is_some_and(|v| v.get() != "null");
-        let declared = Capabilities {
-            sampling: declared("sampling"),
-            elicitation: declared("elicitation"),
-            roots: declared("roots"),
-        };
+        let declared = declared_capabilities(jsonrpc::field(env.params, "capabilities"));
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
         }
@@ -1607,6 +1783,7 @@ impl Router {
                     let up_text = up.to_string();
                     self.send_child(jsonrpc::splice(line, &mut [(span, up_text.as_bytes())]));
                 }
+                self.drop_mrtr(up, "the client cancelled the request", reasons::CLIENT_GONE);
                 // The reference server sends no response after a cancel: forget it now.
                 self.remove_pending(up);
                 self.held.retain(|(id, _)| *id != up);
@@ -1743,6 +1920,12 @@ impl Router {
             warn!(server = %self.name, "child answered an id the mux never sent; dropped");
             return;
         };
+        if let Some(m) = self.mrtr.get_mut(&up) {
+            // The client has been answered `input_required` for this request: its answer
+            // goes to the retry's id, once the retry comes.
+            m.answer = Some(line.clone());
+            return;
+        }
         let route = self.progress_routes.get(&up).cloned();
         let Some(p) = self.remove_pending(up) else {
             debug!(server = %self.name, id = up, "response to a request no longer pending; dropped");
@@ -1850,6 +2033,15 @@ impl Router {
             "roots/list" => c.roots,
             _ => true,
         };
+        let bridged = matches!(
+            method,
+            "sampling/createMessage" | "elicitation/create" | "roots/list"
+        );
+        if bridged {
+            if let Some(up) = self.pick_modern(needs) {
+                return self.ask_modern(up, env, method, server_id);
+            }
+        }
         let Some(target) = self.pick_client(needs) else {
             let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_CAPABLE_CLIENT);
             let msg = format!("no connected client can handle {method}");
@@ -2118,6 +2310,16 @@ impl Router {
             Purpose::Internal => {
                 self.remove_pending(up);
             }
+            _ if self.mrtr.contains_key(&up) => {
+                // Its client was answered `input_required` and did not retry in time.
+                self.drop_mrtr(
+                    up,
+                    "the client did not answer in time",
+                    reasons::UPSTREAM_TIMEOUT,
+                );
+                self.cancel_upstream(up, "request timed out");
+                self.remove_pending(up);
+            }
             _ => {
                 self.cancel_upstream(up, "request timed out");
                 self.held.retain(|(id, _)| *id != up);
@@ -2269,6 +2471,17 @@ fn modern_answer(
         }
     }
     Line::splice(line, &mut [(id_span, orig_id)])
+}
+
+/// What a client's capabilities object (an `initialize`'s or an envelope's) declares it can
+/// answer: each member present and not `null`.
+fn declared_capabilities(caps: Option<jsonrpc::Raw<'_>>) -> Capabilities {
+    let declared = |name: &str| jsonrpc::field(caps, name).is_some_and(|v| v.get() != "null");
+    Capabilities {
+        sampling: declared("sampling"),
+        elicitation: declared("elicitation"),
+        roots: declared("roots"),
+    }
 }
 
 /// Whether an updated resource concerns a subscription: the same URI or one below it.

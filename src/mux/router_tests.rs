@@ -1673,9 +1673,11 @@ fn modern_clients_get_no_unsolicited_notifications_or_server_requests() {
     let mut h = H::running();
     h.ready(1, json!({"sampling":{}}));
     h.connect(2);
-    let mut caps = modern(json!(1), "tools/call", json!({"name":"x"}), json!({}));
-    caps["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling":{}});
-    let out = h.client(2, &caps);
+    // It declares sampling, on a request no answer of which can carry an input request (a
+    // `tools/call` would get it bridged, see the MRTR tests).
+    let mut list = modern(json!(1), "tools/list", json!({}), json!({}));
+    list["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling":{}});
+    let out = h.client(2, &list);
     assert_eq!(child_msgs(&out).len(), 1);
     for kind in ["tools", "prompts", "resources"] {
         let out = h
@@ -1893,4 +1895,168 @@ fn a_child_restart_ends_every_listen() {
     h.spawned_and_init(LISTEN_INIT);
     let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
     assert!(client_msgs(&out, 1).is_empty(), "listens do not survive");
+}
+
+/// A modern `tools/call` from client `c` declaring `caps`; returns its upstream id.
+fn modern_call(h: &mut H, c: u64, id: Value, caps: Value) -> Value {
+    let mut msg = modern(
+        id,
+        "tools/call",
+        json!({"name":"ask","arguments":{}}),
+        json!({}),
+    );
+    msg["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps;
+    let out = h.client(c, &msg);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    sent[0]["id"].clone()
+}
+
+/// The retry of a bridged `tools/call`: a new id, the same params plus the answers and state.
+fn retry(id: Value, answers: Value, state: &Value) -> Value {
+    let mut msg = modern(
+        id,
+        "tools/call",
+        json!({"name":"ask","arguments":{}}),
+        json!({}),
+    );
+    msg["params"]["inputResponses"] = answers;
+    msg["params"]["requestState"] = state.clone();
+    msg
+}
+
+#[test]
+fn a_childs_sampling_request_is_bridged_to_the_modern_call_it_belongs_to() {
+    let mut h = H::running();
+    h.connect(1);
+    let up = modern_call(&mut h, 1, json!("c1"), json!({"sampling":{}}));
+    let params =
+        json!({"messages":[{"role":"user","content":{"type":"text","text":"q"}}],"maxTokens":5});
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":params}),
+    );
+    assert!(child_msgs(&out).is_empty(), "{out:?}");
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], "c1");
+    let result = &got[0]["result"];
+    assert_eq!(result["resultType"], "input_required");
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1);
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(
+        request,
+        &json!({"method":"sampling/createMessage","params":params})
+    );
+    let state = result["requestState"].clone();
+    assert!(state.is_string());
+
+    let answer = json!({"role":"assistant","content":{"type":"text","text":"a"},"model":"m"});
+    let out = h.client(1, &retry(json!("c2"), json!({ key: answer }), &state));
+    assert_eq!(
+        child_msgs(&out),
+        vec![json!({"jsonrpc":"2.0","id":"s1","result":answer})],
+        "the retry is not forwarded: it answers the held request"
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"content":[]}}));
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":"c2","result":{"resultType":"complete","content":[]}})]
+    );
+}
+
+#[test]
+fn an_answer_before_the_retry_waits_for_it_and_a_foreign_state_is_refused() {
+    let mut h = H::running();
+    h.connect(1);
+    h.connect(2);
+    let up = modern_call(&mut h, 1, json!(1), json!({"elicitation":{}}));
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":9,"method":"elicitation/create","params":{"message":"name?"}}),
+    );
+    let result = client_msgs(&out, 1)[0]["result"].clone();
+    let key = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let state = result["requestState"].clone();
+    // The child gave up waiting and answered anyway: held for the retry's id.
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"content":[{"type":"text","text":"late"}]}}),
+    );
+    assert!(client_msgs(&out, 1).is_empty(), "{out:?}");
+    // Another client cannot use that state.
+    let out = h.client(2, &retry(json!(5), json!({}), &state));
+    assert_eq!(
+        client_msgs(&out, 2)[0]["error"]["data"]["reason"],
+        reasons::UNKNOWN_REQUEST_STATE
+    );
+    assert!(child_msgs(&out).is_empty());
+    let out = h.client(
+        1,
+        &retry(
+            json!(2),
+            json!({ key: {"action":"accept","content":{"name":"n"}} }),
+            &state,
+        ),
+    );
+    assert_eq!(child_msgs(&out)[0]["id"], 9);
+    assert_eq!(child_msgs(&out)[0]["result"]["action"], "accept");
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], 2);
+    assert_eq!(got[0]["result"]["content"][0]["text"], "late");
+    // The state was used up.
+    let out = h.client(1, &retry(json!(3), json!({}), &state));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+}
+
+#[test]
+fn a_bridged_request_without_capability_retry_or_client_gets_an_error_to_the_child() {
+    let mut h = H::running();
+    h.connect(1);
+    // No sampling declared for this call: nobody can answer.
+    modern_call(&mut h, 1, json!(1), json!({"elicitation":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s","method":"sampling/createMessage","params":{}}));
+    assert!(client_msgs(&out, 1).is_empty());
+    assert_eq!(
+        child_msgs(&out)[0]["error"]["data"]["reason"],
+        reasons::NO_CAPABLE_CLIENT
+    );
+    // Asked, but never retried: the child's request fails when the call times out.
+    let up = modern_call(&mut h, 1, json!(2), json!({"sampling":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s2","method":"sampling/createMessage","params":{}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 2);
+    let out = h.advance(1000);
+    let sent = child_msgs(&out);
+    let err = sent
+        .iter()
+        .find(|m| m["id"] == "s2")
+        .expect("error to the child");
+    assert_eq!(err["error"]["data"]["reason"], reasons::UPSTREAM_TIMEOUT);
+    assert!(sent
+        .iter()
+        .any(|m| m["method"] == "notifications/cancelled" && m["params"]["requestId"] == up));
+    assert!(
+        client_msgs(&out, 1).iter().all(|m| m["id"] != 2),
+        "its id was answered already: {out:?}"
+    );
+    // Asked, then gone.
+    modern_call(&mut h, 1, json!(3), json!({"roots":{}}));
+    h.child(&json!({"jsonrpc":"2.0","id":"r","method":"roots/list"}));
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let err = child_msgs(&out)
+        .into_iter()
+        .find(|m| m["id"] == "r")
+        .expect("error to the child");
+    assert_eq!(err["error"]["data"]["reason"], reasons::CLIENT_GONE);
 }

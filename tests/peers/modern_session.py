@@ -2,8 +2,8 @@
 "2026-07-28" (every request enveloped, no handshake, results checked strictly), "auto" (probe
 server/discover, fall back to initialize) or "legacy" (initialize).
 
-Usage: modern_session.py [--mode MODE] [--server everything|time] [--tag TAG] [--timeout S]
-                         -- COMMAND [ARGS...]
+Usage: modern_session.py [--mode MODE] [--server everything|time] [--tag TAG] [--sampling]
+                         [--elicitation] [--timeout S] -- COMMAND [ARGS...]
 
 everything (@modelcontextprotocol/server-everything): lists tools, calls `echo` with a TAG-unique
 text and checks the exact echo, lists resources and reads the first, calls
@@ -11,11 +11,14 @@ text and checks the exact echo, lists resources and reads the first, calls
 1,2,3,4 of 4, then starts a 10-step one and cancels it after its first progress, and checks that
 an echo right after still works. In the 2026-07-28 era it then opens a subscriptions/listen on
 that resource and waits for the update `toggle-subscriber-updates` makes the server announce.
+With --sampling / --elicitation it declares that capability and calls `trigger-sampling-request`
+/ `trigger-elicitation-request`, answering with TAG-unique markers that must come back (in the
+2026-07-28 era the server's request arrives as an input request of the call: MRTR).
 time (mcp-server-time): lists tools and calls `get_current_time` for UTC.
 
 Prints one JSON object:
   {"tag", "mode", "protocol_version", "server_name", "tools": [...], "echo_ok", "resource_ok",
-   "progress": [...], "cancel_ok", "listen_ok", "time": {...}}
+   "progress": [...], "cancel_ok", "listen_ok", "sampling_ok", "elicitation_ok", "time": {...}}
 (the members of the server asked for) and exits 0; on any failure exits 1 with the reason.
 """
 from __future__ import annotations
@@ -26,12 +29,60 @@ import uuid
 from typing import Any
 
 import anyio
-from mcp import Client
+from mcp import Client, types
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts in the source tree
 from peer_common import Failure, check_tool_ok, parser, run, server_params
 
 STEPS = 4
+
+
+class Asked:
+    """The callbacks of the server's sampling and elicitation requests, and what they saw."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.sampled: list[str] = []
+        self.elicited: list[str] = []
+
+    async def sampling(self, _ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        self.sampled.append(" ".join(getattr(m.content, "text", "") for m in params.messages))
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text=f"sampled-by-{self.tag}"),
+            model="rmcp-mux-test-model",
+        )
+
+    async def elicitation(self, _ctx: Any, params: Any) -> types.ElicitResult:
+        self.elicited.append(getattr(params, "message", ""))
+        return types.ElicitResult(action="accept", content={"name": f"elicited-by-{self.tag}"})
+
+
+async def interactive(client: Client, asked: Asked, sampling: bool, elicitation: bool, out: dict[str, Any]) -> None:
+    tag = asked.tag
+    tools = out["tools"]
+    if sampling:
+        if "trigger-sampling-request" not in tools:
+            raise Failure("trigger-sampling-request is not listed (the mux declares sampling upstream)")
+        prompt = f"prompt-{tag}"
+        text = check_tool_ok(
+            "trigger-sampling-request",
+            await client.call_tool("trigger-sampling-request", {"prompt": prompt, "maxTokens": 5}),
+        )
+        if f"sampled-by-{tag}" not in text:
+            raise Failure(f"sampling result lacks the marker sampled-by-{tag}: {text[:500]}")
+        if len(asked.sampled) != 1 or prompt not in asked.sampled[0]:
+            raise Failure(f"sampling requests seen: {asked.sampled!r} (expected one with {prompt!r})")
+        out["sampling_ok"] = True
+    if elicitation:
+        if "trigger-elicitation-request" not in tools:
+            raise Failure("trigger-elicitation-request is not listed (the mux declares elicitation upstream)")
+        text = check_tool_ok(
+            "trigger-elicitation-request", await client.call_tool("trigger-elicitation-request", {})
+        )
+        if f"elicited-by-{tag}" not in text or len(asked.elicited) != 1:
+            raise Failure(f"elicitation: {len(asked.elicited)} request(s), result {text[:500]}")
+        out["elicitation_ok"] = True
 
 
 async def everything(client: Client, tag: str, out: dict[str, Any]) -> None:
@@ -129,15 +180,24 @@ async def time(client: Client, out: dict[str, Any]) -> None:
     out["time"] = data
 
 
-async def main(command: list[str], mode: str, server: str, tag: str) -> dict[str, Any]:
+async def main(
+    command: list[str], mode: str, server: str, tag: str, sampling: bool, elicitation: bool
+) -> dict[str, Any]:
     out: dict[str, Any] = {"tag": tag, "mode": mode}
-    async with Client(server_params(command), mode=mode) as client:
+    asked = Asked(tag)
+    async with Client(
+        server_params(command),
+        mode=mode,
+        sampling_callback=asked.sampling if sampling else None,
+        elicitation_callback=asked.elicitation if elicitation else None,
+    ) as client:
         out["protocol_version"] = client.protocol_version
         info = client.server_info
         out["server_name"] = info.name if info is not None else None
         out["tools"] = [t.name for t in (await client.list_tools()).tools]
         if server == "everything":
             await everything(client, tag, out)
+            await interactive(client, asked, sampling, elicitation, out)
         else:
             await time(client, out)
     return out
@@ -148,5 +208,8 @@ if __name__ == "__main__":
     p.add_argument("--mode", default="2026-07-28", help="the SDK client's mode (default 2026-07-28)")
     p.add_argument("--server", choices=["everything", "time"], default="everything")
     p.add_argument("--tag", default=None, help="a text unique to this session")
+    p.add_argument("--sampling", action="store_true", help="declare sampling and exercise it")
+    p.add_argument("--elicitation", action="store_true", help="declare elicitation and exercise it")
     a = p.parse_args()
-    run("modern_session.py", a, main, a.mode, a.server, a.tag or uuid.uuid4().hex[:8])
+    tag = a.tag or uuid.uuid4().hex[:8]
+    run("modern_session.py", a, main, a.mode, a.server, tag, a.sampling, a.elicitation)
