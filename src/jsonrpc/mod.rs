@@ -341,7 +341,7 @@ struct ParamsMetaRaw<'a> {
 
 /// What the router needs from a client request's params: its progress token and whether it
 /// asks for a task (2025-11-25 task-augmented requests).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RequestMeta<'a> {
     /// `params._meta.progressToken`, raw.
     pub progress_token: Option<Raw<'a>>,

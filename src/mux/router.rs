@@ -1132,6 +1132,19 @@ impl Router {
                 c.phase = Phase::Ready;
             }
         }
+        if modern.is_some() && batch.is_some() {
+            // The 2026-07-28 era has no batches.
+            return self.reply(
+                client,
+                batch,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_REQUEST,
+                    "a 2026-07-28 request cannot be part of a batch",
+                    None,
+                ),
+            );
+        }
         if let Some(envelope) = modern {
             return self
                 .client_modern_request(now, client, line, env, method, id, meta, envelope, seq);
@@ -1198,7 +1211,17 @@ impl Router {
                 let after = self.subscriptions.get(&uri).copied().unwrap_or(0);
                 let edge = changed && ((before == 0 && after == 1) || (before == 1 && after == 0));
                 if edge && self.life == Life::Running {
-                    self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+                    self.forward(
+                        now,
+                        client,
+                        line,
+                        env,
+                        id,
+                        Purpose::Forward,
+                        batch,
+                        seq,
+                        meta,
+                    );
                 } else {
                     self.reply(client, batch, jsonrpc::response(&id, b"{}"));
                 }
@@ -1216,12 +1239,40 @@ impl Router {
                         jsonrpc::error(&id, codes::INVALID_PARAMS, "unknown task id", None),
                     );
                 }
-                self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+                self.forward(
+                    now,
+                    client,
+                    line,
+                    env,
+                    id,
+                    Purpose::Forward,
+                    batch,
+                    seq,
+                    meta,
+                );
             }
-            "tasks/list" => {
-                self.forward(now, client, line, env, id, Purpose::TasksList, batch, seq)
-            }
-            _ => self.forward(now, client, line, env, id, Purpose::MaybeTask, batch, seq),
+            "tasks/list" => self.forward(
+                now,
+                client,
+                line,
+                env,
+                id,
+                Purpose::TasksList,
+                batch,
+                seq,
+                meta,
+            ),
+            _ => self.forward(
+                now,
+                client,
+                line,
+                env,
+                id,
+                Purpose::MaybeTask,
+                batch,
+                seq,
+                meta,
+            ),
         }
     }
 
@@ -1652,6 +1703,7 @@ impl Router {
         );
     }
 
+    /// Forwards a client's request under a fresh upstream id (and progress token).
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
@@ -1663,13 +1715,13 @@ impl Router {
         purpose: Purpose,
         batch: Option<u64>,
         seq: u64,
+        meta: jsonrpc::RequestMeta<'_>,
     ) {
-        let meta = jsonrpc::request_meta(env.params);
         self.forward_with(now, client, line, env, id, purpose, batch, seq, meta, None);
     }
 
-    /// Forwards a client's request under a fresh upstream id (and progress token); a modern
-    /// one (`modern`) goes without its envelope.
+    /// [`Router::forward`], for a modern request too (`modern`): that one goes without its
+    /// envelope, and its answer is marked for it.
     #[allow(clippy::too_many_arguments)]
     fn forward_with(
         &mut self,

@@ -1527,6 +1527,16 @@ fn a_modern_envelope_with_an_unknown_version_or_missing_keys_is_refused() {
         client_msgs(&out, 1)[0]["error"]["code"],
         codes::INVALID_PARAMS
     );
+    // The era has no batches: a modern request in one is refused, its neighbour served.
+    let batch = json!([
+        modern(json!(3), "tools/list", json!({}), json!({})),
+        {"jsonrpc":"2.0","id":4,"method":"ping"},
+    ]);
+    let out = h.client(1, &batch);
+    assert!(child_msgs(&out).is_empty());
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0][0]["error"]["code"], codes::INVALID_REQUEST);
+    assert_eq!(got[0][1]["result"], json!({}));
 }
 
 #[test]
