@@ -1,7 +1,8 @@
 //! The words of the 2026-07-28 protocol era ("modern": no handshake, every request carries its
 //! own envelope in `params._meta`) that the router needs to serve a modern client from a
 //! handshake-era child: reading and checking a request's envelope, stripping it before the
-//! request goes upstream, and marking a result the way a modern client expects.
+//! request goes upstream, marking a result the way a modern client expects, the answer to
+//! `server/discover`, and the filter and frames of a `subscriptions/listen` stream.
 //!
 //! Like the rest of `jsonrpc`, it edits bytes rather than re-serializing payloads: only a
 //! request's `_meta` object is rebuilt, and a result gets its new members spliced in after its
