@@ -86,7 +86,7 @@ impl ListKind {
 
 /// A `subscriptions/listen` filter (`params.notifications`): what a client asks for, or the
 /// part of it the mux honours.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Filter {
     /// Tools list changes.
