@@ -15,7 +15,6 @@
 //!   process-level parts: control socket, config watching, status files, PID/lock lifecycle, log
 //!   file.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
-//! - [`procmem`]: the resident memory of the daemon and of each child's process group.
 //! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 //! - Front-ends over status snapshots and commands: [`cli`] (the `rmcp-mux` and
 //!   `rmcp-mux-proxy` commands; `src/bin/` only calls it), [`dashboard`] (the terminal
@@ -31,7 +30,6 @@ pub mod hosts;
 pub mod io;
 pub mod jsonrpc;
 pub mod mux;
-pub mod procmem;
 pub mod proxy;
 pub mod status;
 pub mod tray;

@@ -13,12 +13,14 @@
 //! - [`reload`]: the pure diff of running servers against a new config, and the reload report;
 //! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically;
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart;
-//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`.
+//! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`;
+//! - [`procmem`]: the resident memory of the daemon and of each child's process group.
 
 mod config_watch;
 pub mod control;
 pub mod lifecycle;
 pub mod logfile;
+pub mod procmem;
 pub mod reload;
 pub mod status_file;
 
@@ -185,7 +187,7 @@ impl ServerReport {
     }
 
     /// Fills in the resident memory of its children from `mem`.
-    fn measure(&mut self, mem: &crate::procmem::Sample) {
+    fn measure(&mut self, mem: &procmem::Sample) {
         for i in &mut self.instances {
             i.rss_bytes = i.pid.and_then(|p| mem.group(p));
         }
@@ -297,7 +299,7 @@ impl Shared {
                     .chain(s.instances.iter().filter_map(|i| i.pid))
             })
             .collect();
-        let mem = crate::procmem::sample(&leaders);
+        let mem = procmem::sample(&leaders);
         for s in &mut servers {
             s.measure(&mem);
         }

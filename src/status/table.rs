@@ -22,6 +22,22 @@ pub fn human_duration(ms: u64) -> String {
     }
 }
 
+/// "1.9 GB", "312 MB", "48 KB": decimal units, as the menu and the README show them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if v < 10.0 && unit > 0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
 /// The column titles of the server table, shared by `status` and the dashboard so both read
 /// the same.
 pub const COLUMNS: [&str; 8] = [
@@ -127,10 +143,10 @@ pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
     let memory = match (status.total_rss_bytes, status.saved_bytes) {
         (Some(total), Some(saved)) if saved > 0 => format!(
             " · {} in all · ≈ {} saved",
-            crate::procmem::human_bytes(total),
-            crate::procmem::human_bytes(saved)
+            human_bytes(total),
+            human_bytes(saved)
         ),
-        (Some(total), _) => format!(" · {} in all", crate::procmem::human_bytes(total)),
+        (Some(total), _) => format!(" · {} in all", human_bytes(total)),
         _ => String::new(),
     };
     out += &format!(
@@ -157,6 +173,13 @@ mod tests {
     use super::*;
     use crate::daemon::ServerReport;
     use crate::status::ServerState;
+
+    #[test]
+    fn sizes_read_in_decimal_units() {
+        assert_eq!(human_bytes(48_000), "48 KB");
+        assert_eq!(human_bytes(312_400_000), "312 MB");
+        assert_eq!(human_bytes(1_940_000_000), "1.9 GB");
+    }
 
     #[test]
     fn durations_read_like_the_proposal() {

@@ -142,32 +142,9 @@ mod imp {
     }
 }
 
-/// "1.9 GB", "312 MB", "48 KB": decimal units, as the menu and the README show them.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if v < 10.0 && unit > 0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_in_decimal_units() {
-        assert_eq!(human_bytes(48_000), "48 KB");
-        assert_eq!(human_bytes(312_400_000), "312 MB");
-        assert_eq!(human_bytes(1_940_000_000), "1.9 GB");
-    }
 
     #[cfg(target_os = "linux")]
     #[test]
