@@ -142,18 +142,17 @@ mod imp {
     }
 }
 
-#[cfg(test)]
+/// What is read from `/proc`, checked where it exists.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn a_stat_line_gives_group_and_pages_even_with_odd_names() {
         let line = "4242 (node (x) y) S 1 4240 4240 0 -1 4194560 1 0 0 0 5 3 0 0 20 0 11 0 99 1234567 2048 18446744073709551615";
         assert_eq!(imp::parse_stat(line), Some((4240, 2048)));
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn a_child_group_is_measured_with_its_grandchildren() {
         use std::os::unix::process::CommandExt;
