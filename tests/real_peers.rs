@@ -314,3 +314,123 @@ fn a_filesystem_server_per_project_shows_each_session_its_own_folder() {
     let st = mux.server_status("fs");
     assert_eq!(st["instances"].as_array().map(Vec::len), Some(2), "{st}");
 }
+
+/// Runs `modern_session.py` through the proxy in the SDK client mode `mode`.
+fn modern_session(
+    peers: &std::path::Path,
+    mode: &str,
+    server: &str,
+    tag: &str,
+    socket: &std::path::Path,
+) -> std::process::Child {
+    session_with(
+        peers,
+        "modern_session.py",
+        Some(tag),
+        &["--mode", mode, "--server", server],
+        socket,
+    )
+}
+
+fn time_server(peers: &std::path::Path) -> String {
+    format!(
+        "[servers.time]\ncmd = \"{}\"\n",
+        peers.join(".venv/bin/mcp-server-time").display()
+    )
+}
+
+/// A Python SDK client pinned to 2026-07-28 cannot use server-everything directly (the server
+/// speaks only the handshake era, and the client rejects its unmarked results); through the mux,
+/// which translates, it can: tools, resources, progress, cancellation, a subscription, and the
+/// server's sampling and elicitation requests as multi round-trip input requests.
+#[test]
+fn a_modern_python_client_uses_handshake_only_server_everything_through_the_mux() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&everything(&peers));
+    let out = finish(session_with(
+        &peers,
+        "modern_session.py",
+        Some("m1"),
+        &["--sampling", "--elicitation"],
+        &mux.socket("everything"),
+    ));
+    assert_eq!(out["protocol_version"], "2026-07-28");
+    assert!(out["tools"].as_array().unwrap().len() > 3, "{out}");
+    assert_eq!(out["echo_ok"], true);
+    assert_eq!(out["resource_ok"], true);
+    assert_eq!(out["progress"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
+    assert_eq!(out["cancel_ok"], true);
+    assert_eq!(
+        out["listen_ok"], true,
+        "a resource update arrived on the listen"
+    );
+    let st = mux.wait_status("everything", |s| s["clients"] == 0);
+    assert_eq!(st["restarts"], 0);
+}
+
+/// mcp-server-time serves either era but pins a connection to the first it sees: the mux's
+/// `initialize` pins it to the handshake era, and a modern client is served by translation.
+#[test]
+fn a_modern_python_client_uses_dual_era_mcp_server_time_through_the_mux() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&time_server(&peers));
+    let out = finish(modern_session(
+        &peers,
+        "2026-07-28",
+        "time",
+        "t1",
+        &mux.socket("time"),
+    ));
+    assert_eq!(out["protocol_version"], "2026-07-28");
+    assert_eq!(out["time"]["timezone"], "UTC");
+    assert_eq!(
+        out["tools"],
+        serde_json::json!(["get_current_time", "convert_time"])
+    );
+}
+
+/// Clients of both eras at once on one child: each gets its own answers in its own era.
+#[test]
+fn modern_auto_and_legacy_python_clients_share_one_child_at_once() {
+    let Some(peers) = peers() else { return };
+    for (name, config, server) in [
+        ("everything", everything(&peers), "everything"),
+        ("time", time_server(&peers), "time"),
+    ] {
+        let mux = Mux::start(&config);
+        let socket = mux.socket(name);
+        let runs: Vec<_> = ["2026-07-28", "auto", "legacy"]
+            .into_iter()
+            .map(|mode| {
+                let tag = format!("{server}-{}", mode.replace('-', ""));
+                (mode, modern_session(&peers, mode, server, &tag, &socket))
+            })
+            .collect();
+        for (mode, child) in runs {
+            let out = finish(child);
+            assert_eq!(out["mode"], mode);
+            // auto probes server/discover, which the mux answers: it goes modern too.
+            let era = if mode == "legacy" {
+                "2025-11-25"
+            } else {
+                "2026-07-28"
+            };
+            assert_eq!(out["protocol_version"], era, "{out}");
+            if server == "everything" {
+                assert_eq!(out["echo_ok"], true, "{out}");
+                assert_eq!(out["cancel_ok"], true, "{out}");
+                assert_eq!(out["progress"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
+                let listened = if mode == "legacy" {
+                    Value::Null
+                } else {
+                    Value::Bool(true)
+                };
+                assert_eq!(out["listen_ok"], listened, "{out}");
+            } else {
+                assert_eq!(out["time"]["timezone"], "UTC", "{out}");
+            }
+        }
+        mux.log.wait_for_count(&["child started"], 1);
+        assert!(!mux.log.text().contains("child exited"));
+    }
+}

@@ -6,9 +6,14 @@ busy = a ring with a quarter cut out (starting or restarting), failed = a disc w
 through it, stopped = a thin empty ring.
 
 - macOS template images, black + alpha so the menu bar tints them for light and dark mode:
-  tray-STATE-template.png (18 px) and tray-STATE-template@2x.png (36 px).
+  tray-STATE-template@2x.png, a 44 px canvas with the 36 px glyph centred. tray-icon 0.26 takes
+  an image's pixels as points and scales anything taller than 22 pt down to 22 pt, so a 44 px
+  canvas is drawn as 22 pt, exactly 2x on a Retina display (a 36 px image became a 22 pt bitmap
+  upscaled about 1.2x). tray-STATE-template.png (22 px canvas, 18 px glyph) is its 1x form.
 - Linux, coloured (hosts draw them as they are): tray-STATE.png (32 px).
-- bundle/AppIcon.png (512 px), the .app's icon source.
+- bundle/AppIcon.iconset/icon_SxS.png and icon_SxS@2x.png for S in 16, 32, 128, 256, 512 (so
+  icon_512x512@2x.png is 1024 px), the .app's icon set (tools/bundle-macos.sh packs it), and
+  bundle/AppIcon.png (1024 px), the source.
 
 Only the standard library: PNGs are written with zlib, shapes are anti-aliased by supersampling.
 """
@@ -48,20 +53,27 @@ def coverage(state, x, y):
     raise ValueError(state)
 
 
-def render(state, size, rgb):
-    rows = []
+def render(state, size, rgb, canvas=None):
+    """The glyph drawn `size` px wide, centred on a transparent `canvas` px square."""
+    canvas = canvas or size
+    pad = (canvas - size) // 2
+    ss = SS if size <= 256 else 2  # enough samples for large sizes, and much faster
+    blank = bytes(4 * canvas)
+    rows = [bytes([0]) + blank for _ in range(pad)]
     for py in range(size):
-        row = bytearray([0])  # filter: none
+        row = bytearray([0]) + bytearray(4 * pad)  # filter: none, left padding
         for px in range(size):
             hits = 0
-            for sy in range(SS):
-                for sx in range(SS):
-                    x = (px + (sx + 0.5) / SS) / size
-                    y = (py + (sy + 0.5) / SS) / size
+            for sy in range(ss):
+                for sx in range(ss):
+                    x = (px + (sx + 0.5) / ss) / size
+                    y = (py + (sy + 0.5) / ss) / size
                     hits += coverage(state, x, y)
-            a = round(255 * hits / (SS * SS))
+            a = round(255 * hits / (ss * ss))
             row += bytes(rgb) + bytes([a])
+        row += bytearray(4 * (canvas - size - pad))
         rows.append(bytes(row))
+    rows += [bytes([0]) + blank for _ in range(canvas - size - pad)]
     return b"".join(rows)
 
 
@@ -81,12 +93,20 @@ def main():
     public = os.path.join(ROOT, "public")
     os.makedirs(public, exist_ok=True)
     for state, rgb in COLOURS.items():
-        write_png(os.path.join(public, f"tray-{state}-template.png"), 18, render(state, 18, (0, 0, 0)))
-        write_png(os.path.join(public, f"tray-{state}-template@2x.png"), 36, render(state, 36, (0, 0, 0)))
+        write_png(os.path.join(public, f"tray-{state}-template.png"), 22, render(state, 18, (0, 0, 0), 22))
+        write_png(os.path.join(public, f"tray-{state}-template@2x.png"), 44, render(state, 36, (0, 0, 0), 44))
         write_png(os.path.join(public, f"tray-{state}.png"), 32, render(state, 32, rgb))
     bundle = os.path.join(ROOT, "bundle")
-    os.makedirs(bundle, exist_ok=True)
-    write_png(os.path.join(bundle, "AppIcon.png"), 512, render("running", 512, COLOURS["running"]))
+    iconset = os.path.join(bundle, "AppIcon.iconset")
+    os.makedirs(iconset, exist_ok=True)
+    drawn = {}
+    for s in (16, 32, 128, 256, 512):
+        for scale, suffix in ((1, ""), (2, "@2x")):
+            px = s * scale
+            if px not in drawn:
+                drawn[px] = render("running", px, COLOURS["running"])
+            write_png(os.path.join(iconset, f"icon_{s}x{s}{suffix}.png"), px, drawn[px])
+    write_png(os.path.join(bundle, "AppIcon.png"), 1024, drawn[1024])
 
 
 if __name__ == "__main__":

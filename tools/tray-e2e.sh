@@ -4,8 +4,11 @@
 # `rmcp-mux --tray` (built with `--features tray`) running a real server (server-memory) and a
 # fake one that crashes until told not to. Reads the menu back over D-Bus as the panel does
 # (com.canonical.dbusmenu.GetLayout), clicks items as a user would (com.canonical.dbusmenu.Event),
-# checks the daemon's status JSON, the notifications on the bus, launch at login and Quit, and
-# saves a screenshot of the open menu to target/tray-e2e/menu.png.
+# checks the daemon's status JSON, the notifications on the bus, launch at login, Quit and SIGTERM
+# (no server, socket or PID file left), a first launch without a config and one with a broken
+# config (the menu says "Config not applied: FILE:LINE: …", Open config opens it), a second app
+# on a held lock (a notification says so), and saves a screenshot of the open menu to
+# target/tray-e2e/menu.png.
 #
 # Needs: tools/install-tray-deps.sh, tools/install-test-peers.sh, and
 #   cargo build --features tray --bins
@@ -147,28 +150,40 @@ RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$config" >"$out/t
 tray_pid=$!
 pids+=("$tray_pid")
 
-# The item: libayatana registers its unique bus name (or name/path); the object lives under
-# /org/ayatana/NotificationItem/.
-item_entry() { watcher_prop RegisteredStatusNotifierItems | grep -o "'[^']*'" | head -n1 | tr -d "'"; }
-wait_for 30 "the tray item registered with the watcher" sh -c \
-  "gdbus call --session --dest org.kde.StatusNotifierWatcher --object-path /StatusNotifierWatcher \
-   --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierWatcher \
-   RegisteredStatusNotifierItems | grep -q \"'\""
-entry="$(item_entry)"
-bus="${entry%%/*}"
-if [[ "$entry" == */* ]]; then
-  item_path="/${entry#*/}"
-else
-  node="$(gdbus introspect --session --dest "$bus" --object-path /org/ayatana/NotificationItem |
-    sed -n 's/^ \{2,\}node \([^ /]*\) {.*/\1/p' | head -n1)" || true
-  [ -n "$node" ] || die "no item under /org/ayatana/NotificationItem on $bus"
-  item_path="/org/ayatana/NotificationItem/$node"
-fi
-menu_path="$(gdbus call --session --dest "$bus" --object-path "$item_path" \
-  --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierItem Menu |
-  grep -o "'/[^']*'" | tr -d "'")"
-[ -n "$menu_path" ] || die "the item at $bus $item_path has no Menu property"
-say "item $bus $item_path, menu $menu_path"
+# The item of the app with PID $1: libayatana registers its unique bus name (or name/path) with
+# the watcher; the object lives under /org/ayatana/NotificationItem/. An earlier app's entry
+# may still be listed, so the entry whose bus name the PID owns is taken. Sets bus, item_path
+# and menu_path.
+bus_pid() {
+  gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+    --method org.freedesktop.DBus.GetConnectionUnixProcessID "$1" 2>/dev/null | grep -o '[0-9]\+' | tail -n1
+}
+item_of() {
+  local e
+  for e in $(watcher_prop RegisteredStatusNotifierItems | grep -o "'[^']*'" | tr -d "'"); do
+    [ "$(bus_pid "${e%%/*}")" = "$1" ] && { echo "$e"; return 0; }
+  done
+  return 1
+}
+find_item() {
+  wait_for 30 "the tray item of PID $1 registered with the watcher" item_of "$1"
+  entry="$(item_of "$1")"
+  bus="${entry%%/*}"
+  if [[ "$entry" == */* ]]; then
+    item_path="/${entry#*/}"
+  else
+    node="$(gdbus introspect --session --dest "$bus" --object-path /org/ayatana/NotificationItem |
+      sed -n 's/^ \{2,\}node \([^ /]*\) {.*/\1/p' | head -n1)" || true
+    [ -n "$node" ] || die "no item under /org/ayatana/NotificationItem on $bus"
+    item_path="/org/ayatana/NotificationItem/$node"
+  fi
+  menu_path="$(gdbus call --session --dest "$bus" --object-path "$item_path" \
+    --method org.freedesktop.DBus.Properties.Get org.kde.StatusNotifierItem Menu |
+    grep -o "'/[^']*'" | tr -d "'")"
+  [ -n "$menu_path" ] || die "the item at $bus $item_path has no Menu property"
+  say "item $bus $item_path, menu $menu_path"
+}
+find_item "$tray_pid"
 
 read_menu() {
   DBUSMENU_RAW="$out/layout.raw" python3 "$root/tools/dbusmenu.py" "$bus" "$menu_path" >"$out/menu.txt" 2>"$out/dbusmenu.err"
@@ -379,5 +394,108 @@ for p in "$memory_pid" "$crasher_pid" "$extra_pid" "$browser_pid"; do
 done
 [ ! -e "$work/run/sockets/memory.sock" ] || die "memory's socket left behind"
 ! ls "$HOME"/.local/state/rmcp-mux/*.pid >/dev/null 2>&1 || die "the PID file was left behind"
+
+# No server process, socket or PID file is left: ARGS are the server PIDs and sockets.
+nothing_left() {
+  local what="$1"
+  shift
+  for x in "$@"; do
+    case "$x" in
+      /*) [ ! -e "$x" ] || die "$what: $x left behind" ;;
+      *) kill -0 "$x" 2>/dev/null && die "$what: server process $x outlived the app" ;;
+    esac
+  done
+  ! ls "$HOME"/.local/state/rmcp-mux/*.pid >/dev/null 2>&1 || die "$what: the PID file was left behind"
+}
+# wait_exit PID WHAT: waits (bounded) for the app to exit and checks it exited 0.
+wait_exit() {
+  local end=$((SECONDS + 20))
+  while kill -0 "$1" 2>/dev/null; do
+    [ "$SECONDS" -lt "$end" ] || die "the app did not exit within 20 s of $2"
+    sleep 0.2
+  done
+  local rc=0
+  wait "$1" || rc=$?
+  [ "$rc" = 0 ] || die "the app exited with $rc after $2"
+}
+
+# An opener that records what the app asks it to open (the app runs xdg-open from its PATH).
+mkdir -p "$work/bin"
+cat >"$work/bin/xdg-open" <<SH
+#!/bin/sh
+echo "\$*" >>"$work/opened"
+SH
+chmod +x "$work/bin/xdg-open"
+
+say "check 8: a first launch without a config creates it from the template and shows the app"
+fresh="$work/fresh/mux.toml"
+PATH="$work/bin:$PATH" RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$fresh" >"$out/tray-fresh.log" 2>&1 &
+tray_pid=$!
+pids+=("$tray_pid")
+find_item "$tray_pid"
+[ -f "$fresh" ] || die "no config created at $fresh"
+[ "$(stat -c %a "$fresh")" = 600 ] || die "the created config is not 0600"
+grep -q '^# \[servers.memory\]' "$fresh" || die "the created config is not the template: $(cat "$fresh")"
+fresh_real="$(realpath "$fresh")"
+wait_for 20 "'Config not applied' with the file and line in the menu" menu_has \
+  "Config not applied: $fresh_real:1: servers: no servers defined; add a \[servers.NAME\] table with a \`cmd\`${T}disabled${T}-${T}item"
+menu_has "Open config${T}enabled${T}-${T}item" || die "Open config is not enabled"
+click "$(menu_id "Open config")"
+wait_for 10 "Open config to run the opener on the config" grep -qx -- "$fresh_real" "$work/opened"
+# Fixing the file applies it: the server starts, the error goes.
+# (The template's control socket and socket folder: the defaults under this test's $HOME.)
+printf '[servers.fixed]\ncmd = "%s"\n' "$fake" >"$fresh"
+wait_for 30 "the fixed config's server in the menu" menu_has "fixed${T}enabled${T}-${T}submenu"
+wait_for 20 "the fixed server running" sh -c \
+  "'$bin' status --json --config '$fresh' | python3 -c \"import json,sys; s=json.load(sys.stdin); assert [x['state'] for x in s['servers']] == ['running']\""
+read_menu
+grep -q "Config not applied" "$out/menu.txt" && die "the error is still shown after the fix"
+status_json_fresh="$("$bin" status --json --config "$fresh")"
+fixed_pid="$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['servers'][0]['pid'])" "$status_json_fresh")"
+child_path="$(python3 -c "import json,sys; print(json.loads(sys.argv[1]).get('child_path',''))" "$status_json_fresh")"
+[ -n "$child_path" ] || die "status --json does not say which PATH servers get"
+"$bin" status --config "$fresh" | grep -qx "servers' PATH: $child_path" || die "the status table does not show the servers' PATH"
+# The app changed to the home folder, and so did its servers.
+[ "$(readlink "/proc/$fixed_pid/cwd")" = "$HOME" ] || die "the server runs in $(readlink "/proc/$fixed_pid/cwd"), not \$HOME"
+[ "$(tr '\0' '\n' <"/proc/$fixed_pid/environ" | sed -n 's/^PATH=//p')" = "$child_path" ] ||
+  die "the server's PATH is not the one status shows"
+
+say "check 9: SIGTERM stops the app the same way as Quit"
+kill -TERM "$tray_pid"
+wait_exit "$tray_pid" SIGTERM
+nothing_left "SIGTERM" "$fixed_pid" "$HOME/.rmcp-mux/sockets/fixed.sock" "$HOME/.rmcp-mux/control.sock"
+
+say "check 10: a broken config starts the app showing the error; a second app on the same config says it is already running"
+broken="$work/broken.toml"
+printf '[daemon]\ncontrol_socket = "%s"\n\n[servers.typo]\ncmdd = "x"\n' "$work/run3/control.sock" >"$broken"
+broken_real="$(realpath "$broken")"
+# A launch-at-login entry for this config written by another executable (the app was moved):
+# the app rewrites it at start to run itself.
+mkdir -p "$XDG_CONFIG_HOME/autostart"
+printf '[Desktop Entry]\nType=Application\nVersion=1.0\nName=rmcp-mux\nComment=rmcp-muxstartup script\nExec=/moved/away/rmcp-mux --tray --config %s\nStartupNotify=false\nTerminal=false\n' \
+  "$broken_real" >"$desktop"
+PATH="$work/bin:$PATH" RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$broken" >"$out/tray-broken.log" 2>&1 &
+tray_pid=$!
+pids+=("$tray_pid")
+find_item "$tray_pid"
+wait_for 20 "'Config not applied: FILE:LINE:' in the menu" menu_has \
+  "Config not applied: $broken_real:5:[0-9]*: .*cmdd.*${T}disabled${T}-${T}item"
+grep -qx "Exec=$(realpath "$bin") --tray --config $broken_real" "$desktop" ||
+  die "the stale launch-at-login entry was not rewritten: $(cat "$desktop")"
+menu_has "Launch at login${T}enabled${T}checked${T}item" || die "Launch at login is not checked"
+: >"$work/opened"
+click "$(menu_id "Open config")"
+wait_for 10 "Open config to open the broken config" grep -qx -- "$broken_real" "$work/opened"
+# `status` reaches the app through the control socket found leniently in the broken file.
+"$bin" status --config "$broken" | grep -q "config error" || die "status does not show the config error"
+rc=0
+timeout 30 "$bin" --tray --config "$broken" >"$out/tray-second.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || die "a second app on a held lock exited $rc, expected 1: $(cat "$out/tray-second.log")"
+grep -q "already running" "$out/tray-second.log" || die "the second app did not say why: $(cat "$out/tray-second.log")"
+wait_for 10 "the 'already running' notification" grep -q 'string "rmcp-mux is already running"' "$out/notifications.log"
+kill -0 "$tray_pid" 2>/dev/null || die "the first app ended when a second one was started"
+click "$(menu_id "Quit rmcp-mux")"
+wait_exit "$tray_pid" Quit
+nothing_left "Quit with a broken config" "$work/run3/control.sock"
 
 say "all checks passed (menu: $out/menu.txt, screenshot: $out/menu.png)"

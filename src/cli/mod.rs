@@ -57,6 +57,7 @@ struct Cli {
     tui: bool,
     /// Run the servers with the menu-bar app (macOS; on Linux, builds with `--features tray`).
     /// The log goes to the config's log file (or --log-file): a menu-bar app has no terminal.
+    /// Inside rmcp-mux.app, running with no arguments means this.
     #[arg(long, conflicts_with_all = ["tui", "show_status", "restart_service"])]
     tray: bool,
     #[command(subcommand)]
@@ -306,7 +307,12 @@ fn worker_threads(env: Option<&str>, tray: bool) -> Option<usize> {
 pub fn main() -> ExitCode {
     // First, while this is the only thread: a `daemon start` may be waiting on a pipe.
     lifecycle::take_ready_fd();
-    let cli = Cli::parse();
+    // Inside rmcp-mux.app with no arguments the program is the app (`--tray`).
+    let exe = std::env::current_exe().ok();
+    let cli = Cli::parse_from(crate::tray::start::bundle_args(
+        std::env::args_os().collect(),
+        exe.as_deref(),
+    ));
     if cli.tui && cli.command.is_some() {
         use clap::CommandFactory;
         Cli::command()
@@ -324,6 +330,11 @@ pub fn main() -> ExitCode {
         // menu-bar app (started from a bundle or at login, it has no terminal).
         None if (cli.tui || cli.tray) && cli.command.is_none() => {
             let config = cli.config.clone().unwrap_or_else(Config::default_path);
+            if cli.tray {
+                // First, so the log is named after the file as it will be found (a first launch
+                // creates it from the template); a failure is reported by the app.
+                let _ = crate::tray::start::ensure_config(&config);
+            }
             match crate::dashboard::tui_log_file(&config) {
                 Ok(path) => Some(path),
                 Err(err) => return fail(&err),
@@ -432,11 +443,8 @@ fn lock(cfg: &Config, pick: &Pick) -> anyhow::Result<Instance> {
 /// `--tray`: the mux and the menu-bar app in this process; returns only on a startup error.
 #[cfg(any(feature = "tray", target_os = "macos"))]
 fn tray(runtime: tokio::runtime::Runtime, cli: &Cli) -> anyhow::Result<ExitCode> {
-    let cfg = load(cli.config.as_deref())?;
-    let servers = cfg.select(&cli.pick.only, &cli.pick.except)?;
-    // The same one-daemon-per-config lock as the foreground daemon; the app releases it.
-    let instance = lock(&cfg, &cli.pick)?;
-    match crate::tray::app::run(runtime, cfg, servers, instance)? {}
+    let config = cli.config.clone().unwrap_or_else(Config::default_path);
+    match crate::tray::app::main(runtime, &config, &cli.pick.only, &cli.pick.except)? {}
 }
 
 #[cfg(not(any(feature = "tray", target_os = "macos")))]
@@ -579,6 +587,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // Refuse an unknown name before taking the lock.
             cfg.select_by(&selection)?;
+            // Started by launchd or a GUI host's proxy: the servers get the user's PATH.
+            if crate::daemon::login_path::wanted(false, std::env::var_os("PATH").as_deref()) {
+                crate::daemon::login_path::adopt(
+                    crate::daemon::login_path::login_shell().as_deref(),
+                );
+            }
             // One daemon per config, held until the daemon has stopped everything.
             let instance = lock(&cfg, &cli.pick)?;
             crate::daemon::run_selected(&cfg, selection, shutdown_signal()).await?;

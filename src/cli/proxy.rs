@@ -24,8 +24,8 @@ Usage: rmcp-mux-proxy --socket <PATH> [--autostart] [--config <FILE>]
 Options:
       --socket <PATH>  The server's socket, e.g. ~/.rmcp-mux/sockets/memory.sock
       --autostart      When nothing listens on the socket, start the daemon detached (`rmcp-mux
-                       daemon start`, found next to this program or on PATH) and wait up to 20 s
-                       for it
+                       daemon start`, found next to this program or on PATH; inside rmcp-mux.app,
+                       the app itself) and wait up to 20 s for it
       --config <FILE>  With --autostart: the config the daemon runs (default: $RMCP_MUX_CONFIG
                        or ~/.rmcp-mux/mux.toml)
   -h, --help           Print help

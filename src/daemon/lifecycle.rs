@@ -662,9 +662,37 @@ fn nothing_listens(socket: &Path) -> bool {
     }
 }
 
-/// The proxy's `--autostart`: when nothing listens on `socket`, runs `rmcp-mux daemon start`
-/// for `config` (its output kept away from the proxy's stdout) and waits up to `wait` for the
-/// socket. Racing proxies are fine: the lock lets one daemon start and the others wait.
+/// What the proxy's `--autostart` runs to start the daemon for `config`, given the proxy's
+/// own path: `rmcp-mux daemon start` next to it, except inside rmcp-mux.app, where the app
+/// itself is opened (a new instance, in the background, `--tray --config FILE`) so that the
+/// menu-bar app, not a headless daemon whose lock would keep the app out, serves the host.
+pub fn autostart_command(proxy_exe: Option<&Path>, config: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let config = config.to_owned();
+    match proxy_exe.and_then(crate::tray::start::bundle_of) {
+        Some(app) => (
+            PathBuf::from("/usr/bin/open"),
+            vec![
+                "-n".into(),
+                "-g".into(),
+                "-a".into(),
+                app,
+                "--args".into(),
+                "--tray".into(),
+                "--config".into(),
+                config,
+            ],
+        ),
+        None => (
+            mux_program(),
+            vec!["daemon".into(), "start".into(), "--config".into(), config],
+        ),
+    }
+}
+
+/// The proxy's `--autostart`: when nothing listens on `socket`, starts the daemon for `config`
+/// ([`autostart_command`]; its output kept away from the proxy's stdout) and waits up to
+/// `wait` for the socket. Racing proxies are fine: the lock lets one daemon start and the
+/// others wait.
 ///
 /// # Errors
 /// The socket is still not served after `wait` (with what `daemon start` said).
@@ -672,11 +700,11 @@ pub fn autostart(socket: &Path, config: &Path, wait: Duration) -> anyhow::Result
     if !nothing_listens(socket) {
         return Ok(());
     }
-    let program = mux_program();
-    tracing::info!(socket = %socket.display(), config = %config.display(), "nothing listens; starting the daemon");
+    let exe = std::env::current_exe().ok();
+    let (program, args) = autostart_command(exe.as_deref(), config);
+    tracing::info!(socket = %socket.display(), config = %config.display(), program = %program.display(), "nothing listens; starting the daemon");
     let out = Command::new(&program)
-        .args(["daemon", "start", "--config"])
-        .arg(config)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -726,6 +754,30 @@ mod tests {
         assert_eq!(PidInfo::parse(&info.render()), Some(info));
         assert_eq!(PidInfo::parse("garbage"), None);
         assert_eq!(PidInfo::parse("7\n").map(|i| i.pid), Some(7));
+    }
+
+    #[test]
+    fn a_proxy_inside_the_app_opens_the_app() {
+        let config = Path::new("/Users/me/.rmcp-mux/mux.toml");
+        let proxy = Path::new("/Applications/rmcp-mux.app/Contents/MacOS/rmcp-mux-proxy");
+        let (program, args) = autostart_command(Some(proxy), config);
+        assert_eq!(program, Path::new("/usr/bin/open"));
+        let args: Vec<String> = args.iter().map(|a| a.display().to_string()).collect();
+        assert_eq!(
+            args,
+            [
+                "-n",
+                "-g",
+                "-a",
+                "/Applications/rmcp-mux.app",
+                "--args",
+                "--tray",
+                "--config",
+                "/Users/me/.rmcp-mux/mux.toml"
+            ]
+        );
+        let (_, args) = autostart_command(Some(Path::new("/usr/local/bin/rmcp-mux-proxy")), config);
+        assert_eq!(args[..2], [PathBuf::from("daemon"), PathBuf::from("start")]);
     }
 
     #[test]

@@ -14,12 +14,14 @@
 //! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically;
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart;
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`;
-//! - [`procmem`]: the resident memory of the daemon and of each child's process group.
+//! - [`procmem`]: the resident memory of the daemon and of each child's process group;
+//! - [`login_path`]: the login shell's PATH for servers of a daemon started outside a shell.
 
 mod config_watch;
 pub mod control;
 pub mod lifecycle;
 pub mod logfile;
+pub mod login_path;
 pub mod procmem;
 pub mod reload;
 pub mod status_file;
@@ -59,6 +61,10 @@ pub struct DaemonStatus {
     /// Why the last config reload was refused; cleared by the next good one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// The PATH servers are started with (the login shell's when the daemon resolved it, see
+    /// [`crate::daemon::login_path`]); a server's own `env` PATH overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_path: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
     /// The daemon's own resident memory.
@@ -314,6 +320,7 @@ impl Shared {
             config: self.config.clone(),
             log_file: crate::daemon::logfile::active(),
             config_error: live.config_error.clone(),
+            child_path: crate::daemon::login_path::child_path(),
             servers,
         }
     }
@@ -876,6 +883,7 @@ pub(crate) mod fixtures {
             config: "/c/mux.toml".into(),
             log_file: None,
             config_error: None,
+            child_path: None,
             servers,
             rss_bytes: None,
             total_rss_bytes: None,

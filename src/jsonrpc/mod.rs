@@ -8,6 +8,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod era;
 pub mod framing;
 mod line;
 mod scan;
@@ -27,12 +28,18 @@ pub mod codes {
     pub const PARSE_ERROR: i64 = -32700;
     /// Valid JSON that is not a JSON-RPC message, or a line over the size bound.
     pub const INVALID_REQUEST: i64 = -32600;
-    /// A method the mux will not forward (for example `server/discover` to a stateful server).
+    /// A method the mux will not forward (for example `ping` in a 2026-07-28 request).
     pub const METHOD_NOT_FOUND: i64 = -32601;
     /// Parameters that name something the client may not touch (another client's task).
     pub const INVALID_PARAMS: i64 = -32602;
     /// The mux could not get an answer from the server (exit, timeout, unavailable, limits).
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// A modern request names a protocol version the mux does not serve (2026-07-28 era;
+    /// `data: {supported, requested}`).
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// The handshake era's "resource not found", which the modern era folds into
+    /// [`INVALID_PARAMS`]: rewritten on the way to a modern client.
+    pub const RESOURCE_NOT_FOUND_HANDSHAKE: i64 = -32002;
 }
 
 /// `data.reason` strings of the mux's own errors, so tools can react without parsing messages.
@@ -56,6 +63,11 @@ pub mod reasons {
     /// The server's answer, passed on while it arrived, turned out cut off or not valid
     /// JSON-RPC (the client got the part before the cut, as its own line).
     pub const BROKEN_ANSWER: &str = "upstream_answer_broken";
+    /// A modern client's retry carried a `requestState` the mux did not mint for it, or one
+    /// that ended (answered, timed out, or the child restarted).
+    pub const UNKNOWN_REQUEST_STATE: &str = "unknown_request_state";
+    /// A modern client retried without answering the request it was asked.
+    pub const NO_INPUT_RESPONSE: &str = "no_input_response";
 }
 
 /// What kind of JSON-RPC message a line holds; decides which routing rule applies.
@@ -323,14 +335,23 @@ struct Meta<'a> {
     progress_token: Option<&'a RawValue>,
 }
 
+#[derive(Deserialize)]
+struct ParamsMetaRaw<'a> {
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<&'a RawValue>,
+}
+
 /// What the router needs from a client request's params: its progress token and whether it
 /// asks for a task (2025-11-25 task-augmented requests).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RequestMeta<'a> {
     /// `params._meta.progressToken`, raw.
     pub progress_token: Option<Raw<'a>>,
     /// Whether `params.task` is present.
     pub task: bool,
+    /// `params._meta` when it is an object, raw: where a 2026-07-28 request carries its
+    /// envelope (see [`era`]).
+    pub meta: Option<Raw<'a>>,
 }
 
 /// Extracts [`RequestMeta`] from raw params; absent or odd params yield the default.
@@ -368,9 +389,10 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         return RequestMeta::default();
     }
     match scan::request_meta(params.get()) {
-        Some((token, task)) => RequestMeta {
-            progress_token: token.map(Raw),
-            task,
+        Some(m) => RequestMeta {
+            progress_token: m.token.map(Raw),
+            task: m.task,
+            meta: m.meta.map(Raw),
         },
         None => request_meta_serde(Some(params)),
     }
@@ -384,6 +406,11 @@ pub fn request_meta_serde(params: Option<Raw<'_>>) -> RequestMeta<'_> {
     if !params.get().starts_with('{') {
         return RequestMeta::default();
     }
+    let meta = serde_json::from_str::<ParamsMetaRaw<'_>>(params.get())
+        .ok()
+        .and_then(|p| p.meta)
+        .filter(|m| m.get().starts_with('{'))
+        .map(Raw::from);
     match serde_json::from_str::<ParamsMeta<'_>>(params.get()) {
         Ok(p) => RequestMeta {
             progress_token: p
@@ -392,6 +419,7 @@ pub fn request_meta_serde(params: Option<Raw<'_>>) -> RequestMeta<'_> {
                 .filter(|t| t.get() != "null")
                 .map(Raw::from),
             task: p.task.is_some(),
+            meta,
         },
         Err(_) => RequestMeta::default(),
     }

@@ -123,8 +123,16 @@ fn plain_string(raw: &str) -> Option<&str> {
     (!inner.contains('\\')).then_some(inner)
 }
 
-/// What [`request_meta`] found: `Some(token)` / `task` flag, or `None` to ask serde_json.
-pub(crate) type Meta<'a> = (Option<&'a str>, bool);
+/// What [`request_meta`] found (`None` from it means: ask serde_json).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta<'a> {
+    /// `_meta.progressToken`, raw; `None` when absent or `null`.
+    pub token: Option<&'a str>,
+    /// Whether `task` is set (not `null`).
+    pub task: bool,
+    /// The `_meta` object, raw, when it is one.
+    pub meta: Option<&'a str>,
+}
 
 /// `params._meta.progressToken` and whether `params.task` is set, from params that were
 /// already validated by [`envelope`] or serde_json. `None` means "ask serde_json" (escaped or
@@ -137,6 +145,7 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
     };
     let mut token = None;
     let mut task = false;
+    let mut meta = None;
     let (mut seen_meta, mut seen_task) = (false, false);
     c.members(|c, key| {
         match key {
@@ -146,6 +155,7 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
                 }
                 if c.peek()? == b'{' {
                     let mut seen_token = false;
+                    let start = c.i;
                     c.members(|c, key| {
                         if key == "progressToken" {
                             if std::mem::replace(&mut seen_token, true) {
@@ -160,6 +170,7 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
                             c.value(1)
                         }
                     })?;
+                    meta = Some(&c.s[start..c.i]);
                     return Some(());
                 }
                 let start = c.i;
@@ -179,7 +190,7 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
             _ => c.value(1),
         }
     })?;
-    Some((token, task))
+    Some(Meta { token, task, meta })
 }
 
 struct Cursor<'a> {
@@ -607,11 +618,15 @@ mod tests {
     fn request_meta_reads_token_and_task() {
         assert_eq!(
             request_meta(r#"{"a":{"b":[]},"_meta":{"x":1,"progressToken":"t"},"task":{}}"#),
-            Some((Some(r#""t""#), true))
+            Some(Meta {
+                token: Some(r#""t""#),
+                task: true,
+                meta: Some(r#"{"x":1,"progressToken":"t"}"#)
+            })
         );
         assert_eq!(
             request_meta(r#"{"_meta":null,"task":null}"#),
-            Some((None, false))
+            Some(Meta::default())
         );
         assert_eq!(request_meta(r#"{"_meta":5}"#), None);
         assert_eq!(request_meta(r#"{"task":1,"task":2}"#), None);

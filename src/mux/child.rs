@@ -98,6 +98,13 @@ pub fn spawn(spec: &ChildSpec) -> Result<SpawnedChild, ChildError> {
         cmd.current_dir(cwd);
     }
     die_with_the_daemon(&mut cmd);
+    // The login shell's PATH when the daemon did not inherit the user's (crate::daemon::login_path);
+    // a server's own `env` PATH wins. It is also where `cmd` itself is looked up.
+    if let Some(path) = crate::daemon::login_path::override_path() {
+        if !spec.env.contains_key("PATH") {
+            cmd.env("PATH", path);
+        }
+    }
     let err = |source| ChildError::Spawn {
         server: spec.server.clone(),
         cmd: spec.cmd.clone(),

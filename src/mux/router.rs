@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy, Share};
-use crate::jsonrpc::{self, codes, reasons, Kind, Line, Malformed, Parsed};
+use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
 
 /// The router's maps, looked up on every message: a fast, fixed-seed hasher (the keys are ids
@@ -176,13 +176,27 @@ fn level_index(name: &str) -> Option<u8> {
 
 struct Client {
     phase: Phase,
+    /// It has sent a request in the 2026-07-28 envelope (other than `server/discover`): it gets
+    /// no unsolicited notifications and no server→client requests.
+    modern: bool,
     caps: Capabilities,
     level: Option<u8>,
     subscriptions: HashSet<String>,
+    /// Its open `subscriptions/listen` streams (2026-07-28), emulated by the mux.
+    listens: Vec<Listen>,
     in_flight: usize,
     last_request: u64,
     /// Once its input closed: when to close it even if answers are still owed.
     input_closed: Option<Instant>,
+}
+
+/// One `subscriptions/listen` stream of a modern client, served from the handshake-era child's
+/// list-changed notifications and a `resources/subscribe` counted with the handshake clients'.
+struct Listen {
+    /// The listen request's id, raw JSON: every frame carries it as the subscription id.
+    id: ReqId,
+    /// What the mux honours of what it asked for.
+    filter: era::Filter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +218,47 @@ enum Purpose {
     ToolsList,
     /// Any other request of the mux's own (subscribe replay, setLevel); its answer is dropped.
     Internal,
+    /// A client's `server/discover`, answered from the cached `initialize` result once the
+    /// upstream handshake is done.
+    Discover,
+}
+
+impl Purpose {
+    /// Waits for the upstream handshake rather than for an answer of the child's own.
+    fn waits_for_init(self) -> bool {
+        matches!(self, Purpose::ClientInit | Purpose::Discover)
+    }
+}
+
+/// How a request in the 2026-07-28 envelope is answered: the marks its result needs and the
+/// log level it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModernReq {
+    /// Its method is one whose result carries `ttlMs` and `cacheScope`.
+    cacheable: bool,
+    /// The least severe log level it asked to be told about, if any.
+    level: Option<u8>,
+    /// What the client declared it can answer, for this request.
+    caps: Capabilities,
+    /// Its method may be answered `input_required` (`tools/call`, `prompts/get`,
+    /// `resources/read`): the child's requests while it runs can be bridged to it.
+    interactive: bool,
+    /// Its place in the order of all client requests (as `Client::last_request`).
+    seq: u64,
+}
+
+/// A child's server→client request held for a modern client, which was answered
+/// `input_required` with it and is expected to retry its request with the answer.
+struct Mrtr {
+    client: ClientId,
+    /// The child's id for its request, raw.
+    server_id: Bytes,
+    /// The key of the request in `inputRequests`.
+    key: String,
+    /// The `requestState` the retry must carry, exactly.
+    state: String,
+    /// The child's answer to the client's request, when it came before the retry.
+    answer: Option<Bytes>,
 }
 
 /// A client's request id, raw JSON, held while the request is pending (in [`Pending`] and
@@ -274,6 +329,8 @@ struct Pending {
     /// The client's raw progress token; the upstream token is the upstream id.
     progress: Option<Bytes>,
     batch: Option<u64>,
+    /// Set when the request came in the 2026-07-28 envelope: its answer is marked for it.
+    modern: Option<ModernReq>,
 }
 
 struct ServerRequest {
@@ -323,6 +380,10 @@ pub struct Router {
     elicitations: HashMap<String, ClientId>,
     tasks: HashMap<String, Task>,
     subscriptions: HashMap<String, usize>,
+    /// Held child requests bridged to modern clients, by the upstream id of the client request
+    /// they belong to.
+    mrtr: HashMap<u64, Mrtr>,
+    next_mrtr: u64,
     upstream_level: Option<u8>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
@@ -377,6 +438,8 @@ impl Router {
             elicitations: HashMap::default(),
             tasks: HashMap::default(),
             subscriptions: HashMap::default(),
+            mrtr: HashMap::default(),
+            next_mrtr: 1,
             upstream_level: None,
             batches: HashMap::default(),
             next_batch: 1,
@@ -680,6 +743,7 @@ impl Router {
                 sent: true,
                 progress: None,
                 batch: None,
+                modern: None,
             },
         );
         self.life = Life::Initializing { init_id };
@@ -714,13 +778,15 @@ impl Router {
         let waiting: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.purpose == Purpose::ClientInit)
+            .filter(|(_, p)| p.purpose.waits_for_init())
             .map(|(id, _)| *id)
             .collect();
         for up in waiting {
             if let Some(p) = self.remove_pending(up) {
-                if let Some(client) = p.client {
-                    self.answer_init(client, &p.orig_id, p.batch);
+                match (p.client, p.purpose) {
+                    (Some(client), Purpose::Discover) => self.answer_discover(client, &p.orig_id),
+                    (Some(client), _) => self.answer_init(client, &p.orig_id, p.batch),
+                    (None, _) => {}
                 }
             }
         }
@@ -748,7 +814,14 @@ impl Router {
         // What was written to the dead child will never be answered.
         let data = self.reason_data(reasons::UPSTREAM_EXITED);
         let msg = format!("server {} exited: {}", self.name, reason);
+        // A client answered `input_required` is owed nothing under that id; its retry will
+        // find the requestState gone with the child.
+        let bridged: Vec<u64> = self.mrtr.drain().map(|(up, _)| up).collect();
+        for up in bridged {
+            self.remove_pending(up);
+        }
         self.fail_pending(|p| p.sent, &msg, &data);
+        self.end_listens(&msg, &data);
         self.server_reqs.clear();
         self.server_req_ids.clear();
         self.elicitations.clear();
@@ -942,8 +1015,10 @@ impl Router {
                     elicitation: false,
                     roots: false,
                 },
+                modern: false,
                 level: None,
                 subscriptions: HashSet::new(),
+                listens: Vec::new(),
                 in_flight: 0,
                 last_request: 0,
                 input_closed: None,
@@ -969,6 +1044,11 @@ impl Router {
             .map(|(up, _)| *up)
             .collect();
         for up in mine {
+            self.drop_mrtr(
+                up,
+                "the client handling this request disconnected",
+                reasons::CLIENT_GONE,
+            );
             self.cancel_upstream(up, "client disconnected");
             self.remove_pending(up);
         }
@@ -991,15 +1071,8 @@ impl Router {
                 ));
             }
         }
-        let before = std::mem::take(&mut self.subscriptions);
-        self.recount_subscriptions();
-        for uri in client.subscriptions {
-            let dropped =
-                before.get(&uri).is_some_and(|n| *n > 0) && !self.subscriptions.contains_key(&uri);
-            if dropped && self.life == Life::Running {
-                let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
-                self.internal_request(now, "resources/unsubscribe", &params);
-            }
+        if !client.subscriptions.is_empty() || !client.listens.is_empty() {
+            self.sync_subscriptions(now);
         }
         self.tasks.retain(|_, t| t.client != id);
         self.elicitations.retain(|_, c| *c != id);
@@ -1100,10 +1173,52 @@ impl Router {
     ) {
         self.request_seq += 1;
         let seq = self.request_seq;
+        let meta = jsonrpc::request_meta(env.params);
+        let modern = match meta.meta.map(era::read) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(envelope))) => Some(envelope),
+            Some(Err(era::EnvelopeError::Invalid(msg))) => {
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(&id, codes::INVALID_PARAMS, msg, None),
+                )
+            }
+            Some(Err(era::EnvelopeError::Unsupported(version))) => {
+                let data = era::unsupported_data(&version);
+                return self.reply(
+                    client,
+                    batch,
+                    jsonrpc::error(
+                        &id,
+                        codes::UNSUPPORTED_PROTOCOL_VERSION,
+                        "Unsupported protocol version",
+                        Some(&data),
+                    ),
+                );
+            }
+        };
         if let Some(c) = self.clients.get_mut(&client) {
             if method != "initialize" && c.phase == Phase::Initialized {
                 c.phase = Phase::Ready;
             }
+        }
+        if modern.is_some() && batch.is_some() {
+            // The 2026-07-28 era has no batches.
+            return self.reply(
+                client,
+                batch,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_REQUEST,
+                    "a 2026-07-28 request cannot be part of a batch",
+                    None,
+                ),
+            );
+        }
+        if let Some(envelope) = modern {
+            return self
+                .client_modern_request(now, client, line, env, method, id, meta, envelope, seq);
         }
         match method {
             "initialize" => self.client_initialize(now, client, env, id, batch),
@@ -1121,6 +1236,7 @@ impl Router {
                 ),
             },
             "ping" => self.reply(client, batch, jsonrpc::response(&id, b"{}")),
+            "server/discover" if batch.is_none() => self.client_discover(now, client, id),
             "server/discover" => self.reply(
                 client,
                 batch,
@@ -1166,7 +1282,17 @@ impl Router {
                 let after = self.subscriptions.get(&uri).copied().unwrap_or(0);
                 let edge = changed && ((before == 0 && after == 1) || (before == 1 && after == 0));
                 if edge && self.life == Life::Running {
-                    self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+                    self.forward(
+                        now,
+                        client,
+                        line,
+                        env,
+                        id,
+                        Purpose::Forward,
+                        batch,
+                        seq,
+                        meta,
+                    );
                 } else {
                     self.reply(client, batch, jsonrpc::response(&id, b"{}"));
                 }
@@ -1184,27 +1310,416 @@ impl Router {
                         jsonrpc::error(&id, codes::INVALID_PARAMS, "unknown task id", None),
                     );
                 }
-                self.forward(now, client, line, env, id, Purpose::Forward, batch, seq);
+                self.forward(
+                    now,
+                    client,
+                    line,
+                    env,
+                    id,
+                    Purpose::Forward,
+                    batch,
+                    seq,
+                    meta,
+                );
             }
-            "tasks/list" => {
-                self.forward(now, client, line, env, id, Purpose::TasksList, batch, seq)
-            }
-            "tools/list" if self.cfg.share == Share::Global && self.session_tools.is_none() => {
-                self.forward(now, client, line, env, id, Purpose::ToolsList, batch, seq)
-            }
-            _ => self.forward(now, client, line, env, id, Purpose::MaybeTask, batch, seq),
+            "tasks/list" => self.forward(
+                now,
+                client,
+                line,
+                env,
+                id,
+                Purpose::TasksList,
+                batch,
+                seq,
+                meta,
+            ),
+            "tools/list" if self.cfg.share == Share::Global && self.session_tools.is_none() => self
+                .forward(
+                    now,
+                    client,
+                    line,
+                    env,
+                    id,
+                    Purpose::ToolsList,
+                    batch,
+                    seq,
+                    meta,
+                ),
+            _ => self.forward(
+                now,
+                client,
+                line,
+                env,
+                id,
+                Purpose::MaybeTask,
+                batch,
+                seq,
+                meta,
+            ),
         }
     }
 
-    /// Subscription counts are the number of clients holding each URI.
+    /// A request in the 2026-07-28 envelope (already checked): answered here when the era has
+    /// no such method or the mux knows the answer, else forwarded with its envelope stripped
+    /// and marked so that its answer is marked for it.
+    #[allow(clippy::too_many_arguments)]
+    fn client_modern_request(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+        id: ReqId,
+        meta: jsonrpc::RequestMeta<'_>,
+        envelope: era::Envelope<'_>,
+        seq: u64,
+    ) {
+        match method {
+            "server/discover" => return self.client_discover(now, client, id),
+            "subscriptions/listen" => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.modern = true;
+                }
+                return self.client_listen(now, client, env, id);
+            }
+            // Gone from the modern era: a modern client never gets them answered.
+            "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe" => {
+                let msg = format!("{method} is not a method of protocol {}", envelope.version);
+                return self.send_client(
+                    client,
+                    jsonrpc::error(&id, codes::METHOD_NOT_FOUND, &msg, None),
+                );
+            }
+            _ => {}
+        }
+        let level = envelope.log_level.as_deref().and_then(level_index);
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.modern = true;
+            if let Some(l) = level {
+                c.level = Some(c.level.map_or(l, |old| old.min(l)));
+            }
+        }
+        if level.is_some() {
+            self.update_upstream_level(now);
+        }
+        let interactive = era::INTERACTIVE.contains(&method);
+        if interactive && era::maybe_retry(env.params) {
+            if let Some(state) = jsonrpc::str_field(env.params, "requestState") {
+                return self.client_retry(now, client, env, id, meta, &state);
+            }
+        }
+        let modern = ModernReq {
+            cacheable: era::CACHEABLE.contains(&method),
+            level,
+            caps: declared_capabilities(Some(envelope.capabilities)),
+            interactive,
+            seq,
+        };
+        self.forward_with(
+            now,
+            client,
+            line,
+            env,
+            id,
+            Purpose::MaybeTask,
+            None,
+            seq,
+            meta,
+            Some(modern),
+        );
+    }
+
+    /// A modern client's retry of a request the mux answered `input_required`: the child's
+    /// held request gets the client's answer from `inputResponses`, and the child's answer to
+    /// the original request goes to the retry's id (now, if it already came).
+    #[allow(clippy::too_many_arguments)]
+    fn client_retry(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+        meta: jsonrpc::RequestMeta<'_>,
+        state: &str,
+    ) {
+        let up = self
+            .mrtr
+            .iter()
+            .find(|(_, m)| m.client == client && m.state == state)
+            .map(|(up, _)| *up);
+        let Some((up, m)) = up.and_then(|up| self.mrtr.remove(&up).map(|m| (up, m))) else {
+            let data = format!(r#"{{"reason":"{}"}}"#, reasons::UNKNOWN_REQUEST_STATE);
+            return self.send_client(
+                client,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_PARAMS,
+                    "unknown or expired requestState",
+                    Some(&data),
+                ),
+            );
+        };
+        let responses = jsonrpc::field(env.params, "inputResponses");
+        match jsonrpc::field(responses, &m.key) {
+            Some(answer) => {
+                self.send_child(jsonrpc::response(&m.server_id, answer.get().as_bytes()))
+            }
+            None => {
+                let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_INPUT_RESPONSE);
+                self.send_child(jsonrpc::error(
+                    &m.server_id,
+                    codes::INTERNAL_ERROR,
+                    "the client retried without answering this request",
+                    Some(&data),
+                ));
+            }
+        }
+        if let Some(p) = self.pending.get_mut(&up) {
+            p.orig_id = id;
+        }
+        if let Some(token) = meta.progress_token {
+            if let Some(route) = self.progress_routes.get_mut(&up) {
+                route.1 = Bytes::copy_from_slice(token.get().as_bytes());
+            }
+        }
+        if let Some(answer) = m.answer {
+            self.child_line(now, answer);
+        }
+    }
+
+    /// The in-flight interactive request of a modern client that a child's request for
+    /// `needs` is bridged to: the newest one whose declared capabilities allow it, unless a
+    /// handshake client that can answer has a newer request in flight.
+    fn pick_modern(&self, needs: impl Fn(&Capabilities) -> bool) -> Option<u64> {
+        let (up, seq) = self
+            .pending
+            .iter()
+            .filter(|(up, p)| {
+                p.modern.is_some_and(|m| m.interactive && needs(&m.caps))
+                    && !self.mrtr.contains_key(up)
+                    && p.client.is_some_and(|c| {
+                        self.clients
+                            .get(&c)
+                            .is_some_and(|c| c.input_closed.is_none())
+                    })
+            })
+            .filter_map(|(up, p)| Some((*up, p.modern?.seq)))
+            .max_by_key(|(_, seq)| *seq)?;
+        let newer_handshake = self.clients.values().any(|c| {
+            c.phase != Phase::Connected
+                && !c.modern
+                && c.in_flight > 0
+                && c.input_closed.is_none()
+                && needs(&c.caps)
+                && c.last_request > seq
+        });
+        (!newer_handshake).then_some(up)
+    }
+
+    /// Bridges the child's request to the modern client whose request `up` it belongs to:
+    /// that request is answered `input_required` with it, and the child's request is held
+    /// until the client retries.
+    fn ask_modern(&mut self, up: u64, env: &jsonrpc::Envelope<'_>, method: &str, server_id: Bytes) {
+        let Some((client, orig_id)) = self
+            .pending
+            .get(&up)
+            .and_then(|p| Some((p.client?, p.orig_id.clone())))
+        else {
+            return;
+        };
+        let n = self.next_mrtr;
+        self.next_mrtr += 1;
+        let key = format!("rmcp-mux-{n}");
+        let state = format!("rmcp-mux-state-{up}-{n}");
+        let params = env.params.map_or("{}", |p| p.get());
+        let result = format!(
+            r#"{{"resultType":"input_required","inputRequests":{{"{key}":{{"method":{},"params":{params}}}}},"requestState":"{state}"}}"#,
+            serde_json::Value::from(method)
+        );
+        self.send_client(client, jsonrpc::response(&orig_id, result.as_bytes()));
+        self.mrtr.insert(
+            up,
+            Mrtr {
+                client,
+                server_id,
+                key,
+                state,
+                answer: None,
+            },
+        );
+    }
+
+    /// Drops the bridged request held for `up`, answering the child's request with an error.
+    fn drop_mrtr(&mut self, up: u64, msg: &str, reason: &str) {
+        if let Some(m) = self.mrtr.remove(&up) {
+            let data = format!(r#"{{"reason":"{reason}"}}"#);
+            if self.life == Life::Running {
+                self.send_child(jsonrpc::error(
+                    &m.server_id,
+                    codes::INTERNAL_ERROR,
+                    msg,
+                    Some(&data),
+                ));
+            }
+        }
+    }
+
+    /// `server/discover`, answered from the child's `initialize` result (once there is one).
+    /// It does not make the client modern: a client probing the era may still `initialize`.
+    fn client_discover(&mut self, now: Instant, client: ClientId, id: ReqId) {
+        match self.life {
+            Life::Running if self.init_result.is_some() => self.answer_discover(client, &id),
+            Life::Stopped | Life::Failed => self.unavailable(client, &id, None),
+            _ => {
+                if self.life == Life::Idle {
+                    self.spawn();
+                }
+                let up = self.alloc_upstream();
+                self.insert_pending(
+                    up,
+                    Pending {
+                        client: Some(client),
+                        orig_id: id,
+                        purpose: Purpose::Discover,
+                        deadline: now + self.cfg.request_timeout,
+                        sent: false,
+                        progress: None,
+                        batch: None,
+                        modern: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn answer_discover(&mut self, client: ClientId, id: &[u8]) {
+        let Some(init) = &self.init_result else {
+            return;
+        };
+        let result = era::discover_result(init);
+        self.send_client(client, jsonrpc::response(id, &result));
+    }
+
+    /// Subscription counts are the number of clients holding each URI (by a handshake-era
+    /// subscribe or in a listen).
     fn recount_subscriptions(&mut self) {
         let mut counts: HashMap<String, usize> = HashMap::default();
         for c in self.clients.values() {
-            for uri in &c.subscriptions {
+            let mut held: HashSet<&String> = c.subscriptions.iter().collect();
+            for l in &c.listens {
+                held.extend(l.filter.resource_subscriptions.iter());
+            }
+            for uri in held {
                 *counts.entry(uri.clone()).or_insert(0) += 1;
             }
         }
         self.subscriptions = counts;
+    }
+
+    /// Recounts the subscriptions and tells the child of each URI nobody held before
+    /// (`resources/subscribe`) or nobody holds now (`resources/unsubscribe`), in URI order.
+    fn sync_subscriptions(&mut self, now: Instant) {
+        let before = std::mem::take(&mut self.subscriptions);
+        self.recount_subscriptions();
+        if self.life != Life::Running {
+            return;
+        }
+        let mut edges: Vec<(&'static str, String)> = before
+            .keys()
+            .filter(|u| !self.subscriptions.contains_key(*u))
+            .map(|u| ("resources/unsubscribe", u.clone()))
+            .chain(
+                self.subscriptions
+                    .keys()
+                    .filter(|u| !before.contains_key(*u))
+                    .map(|u| ("resources/subscribe", u.clone())),
+            )
+            .collect();
+        edges.sort_by(|a, b| a.1.cmp(&b.1));
+        for (method, uri) in edges {
+            let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
+            self.internal_request(now, method, &params);
+        }
+    }
+
+    /// Opens an emulated `subscriptions/listen` stream: acknowledges what the child can
+    /// deliver (its capabilities say which list changes it announces and whether it takes
+    /// subscriptions), then sends frames as the child's notifications come.
+    fn client_listen(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+    ) {
+        if matches!(self.life, Life::Stopped | Life::Failed) {
+            return self.unavailable(client, &id, None);
+        }
+        if self.life == Life::Idle {
+            self.spawn();
+        }
+        let Some(asked) = era::Filter::read(jsonrpc::field(env.params, "notifications")) else {
+            return self.send_client(
+                client,
+                jsonrpc::error(
+                    &id,
+                    codes::INVALID_PARAMS,
+                    "missing notifications filter",
+                    None,
+                ),
+            );
+        };
+        let filter = asked.honoured(self.init_result.as_deref());
+        let ack = era::acknowledged(&filter, &id);
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.listens.retain(|l| l.id != id);
+        c.listens.push(Listen { id, filter });
+        self.send_client(client, ack);
+        self.sync_subscriptions(now);
+    }
+
+    /// Ends every listen: they do not survive the child they were served from. Each gets an
+    /// error under its id, which the client reads as a subscription lost.
+    fn end_listens(&mut self, msg: &str, data: &str) {
+        let mut ended = Vec::new();
+        for (id, c) in self.clients.iter_mut() {
+            for l in c.listens.drain(..) {
+                ended.push((*id, l.id));
+            }
+        }
+        ended.sort_by_key(|(c, _)| *c);
+        for (client, id) in ended {
+            self.send_client(
+                client,
+                jsonrpc::error(&id, codes::INTERNAL_ERROR, msg, Some(data)),
+            );
+        }
+        self.recount_subscriptions();
+    }
+
+    /// Sends a frame made by `frame` (from the listen's id) to every listen `wants` selects.
+    fn send_to_listens(
+        &mut self,
+        wants: impl Fn(&era::Filter) -> bool,
+        frame: impl Fn(&[u8]) -> Bytes,
+    ) {
+        let mut out = Vec::new();
+        for (id, c) in &self.clients {
+            for l in c.listens.iter().filter(|l| wants(&l.filter)) {
+                out.push((*id, frame(&l.id)));
+            }
+        }
+        out.sort_by_key(|(c, _)| *c);
+        for (client, line) in out {
+            self.send_client(client, line);
+        }
     }
 
     fn client_initialize(
@@ -1215,13 +1730,7 @@ impl Router {
         id: ReqId,
         batch: Option<u64>,
     ) {
-        let caps = jsonrpc::field(env.params, "capabilities");
-        let declared = |name: &str| jsonrpc::field(caps, name).is_some_and(|v| v.get() != "null");
-        let declared = Capabilities {
-            sampling: declared("sampling"),
-            elicitation: declared("elicitation"),
-            roots: declared("roots"),
-        };
+        let declared = declared_capabilities(jsonrpc::field(env.params, "capabilities"));
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
         }
@@ -1248,6 +1757,7 @@ impl Router {
                         sent: false,
                         progress: None,
                         batch,
+                        modern: None,
                     },
                 );
             }
@@ -1281,6 +1791,7 @@ impl Router {
         );
     }
 
+    /// Forwards a client's request under a fresh upstream id (and progress token).
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
@@ -1292,6 +1803,26 @@ impl Router {
         purpose: Purpose,
         batch: Option<u64>,
         seq: u64,
+        meta: jsonrpc::RequestMeta<'_>,
+    ) {
+        self.forward_with(now, client, line, env, id, purpose, batch, seq, meta, None);
+    }
+
+    /// [`Router::forward`], for a modern request too (`modern`): that one goes without its
+    /// envelope, and its answer is marked for it.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        id: ReqId,
+        purpose: Purpose,
+        batch: Option<u64>,
+        seq: u64,
+        meta: jsonrpc::RequestMeta<'_>,
+        modern: Option<ModernReq>,
     ) {
         match self.life {
             Life::Stopped
@@ -1306,7 +1837,6 @@ impl Router {
         let mut digits = [0u8; 20];
         let up_text = jsonrpc::decimal(up, &mut digits);
         let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-        let meta = jsonrpc::request_meta(env.params);
         let purpose = match purpose {
             Purpose::MaybeTask if meta.task => Purpose::TaskAugmented,
             Purpose::MaybeTask => Purpose::Forward,
@@ -1316,12 +1846,20 @@ impl Router {
         let mut edits = [(id_span.clone(), up_text), (id_span, up_text)];
         let mut n_edits = 1;
         let mut progress = None;
+        let stripped;
         if let Some(token) = meta.progress_token {
             edits[1] = (jsonrpc::span_in(line, token.get()), up_text);
             n_edits = 2;
             progress = Some(Bytes::copy_from_slice(token.get().as_bytes()));
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
+        }
+        if let (Some(_), Some(m)) = (modern, meta.meta) {
+            // The envelope is the mux's to read, not the handshake-era child's: `_meta` goes
+            // without it (the progress token, inside, rewritten on the way).
+            stripped = era::strip(m, progress.is_some().then_some(up_text));
+            edits[1] = (jsonrpc::span_in(line, m.get()), &stripped[..]);
+            n_edits = 2;
         }
         let out = Line::splice(line, &mut edits[..n_edits]);
         let running = self.life == Life::Running;
@@ -1339,6 +1877,7 @@ impl Router {
                 sent: running,
                 progress,
                 batch,
+                modern,
             },
         );
         if running {
@@ -1366,6 +1905,14 @@ impl Router {
                 let Some(req) = jsonrpc::field(env.params, "requestId") else {
                     return;
                 };
+                let ended = self.clients.get_mut(&client).is_some_and(|c| {
+                    let before = c.listens.len();
+                    c.listens.retain(|l| l.id[..] != *req.get().as_bytes());
+                    c.listens.len() != before
+                });
+                if ended {
+                    return self.sync_subscriptions(now);
+                }
                 let Some(up) = self.pending_of(client, req.get().as_bytes()) else {
                     debug!(server = %self.name, "cancel for an unknown request; dropped");
                     return;
@@ -1376,6 +1923,7 @@ impl Router {
                     let up_text = up.to_string();
                     self.send_child(jsonrpc::splice(line, &mut [(span, up_text.as_bytes())]));
                 }
+                self.drop_mrtr(up, "the client cancelled the request", reasons::CLIENT_GONE);
                 // The reference server sends no response after a cancel: forget it now.
                 self.remove_pending(up);
                 self.held.retain(|(id, _)| *id != up);
@@ -1439,6 +1987,7 @@ impl Router {
             && self.pending.get(&up).is_some_and(|p| {
                 p.purpose == Purpose::Forward
                     && p.batch.is_none()
+                    && p.modern.is_none()
                     && p.client.is_some_and(|c| self.clients.contains_key(&c))
             });
         if !eligible {
@@ -1514,6 +2063,12 @@ impl Router {
             warn!(server = %self.name, "child answered an id the mux never sent; dropped");
             return;
         };
+        if let Some(m) = self.mrtr.get_mut(&up) {
+            // The client has been answered `input_required` for this request: its answer
+            // goes to the retry's id, once the retry comes.
+            m.answer = Some(line.clone());
+            return;
+        }
         let route = self.progress_routes.get(&up).cloned();
         let Some(p) = self.remove_pending(up) else {
             debug!(server = %self.name, id = up, "response to a request no longer pending; dropped");
@@ -1535,7 +2090,7 @@ impl Router {
                 }
                 return;
             }
-            Purpose::Internal | Purpose::ClientInit => return,
+            Purpose::Internal | Purpose::ClientInit | Purpose::Discover => return,
             _ => {}
         }
         let Some(client) = p.client else { return };
@@ -1577,12 +2132,11 @@ impl Router {
                 self.progress_routes.remove(&up);
             }
         }
-        let out = match body {
-            Some(b) => Line::from(b),
-            None => {
-                let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
-                Line::splice(line, &mut [(span, &p.orig_id[..])])
-            }
+        let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+        let out = match (body, p.modern) {
+            (Some(b), _) => Line::from(b),
+            (None, Some(modern)) => modern_answer(line, env, span, &p.orig_id, modern),
+            (None, None) => Line::splice(line, &mut [(span, &p.orig_id[..])]),
         };
         self.reply(client, p.batch, out);
     }
@@ -1633,6 +2187,15 @@ impl Router {
             "roots/list" => c.roots,
             _ => true,
         };
+        let bridged = matches!(
+            method,
+            "sampling/createMessage" | "elicitation/create" | "roots/list"
+        );
+        if bridged {
+            if let Some(up) = self.pick_modern(needs) {
+                return self.ask_modern(up, env, method, server_id);
+            }
+        }
         let Some(target) = self.pick_client(needs) else {
             let data = format!(r#"{{"reason":"{}"}}"#, reasons::NO_CAPABLE_CLIENT);
             let msg = format!("no connected client can handle {method}");
@@ -1677,7 +2240,10 @@ impl Router {
                 .iter()
                 // A client whose input closed could never answer.
                 .filter(|(_, c)| {
-                    c.phase != Phase::Connected && c.input_closed.is_none() && needs(&c.caps)
+                    c.phase != Phase::Connected
+                        && !c.modern
+                        && c.input_closed.is_none()
+                        && needs(&c.caps)
                 })
         };
         let in_flight = capable()
@@ -1728,12 +2294,22 @@ impl Router {
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
                 self.broadcast_ready(line);
+                let kind = era::ListKind::of(method);
+                self.send_to_listens(
+                    |f| kind.is_some_and(|k| f.wants(k)),
+                    |id| era::frame(method, "", id),
+                );
             }
             "notifications/resources/updated" => {
                 let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
                     return;
                 };
                 self.send_to_matching(line, |c| c.subscriptions.iter().any(|s| uri_under(&uri, s)));
+                let params = format!(r#""uri":{}"#, serde_json::Value::from(uri.as_str()));
+                self.send_to_listens(
+                    |f| f.resource_subscriptions.iter().any(|s| uri_under(&uri, s)),
+                    |id| era::frame(method, &params, id),
+                );
             }
             "notifications/message" => {
                 let level = jsonrpc::str_field(env.params, "level")
@@ -1741,8 +2317,23 @@ impl Router {
                     .and_then(level_index)
                     .unwrap_or(0);
                 self.send_to_matching(line, |c| {
-                    c.phase == Phase::Ready && c.level.is_none_or(|l| level >= l)
+                    c.phase == Phase::Ready && !c.modern && c.level.is_none_or(|l| level >= l)
                 });
+                // A modern client is told only while a request of its that asked for this
+                // level is in flight.
+                let mut modern: Vec<ClientId> = self
+                    .pending
+                    .values()
+                    .filter(|p| p.modern.and_then(|m| m.level).is_some_and(|l| level >= l))
+                    .filter_map(|p| p.client)
+                    .collect();
+                modern.sort_unstable();
+                modern.dedup();
+                for client in modern {
+                    if self.clients.get(&client).is_some_and(|c| c.modern) {
+                        self.send_client(client, line.clone());
+                    }
+                }
             }
             "notifications/elicitation/complete" => {
                 let Some(id) = jsonrpc::str_field(env.params, "elicitationId") else {
@@ -1797,7 +2388,7 @@ impl Router {
             let at = self.deadlines.partition_point(|e| *e < entry);
             self.deadlines.insert(at, entry);
         }
-        if p.client.is_some() && p.purpose != Purpose::ClientInit {
+        if p.client.is_some() && !p.purpose.waits_for_init() {
             self.client_pending += 1;
         }
         self.pending.insert(up, p);
@@ -1811,7 +2402,7 @@ impl Router {
         self.pending
             .iter()
             .filter(|(_, p)| {
-                p.client == Some(client) && p.purpose != Purpose::ClientInit && p.orig_id[..] == *id
+                p.client == Some(client) && !p.purpose.waits_for_init() && p.orig_id[..] == *id
             })
             .map(|(&up, _)| up)
             .max()
@@ -1833,7 +2424,7 @@ impl Router {
             self.deadlines.retain(|(_, id)| pending.contains_key(id));
         }
         if let Some(client) = p.client {
-            if p.purpose != Purpose::ClientInit {
+            if !p.purpose.waits_for_init() {
                 self.client_pending -= 1;
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.in_flight = c.in_flight.saturating_sub(1);
@@ -1873,6 +2464,16 @@ impl Router {
             Purpose::Internal => {
                 self.remove_pending(up);
             }
+            _ if self.mrtr.contains_key(&up) => {
+                // Its client was answered `input_required` and did not retry in time.
+                self.drop_mrtr(
+                    up,
+                    "the client did not answer in time",
+                    reasons::UPSTREAM_TIMEOUT,
+                );
+                self.cancel_upstream(up, "request timed out");
+                self.remove_pending(up);
+            }
             _ => {
                 self.cancel_upstream(up, "request timed out");
                 self.held.retain(|(id, _)| *id != up);
@@ -1908,6 +2509,7 @@ impl Router {
                 sent: true,
                 progress: None,
                 batch: None,
+                modern: None,
             },
         );
         self.send_child(jsonrpc::request(up, method, params));
@@ -1927,8 +2529,10 @@ impl Router {
         }
     }
 
+    /// Sends a notification to every handshake-era client past its handshake: a modern
+    /// client gets nothing it did not ask for on a request of its own.
     fn broadcast_ready(&mut self, line: &Bytes) {
-        self.send_to_matching(line, |c| c.phase == Phase::Ready);
+        self.send_to_matching(line, |c| c.phase == Phase::Ready && !c.modern);
     }
 
     /// Sends one line (shared, not copied) to every client `wants` selects.
@@ -1990,6 +2594,47 @@ impl Router {
 
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+}
+
+/// The child's answer to a modern client's request, under the client's id: a result gets
+/// the members the modern era requires (`resultType`, and `ttlMs`/`cacheScope` where the
+/// method is cacheable) spliced in after its brace, and the handshake era's resource-not-found
+/// error becomes the modern era's invalid-params.
+fn modern_answer(
+    line: &Bytes,
+    env: &jsonrpc::Envelope<'_>,
+    id_span: std::ops::Range<usize>,
+    orig_id: &[u8],
+    modern: ModernReq,
+) -> Line {
+    if let Some(result) = env.result {
+        if let Some(head) = era::result_head(result, modern.cacheable) {
+            let at = jsonrpc::span_in(line, result.get()).start + 1;
+            return Line::splice(line, &mut [(id_span, orig_id), (at..at, &head[..])]);
+        }
+    }
+    if let Some(code) = jsonrpc::field(env.error, "code") {
+        if code.get() == codes::RESOURCE_NOT_FOUND_HANDSHAKE.to_string() {
+            let code_span = jsonrpc::span_in(line, code.get());
+            let invalid = codes::INVALID_PARAMS.to_string();
+            return Line::splice(
+                line,
+                &mut [(id_span, orig_id), (code_span, invalid.as_bytes())],
+            );
+        }
+    }
+    Line::splice(line, &mut [(id_span, orig_id)])
+}
+
+/// What a client's capabilities object (an `initialize`'s or an envelope's) declares it can
+/// answer: each member present and not `null`.
+fn declared_capabilities(caps: Option<jsonrpc::Raw<'_>>) -> Capabilities {
+    let declared = |name: &str| jsonrpc::field(caps, name).is_some_and(|v| v.get() != "null");
+    Capabilities {
+        sampling: declared("sampling"),
+        elicitation: declared("elicitation"),
+        roots: declared("roots"),
     }
 }
 

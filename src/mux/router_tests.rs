@@ -721,21 +721,6 @@ fn only_one_initialized_notification_per_child() {
 }
 
 #[test]
-fn server_discover_is_refused_locally() {
-    let mut h = H::running();
-    h.connect(1);
-    let out = h.client(
-        1,
-        &json!({"jsonrpc":"2.0","id":1,"method":"server/discover"}),
-    );
-    assert!(child_msgs(&out).is_empty());
-    assert_eq!(
-        client_msgs(&out, 1)[0]["error"]["code"],
-        codes::METHOD_NOT_FOUND
-    );
-}
-
-#[test]
 fn upstream_declares_configured_capabilities_not_the_clients() {
     let mut h = H::new(ServerConfig {
         capabilities: Capabilities {
@@ -1593,4 +1578,628 @@ fn a_global_server_with_browser_tools_gets_a_hint() {
     let up = plain.request(1, json!(5), "tools/list", json!({}));
     plain.child(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"echo"}]}}));
     assert_eq!(plain.r.status().hint, None);
+}
+
+// ----- the 2026-07-28 era: modern clients in front of a handshake-era child -----
+
+/// The envelope a modern client puts in every request's `_meta`, plus `extra` members.
+fn envelope(extra: Value) -> Value {
+    let mut meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "m", "version": "1"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        meta[k] = v.clone();
+    }
+    meta
+}
+
+/// A modern request: `params` with the envelope (and `meta_extra`) in `_meta`.
+fn modern(id: Value, method: &str, mut params: Value, meta_extra: Value) -> Value {
+    params["_meta"] = envelope(meta_extra);
+    json!({"jsonrpc":"2.0","id":id,"method":method,"params":params})
+}
+
+#[test]
+fn a_modern_request_is_accepted_first_and_forwarded_without_its_envelope() {
+    let mut h = H::running();
+    h.connect(1);
+    // No initialize: the envelope is the whole of the modern era's handshake.
+    let out = h.client(
+        1,
+        &modern(
+            json!("a"),
+            "tools/call",
+            json!({"name":"echo","arguments":{"m":"hi"}}),
+            json!({"progressToken": "p1", "x-trace": {"k": 1}}),
+        ),
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let up = sent[0]["id"].clone();
+    assert!(up.is_u64());
+    assert_eq!(
+        sent[0]["params"],
+        json!({"name":"echo","arguments":{"m":"hi"},"_meta":{"progressToken":up,"x-trace":{"k":1}}}),
+        "the io.modelcontextprotocol keys are the mux's; the rest goes on, the token rewritten"
+    );
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}),
+    );
+    assert_eq!(client_msgs(&out, 1)[0]["params"]["progressToken"], "p1");
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"content":[]}}));
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":"a","result":{"resultType":"complete","content":[]}})]
+    );
+}
+
+#[test]
+fn a_modern_envelope_with_an_unknown_version_or_missing_keys_is_refused() {
+    let mut h = H::running();
+    h.connect(1);
+    let mut msg = modern(json!(1), "tools/list", json!({}), json!({}));
+    msg["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let out = h.client(1, &msg);
+    assert!(child_msgs(&out).is_empty());
+    let err = &client_msgs(&out, 1)[0]["error"];
+    assert_eq!(err["code"], codes::UNSUPPORTED_PROTOCOL_VERSION);
+    assert_eq!(
+        err["data"],
+        json!({"supported":["2026-07-28"],"requested":"2099-01-01"})
+    );
+    let mut msg = modern(json!(2), "tools/list", json!({}), json!({}));
+    msg["params"]["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    let out = h.client(1, &msg);
+    assert!(child_msgs(&out).is_empty());
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+    // The era has no batches: a modern request in one is refused, its neighbour served.
+    let batch = json!([
+        modern(json!(3), "tools/list", json!({}), json!({})),
+        {"jsonrpc":"2.0","id":4,"method":"ping"},
+    ]);
+    let out = h.client(1, &batch);
+    assert!(child_msgs(&out).is_empty());
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0][0]["error"]["code"], codes::INVALID_REQUEST);
+    assert_eq!(got[0][1]["result"], json!({}));
+}
+
+#[test]
+fn server_discover_is_answered_from_the_initialize_result_and_does_not_pin_the_client() {
+    let mut h = H::new(ServerConfig {
+        lazy_start: true,
+        ..cfg()
+    });
+    h.connect(1);
+    // Before the child runs: it is started, and the discover waits for its handshake.
+    let out = h.client(
+        1,
+        &modern(json!(7), "server/discover", json!({}), json!({})),
+    );
+    assert_eq!(out, vec![Action::Spawn]);
+    let out = h.spawned_and_init(
+        r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true},"tasks":{}},"serverInfo":{"name":"s","version":"1"},"instructions":"use it"}"#,
+    );
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["id"], 7);
+    assert_eq!(
+        got[0]["result"],
+        json!({
+            "resultType": "complete",
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {"listChanged": true}},
+            "instructions": "use it",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "s", "version": "1"}},
+            "ttlMs": 0,
+            "cacheScope": "private",
+        })
+    );
+    assert!(child_msgs(&out)
+        .iter()
+        .all(|m| m["method"] != "server/discover"));
+    // A probing client that then speaks the handshake era still can: the discover pinned nothing.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":8,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+    );
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["serverInfo"]["name"], "s");
+    h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert_eq!(
+        client_msgs(&out, 1).len(),
+        1,
+        "it is a handshake client now"
+    );
+    // A discover without the envelope (an older probe) is answered the same way.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":9,"method":"server/discover"}),
+    );
+    assert!(child_msgs(&out).is_empty());
+    assert_eq!(
+        client_msgs(&out, 1)[0]["result"]["supportedVersions"],
+        json!(["2026-07-28"])
+    );
+}
+
+#[test]
+fn methods_the_modern_era_removed_are_method_not_found_for_a_modern_request() {
+    let mut h = H::running();
+    h.connect(1);
+    for (i, (method, params)) in [
+        ("ping", json!({})),
+        ("logging/setLevel", json!({"level":"debug"})),
+        ("resources/subscribe", json!({"uri":"file:///a"})),
+        ("resources/unsubscribe", json!({"uri":"file:///a"})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = h.client(1, &modern(json!(i), method, params, json!({})));
+        assert!(child_msgs(&out).is_empty(), "{method}: {out:?}");
+        assert_eq!(
+            client_msgs(&out, 1)[0]["error"]["code"],
+            codes::METHOD_NOT_FOUND,
+            "{method}"
+        );
+    }
+    // The same methods without the envelope keep their handshake-era meaning.
+    h.ready(2, json!({}));
+    let out = h.client(2, &json!({"jsonrpc":"2.0","id":1,"method":"ping"}));
+    assert_eq!(client_msgs(&out, 2)[0]["result"], json!({}));
+}
+
+#[test]
+fn modern_results_are_marked_per_method_and_not_found_becomes_invalid_params() {
+    let mut h = H::running();
+    h.connect(1);
+    let ask = |h: &mut H, id: u64, method: &str, params: Value| {
+        let out = h.client(1, &modern(json!(id), method, params, json!({})));
+        child_msgs(&out)[0]["id"].clone()
+    };
+    for (i, method) in [
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let up = ask(&mut h, i as u64, method, json!({}));
+        let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"items":[1]}}));
+        assert_eq!(
+            client_msgs(&out, 1)[0]["result"],
+            json!({"resultType":"complete","ttlMs":0,"cacheScope":"private","items":[1]}),
+            "{method}"
+        );
+    }
+    let up = ask(&mut h, 10, "resources/read", json!({"uri":"file:///a"}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["result"],
+        json!({"resultType":"complete","ttlMs":0,"cacheScope":"private"})
+    );
+    let up = ask(&mut h, 11, "resources/read", json!({"uri":"file:///gone"}));
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":up,"error":{"code":-32002,"message":"Resource not found","data":{"uri":"file:///gone"}}}),
+    );
+    assert_eq!(
+        client_msgs(&out, 1)[0],
+        json!({"jsonrpc":"2.0","id":11,"error":{"code":codes::INVALID_PARAMS,"message":"Resource not found","data":{"uri":"file:///gone"}}})
+    );
+    let up = ask(&mut h, 12, "tools/call", json!({"name":"x"}));
+    let out = h.child_raw(&format!(
+        r#"{{"jsonrpc":"2.0","id":{up},"result":{{"resultType":"complete","content":[]}}}}"#
+    ));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["result"],
+        json!({"resultType":"complete","content":[]}),
+        "a result that has its type keeps it, once"
+    );
+}
+
+#[test]
+fn modern_clients_get_no_unsolicited_notifications_or_server_requests() {
+    let mut h = H::running();
+    h.ready(1, json!({"sampling":{}}));
+    h.connect(2);
+    // It declares sampling, on a request no answer of which can carry an input request (a
+    // `tools/call` would get it bridged, see the MRTR tests).
+    let mut list = modern(json!(1), "tools/list", json!({}), json!({}));
+    list["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({"sampling":{}});
+    let out = h.client(2, &list);
+    assert_eq!(child_msgs(&out).len(), 1);
+    for kind in ["tools", "prompts", "resources"] {
+        let out = h
+            .child(&json!({"jsonrpc":"2.0","method":format!("notifications/{kind}/list_changed")}));
+        assert_eq!(client_msgs(&out, 1).len(), 1);
+        assert!(client_msgs(&out, 2).is_empty(), "{kind}: {out:?}");
+    }
+    // The modern client has the newest request in flight, yet a JSON-RPC request goes only to
+    // the handshake client.
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}));
+    assert_eq!(client_msgs(&out, 1).len(), 1, "{out:?}");
+    assert!(client_msgs(&out, 2).is_empty());
+    h.input(Input::ClientGone(ClientId(1)));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s2","method":"sampling/createMessage","params":{}}));
+    assert!(client_msgs(&out, 2).is_empty());
+    assert_eq!(
+        child_msgs(&out)[0]["error"]["data"]["reason"],
+        reasons::NO_CAPABLE_CLIENT
+    );
+}
+
+#[test]
+fn log_messages_reach_a_modern_client_only_while_a_request_that_asked_is_in_flight() {
+    let mut h = H::running();
+    h.connect(1);
+    let out = h.client(
+        1,
+        &modern(
+            json!(1),
+            "tools/call",
+            json!({"name":"x"}),
+            json!({"io.modelcontextprotocol/logLevel": "warning"}),
+        ),
+    );
+    let sent = child_msgs(&out);
+    // The handshake-era child logs only at the level set for its session.
+    let set = sent
+        .iter()
+        .find(|m| m["method"] == "logging/setLevel")
+        .expect("the level is set upstream");
+    assert_eq!(set["params"]["level"], "warning");
+    let up = sent.iter().find(|m| m["method"] == "tools/call").unwrap()["id"].clone();
+    let log = |level: &str| json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":level,"data":"d"}});
+    assert!(client_msgs(&h.child(&log("info")), 1).is_empty());
+    assert_eq!(client_msgs(&h.child(&log("error")), 1).len(), 1);
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    assert!(
+        client_msgs(&h.child(&log("error")), 1).is_empty(),
+        "nothing of its in flight"
+    );
+    // A request that asked for no level gets no log messages.
+    h.client(
+        1,
+        &modern(json!(2), "tools/call", json!({"name":"x"}), json!({})),
+    );
+    assert!(client_msgs(&h.child(&log("emergency")), 1).is_empty());
+}
+
+#[test]
+fn handshake_and_modern_clients_on_one_child_each_see_their_own_era() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.connect(2);
+    let up1 = h.request(1, json!(1), "tools/list", json!({}));
+    let out = h.client(2, &modern(json!(1), "tools/list", json!({}), json!({})));
+    let up2 = child_msgs(&out)[0]["id"].clone();
+    assert_ne!(up1, up2);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up2,"result":{"tools":[]}}));
+    assert!(client_msgs(&out, 1).is_empty());
+    assert_eq!(
+        client_msgs(&out, 2)[0]["result"],
+        json!({"resultType":"complete","ttlMs":0,"cacheScope":"private","tools":[]})
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up1,"result":{"tools":[]}}));
+    assert!(client_msgs(&out, 2).is_empty());
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}})]
+    );
+}
+
+const LISTEN_INIT: &str = r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true},"prompts":{},"resources":{"subscribe":true,"listChanged":true}},"serverInfo":{"name":"s","version":"1"}}"#;
+
+fn listening() -> H {
+    let mut h = H::new(cfg());
+    h.drain();
+    h.spawned_and_init(LISTEN_INIT);
+    h
+}
+
+fn listen(id: Value, filter: Value) -> Value {
+    modern(
+        id,
+        "subscriptions/listen",
+        json!({ "notifications": filter }),
+        json!({}),
+    )
+}
+
+fn sub_id(msg: &Value) -> &Value {
+    &msg["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"]
+}
+
+#[test]
+fn a_listen_is_acknowledged_with_what_the_child_delivers_and_frames_carry_its_id() {
+    let mut h = listening();
+    h.ready(2, json!({}));
+    h.connect(1);
+    let out = h.client(
+        1,
+        &listen(
+            json!("L"),
+            json!({"toolsListChanged":true,"promptsListChanged":true,"resourceSubscriptions":["file:///a"]}),
+        ),
+    );
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["method"], "notifications/subscriptions/acknowledged");
+    assert!(got[0].get("id").is_none());
+    assert_eq!(sub_id(&got[0]), "L");
+    // The child announces no prompt list changes: that part is not honoured.
+    assert_eq!(
+        got[0]["params"]["notifications"],
+        json!({"toolsListChanged":true,"resourceSubscriptions":["file:///a"]})
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "resources/subscribe");
+    assert_eq!(sent[0]["params"], json!({"uri":"file:///a"}));
+    h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":{}}));
+
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["method"], "notifications/tools/list_changed");
+    assert_eq!(sub_id(&got[0]), "L");
+    assert_eq!(
+        client_msgs(&out, 2),
+        vec![json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})],
+        "the handshake client gets the child's own line"
+    );
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a/b"}}),
+    );
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["params"]["uri"], "file:///a/b");
+    assert_eq!(sub_id(&got[0]), "L");
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///ab"}}),
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+
+    // The client ends it with a cancel: the mux's subscription goes, nothing more arrives.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"L"}}),
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "resources/unsubscribe");
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty());
+}
+
+#[test]
+fn listen_subscriptions_are_counted_with_the_handshake_clients() {
+    let mut h = listening();
+    h.ready(2, json!({}));
+    h.connect(1);
+    let up = h.request(
+        2,
+        json!(1),
+        "resources/subscribe",
+        json!({"uri":"file:///a"}),
+    );
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":{}}));
+    let out = h.client(
+        1,
+        &listen(json!(5), json!({"resourceSubscriptions":["file:///a"]})),
+    );
+    assert!(child_msgs(&out).is_empty(), "already subscribed: {out:?}");
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}}),
+    );
+    assert_eq!(client_msgs(&out, 2).len(), 1);
+    assert_eq!(sub_id(&client_msgs(&out, 1)[0]), 5);
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":2,"method":"resources/unsubscribe","params":{"uri":"file:///a"}}),
+    );
+    assert!(child_msgs(&out).is_empty(), "the listen still holds it");
+    assert_eq!(client_msgs(&out, 2)[0]["result"], json!({}));
+    // A disconnect drops the listen, and with it the last hold.
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "resources/unsubscribe");
+}
+
+#[test]
+fn a_child_restart_ends_every_listen() {
+    let mut h = listening();
+    h.connect(1);
+    h.client(1, &listen(json!("L"), json!({"toolsListChanged":true})));
+    let out = h.input(Input::ChildExited("killed".into()));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["id"], "L");
+    assert_eq!(got[0]["error"]["data"]["reason"], reasons::UPSTREAM_EXITED);
+    h.advance(100);
+    h.spawned_and_init(LISTEN_INIT);
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}));
+    assert!(client_msgs(&out, 1).is_empty(), "listens do not survive");
+}
+
+/// A modern `tools/call` from client `c` declaring `caps`; returns its upstream id.
+fn modern_call(h: &mut H, c: u64, id: Value, caps: Value) -> Value {
+    let mut msg = modern(
+        id,
+        "tools/call",
+        json!({"name":"ask","arguments":{}}),
+        json!({}),
+    );
+    msg["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = caps;
+    let out = h.client(c, &msg);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    sent[0]["id"].clone()
+}
+
+/// The retry of a bridged `tools/call`: a new id, the same params plus the answers and state.
+fn retry(id: Value, answers: Value, state: &Value) -> Value {
+    let mut msg = modern(
+        id,
+        "tools/call",
+        json!({"name":"ask","arguments":{}}),
+        json!({}),
+    );
+    msg["params"]["inputResponses"] = answers;
+    msg["params"]["requestState"] = state.clone();
+    msg
+}
+
+#[test]
+fn a_childs_sampling_request_is_bridged_to_the_modern_call_it_belongs_to() {
+    let mut h = H::running();
+    h.connect(1);
+    let up = modern_call(&mut h, 1, json!("c1"), json!({"sampling":{}}));
+    let params =
+        json!({"messages":[{"role":"user","content":{"type":"text","text":"q"}}],"maxTokens":5});
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":params}),
+    );
+    assert!(child_msgs(&out).is_empty(), "{out:?}");
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], "c1");
+    let result = &got[0]["result"];
+    assert_eq!(result["resultType"], "input_required");
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1);
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(
+        request,
+        &json!({"method":"sampling/createMessage","params":params})
+    );
+    let state = result["requestState"].clone();
+    assert!(state.is_string());
+
+    let answer = json!({"role":"assistant","content":{"type":"text","text":"a"},"model":"m"});
+    let out = h.client(1, &retry(json!("c2"), json!({ key: answer }), &state));
+    assert_eq!(
+        child_msgs(&out),
+        vec![json!({"jsonrpc":"2.0","id":"s1","result":answer})],
+        "the retry is not forwarded: it answers the held request"
+    );
+    assert!(client_msgs(&out, 1).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"content":[]}}));
+    assert_eq!(
+        client_msgs(&out, 1),
+        vec![json!({"jsonrpc":"2.0","id":"c2","result":{"resultType":"complete","content":[]}})]
+    );
+}
+
+#[test]
+fn an_answer_before_the_retry_waits_for_it_and_a_foreign_state_is_refused() {
+    let mut h = H::running();
+    h.connect(1);
+    h.connect(2);
+    let up = modern_call(&mut h, 1, json!(1), json!({"elicitation":{}}));
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":9,"method":"elicitation/create","params":{"message":"name?"}}),
+    );
+    let result = client_msgs(&out, 1)[0]["result"].clone();
+    let key = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let state = result["requestState"].clone();
+    // The child gave up waiting and answered anyway: held for the retry's id.
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"content":[{"type":"text","text":"late"}]}}),
+    );
+    assert!(client_msgs(&out, 1).is_empty(), "{out:?}");
+    // Another client cannot use that state.
+    let out = h.client(2, &retry(json!(5), json!({}), &state));
+    assert_eq!(
+        client_msgs(&out, 2)[0]["error"]["data"]["reason"],
+        reasons::UNKNOWN_REQUEST_STATE
+    );
+    assert!(child_msgs(&out).is_empty());
+    let out = h.client(
+        1,
+        &retry(
+            json!(2),
+            json!({ key: {"action":"accept","content":{"name":"n"}} }),
+            &state,
+        ),
+    );
+    assert_eq!(child_msgs(&out)[0]["id"], 9);
+    assert_eq!(child_msgs(&out)[0]["result"]["action"], "accept");
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], 2);
+    assert_eq!(got[0]["result"]["content"][0]["text"], "late");
+    // The state was used up.
+    let out = h.client(1, &retry(json!(3), json!({}), &state));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+}
+
+#[test]
+fn a_bridged_request_without_capability_retry_or_client_gets_an_error_to_the_child() {
+    let mut h = H::running();
+    h.connect(1);
+    // No sampling declared for this call: nobody can answer.
+    modern_call(&mut h, 1, json!(1), json!({"elicitation":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s","method":"sampling/createMessage","params":{}}));
+    assert!(client_msgs(&out, 1).is_empty());
+    assert_eq!(
+        child_msgs(&out)[0]["error"]["data"]["reason"],
+        reasons::NO_CAPABLE_CLIENT
+    );
+    // Asked, but never retried: the child's request fails when the call times out.
+    let up = modern_call(&mut h, 1, json!(2), json!({"sampling":{}}));
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":"s2","method":"sampling/createMessage","params":{}}));
+    assert_eq!(client_msgs(&out, 1)[0]["id"], 2);
+    let out = h.advance(1000);
+    let sent = child_msgs(&out);
+    let err = sent
+        .iter()
+        .find(|m| m["id"] == "s2")
+        .expect("error to the child");
+    assert_eq!(err["error"]["data"]["reason"], reasons::UPSTREAM_TIMEOUT);
+    assert!(sent
+        .iter()
+        .any(|m| m["method"] == "notifications/cancelled" && m["params"]["requestId"] == up));
+    assert!(
+        client_msgs(&out, 1).iter().all(|m| m["id"] != 2),
+        "its id was answered already: {out:?}"
+    );
+    // Asked, then gone.
+    modern_call(&mut h, 1, json!(3), json!({"roots":{}}));
+    h.child(&json!({"jsonrpc":"2.0","id":"r","method":"roots/list"}));
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let err = child_msgs(&out)
+        .into_iter()
+        .find(|m| m["id"] == "r")
+        .expect("error to the child");
+    assert_eq!(err["error"]["data"]["reason"], reasons::CLIENT_GONE);
 }

@@ -161,6 +161,10 @@ pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
             out += &format!("hint: {}: {hint}\n", s.name);
         }
     }
+    if let Some(path) = &status.child_path {
+        out += &format!("servers' PATH: {path}\n");
+    }
+    // Last, where it is seen first.
     if let Some(err) = &status.config_error {
         out += &format!("config error (still running the previous configuration): {err}\n");
     }
@@ -306,5 +310,16 @@ mod tests {
             table.lines().nth(7),
             Some("config error (still running the previous configuration): /c/mux.toml:3:1: unknown key `cmdd`")
         );
+        assert_eq!(table.lines().nth(8), None);
+        let with_path = DaemonStatus {
+            child_path: Some("/opt/homebrew/bin:/usr/bin".into()),
+            ..broken
+        };
+        let table = render_table(&with_path);
+        assert_eq!(
+            table.lines().nth(7),
+            Some("servers' PATH: /opt/homebrew/bin:/usr/bin")
+        );
+        assert!(table.lines().nth(8).unwrap().starts_with("config error"));
     }
 }

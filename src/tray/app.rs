@@ -25,12 +25,14 @@ use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder, TrayIconEvent};
 
 use super::login::LoginItem;
 use super::model::{self, Action, IconState, Item, Login, TrayModel};
 use super::notify::{self, RateLimit};
-use crate::config::{Config, ServerConfig};
+use super::start::{ensure_config, Prepared};
+use crate::config::Selection;
+use crate::daemon::lifecycle::{Instance, LifecycleError, Paths};
 use crate::daemon::{DaemonStatus, Shared};
 
 /// How often the driver looks at the status: well inside the 250 ms the menu may lag behind.
@@ -50,20 +52,23 @@ enum UserEvent {
     Stopped,
 }
 
-/// Runs the mux and the tray in this process until Quit, SIGTERM or SIGINT.
+/// `rmcp-mux --tray`: prepares what a menu-bar app needs that a terminal's daemon has (the
+/// user's PATH for the servers, the home folder as working folder, a config), takes the
+/// config's lock and runs the app ([`run`]) until Quit, SIGTERM, SIGINT or the system ends it.
 ///
-/// Must be called on the main thread (tao panics otherwise). The servers are started before the
-/// loop, so a socket that cannot be bound is an ordinary error; once the loop runs this never
-/// returns: the process exits with 0 after every server has stopped.
+/// A missing config is created from the template and a broken one shown in the menu
+/// ([`super::start::prepare`]); what still stops the app from starting (another daemon holds
+/// the lock, a socket is taken) is told in a desktop notification as well as the log, since
+/// nobody sees the app's stderr.
 ///
 /// # Errors
-/// No graphical session (Linux: neither `DISPLAY` nor `WAYLAND_DISPLAY`; GTK would panic), or
-/// the daemon cannot start (see [`crate::daemon::Daemon::start`]).
-pub fn run(
+/// No graphical session, the lock is held, the config cannot be created, or the daemon cannot
+/// start; never once the loop runs.
+pub fn main(
     runtime: Runtime,
-    config: Config,
-    servers: Vec<ServerConfig>,
-    instance: crate::daemon::lifecycle::Instance,
+    config: &Path,
+    only: &[String],
+    except: &[String],
 ) -> anyhow::Result<Infallible> {
     #[cfg(not(target_os = "macos"))]
     {
@@ -74,9 +79,105 @@ pub fn run(
              run `rmcp-mux` without --tray for the daemon alone"
         );
     }
-    let daemon = runtime.block_on(crate::daemon::Daemon::start(&config, servers))?;
+    // Set once, before any notification (see notify::init_app_id).
+    notify::init_app_id();
+    let started = (|| {
+        // Absolute before the working folder changes.
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.to_owned());
+        let (path, _) =
+            crate::daemon::login_path::adopt(crate::daemon::login_path::login_shell().as_deref());
+        if let Some(home) = directories::BaseDirs::new() {
+            if let Err(e) = std::env::set_current_dir(home.home_dir()) {
+                warn!(error = %e, "cannot change to the home folder");
+            }
+        }
+        let selection = Selection {
+            only: only.to_vec(),
+            except: except.to_vec(),
+        };
+        let prepared = super::start::prepare(&config, selection)?;
+        if prepared.created {
+            info!(config = %prepared.config.path.display(), "created the config from the template");
+        }
+        let paths = Paths::for_config(&prepared.config.path)?;
+        let instance = Instance::acquire(&paths, only, except)?;
+        let Prepared {
+            config,
+            servers,
+            selection,
+            error,
+            ..
+        } = prepared;
+        // The servers start before the loop, so that a socket that cannot be bound is an
+        // ordinary error.
+        let daemon = runtime.block_on(crate::daemon::Daemon::start_selected(
+            &config, servers, selection,
+        ))?;
+        if error.is_some() {
+            // Reads the file again: the refusal lands in the status ("Config not applied: …")
+            // as any later one does, and the watcher applies the file once it is fixed.
+            let _ = runtime.block_on(daemon.shared().reload());
+        }
+        anyhow::Ok((daemon, config, instance, path))
+    })();
+    match started {
+        // `run` never returns (its type says so; macOS's rustc then calls the match unreachable).
+        #[allow(unreachable_code)]
+        Ok((daemon, config, instance, path)) => {
+            let child_path = path.to_string_lossy().into_owned();
+            match run(runtime, daemon, config, instance, child_path) {}
+        }
+        Err(e) => {
+            alert(&runtime, &e);
+            Err(e)
+        }
+    }
+}
+
+/// Tells the user, in a notification, why the app cannot start (bounded: a desktop without a
+/// notification service must not keep the process).
+fn alert(runtime: &Runtime, err: &anyhow::Error) {
+    let running = err.chain().find_map(|e| match e.downcast_ref() {
+        Some(LifecycleError::AlreadyRunning { pid }) => Some(*pid),
+        _ => None,
+    });
+    let (summary, body) = match running {
+        Some(pid) => (
+            "rmcp-mux is already running".to_owned(),
+            format!(
+                "another rmcp-mux{} runs this config without the menu bar; stop it \
+                 (`rmcp-mux daemon stop`) and open the app again",
+                pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+            ),
+        ),
+        None => ("rmcp-mux could not start".to_owned(), format!("{err:#}")),
+    };
+    let shown = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), notify::show_text(&summary, &body)).await
+    });
+    match shown {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = format!("{e:#}"), "cannot show the start-up error"),
+        Err(_) => warn!("the start-up error notification timed out"),
+    }
+}
+
+/// Runs the tray over a started daemon until Quit, SIGTERM, SIGINT or the system ends the app
+/// (logout, restart, Activity Monitor's Quit: tao's `LoopDestroyed`); never returns: the
+/// process exits after every server has stopped. All three ways out take one path: the driver
+/// task stops the daemon and releases the lock, and the loop waits for that.
+///
+/// Must be called on the main thread (tao panics otherwise).
+fn run(
+    runtime: Runtime,
+    daemon: crate::daemon::Daemon,
+    config: crate::config::Config,
+    instance: Instance,
+    child_path: String,
+) -> Infallible {
     let shared = daemon.shared();
     let quit = CancellationToken::new();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel::<Infallible>();
 
     let mut event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
     #[cfg(target_os = "macos")]
@@ -84,6 +185,9 @@ pub fn run(
         use tao::platform::macos::{ActivationPolicy, EventLoopExtMacOS};
         // No dock icon when started outside the bundle (the bundle says so in Info.plist).
         event_loop.set_activation_policy(ActivationPolicy::Accessory);
+        // tao activates the app ignoring other apps by default: a menu-bar app started at
+        // login or by a host must not take the focus from what the user is doing.
+        event_loop.set_activate_ignoring_other_apps(false);
     }
     #[cfg(not(target_os = "macos"))]
     let _ = &mut event_loop;
@@ -95,6 +199,9 @@ pub fn run(
             let _ = proxy.send_event(UserEvent::Menu(e.id.0));
         }));
     }
+    // With no handler tray-icon queues every pointer event over the icon (macOS: enter, move,
+    // leave, click) in a global unbounded channel nobody drains; the menu is all the app uses.
+    TrayIconEvent::set_event_handler(Some(|_: TrayIconEvent| {}));
     runtime.spawn(shared.clone().reload_on_sighup());
     runtime.spawn(drive(
         daemon,
@@ -102,9 +209,18 @@ pub fn run(
         proxy,
         quit.clone(),
         config.daemon.notifications,
+        stopped_tx,
     ));
 
-    let login = LoginItem::new(&config.path);
+    let login = LoginItem::new(&config.path, &child_path);
+    match login.refresh() {
+        Ok(true) => info!("rewrote the launch-at-login entry for this executable"),
+        Ok(false) => {}
+        Err(e) => warn!(
+            error = format!("{e:#}"),
+            "cannot update the launch-at-login entry"
+        ),
+    }
     let config_path = config.path.clone();
     let mut ui: Option<Ui> = None;
     let mut exit_code = 0;
@@ -153,7 +269,7 @@ pub fn run(
                         }
                     }
                     Action::OpenConfig => match ensure_config(&config_path) {
-                        Ok(()) => open(&runtime, &config_path, true),
+                        Ok(_) => open(&runtime, &config_path, true),
                         Err(e) => warn!(error = format!("{e:#}"), "cannot open the config"),
                     },
                     Action::OpenLogs => {
@@ -184,6 +300,14 @@ pub fn run(
                 ui = None;
                 *control_flow = ControlFlow::ExitWithCode(exit_code);
             }
+            // The last event. After Quit or a signal the daemon has stopped already and this
+            // returns at once; when the system ended the app (`terminate:` at logout, restart
+            // or Activity Monitor's Quit; AppKit calls `exit()` right after), it runs the same
+            // stop and waits for it, so that no server, socket or PID file is left.
+            Event::LoopDestroyed => {
+                ui = None;
+                stop_and_wait(&quit, &stopped_rx);
+            }
             _ => {}
         }
     })
@@ -210,6 +334,7 @@ async fn drive(
     proxy: EventLoopProxy<UserEvent>,
     quit: CancellationToken,
     notifications: bool,
+    stopped: std::sync::mpsc::Sender<Infallible>,
 ) {
     let shared = daemon.shared();
     let first = shared.status();
@@ -259,7 +384,27 @@ async fn drive(
     }
     daemon.shutdown().await;
     drop(instance);
+    // Dropping the sender is the signal `stop_and_wait` waits for.
+    drop(stopped);
     let _ = proxy.send_event(UserEvent::Stopped);
+}
+
+/// How long the loop's end waits for the daemon's stop, which bounds itself (each server's
+/// grace period, then a kill); this only guards against a stop that never ends.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the one shutdown (unless Quit or a signal already ran it to its end) and waits until
+/// the driver has stopped every server and released the lock.
+fn stop_and_wait(quit: &CancellationToken, stopped: &std::sync::mpsc::Receiver<Infallible>) {
+    use std::sync::mpsc::TryRecvError;
+    if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
+        return;
+    }
+    info!("the app is being ended; stopping every server");
+    quit.cancel();
+    if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(STOP_WAIT) {
+        warn!("the servers did not stop in time");
+    }
 }
 
 /// SIGTERM or SIGINT: the same stop as the foreground daemon's.
@@ -502,6 +647,8 @@ fn sync(r: &MenuItem, old: &Item, new: &Item) {
 }
 
 /// The icon of a state: a template image on macOS (tinted by the menu bar), coloured elsewhere.
+/// The macOS ones are 44 px canvases: tray-icon sizes an image in points equal to its pixels,
+/// capped at 22 pt, so they are drawn at 22 pt, 2x on Retina (tools/make-icons.py).
 fn icon(state: IconState) -> anyhow::Result<Icon> {
     #[cfg(target_os = "macos")]
     let bytes: &[u8] = match state {
@@ -534,38 +681,6 @@ fn icon(state: IconState) -> anyhow::Result<Icon> {
     );
     buf.truncate(info.buffer_size());
     Icon::from_rgba(buf, info.width, info.height).context("bad icon")
-}
-
-/// What Open config writes when the file is missing: every key commented out.
-const CONFIG_TEMPLATE: &str = "# rmcp-mux config: one [servers.NAME] table per MCP server.\n\
-# See the README's configuration reference; the daemon applies changes on reload or restart.\n\
-#\n\
-# [daemon]\n\
-# notifications = true        # desktop notifications of the menu-bar app\n\
-#\n\
-# [servers.memory]\n\
-# cmd = \"npx\"\n\
-# args = [\"-y\", \"@modelcontextprotocol/server-memory\"]\n";
-
-/// Creates the config from [`CONFIG_TEMPLATE`] when it is missing (0600: it may hold secrets).
-fn ensure_config(path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut f) => f
-            .write_all(CONFIG_TEMPLATE.as_bytes())
-            .with_context(|| format!("{}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
-    }
 }
 
 /// Opens a file with the desktop's handler (a text editor for the config), on the runtime so

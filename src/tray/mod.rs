@@ -1,13 +1,17 @@
 //! The menu-bar app: [`model`] turns a status snapshot into a menu (pure), [`notify`] decides
-//! which desktop notifications a change deserves (pure) and shows them, `login` reads and writes
-//! the launch-at-login entry, and `app` renders it all with tao, tray-icon and muda.
+//! which desktop notifications a change deserves (pure) and shows them, [`start`] gets a config
+//! to start with whatever state the file is in, `login` reads and writes the launch-at-login
+//! entry ([`launch_agent`] renders macOS's), and `app` renders it all with tao, tray-icon and
+//! muda.
 //!
 //! The GUI half (`app`, `login`, the sending half of `notify`) is compiled on macOS always and on
 //! other systems with the cargo feature `tray`; the pure half is always compiled and tested.
 
 #[cfg(any(feature = "tray", target_os = "macos"))]
 pub mod app;
+pub mod launch_agent;
 #[cfg(any(feature = "tray", target_os = "macos"))]
 pub mod login;
 pub mod model;
 pub mod notify;
+pub mod start;

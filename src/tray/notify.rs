@@ -166,10 +166,24 @@ impl RateLimit {
     }
 }
 
-/// The application name notifications are sent under; on macOS the bundle id, or they would
-/// show as Finder's.
+/// Sets, once and before the first notification, which app macOS shows notifications as:
+/// the app's bundle id ([`super::start::BUNDLE_ID`]). Read in mac-notification-sys 0.6.15's
+/// sources: the first send otherwise sets it to Finder's id (`get_bundle_identifier_or_default`
+/// of a made-up name), even inside the bundle, and any setting installs a hook through which
+/// the main bundle answers `com.apple.Terminal` when the id is unknown to LaunchServices (a
+/// bare binary and no installed app): that failure is logged, and notifications then show as
+/// Terminal's. Only one attempt is possible per process. A no-op elsewhere.
 #[cfg(any(feature = "tray", target_os = "macos"))]
-pub const APP_ID: &str = "dev.rmcp-mux.tray";
+pub fn init_app_id() {
+    #[cfg(target_os = "macos")]
+    if let Err(e) = notify_rust::set_application(super::start::BUNDLE_ID) {
+        tracing::warn!(
+            error = %e,
+            bundle_id = super::start::BUNDLE_ID,
+            "notifications cannot be shown as rmcp-mux (is rmcp-mux.app installed?); they show as Terminal's"
+        );
+    }
+}
 
 /// Shows one notice on the desktop.
 ///
@@ -177,20 +191,21 @@ pub const APP_ID: &str = "dev.rmcp-mux.tray";
 /// No notification daemon on the session bus (Linux), or the system refused it.
 #[cfg(any(feature = "tray", target_os = "macos"))]
 pub async fn show(notice: &Notice) -> anyhow::Result<()> {
+    show_text(&notice.summary(), &notice.body()).await
+}
+
+/// Shows a notification with this summary and body.
+///
+/// # Errors
+/// As [`show`].
+#[cfg(any(feature = "tray", target_os = "macos"))]
+pub async fn show_text(summary: &str, body: &str) -> anyhow::Result<()> {
     let mut n = notify_rust::Notification::new();
-    n.summary(&notice.summary())
-        .body(&notice.body())
-        .appname("rmcp-mux");
+    n.summary(summary).body(body).appname("rmcp-mux");
     #[cfg(target_os = "macos")]
     {
         // macOS's call blocks until the notification is delivered: keep it off the workers.
-        tokio::task::spawn_blocking(move || {
-            // Without it macOS attributes the notification to Finder (DESIGN.md, Platforms); a
-            // second call only says it is already set.
-            let _ = notify_rust::set_application(APP_ID);
-            n.show().map(drop)
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || n.show().map(drop)).await??;
     }
     #[cfg(not(target_os = "macos"))]
     {

@@ -1,0 +1,446 @@
+//! The words of the 2026-07-28 protocol era ("modern": no handshake, every request carries its
+//! own envelope in `params._meta`) that the router needs to serve a modern client from a
+//! handshake-era child: reading and checking a request's envelope, stripping it before the
+//! request goes upstream, marking a result the way a modern client expects, the answer to
+//! `server/discover`, and the filter and frames of a `subscriptions/listen` stream.
+//!
+//! Like the rest of `jsonrpc`, it edits bytes rather than re-serializing payloads: only a
+//! request's `_meta` object is rebuilt, and a result gets its new members spliced in after its
+//! opening brace. No I/O here.
+
+#![deny(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::Raw;
+
+/// The prefix of every key the specification reserves in `_meta`.
+pub const PREFIX: &str = "io.modelcontextprotocol/";
+/// The envelope key naming the request's protocol version; its presence makes a request modern.
+pub const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The envelope key with the capabilities the client declares for this request (required).
+pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// The envelope key with the log level the request asks for (optional).
+pub const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+/// The key under a discover result's `_meta` naming the server.
+pub const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// The key tagging every frame of a subscription stream with the listen request's id.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The modern protocol versions the mux serves to clients, newest first.
+pub const SUPPORTED: &[&str] = &["2026-07-28"];
+
+/// The methods whose results carry `ttlMs` and `cacheScope` in the modern era.
+pub const CACHEABLE: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// The methods a server may answer `input_required` (multi round-trip requests).
+pub const INTERACTIVE: &[&str] = &["tools/call", "prompts/get", "resources/read"];
+
+/// Whether a request's params may carry a `requestState` (a cheap byte search before they
+/// are parsed).
+pub fn maybe_retry(params: Option<Raw<'_>>) -> bool {
+    params.is_some_and(|p| memchr::memmem::find(p.get().as_bytes(), b"\"requestState\"").is_some())
+}
+
+/// The list-changed notifications a listen can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `notifications/tools/list_changed`.
+    Tools,
+    /// `notifications/prompts/list_changed`.
+    Prompts,
+    /// `notifications/resources/list_changed`.
+    Resources,
+}
+
+impl ListKind {
+    /// The kind a list-changed notification's method names.
+    pub fn of(method: &str) -> Option<ListKind> {
+        match method {
+            "notifications/tools/list_changed" => Some(ListKind::Tools),
+            "notifications/prompts/list_changed" => Some(ListKind::Prompts),
+            "notifications/resources/list_changed" => Some(ListKind::Resources),
+            _ => None,
+        }
+    }
+
+    fn capability(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+        }
+    }
+}
+
+/// A `subscriptions/listen` filter (`params.notifications`): what a client asks for, or the
+/// part of it the mux honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// Tools list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tools_list_changed: bool,
+    /// Prompts list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prompts_list_changed: bool,
+    /// Resources list changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resources_list_changed: bool,
+    /// Updates of these resources (and those below them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_subscriptions: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Filter {
+    /// Reads a listen request's `notifications`; `None` when it is missing or malformed.
+    pub fn read(raw: Option<Raw<'_>>) -> Option<Filter> {
+        let raw = raw?;
+        let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+        if !v.is_object() {
+            return None;
+        }
+        let flag = |k: &str| v.get(k).and_then(|b| b.as_bool()).unwrap_or(false);
+        Some(Filter {
+            tools_list_changed: flag("toolsListChanged"),
+            prompts_list_changed: flag("promptsListChanged"),
+            resources_list_changed: flag("resourcesListChanged"),
+            resource_subscriptions: v
+                .get("resourceSubscriptions")
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The part of this filter a handshake-era child can deliver, by the capabilities of its
+    /// `initialize` result (`listChanged` per list, `resources.subscribe`); everything asked
+    /// while the child has not answered yet.
+    pub fn honoured(&self, init: Option<&[u8]>) -> Filter {
+        let Some(init) = init else {
+            return self.clone();
+        };
+        let init: serde_json::Value = serde_json::from_slice(init).unwrap_or_default();
+        let caps = &init["capabilities"];
+        let lists = |k: ListKind| caps[k.capability()]["listChanged"] == true;
+        Filter {
+            tools_list_changed: self.tools_list_changed && lists(ListKind::Tools),
+            prompts_list_changed: self.prompts_list_changed && lists(ListKind::Prompts),
+            resources_list_changed: self.resources_list_changed && lists(ListKind::Resources),
+            resource_subscriptions: if caps["resources"]["subscribe"] == true {
+                self.resource_subscriptions.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Whether it asks for this list's changes.
+    pub fn wants(&self, kind: ListKind) -> bool {
+        match kind {
+            ListKind::Tools => self.tools_list_changed,
+            ListKind::Prompts => self.prompts_list_changed,
+            ListKind::Resources => self.resources_list_changed,
+        }
+    }
+}
+
+/// A notification on a listen stream: `members` (the params' members, without braces; may be
+/// empty) plus `_meta` naming the subscription (`id`, the listen request's raw id).
+pub fn frame(method: &str, members: &str, id: &[u8]) -> Bytes {
+    let sep = if members.is_empty() { "" } else { "," };
+    let id = String::from_utf8_lossy(id);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","method":"{method}","params":{{{members}{sep}"_meta":{{"{SUBSCRIPTION_ID}":{id}}}}}}}"#
+    ))
+}
+
+/// The first frame of a listen stream: what the mux honours of the filter asked for.
+pub fn acknowledged(honoured: &Filter, id: &[u8]) -> Bytes {
+    let filter = serde_json::to_string(honoured).unwrap_or_else(|_| "{}".into());
+    frame(
+        "notifications/subscriptions/acknowledged",
+        &format!(r#""notifications":{filter}"#),
+        id,
+    )
+}
+
+/// What a modern request's envelope says, as far as the mux acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The protocol version the request is written in.
+    pub version: String,
+    /// The capabilities the client declared for this request, raw.
+    pub capabilities: Raw<'a>,
+    /// The log level it asks for, if any.
+    pub log_level: Option<String>,
+}
+
+/// Why a request's envelope is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// A required key is missing or of the wrong type (answered -32602).
+    Invalid(&'static str),
+    /// The protocol version is not one the mux serves (answered -32022, with what it serves).
+    Unsupported(String),
+}
+
+/// Whether `_meta` names a protocol version: a cheap byte search that every enveloped request
+/// passes and nearly every handshake-era one fails, before anything is parsed.
+pub fn maybe_enveloped(meta: Raw<'_>) -> bool {
+    memchr::memmem::find(meta.get().as_bytes(), PROTOCOL_VERSION.as_bytes()).is_some()
+}
+
+fn members<'a>(meta: Raw<'a>) -> Option<BTreeMap<Cow<'a, str>, &'a RawValue>> {
+    serde_json::from_str(meta.get()).ok()
+}
+
+/// Reads a request's envelope from its `_meta`: `Ok(None)` when it has none (a handshake-era
+/// request), an error when it has one that the mux must refuse.
+///
+/// # Errors
+/// [`EnvelopeError::Invalid`] for a missing or mistyped required key,
+/// [`EnvelopeError::Unsupported`] for a version the mux does not serve.
+pub fn read(meta: Raw<'_>) -> Result<Option<Envelope<'_>>, EnvelopeError> {
+    if !maybe_enveloped(meta) {
+        return Ok(None);
+    }
+    let Some(map) = members(meta) else {
+        return Ok(None);
+    };
+    let Some(version) = map.get(PROTOCOL_VERSION) else {
+        return Ok(None);
+    };
+    let version: String = serde_json::from_str(version.get())
+        .map_err(|_| EnvelopeError::Invalid("protocolVersion must be a string"))?;
+    let capabilities = map
+        .get(CLIENT_CAPABILITIES)
+        .filter(|c| c.get().starts_with('{'))
+        .map(|c| Raw::from(*c))
+        .ok_or(EnvelopeError::Invalid(
+            "missing io.modelcontextprotocol/clientCapabilities",
+        ))?;
+    let log_level = match map.get(LOG_LEVEL) {
+        None => None,
+        Some(l) => Some(
+            serde_json::from_str::<String>(l.get())
+                .map_err(|_| EnvelopeError::Invalid("logLevel must be a string"))?,
+        ),
+    };
+    if !SUPPORTED.contains(&version.as_str()) {
+        return Err(EnvelopeError::Unsupported(version));
+    }
+    Ok(Some(Envelope {
+        version,
+        capabilities,
+        log_level,
+    }))
+}
+
+/// The `data` of the -32022 answer to an unsupported version: `{supported, requested}`.
+pub fn unsupported_data(requested: &str) -> String {
+    serde_json::json!({ "supported": SUPPORTED, "requested": requested }).to_string()
+}
+
+/// `_meta` rebuilt for a handshake-era child: the `io.modelcontextprotocol/*` keys left out,
+/// `progressToken` replaced by `token` (raw JSON) when given, every other member as it was.
+pub fn strip(meta: Raw<'_>, token: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(meta.get().len());
+    out.push(b'{');
+    if let Some(map) = members(meta) {
+        for (key, value) in map.iter().filter(|(k, _)| !k.starts_with(PREFIX)) {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(serde_json::Value::from(key.as_ref()).to_string().as_bytes());
+            out.push(b':');
+            match token {
+                Some(t) if key == "progressToken" => out.extend_from_slice(t),
+                _ => out.extend_from_slice(value.get().as_bytes()),
+            }
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// The members a modern client expects at the front of a result (`result` is the raw object):
+/// `resultType`, plus `ttlMs` and `cacheScope` for the cacheable methods, each unless the
+/// result has it already. Ends with a comma unless the result is empty. `None` when the result
+/// is not an object (nothing can be added).
+pub fn result_head(result: Raw<'_>, cacheable: bool) -> Option<Vec<u8>> {
+    let text = result.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    // Most results have none of these: only a result that mentions one is parsed.
+    let has = |key: &str| {
+        memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some()
+            && super::field(Some(result), key).is_some()
+    };
+    let mut out = Vec::with_capacity(64);
+    let mut add = |member: &[u8]| {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(member);
+    };
+    if !has("resultType") {
+        add(br#""resultType":"complete""#);
+    }
+    if cacheable {
+        if !has("ttlMs") {
+            add(br#""ttlMs":0"#);
+        }
+        if !has("cacheScope") {
+            add(br#""cacheScope":"private""#);
+        }
+    }
+    let empty = text[1..].trim_start().starts_with('}');
+    if !out.is_empty() && !empty {
+        out.push(b',');
+    }
+    Some(out)
+}
+
+/// The answer to `server/discover`, made from the child's `initialize` result: its
+/// capabilities (without the handshake era's `tasks`), instructions and serverInfo, the
+/// versions the mux serves, not cached (`ttlMs` 0, `cacheScope` private).
+pub fn discover_result(init: &[u8]) -> Bytes {
+    let init: serde_json::Value = serde_json::from_slice(init).unwrap_or_default();
+    let mut caps = init
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(c) = caps.as_object_mut() {
+        c.remove("tasks");
+    }
+    let mut out = serde_json::json!({
+        "resultType": "complete",
+        "supportedVersions": SUPPORTED,
+        "capabilities": caps,
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
+        out["instructions"] = i.clone();
+    }
+    if let Some(info) = init.get("serverInfo") {
+        out["_meta"] = serde_json::json!({ SERVER_INFO: info });
+    }
+    Bytes::from(out.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Raw<'_> {
+        Raw(s)
+    }
+
+    #[test]
+    fn an_envelope_is_read_and_checked() {
+        let meta = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"io.modelcontextprotocol/logLevel":"info"}"#;
+        let env = read(raw(meta)).unwrap().unwrap();
+        assert_eq!(env.version, "2026-07-28");
+        assert_eq!(env.capabilities.get(), r#"{"sampling":{}}"#);
+        assert_eq!(env.log_level.as_deref(), Some("info"));
+        assert_eq!(read(raw(r#"{"progressToken":1}"#)), Ok(None));
+        assert!(matches!(
+            read(raw(
+                r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#
+            )),
+            Err(EnvelopeError::Invalid(_))
+        ));
+        assert_eq!(
+            read(raw(
+                r#"{"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}"#
+            )),
+            Err(EnvelopeError::Unsupported("2099-01-01".into()))
+        );
+    }
+
+    #[test]
+    fn strip_keeps_foreign_keys_and_rewrites_the_token() {
+        let meta = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","progressToken":"t","x":{"a":1}}"#;
+        let out = String::from_utf8(strip(raw(meta), Some(b"12"))).unwrap();
+        assert_eq!(out, r#"{"progressToken":12,"x":{"a":1}}"#);
+        let out = String::from_utf8(strip(raw(meta), None)).unwrap();
+        assert_eq!(out, r#"{"progressToken":"t","x":{"a":1}}"#);
+    }
+
+    #[test]
+    fn result_head_adds_only_what_is_missing() {
+        assert_eq!(
+            result_head(raw(r#"{"tools":[]}"#), true).unwrap(),
+            br#""resultType":"complete","ttlMs":0,"cacheScope":"private","#
+        );
+        assert_eq!(
+            result_head(raw("{ }"), false).unwrap(),
+            br#""resultType":"complete""#
+        );
+        assert_eq!(
+            result_head(raw(r#"{"resultType":"complete","a":1}"#), false).unwrap(),
+            b""
+        );
+        // A member's text naming the key is not the key.
+        assert_eq!(
+            result_head(raw(r#"{"text":"resultType"}"#), false).unwrap(),
+            br#""resultType":"complete","#
+        );
+        assert_eq!(result_head(raw("[]"), false), None);
+    }
+
+    #[test]
+    fn a_listen_filter_is_honoured_by_the_childs_capabilities() {
+        let asked = Filter::read(Some(raw(
+            r#"{"toolsListChanged":true,"promptsListChanged":true,"resourceSubscriptions":["a://x"]}"#,
+        )))
+        .unwrap();
+        let init = br#"{"capabilities":{"tools":{"listChanged":true},"prompts":{},"resources":{"subscribe":true}}}"#;
+        let honoured = asked.honoured(Some(init));
+        assert_eq!(
+            serde_json::to_value(&honoured).unwrap(),
+            serde_json::json!({"toolsListChanged":true,"resourceSubscriptions":["a://x"]})
+        );
+        let ack: serde_json::Value =
+            serde_json::from_slice(&acknowledged(&honoured, br#""l-1""#)).unwrap();
+        assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "l-1");
+        assert_eq!(ack["params"]["notifications"]["toolsListChanged"], true);
+        assert_eq!(Filter::read(Some(raw("5"))), None);
+        assert_eq!(Filter::read(Some(raw("{}"))), Some(Filter::default()));
+    }
+
+    #[test]
+    fn discover_is_made_from_the_initialize_result() {
+        let init = br#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"tasks":{}},"serverInfo":{"name":"s","version":"1"},"instructions":"hi"}"#;
+        let v: serde_json::Value = serde_json::from_slice(&discover_result(init)).unwrap();
+        assert_eq!(v["resultType"], "complete");
+        assert_eq!(v["supportedVersions"], serde_json::json!(["2026-07-28"]));
+        assert_eq!(v["capabilities"], serde_json::json!({"tools": {}}));
+        assert_eq!(v["instructions"], "hi");
+        assert_eq!(v["_meta"][SERVER_INFO]["name"], "s");
+        assert_eq!(v["ttlMs"], 0);
+        assert_eq!(v["cacheScope"], "private");
+    }
+}
