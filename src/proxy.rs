@@ -333,6 +333,16 @@ async fn bridge(
     };
     let mut sock_in = FramedRead::new(read, LineCodec::new(opts.max_line));
     let mut sock_out = BufWriter::with_capacity(SOCKET_BUFFER, write);
+    // First on every connection: the folder the host started us in, which picks the instance
+    // of a server shared per project (`crate::mux::project`); flushed with the replay below.
+    if let Ok(dir) = std::env::current_dir() {
+        if crate::io::lines::write_line(&mut sock_out, &crate::mux::project::line(&dir))
+            .await
+            .is_err()
+        {
+            return Ok(Outcome::SocketLost);
+        }
+    }
     // After a reconnect: the host's handshake again, under private ids, answers swallowed.
     if replay(session, &mut sock_out).await.is_err()
         || resend_unread(session, input, &mut sock_out, out)
@@ -969,7 +979,13 @@ mod tests {
     ) {
         let (s, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
         let (r, w) = s.into_split();
-        (BufReader::new(r).lines(), w)
+        let mut lines = BufReader::new(r).lines();
+        // Every connection starts with the proxy's working folder.
+        let first = recv(&mut lines).await.expect("no project line");
+        assert_eq!(first["method"], crate::mux::project::PROJECT);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(first["params"]["dir"], cwd.to_str().unwrap());
+        (lines, w)
     }
 
     #[tokio::test]

@@ -1015,3 +1015,45 @@ fn unwire_after_the_host_reformats_its_file() {
     let now: Value = serde_json::from_str(&s.read("home/.claude.json")).unwrap();
     assert_eq!(now, want);
 }
+
+#[test]
+fn import_chooses_share_from_known_servers_and_says_why_and_scan_shows_it() {
+    let s = Setup::empty();
+    s.write(
+        "home/.cursor/mcp.json",
+        r#"{"mcpServers": {
+            "playwright": {"command": "npx", "args": ["-y", "@playwright/mcp@latest"]},
+            "git": {"command": "uvx", "args": ["mcp-server-git"]},
+            "time": {"command": "uvx", "args": ["mcp-server-time"]}
+        }}"#,
+    );
+    let items = s.scan_json(&["--host", "cursor"]);
+    assert_eq!(find(&items, "cursor", "playwright")["share"], "client");
+    assert!(find(&items, "cursor", "playwright")["share_reason"]
+        .as_str()
+        .unwrap()
+        .contains("browser"));
+    assert_eq!(find(&items, "cursor", "git")["share"], "project");
+    assert_eq!(find(&items, "cursor", "time")["share"], "global");
+    let out = s.ok(&["import", "--host", "cursor"]);
+    assert!(
+        out.contains("added playwright (from cursor): npx; share = \"client\": a browser"),
+        "{out}"
+    );
+    assert!(
+        out.contains("added git (from cursor): uvx; share = \"project\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("added time (from cursor): uvx; share = \"global\""),
+        "{out}"
+    );
+    let doc: toml::Table = toml::from_str(&s.read("home/.rmcp-mux/mux.toml")).unwrap();
+    let servers = doc["servers"].as_table().unwrap();
+    assert_eq!(servers["playwright"]["share"].as_str(), Some("client"));
+    assert_eq!(servers["git"]["share"].as_str(), Some("project"));
+    assert!(
+        servers["time"].get("share").is_none(),
+        "global is the default"
+    );
+}

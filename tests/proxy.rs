@@ -548,7 +548,14 @@ fn a_daemon_that_refuses_the_hand_off_keeps_the_copying_bridge() {
     assert_eq!(p.response(&json!(2))["result"]["method"], "tools/list");
     p.send(&json!({"jsonrpc":"2.0","id":3,"method":"last"}));
     assert_eq!(p.response(&json!(3))["result"]["method"], "last");
-    let methods = old.join().unwrap();
+    let mut methods = old.join().unwrap();
+    // Every connection starts with the proxy's working folder (a notification an old daemon
+    // passes on to the server like any other).
+    assert_eq!(
+        methods.first().map(String::as_str),
+        Some("rmcp-mux/project")
+    );
+    methods.remove(0);
     // The hand-off is tried once the session is quiet after the handshake: before the ping
     // or after its answer, whichever comes first; it is refused before `tools/list` (the log
     // line above), and every host line still crosses, in order.

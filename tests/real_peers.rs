@@ -260,6 +260,61 @@ fn an_open_memory_session_keeps_its_server_while_another_is_added_by_reload() {
     assert_eq!(st["clients"], 1);
 }
 
+/// The real filesystem server shared per project with its folder given as `${project}`: two
+/// Python SDK sessions started in two folders each see only their own folder, as each would
+/// with a server of its own.
+#[test]
+fn a_filesystem_server_per_project_shows_each_session_its_own_folder() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&format!(
+        "[servers.fs]\ncmd = \"node\"\nargs = [\"{}\", \"${{project}}\"]\nshare = \"project\"\n",
+        peers
+            .join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+            .display()
+    ));
+    let socket = mux.socket("fs");
+    let mut folders = Vec::new();
+    for (name, file) in [
+        ("alpha", "only-in-alpha.txt"),
+        ("bravo", "only-in-bravo.txt"),
+    ] {
+        let dir = mux.path(&format!("projects/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), name).unwrap();
+        folders.push((dir.canonicalize().unwrap(), file));
+    }
+    let sessions: Vec<std::process::Child> = folders
+        .iter()
+        .map(|(dir, _)| {
+            Command::new(peers.join(".venv/bin/python"))
+                .arg(peers.join("filesystem_session.py"))
+                .args(["--", PROXY, "--socket"])
+                .arg(&socket)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (child, (dir, file)) in sessions.into_iter().zip(&folders) {
+        let out = finish(child);
+        assert_eq!(out["cwd"], dir.to_str().unwrap());
+        assert_eq!(
+            out["entries"],
+            serde_json::json!([format!("[FILE] {file}")]),
+            "{out}"
+        );
+        let allowed = out["allowed"].as_str().unwrap();
+        assert!(allowed.contains(dir.to_str().unwrap()), "{allowed}");
+        let other = folders.iter().find(|(d, _)| d != dir).unwrap();
+        assert!(!allowed.contains(other.0.to_str().unwrap()), "{allowed}");
+        assert_eq!(out["parent_refused"], true, "{out}");
+    }
+    let st = mux.server_status("fs");
+    assert_eq!(st["instances"].as_array().map(Vec::len), Some(2), "{st}");
+}
+
 /// Runs `modern_session.py` through the proxy in the SDK client mode `mode`.
 fn modern_session(
     peers: &std::path::Path,

@@ -339,6 +339,46 @@ wait_for 20 "the added server running" sh -c "[ \"\$('$bin' status --json --conf
 [ "$(field memory pid)" = "$memory_before" ] || die "the reload restarted memory, which did not change"
 extra_pid="$(field extra pid)"
 
+say "check 6c: a server shared per client shows its instance, whose Restart restarts it alone"
+printf '\n[servers.browser]\ncmd = "%s"\nshare = "client"\n' "$fake" >>"$config"
+wait_for 20 "the per-client server in the menu" menu_has "browser${T}enabled${T}-${T}submenu"
+menu_has "browser > per client · none running · 0 clients${T}disabled${T}-${T}item" ||
+  die "the per-client server's status line"
+python3 - "$work/run/sockets/browser.sock" >"$work/browser-client.log" 2>&1 <<'PY' &
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+s.sendall((json.dumps(init) + "\n").encode())
+s.recv(65536)
+time.sleep(120)
+PY
+browser_client=$!
+pids+=("$browser_client")
+# instance_pid: the pid of the server's one instance in the status JSON.
+instance_pid() {
+  status_json | python3 -c "import json,sys; s=[x for x in json.load(sys.stdin)['servers'] if x['name']=='browser'][0]; print(s['instances'][0]['pid'] if s.get('instances') else None)"
+}
+instance_running() {
+  [ "$(status_json | python3 -c "import json,sys; s=[x for x in json.load(sys.stdin)['servers'] if x['name']=='browser'][0]; print([i['state'] for i in s.get('instances', [])])")" = "['running']" ]
+}
+wait_for 20 "the browser instance running" instance_running
+browser_pid="$(instance_pid)"
+wait_for 10 "the instance in the menu" menu_has \
+  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+menu_has "browser > client 1${T}enabled${T}-${T}submenu" || die "the instance's submenu"
+menu_has "browser > per client · 1 running · 1 client${T}disabled${T}-${T}item" ||
+  die "the per-client server's status line with one instance"
+click "$(menu_id "browser > client 1 > Restart")"
+new_instance() { p="$(instance_pid)"; [ "$p" != None ] && [ "$p" != "$browser_pid" ]; }
+wait_for 20 "the instance restarted by its menu item" new_instance
+kill -0 "$browser_pid" 2>/dev/null && die "the restarted instance's old child $browser_pid lives on"
+[ "$(field memory pid)" = "$memory_before" ] || die "restarting an instance restarted memory"
+browser_pid="$(instance_pid)"
+wait_for 10 "the menu shows the instance's new pid" menu_has \
+  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+
 say "check 7: Quit stops every server and exits 0"
 click "$(menu_id "Quit rmcp-mux")"
 end=$((SECONDS + 20))
@@ -349,7 +389,7 @@ done
 rc=0
 wait "$tray_pid" || rc=$?
 [ "$rc" = 0 ] || die "the app exited with $rc after Quit"
-for p in "$memory_pid" "$crasher_pid" "$extra_pid"; do
+for p in "$memory_pid" "$crasher_pid" "$extra_pid" "$browser_pid"; do
   kill -0 "$p" 2>/dev/null && die "server process $p outlived Quit"
 done
 [ ! -e "$work/run/sockets/memory.sock" ] || die "memory's socket left behind"

@@ -109,11 +109,15 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the instances of servers shared per project or per client.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
-    /// Restart one server (also clears a failed state).
-    Restart(NamedTarget),
-    /// Stop one server; its clients get `server_unavailable` until it starts again.
-    Stop(NamedTarget),
+    /// Restart one server, every instance of it (also clears a failed state).
+    Restart(InstanceTarget),
+    /// Stop one server, every instance of it; its clients get `server_unavailable` until it
+    /// starts again.
+    Stop(InstanceTarget),
     /// Start a stopped or failed server.
     Start(NamedTarget),
     /// Make the running daemon read its config again (as SIGHUP does) and print what changed.
@@ -243,6 +247,37 @@ struct Target {
     /// The daemon's control socket, directly.
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     control_socket: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InstanceTarget {
+    /// The server's name.
+    name: String,
+    /// Only the instance of this project (a server with share = "project").
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+}
+
+impl InstanceTarget {
+    /// The request for the whole server, or for one project's instance.
+    fn request(self, action: control::InstanceAction) -> Request {
+        let server = self.name;
+        match self.project {
+            Some(dir) => Request::Instance {
+                server,
+                // As the proxy names it: absolute, symbolic links resolved.
+                project: std::fs::canonicalize(&dir).unwrap_or(dir),
+                action,
+            },
+            None => match action {
+                control::InstanceAction::Restart => Request::Restart { server },
+                control::InstanceAction::Stop => Request::Stop { server },
+                control::InstanceAction::Start => Request::Start { server },
+            },
+        }
+    }
 }
 
 #[derive(Args)]
@@ -462,9 +497,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             lines,
         }) => tokio::task::spawn_blocking(move || logs(config, name, follow, lines)).await?,
-        Some(Cmd::Status { target, json }) => status(&target, json).await,
-        Some(Cmd::Restart(t)) => command(&t.target, Request::Restart { server: t.name }).await,
-        Some(Cmd::Stop(t)) => command(&t.target, Request::Stop { server: t.name }).await,
+        Some(Cmd::Status {
+            target,
+            json,
+            verbose,
+        }) => status(&target, json, verbose).await,
+        Some(Cmd::Restart(t)) => {
+            let target = t.target.clone();
+            command(&target, t.request(control::InstanceAction::Restart)).await
+        }
+        Some(Cmd::Stop(t)) => {
+            let target = t.target.clone();
+            command(&target, t.request(control::InstanceAction::Stop)).await
+        }
         Some(Cmd::Start(t)) => command(&t.target, Request::Start { server: t.name }).await,
         Some(Cmd::Reload(target)) => {
             let socket = control_socket(&target)?;
@@ -520,7 +565,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             project,
         }) => rewire(&host, dry_run, config.or(cli.config).as_deref(), project),
         Some(Cmd::Unwire { host, project }) => unwire(&host, project),
-        None if cli.show_status => status(&legacy_target, cli.json).await,
+        None if cli.show_status => status(&legacy_target, cli.json, false).await,
         None if cli.restart_service.is_some() => {
             let server = cli.restart_service.unwrap_or_default();
             command(&legacy_target, Request::Restart { server }).await
@@ -592,7 +637,7 @@ fn control_socket(target: &Target) -> anyhow::Result<PathBuf> {
     }
 }
 
-async fn status(target: &Target, json: bool) -> anyhow::Result<ExitCode> {
+async fn status(target: &Target, json: bool, verbose: bool) -> anyhow::Result<ExitCode> {
     let socket = control_socket(target)?;
     let response = control::request(&socket, &Request::Status).await?;
     let status = response
@@ -601,7 +646,10 @@ async fn status(target: &Target, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", crate::status::table::render_table(&status));
+        print!(
+            "{}",
+            crate::status::table::render_table_with(&status, verbose)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -612,6 +660,19 @@ async fn command(target: &Target, req: Request) -> anyhow::Result<ExitCode> {
         Request::Restart { server } => format!("restarting {server}"),
         Request::Stop { server } => format!("stopping {server}"),
         Request::Start { server } => format!("starting {server}"),
+        Request::Instance {
+            server,
+            project,
+            action,
+        } => format!(
+            "{} {server} in {}",
+            match action {
+                control::InstanceAction::Restart => "restarting",
+                control::InstanceAction::Stop => "stopping",
+                control::InstanceAction::Start => "starting",
+            },
+            project.display()
+        ),
         Request::Status | Request::Reload => String::new(),
     };
     control::request(&socket, &req).await?;

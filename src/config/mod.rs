@@ -114,6 +114,37 @@ pub enum ServerRequestPolicy {
     InFlightOnly,
 }
 
+/// Who shares one child of a server (`share`). Browser and project-bound servers keep state
+/// per session, which one child for every host would mix up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Share {
+    /// One child for every client (stateless servers: time, fetch, search).
+    #[default]
+    Global,
+    /// One child per project folder (the folder the host started the proxy in).
+    Project,
+    /// One child per client connection (one host session), stopped when it goes.
+    Client,
+}
+
+impl Share {
+    /// The config value: `global`, `project` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Share::Global => "global",
+            Share::Project => "project",
+            Share::Client => "client",
+        }
+    }
+}
+
+/// What `${project}` stands for in `args`, `env` and `cwd` until an instance fills it in.
+pub const PROJECT_VAR: &str = "${project}";
+
+/// How long a project's child outlives its last client when `idle_stop_ms` is not set.
+pub const PROJECT_IDLE_STOP: Duration = Duration::from_secs(60);
+
 /// One server (`[servers.NAME]`), with defaults applied and paths expanded.
 ///
 /// Equality compares every field (env values included, without showing them): a reload
@@ -160,6 +191,43 @@ pub struct ServerConfig {
     pub server_request_policy: ServerRequestPolicy,
     /// A JSON status snapshot for this server alone, when set.
     pub status_file: Option<PathBuf>,
+    /// One child for all, one per project, or one per client.
+    pub share: Share,
+    /// Stop the child after this long without a client (`None`: never for `global`,
+    /// [`PROJECT_IDLE_STOP`] for a project's child; a client's child stops with its client).
+    pub idle_stop: Option<Duration>,
+    /// The most children a `project` or `client` server runs at once.
+    pub max_instances: usize,
+}
+
+impl ServerConfig {
+    /// The config of one instance of a `project` or `client` server: `${project}` replaced by
+    /// the project folder in `args`, `env` and `cwd`, and the child started in the project
+    /// unless `cwd` is set. Without a project (a client that gave none) `home` stands in,
+    /// which is where such hosts start their servers themselves.
+    pub fn for_project(&self, project: Option<&Path>, home: &Path) -> ServerConfig {
+        let dir = project.unwrap_or(home);
+        let text = dir.to_string_lossy();
+        let fill = |s: &str| s.replace(PROJECT_VAR, &text);
+        let mut cfg = self.clone();
+        cfg.args = self.args.iter().map(|a| fill(a)).collect();
+        cfg.env = self.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect();
+        cfg.cwd = match &self.cwd {
+            Some(c) => Some(PathBuf::from(fill(&c.to_string_lossy()))),
+            None if self.share == Share::Project => Some(dir.to_owned()),
+            None => None,
+        };
+        cfg
+    }
+
+    /// How long this server's child outlives its last client, if it is ever stopped for it.
+    pub fn idle_stop_after(&self) -> Option<Duration> {
+        match self.share {
+            Share::Global => self.idle_stop,
+            Share::Project => Some(self.idle_stop.unwrap_or(PROJECT_IDLE_STOP)),
+            Share::Client => Some(self.idle_stop.unwrap_or(Duration::ZERO)),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -177,6 +245,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_active_clients", &self.max_active_clients)
             .field("request_timeout", &self.request_timeout)
             .field("max_restarts", &self.max_restarts)
+            .field("share", &self.share)
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +340,9 @@ struct RawServer {
     roots: Option<Vec<Spanned<String>>>,
     server_request_policy: Option<Spanned<String>>,
     status_file: Option<Spanned<String>>,
+    share: Option<Spanned<String>>,
+    idle_stop_ms: Option<Spanned<u64>>,
+    max_instances: Option<Spanned<u64>>,
     /// The earlier tool's per-server tray switch; the tray now shows every server.
     #[allow(dead_code)]
     tray: Option<bool>,
@@ -288,6 +360,8 @@ struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
     env: &'a Env,
+    /// Whether the server being read is shared per project (`${project}` is allowed).
+    project: std::cell::Cell<bool>,
 }
 
 impl Ctx<'_> {
@@ -309,15 +383,30 @@ impl Ctx<'_> {
     }
 
     fn expand(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let project = self.project.get();
         expand(value.get_ref(), &self.env.home, |v| {
+            if v == "project" {
+                // Kept for each instance to fill in (`ServerConfig::for_project`).
+                return project.then(|| PROJECT_VAR.to_owned());
+            }
             self.env.vars.get(v).cloned()
         })
-        .map_err(|m| self.invalid(value.span().start, key.to_owned(), m))
+        .map_err(|m| {
+            let m = if m.contains("`project` is not set") {
+                "`${project}` names the project folder, which only a server with \
+                 share = \"project\" has"
+                    .to_owned()
+            } else {
+                m
+            };
+            self.invalid(value.span().start, key.to_owned(), m)
+        })
     }
 
     fn path(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
         let p = PathBuf::from(self.expand(value, key)?);
-        Ok(if p.is_relative() {
+        // A path under the project is complete once an instance fills the project in.
+        Ok(if p.is_relative() && !p.starts_with(PROJECT_VAR) {
             self.path.parent().unwrap_or(Path::new(".")).join(p)
         } else {
             p
@@ -503,7 +592,12 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn from_toml_with(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let ctx = Ctx { path, text, env };
+        let ctx = Ctx {
+            path,
+            text,
+            env,
+            project: std::cell::Cell::new(false),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, col) = ctx.line_col(e.span().map_or(0, |s| s.start));
             let mut message = explain(e.message());
@@ -576,6 +670,26 @@ impl Config {
                     "server names may only use letters, digits, `_`, `.` and `-` (they name socket files)",
                 ));
             }
+            let share = match raw
+                .share
+                .as_ref()
+                .map(|v| (v.get_ref().as_str(), v.span().start))
+            {
+                None | Some(("global", _)) => Share::Global,
+                Some(("project", _)) => Share::Project,
+                Some(("client", _)) => Share::Client,
+                Some((other, pos)) => {
+                    return Err(ctx.invalid(
+                        pos,
+                        key("share"),
+                        format!(
+                        "`{other}` is not a share; expected \"global\", \"project\" or \"client\""
+                    ),
+                    ))
+                }
+            };
+            // `${project}` is read from here on only for this server's args, env and cwd.
+            ctx.project.set(false);
             let cmd = ctx.expand(&raw.cmd, &key("cmd"))?;
             if cmd.trim().is_empty() {
                 return Err(ctx.invalid(raw.cmd.span().start, key("cmd"), "must not be empty"));
@@ -599,6 +713,7 @@ impl Config {
                     ),
                 ));
             }
+            ctx.project.set(share == Share::Project);
             let args = raw
                 .args
                 .iter()
@@ -612,6 +727,12 @@ impl Config {
                     ctx.expand(v, &format!("servers.{name}.env.{k}"))?,
                 );
             }
+            let cwd = raw
+                .cwd
+                .as_ref()
+                .map(|v| ctx.path(v, &key("cwd")))
+                .transpose()?;
+            ctx.project.set(false);
             let at_least = |v: &Option<Spanned<u64>>, k: &str, min: u64, default: u64| match v {
                 None => Ok(default),
                 Some(v) if *v.get_ref() >= min => Ok(*v.get_ref()),
@@ -649,11 +770,7 @@ impl Config {
                 cmd,
                 args,
                 env: envs,
-                cwd: raw
-                    .cwd
-                    .as_ref()
-                    .map(|v| ctx.path(v, &key("cwd")))
-                    .transpose()?,
+                cwd,
                 enabled: raw.enabled.unwrap_or(true),
                 lazy_start: raw.lazy_start.unwrap_or(false),
                 max_active_clients: at_least(&raw.max_active_clients, "max_active_clients", 1, 64)?
@@ -696,6 +813,14 @@ impl Config {
                     .as_ref()
                     .map(|v| ctx.path(v, &key("status_file")))
                     .transpose()?,
+                share,
+                idle_stop: raw
+                    .idle_stop_ms
+                    .as_ref()
+                    .map(|v| at_least(&Some(v.clone()), "idle_stop_ms", 1, 0))
+                    .transpose()?
+                    .map(Duration::from_millis),
+                max_instances: at_least(&raw.max_instances, "max_instances", 1, 16)? as usize,
                 name,
             });
         }
@@ -1072,6 +1197,91 @@ status_file = "/tmp/brave.json"
         assert_eq!(
             find_control_socket("[servers.a]\ncmd = \"x\"\n", p, &env()),
             PathBuf::from("/home/me/.rmcp-mux/control.sock")
+        );
+    }
+
+    #[test]
+    fn share_defaults_to_global_and_project_servers_keep_their_placeholder() {
+        let c = parse("[servers.a]\ncmd = \"x\"\n").unwrap();
+        let a = &c.servers[0];
+        assert_eq!(
+            (a.share, a.idle_stop, a.max_instances),
+            (Share::Global, None, 16)
+        );
+        assert_eq!(
+            a.idle_stop_after(),
+            None,
+            "a global server is never stopped"
+        );
+        let c = parse(
+            r#"
+[servers.git]
+cmd = "git-mcp"
+share = "project"
+args = ["--repo", "${project}", "$PROJ"]
+env = { REPO = "${project}/.git" }
+cwd = "${project}/sub"
+idle_stop_ms = 500
+max_instances = 3
+
+[servers.browser]
+cmd = "npx"
+share = "client"
+"#,
+        )
+        .unwrap();
+        let git = &c.servers[0];
+        assert_eq!(git.share, Share::Project);
+        assert_eq!(git.args, ["--repo", "${project}", "/work/p"]);
+        assert_eq!(git.cwd, Some(PathBuf::from("${project}/sub")));
+        assert_eq!(git.idle_stop, Some(Duration::from_millis(500)));
+        assert_eq!(git.max_instances, 3);
+        let one = git.for_project(Some(Path::new("/src/app")), Path::new("/home/me"));
+        assert_eq!(one.args, ["--repo", "/src/app", "/work/p"]);
+        assert_eq!(one.env["REPO"], "/src/app/.git");
+        assert_eq!(one.cwd, Some(PathBuf::from("/src/app/sub")));
+        let none = git.for_project(None, Path::new("/home/me"));
+        assert_eq!(none.args[1], "/home/me", "no project: the home folder");
+        let browser = &c.servers[1];
+        assert_eq!(browser.share, Share::Client);
+        assert_eq!(browser.idle_stop_after(), Some(Duration::ZERO));
+        let mut plain = git.clone();
+        plain.cwd = None;
+        assert_eq!(
+            plain
+                .for_project(Some(Path::new("/src/b")), Path::new("/h"))
+                .cwd,
+            Some(PathBuf::from("/src/b")),
+            "a project's child runs in the project"
+        );
+        assert_eq!(plain.idle_stop_after(), Some(Duration::from_millis(500)));
+        plain.idle_stop = None;
+        assert_eq!(plain.idle_stop_after(), Some(PROJECT_IDLE_STOP));
+    }
+
+    #[test]
+    fn share_errors_name_the_key_and_line() {
+        let e = err("[servers.a]\ncmd = \"x\"\nshare = \"session\"\n");
+        assert!(
+            e.contains(":3: servers.a.share") && e.contains("\"project\""),
+            "{e}"
+        );
+        let e = err("[servers.a]\ncmd = \"x\"\nargs = [\"${project}\"]\n");
+        assert!(
+            e.contains(":3: servers.a.args[0]") && e.contains("share = \"project\""),
+            "{e}"
+        );
+        let e = err("[servers.a]\ncmd = \"${project}/bin\"\nshare = \"project\"\n");
+        assert!(e.contains("servers.a.cmd"), "only args, env and cwd: {e}");
+        let e = err("[servers.a]\ncmd = \"x\"\nshare = \"client\"\nmax_instances = 0\n");
+        assert!(
+            e.contains(":4: servers.a.max_instances: must be at least 1"),
+            "{e}"
+        );
+        let e = err("[servers.a]\ncmd = \"x\"\nidle_stop_ms = 0\n");
+        assert!(
+            e.contains("servers.a.idle_stop_ms: must be at least 1"),
+            "{e}"
         );
     }
 

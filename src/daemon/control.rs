@@ -43,6 +43,39 @@ pub enum Request {
     },
     /// Read the config file again and apply it (as SIGHUP does).
     Reload,
+    /// Restart, stop or start the one instance of a `share = "project"` server that runs for
+    /// `project` (`restart NAME --project DIR`).
+    Instance {
+        /// The server's name.
+        server: String,
+        /// The project folder.
+        project: std::path::PathBuf,
+        /// What to do to it.
+        action: InstanceAction,
+    },
+}
+
+/// What [`Request::Instance`] does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceAction {
+    /// Stop and start it again.
+    Restart,
+    /// Stop its child.
+    Stop,
+    /// Start its child.
+    Start,
+}
+
+impl InstanceAction {
+    /// The router command it stands for.
+    pub fn command(self) -> Command {
+        match self {
+            InstanceAction::Restart => Command::Restart,
+            InstanceAction::Stop => Command::Stop,
+            InstanceAction::Start => Command::Start,
+        }
+    }
 }
 
 /// The answer to a [`Request`].
@@ -132,12 +165,25 @@ async fn answer(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
                 },
                 Err(e) => Response::failed(e.to_string()),
             },
+            Ok(Request::Instance {
+                server,
+                project,
+                action,
+            }) => match shared
+                .command_instance(&server, &project, action.command())
+                .await
+            {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::failed(format!("{e:#}")),
+            },
             Ok(req) => {
                 let (name, cmd) = match &req {
                     Request::Restart { server } => (server, Command::Restart),
                     Request::Stop { server } => (server, Command::Stop),
                     Request::Start { server } => (server, Command::Start),
-                    Request::Status | Request::Reload => unreachable!("handled above"),
+                    Request::Status | Request::Reload | Request::Instance { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
                 match shared.command(name, cmd).await {
                     Ok(()) => Response::ok(),

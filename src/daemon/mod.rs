@@ -14,6 +14,7 @@
 //! - [`status_file`]: the JSON snapshots `status_file` asks for, rewritten atomically;
 //! - [`lifecycle`]: one daemon per config (PID file + flock), detached start, stop, autostart;
 //! - [`logfile`]: the size-capped rotating log file and `rmcp-mux logs`;
+//! - [`procmem`]: the resident memory of the daemon and of each child's process group;
 //! - [`login_path`]: the login shell's PATH for servers of a daemon started outside a shell.
 
 mod config_watch;
@@ -21,6 +22,7 @@ pub mod control;
 pub mod lifecycle;
 pub mod logfile;
 pub mod login_path;
+pub mod procmem;
 pub mod reload;
 pub mod status_file;
 
@@ -36,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, DaemonConfig, Selection, ServerConfig};
-use crate::mux::actor::{self, ServerHandle, ServerStatus};
+use crate::config::{Config, DaemonConfig, Selection, ServerConfig, Share};
+use crate::mux::actor::{ServerHandle, ServerStatus};
 use crate::mux::listener;
 use crate::status::{Command, ServerState};
 use reload::{ReloadError, ReloadReport, StartFailure};
@@ -65,6 +67,16 @@ pub struct DaemonStatus {
     pub child_path: Option<String>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerReport>,
+    /// The daemon's own resident memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// The daemon and every child's process group together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_rss_bytes: Option<u64>,
+    /// What sharing saves: for each shared child (a global server's, or a project's),
+    /// (clients − 1) × its resident memory, the copies each client would otherwise start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_bytes: Option<u64>,
 }
 
 /// One server in [`DaemonStatus`]. Never includes env values.
@@ -97,6 +109,43 @@ pub struct ServerReport {
     /// `max_restarts`: consecutive crashes before the server is `failed` (0 = never).
     #[serde(default)]
     pub max_restarts: u32,
+    /// `global` (one child for everyone), `project` or `client`.
+    #[serde(default)]
+    pub share: Share,
+    /// Resident memory of its child's whole process group (of all its instances' together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// A `global` server whose tools look per-session (browser tabs, pages): the share to
+    /// consider. The daemon never switches by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The children of a `project` or `client` server; the fields above sum them up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceReport>,
+}
+
+/// One child of a server shared per project or per client, in [`ServerReport::instances`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// Its project folder, `no project`, or `client N`.
+    pub key: String,
+    /// The project folder it runs for.
+    pub project: Option<PathBuf>,
+    /// Its child's pid while it runs.
+    pub pid: Option<u32>,
+    /// Its state, as a server's.
+    pub state: ServerState,
+    /// Its connected clients.
+    pub clients: usize,
+    /// Requests waiting for its child.
+    pub pending: usize,
+    /// Its restarts after crashes.
+    pub restarts: u32,
+    /// How long its child has been running.
+    pub uptime_ms: Option<u64>,
+    /// Resident memory of its child's whole process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 impl ServerReport {
@@ -119,6 +168,57 @@ impl ServerReport {
                 .restart_at
                 .map(|t| t.saturating_duration_since(now).as_millis() as u64),
             max_restarts: s.max_restarts,
+            hint: s.hint.clone(),
+            share: s.share,
+            instances: s
+                .instances
+                .iter()
+                .map(|i| InstanceReport {
+                    key: i.key.clone(),
+                    project: i.project.clone(),
+                    pid: i.status.pid,
+                    state: i.status.state,
+                    clients: i.status.clients,
+                    pending: i.status.pending,
+                    restarts: i.status.restarts,
+                    uptime_ms: i
+                        .status
+                        .running_since
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    rss_bytes: None,
+                })
+                .collect(),
+            rss_bytes: None,
+        }
+    }
+
+    /// Fills in the resident memory of its children from `mem`.
+    fn measure(&mut self, mem: &procmem::Sample) {
+        for i in &mut self.instances {
+            i.rss_bytes = i.pid.and_then(|p| mem.group(p));
+        }
+        self.rss_bytes = if self.instances.is_empty() {
+            self.pid.and_then(|p| mem.group(p))
+        } else {
+            let each: Vec<u64> = self.instances.iter().filter_map(|i| i.rss_bytes).collect();
+            (!each.is_empty()).then(|| each.iter().sum())
+        };
+    }
+
+    /// What this server's sharing saves: each shared child counted once for every client
+    /// beyond the first (a client's own child saves nothing).
+    fn saved(&self) -> u64 {
+        let shared = |clients: usize, rss: Option<u64>| {
+            (clients.saturating_sub(1) as u64).saturating_mul(rss.unwrap_or(0))
+        };
+        match self.share {
+            Share::Global => shared(self.clients, self.rss_bytes),
+            Share::Project => self
+                .instances
+                .iter()
+                .map(|i| shared(i.clients, i.rss_bytes))
+                .sum(),
+            Share::Client => 0,
         }
     }
 }
@@ -192,7 +292,28 @@ impl Shared {
     pub fn status(&self) -> DaemonStatus {
         let now = Instant::now();
         let live = self.live();
+        let mut servers: Vec<ServerReport> = live
+            .entries
+            .iter()
+            .map(|e| ServerReport::from_status(&e.handle.status(), now))
+            .collect();
+        let leaders: Vec<u32> = servers
+            .iter()
+            .flat_map(|s| {
+                s.pid
+                    .into_iter()
+                    .chain(s.instances.iter().filter_map(|i| i.pid))
+            })
+            .collect();
+        let mem = procmem::sample(&leaders);
+        for s in &mut servers {
+            s.measure(&mem);
+        }
+        let children: u64 = servers.iter().filter_map(|s| s.rss_bytes).sum();
         DaemonStatus {
+            rss_bytes: mem.own,
+            total_rss_bytes: mem.own.map(|own| own + children),
+            saved_bytes: Some(servers.iter().map(ServerReport::saved).sum()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
@@ -200,11 +321,7 @@ impl Shared {
             log_file: crate::daemon::logfile::active(),
             config_error: live.config_error.clone(),
             child_path: crate::daemon::login_path::child_path(),
-            servers: live
-                .entries
-                .iter()
-                .map(|e| ServerReport::from_status(&e.handle.status(), now))
-                .collect(),
+            servers,
         }
     }
 
@@ -257,6 +374,62 @@ impl Shared {
             Ok(h) => h.command(cmd).await,
             Err(msg) => anyhow::bail!("{msg}"),
         }
+    }
+
+    /// Sends a command to one instance (by its key) of a server shared per project or per
+    /// client: the menu's Restart and Stop of an instance.
+    ///
+    /// # Errors
+    /// An unknown server, or no instance with that key.
+    pub async fn command_instance_key(
+        &self,
+        name: &str,
+        key: &str,
+        cmd: Command,
+    ) -> anyhow::Result<()> {
+        let found = self
+            .live()
+            .entries
+            .iter()
+            .find(|e| e.handle.name() == name)
+            .map(|e| e.handle.clone());
+        match found {
+            Some(h) => h.command_key(key, cmd).await,
+            None => anyhow::bail!("unknown server `{name}`"),
+        }
+    }
+
+    /// Sends a command to the instance of one project of a `share = "project"` server.
+    ///
+    /// # Errors
+    /// An unknown server, one not shared per project, or no instance for that project.
+    pub async fn command_instance(
+        &self,
+        name: &str,
+        project: &Path,
+        cmd: Command,
+    ) -> anyhow::Result<()> {
+        let found = {
+            let live = self.live();
+            match live.entries.iter().find(|e| e.handle.name() == name) {
+                Some(e) => Ok((e.handle.clone(), e.cfg.share)),
+                None => {
+                    let names: Vec<&str> = live.entries.iter().map(|e| e.handle.name()).collect();
+                    Err(unknown_server(name, &names))
+                }
+            }
+        };
+        let (handle, share) = found.map_err(|m| anyhow::anyhow!("{m}"))?;
+        if share != Share::Project {
+            anyhow::bail!(
+                "server `{name}` is shared {}; --project applies to servers with share = \"project\"",
+                match share {
+                    Share::Client => "per client",
+                    _ => "by everyone",
+                }
+            );
+        }
+        handle.command_project(project, cmd).await
     }
 
     /// Reads the config file again and applies it: servers added are bound and started,
@@ -400,7 +573,7 @@ impl Shared {
             .with_context(|| format!("server {}: cannot listen", cfg.name))?;
         info!(server = %cfg.name, socket = %cfg.socket.display(), "listening");
         let token = self.token.child_token();
-        let handle = actor::spawn(cfg.clone(), sock, token.clone(), &self.tracker);
+        let handle = crate::mux::spawn_server(cfg.clone(), sock, token.clone(), &self.tracker);
         Ok(Entry { cfg, handle, token })
     }
 }
@@ -509,7 +682,8 @@ impl Daemon {
             .map(|(cfg, sock)| {
                 info!(server = %cfg.name, socket = %cfg.socket.display(), "listening");
                 let server_token = token.child_token();
-                let handle = actor::spawn(cfg.clone(), sock, server_token.clone(), &tracker);
+                let handle =
+                    crate::mux::spawn_server(cfg.clone(), sock, server_token.clone(), &tracker);
                 Entry {
                     cfg,
                     handle,
@@ -693,6 +867,10 @@ pub(crate) mod fixtures {
             last_exit: None,
             restart_in_ms: None,
             max_restarts: 5,
+            share: crate::config::Share::Global,
+            rss_bytes: None,
+            hint: None,
+            instances: Vec::new(),
         }
     }
 
@@ -707,6 +885,9 @@ pub(crate) mod fixtures {
             config_error: None,
             child_path: None,
             servers,
+            rss_bytes: None,
+            total_rss_bytes: None,
+            saved_bytes: None,
         }
     }
 }

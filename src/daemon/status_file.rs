@@ -55,6 +55,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn server_key(s: &ServerStatus) -> ServerStatus {
     ServerStatus {
         pending: 0,
+        instances: s
+            .instances
+            .iter()
+            .map(|i| crate::mux::actor::InstanceStatus {
+                status: server_key(&i.status),
+                ..i.clone()
+            })
+            .collect(),
         ..s.clone()
     }
 }
@@ -66,6 +74,18 @@ fn report_key(r: &ServerReport) -> ServerReport {
         uptime_ms: r.uptime_ms.map(|_| 0),
         // A countdown, like the uptime: entering or leaving backoff is the change.
         restart_in_ms: r.restart_in_ms.map(|_| 0),
+        // Memory moves all the time: not a change either.
+        rss_bytes: None,
+        instances: r
+            .instances
+            .iter()
+            .map(|i| crate::daemon::InstanceReport {
+                pending: 0,
+                uptime_ms: i.uptime_ms.map(|_| 0),
+                rss_bytes: None,
+                ..i.clone()
+            })
+            .collect(),
         ..r.clone()
     }
 }
@@ -74,6 +94,9 @@ fn daemon_key(s: &DaemonStatus) -> DaemonStatus {
     DaemonStatus {
         uptime_ms: 0,
         servers: s.servers.iter().map(report_key).collect(),
+        rss_bytes: None,
+        total_rss_bytes: None,
+        saved_bytes: None,
         ..s.clone()
     }
 }
@@ -290,6 +313,10 @@ mod tests {
             last_exit: None,
             restart_in_ms: None,
             max_restarts: 5,
+            share: crate::config::Share::Global,
+            rss_bytes: None,
+            hint: None,
+            instances: Vec::new(),
         };
         let busier = ServerReport {
             pending: 9,

@@ -231,6 +231,9 @@ fn done(req: &Request) -> String {
         Request::Stop { server } => format!("stopping {server}"),
         Request::Start { server } => format!("starting {server}"),
         Request::Reload => "reloading the config".to_owned(),
+        Request::Instance {
+            server, project, ..
+        } => format!("{server} in {}", project.display()),
         Request::Status => String::new(),
     }
 }

@@ -362,22 +362,27 @@ impl Model {
         matches!(self.connection, Connection::Down(_))
     }
 
-    /// The table's rows, in config order.
+    /// The table's rows, in config order; a server shared per project or per client is
+    /// followed by a row per instance (never selected: commands act on the server).
     pub fn rows(&self) -> Vec<Row> {
         let Some(status) = &self.status else {
             return vec![];
         };
         let selected = self.selected_index();
-        status
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Row {
+        let mut rows = Vec::with_capacity(status.servers.len());
+        for (i, s) in status.servers.iter().enumerate() {
+            rows.push(Row {
                 cells: crate::status::table::cells(s),
                 state: s.state,
                 selected: selected == Some(i),
-            })
-            .collect()
+            });
+            rows.extend(s.instances.iter().map(|inst| Row {
+                cells: crate::status::table::instance_cells(inst),
+                state: inst.state,
+                selected: false,
+            }));
+        }
+        rows
     }
 
     /// The header line: who the daemon is, or that it does not answer.
@@ -640,6 +645,39 @@ mod tests {
         assert_eq!(
             m.message().unwrap().text,
             "daemon not reachable: nothing was sent"
+        );
+    }
+
+    #[test]
+    fn instances_follow_their_server_and_are_never_selected() {
+        let mut m = Model::new();
+        let browser = ServerReport {
+            share: crate::config::Share::Client,
+            instances: vec![crate::daemon::InstanceReport {
+                key: "client 1".into(),
+                project: None,
+                pid: Some(77),
+                state: ServerState::Running,
+                clients: 1,
+                pending: 0,
+                restarts: 0,
+                uptime_ms: Some(1_000),
+                rss_bytes: None,
+            }],
+            ..report("browser", ServerState::Running)
+        };
+        m.update(status(vec![browser, report("time", ServerState::Running)]));
+        let rows = m.rows();
+        let names: Vec<&str> = rows.iter().map(|r| r.cells[0].as_str()).collect();
+        assert_eq!(names, ["browser", "  └ client 1", "time"]);
+        assert_eq!(rows[0].cells[1], "per client · 1 running");
+        assert_eq!(rows[1].cells[6], "77");
+        m.apply(Action::Down);
+        let selected: Vec<bool> = m.rows().iter().map(|r| r.selected).collect();
+        assert_eq!(
+            selected,
+            [false, false, true],
+            "down skips the instance row"
         );
     }
 

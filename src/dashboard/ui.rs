@@ -133,7 +133,8 @@ fn draw_table(frame: &mut Frame, model: &Model, area: Rect) {
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .highlight_symbol("▶ ")
         .column_spacing(2);
-    let mut state = TableState::default().with_selected(model.selected_index());
+    // The selected server's row (instance rows sit between servers).
+    let mut state = TableState::default().with_selected(rows.iter().position(|r| r.selected));
     frame.render_stateful_widget(table, area, &mut state);
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, ServerConfig};
+use crate::config::{Config, ConfigError, ServerConfig, Share};
 
 use super::{rewire, Entry, Host, HostError, Launch, Paths, Stdio};
 
@@ -73,6 +73,8 @@ pub struct NewServer {
     pub stdio: Stdio,
     /// Where it was found (host, file), first one first.
     pub from: Vec<(Host, PathBuf)>,
+    /// Who shares one child of it, from the table of known servers.
+    pub share: super::share::Suggestion,
 }
 
 /// What an import will do.
@@ -136,6 +138,13 @@ pub fn plan(existing: &[ServerConfig], entries: &[Entry], home: &Path) -> Plan {
                 None => continue,
             },
         };
+        let share = super::share::suggest(&s);
+        let mut s = s;
+        if share.share == Share::Project && s.cwd.is_some() && s.cwd == e.project {
+            // Run in whichever project a host starts it in, not in the one it was found in
+            // (the same server of two projects is then one server).
+            s.cwd = None;
+        }
         let key = host_key(&s, home);
         match by_key.get(&key) {
             Some(Err(name)) => {
@@ -175,6 +184,7 @@ pub fn plan(existing: &[ServerConfig], entries: &[Entry], home: &Path) -> Plan {
             name,
             stdio: s,
             from: vec![(e.host, e.file.clone())],
+            share,
         });
     }
     plan
@@ -198,6 +208,9 @@ pub fn render_tables(add: &[NewServer]) -> String {
         }
         if let Some(cwd) = &s.stdio.cwd {
             t["cwd"] = value(literal(cwd));
+        }
+        if s.share.share != Share::Global {
+            t["share"] = value(s.share.share.as_str());
         }
         let mut servers = Table::new();
         servers.set_implicit(true);
@@ -292,10 +305,12 @@ pub fn run(config_path: &Path, hosts: &[Host], paths: &Paths) -> Result<Report, 
             )
         };
         report.added.push(format!(
-            "added {} (from {}): {}{env}",
+            "added {} (from {}): {}{env}; share = \"{}\": {}",
             s.name,
             from.join(", "),
-            s.stdio.command
+            s.stdio.command,
+            s.share.share.as_str(),
+            s.share.why
         ));
     }
     Ok(report)
@@ -346,6 +361,66 @@ mod tests {
             p.notes
         );
         assert!(!p.notes.iter().any(|n| n.contains('v') && n.contains("K=")));
+    }
+
+    #[test]
+    fn share_is_chosen_from_known_servers_and_a_project_folder_is_left_to_each_host() {
+        let with = |name: &str, project: Option<&str>, args: &[&str]| Entry {
+            project: project.map(Into::into),
+            scope: if project.is_some() {
+                Scope::Project
+            } else {
+                Scope::User
+            },
+            launch: Launch::Stdio(Stdio {
+                command: "npx".into(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                env: BTreeMap::new(),
+                cwd: None,
+            }),
+            ..entry(Host::Cursor, name, "npx", &[])
+        };
+        let e = vec![
+            with("playwright", None, &["-y", "@playwright/mcp@latest"]),
+            with(
+                "fs",
+                Some("/src/a"),
+                &["-y", "@modelcontextprotocol/server-filesystem", "."],
+            ),
+            with(
+                "fs",
+                Some("/src/b"),
+                &["-y", "@modelcontextprotocol/server-filesystem", "."],
+            ),
+            with(
+                "memory",
+                None,
+                &["-y", "@modelcontextprotocol/server-memory"],
+            ),
+        ];
+        let p = plan(&[], &e, Path::new("/h"));
+        let got: Vec<(&str, Share, Option<&str>)> = p
+            .add
+            .iter()
+            .map(|s| (s.name.as_str(), s.share.share, s.stdio.cwd.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("playwright", Share::Client, None),
+                ("fs", Share::Project, None),
+                ("memory", Share::Global, None)
+            ],
+            "the filesystem server of two projects is one server per project"
+        );
+        let t = render_tables(&p.add);
+        let cfg = Config::from_toml(&t, Path::new("/c/mux.toml")).unwrap();
+        let shares: Vec<Share> = cfg.servers.iter().map(|s| s.share).collect();
+        assert_eq!(shares, [Share::Client, Share::Project, Share::Global]);
+        assert!(
+            !t.contains("share = \"global\""),
+            "the default is not written: {t}"
+        );
     }
 
     #[test]

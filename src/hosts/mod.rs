@@ -10,6 +10,7 @@ pub mod codex;
 pub mod import;
 pub mod json;
 pub mod rewire;
+pub mod share;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -562,6 +563,12 @@ pub struct ScanItem {
     pub project: Option<String>,
     /// Whether it already runs rmcp-mux-proxy.
     pub rewired: bool,
+    /// The `share` an import would give it (stdio only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share: Option<crate::config::Share>,
+    /// Why that share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_reason: Option<&'static str>,
 }
 
 /// What env values look like in output.
@@ -598,6 +605,8 @@ impl From<&Entry> for ScanItem {
             scope: e.scope,
             project: e.project.clone(),
             rewired: false,
+            share: None,
+            share_reason: None,
         };
         match &e.launch {
             Launch::Stdio(s) => {
@@ -605,6 +614,9 @@ impl From<&Entry> for ScanItem {
                 item.args = s.args.clone();
                 item.env = s.env.keys().map(|k| (k.clone(), MASK.to_owned())).collect();
                 item.rewired = s.is_proxy();
+                let suggested = share::suggest(s);
+                item.share = Some(suggested.share);
+                item.share_reason = Some(suggested.why);
             }
             Launch::Remote { url } => {
                 item.kind = "remote";

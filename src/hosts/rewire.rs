@@ -242,7 +242,14 @@ fn match_server<'a>(
     home: &Path,
 ) -> Option<(&'a ServerConfig, bool)> {
     let key = host_key(s, home);
-    if let Some(srv) = cfg.servers.iter().find(|srv| server_key(srv) == key) {
+    // A server shared per project runs in each host's project: the folder an entry was found
+    // in is not part of it.
+    let unrooted = (key.0.clone(), key.1.clone(), key.2.clone(), None);
+    let same = |srv: &ServerConfig| {
+        let k = server_key(srv);
+        k == key || (srv.share == crate::config::Share::Project && k == unrooted)
+    };
+    if let Some(srv) = cfg.servers.iter().find(|srv| same(srv)) {
         return Some((srv, true));
     }
     cfg.servers

@@ -52,6 +52,8 @@ pub mod reasons {
     pub const SERVER_UNAVAILABLE: &str = "server_unavailable";
     /// The socket already has `max_active_clients` connections.
     pub const TOO_MANY_CLIENTS: &str = "too_many_clients";
+    /// A server shared per project or per client runs `max_instances` children already.
+    pub const TOO_MANY_INSTANCES: &str = "too_many_instances";
     /// A server→client request found no connected client that declared the capability.
     pub const NO_CAPABLE_CLIENT: &str = "no_capable_client";
     /// The client that was asked disconnected before it answered.

@@ -27,7 +27,7 @@ use super::child_in::ChildIn;
 use super::child_out::ChildOut;
 use super::listener::{self, BoundSocket};
 use super::router::{Action, ClientId, Input, Router, RouterStatus};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Share};
 use crate::io::handoff;
 use crate::io::lines::{LineWriter, Sink, WriteError};
 use crate::jsonrpc::framing::{Frame, LineCodec};
@@ -73,12 +73,30 @@ pub struct ServerStatus {
     pub restart_at: Option<Instant>,
     /// `max_restarts` from the config.
     pub max_restarts: u32,
+    /// Who shares a child: for `project` and `client` servers the fields above sum up
+    /// [`ServerStatus::instances`].
+    pub share: Share,
+    /// The children of a `project` or `client` server (empty for a `global` one).
+    pub instances: Vec<InstanceStatus>,
+    /// A `global` server whose tools look per-session: what to consider instead.
+    pub hint: Option<String>,
+}
+
+/// One child of a server shared per project or per client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Names the instance: its project folder, `no project`, or `client N`.
+    pub key: String,
+    /// The project folder it runs for (`None` for a client's and the "no project" one).
+    pub project: Option<PathBuf>,
+    /// Its own status (its `instances` empty).
+    pub status: ServerStatus,
 }
 
 /// A command with a way to say it was taken.
-struct Control {
-    cmd: Command,
-    done: oneshot::Sender<()>,
+pub(crate) struct Control {
+    pub(crate) cmd: Command,
+    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// The only way into a running server: commands in, status snapshots out.
@@ -88,9 +106,27 @@ pub struct ServerHandle {
     cmd: mpsc::Sender<Control>,
     status: watch::Receiver<ServerStatus>,
     pending: Arc<AtomicUsize>,
+    /// The instances of a `project` or `client` server, read live by [`ServerHandle::status`].
+    instances: Option<super::instances::Live>,
 }
 
 impl ServerHandle {
+    /// A handle over a dispatcher of instances: commands go to it, its status sums theirs.
+    pub(crate) fn of_instances(
+        name: String,
+        cmd: mpsc::Sender<Control>,
+        status: watch::Receiver<ServerStatus>,
+        instances: super::instances::Live,
+    ) -> ServerHandle {
+        ServerHandle {
+            name,
+            cmd,
+            status,
+            pending: Arc::new(AtomicUsize::new(0)),
+            instances: Some(instances),
+        }
+    }
+
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -98,9 +134,38 @@ impl ServerHandle {
 
     /// The latest status snapshot, with the pending count as of now.
     pub fn status(&self) -> ServerStatus {
+        if let Some(live) = &self.instances {
+            return super::instances::summed(&self.status.borrow(), live);
+        }
         let mut s = self.status.borrow().clone();
         s.pending = self.pending.load(Ordering::Relaxed);
         s
+    }
+
+    /// Sends a command to the instance of `project` (a `project` server's handle only).
+    ///
+    /// # Errors
+    /// Not a server with instances, or no instance runs for that project.
+    pub async fn command_project(
+        &self,
+        project: &std::path::Path,
+        cmd: Command,
+    ) -> anyhow::Result<()> {
+        match &self.instances {
+            Some(live) => super::instances::command_one(live, project, cmd).await,
+            None => anyhow::bail!("server {} has no instances", self.name),
+        }
+    }
+
+    /// Sends a command to the instance with `key` (a `project` or `client` server's handle).
+    ///
+    /// # Errors
+    /// Not a server with instances, or no instance has that key.
+    pub async fn command_key(&self, key: &str, cmd: Command) -> anyhow::Result<()> {
+        match &self.instances {
+            Some(live) => super::instances::command_key(live, key, cmd).await,
+            None => anyhow::bail!("server {} has no instances", self.name),
+        }
     }
 
     /// Whether both handles lead to the same actor (a restarted server is a new actor).
@@ -132,6 +197,8 @@ impl ServerHandle {
 
 enum Event {
     Accepted(UnixStream),
+    /// No client for the instance's idle time.
+    Idle,
     Client(ClientId, ClientEvent),
     /// A child of this generation exited (how, in words).
     ChildExited(u64, String),
@@ -267,6 +334,34 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> ServerHandle {
+    start(cfg, Some(socket), None, shutdown, tracker)
+}
+
+/// Starts the actor of one instance of a `project` or `client` server: its connections come
+/// from the dispatcher on `incoming`, and once it has had clients and none is left for
+/// `idle_exit`, it closes `incoming`, stops its child and ends (see
+/// [`super::instances`]).
+pub(crate) fn spawn_instance(
+    cfg: ServerConfig,
+    incoming: mpsc::UnboundedReceiver<UnixStream>,
+    idle_exit: Duration,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> ServerHandle {
+    start(cfg, None, Some((incoming, idle_exit)), shutdown, tracker)
+}
+
+fn start(
+    cfg: ServerConfig,
+    socket: Option<BoundSocket>,
+    instance: Option<(mpsc::UnboundedReceiver<UnixStream>, Duration)>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> ServerHandle {
+    let (incoming, idle_exit) = match instance {
+        Some((rx, idle)) => (Some(rx), Some(idle)),
+        None => (None, None),
+    };
     let router = Router::new(cfg.clone());
     let published = router.status();
     let status = snapshot(&published, &cfg);
@@ -278,7 +373,11 @@ pub fn spawn(
     let actor = Actor {
         router,
         cfg,
-        socket: Some(socket),
+        socket,
+        incoming,
+        idle_exit,
+        idle_at: None,
+        served: false,
         clients: HashMap::new(),
         next_client: 1,
         child: None,
@@ -300,6 +399,7 @@ pub fn spawn(
         cmd: cmd_tx,
         status: status_rx,
         pending,
+        instances: None,
     }
 }
 
@@ -318,6 +418,9 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         last_exit: s.last_exit,
         restart_at: s.restart_at,
         max_restarts: cfg.max_restarts,
+        share: cfg.share,
+        instances: Vec::new(),
+        hint: s.hint,
     }
 }
 
@@ -325,6 +428,14 @@ struct Actor {
     router: Router,
     cfg: ServerConfig,
     socket: Option<BoundSocket>,
+    /// An instance's connections, handed over by its dispatcher (instead of a socket).
+    incoming: Option<mpsc::UnboundedReceiver<UnixStream>>,
+    /// An instance ends after this long without a client, once it has had one.
+    idle_exit: Option<Duration>,
+    /// When it ends if no client comes.
+    idle_at: Option<Instant>,
+    /// Whether a client has connected yet.
+    served: bool,
     clients: HashMap<ClientId, Conn>,
     next_client: u64,
     child: Option<ChildLink>,
@@ -412,6 +523,9 @@ impl Actor {
                     Some(stream) => Event::Accepted(stream),
                     None => continue,
                 },
+                // Cancel safe: mpsc::UnboundedReceiver::recv.
+                Some(stream) = handed(&mut self.incoming) => Event::Accepted(stream),
+                () = crate::io::lines::sleep_until(self.idle_at.map(tokio::time::Instant::from_std)), if self.idle_at.is_some() && !shutting_down => Event::Idle,
                 // Cancel safe: mpsc::Receiver::recv.
                 Some((id, ev)) = client_rx.recv() => Event::Client(id, ev),
                 Some((generation, reason)) = child_rx.recv() => Event::ChildExited(generation, reason),
@@ -463,6 +577,13 @@ impl Actor {
             }
             self.drive_now = false;
             self.drive(&client_tx, &child_tx);
+            if let Some(idle) = self.idle_exit.filter(|_| !shutting_down) {
+                if !self.served || !self.clients.is_empty() {
+                    self.idle_at = None;
+                } else if self.idle_at.is_none() {
+                    self.idle_at = Some(now + idle);
+                }
+            }
             if shutting_down && self.child.is_none() {
                 let until = *hand_back_until
                     .get_or_insert_with(|| tokio::time::Instant::now() + HAND_BACK_LIMIT);
@@ -486,6 +607,27 @@ impl Actor {
     ) {
         match event {
             Event::Accepted(stream) => self.accept_client(now, stream, client_tx),
+            Event::Idle => {
+                self.idle_at = None;
+                if !self.clients.is_empty() {
+                    return;
+                }
+                // A connection handed over meanwhile is served; otherwise no more can come
+                // (the dispatcher starts a new instance for the next one) and this one ends.
+                if let Some(rx) = self.incoming.as_mut() {
+                    let mut next = rx.try_recv();
+                    if next.is_err() {
+                        rx.close();
+                        next = rx.try_recv();
+                    }
+                    if let Ok(stream) = next {
+                        self.accept_client(now, stream, client_tx);
+                        return;
+                    }
+                }
+                info!("no client left; stopping this instance");
+                self.handle_event(now, Event::Shutdown, client_tx, shutting_down);
+            }
             Event::Client(id, ClientEvent::Line(line)) => {
                 crate::io::trim::note_line(line.len());
                 self.router.handle(now, Input::ClientLine(id, line))
@@ -589,6 +731,7 @@ impl Actor {
                 if let Some(socket) = self.socket.take() {
                     socket.unlink();
                 }
+                self.incoming = None;
                 self.router.handle(now, Input::Shutdown);
             }
         }
@@ -1133,6 +1276,7 @@ impl Actor {
         };
         let id = ClientId(self.next_client);
         self.next_client += 1;
+        self.served = true;
         // Not a child of the shutdown token: on shutdown the router answers what each client
         // is owed and then closes it, and an attached client only hears those answers if its
         // reader (which would report it gone) is still there to hear them.
@@ -1203,6 +1347,14 @@ const CLIENT_SNDBUF: usize = 1 << 20;
 /// Grows a client socket's send buffer; a refusal keeps the default.
 fn grow_send_buffer(stream: &UnixStream) {
     let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::SndBuf, &CLIENT_SNDBUF);
+}
+
+/// The next connection a dispatcher hands over (never ready without one).
+async fn handed(incoming: &mut Option<mpsc::UnboundedReceiver<UnixStream>>) -> Option<UnixStream> {
+    match incoming.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {

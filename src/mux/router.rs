@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy};
+use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy, Share};
 use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
 
@@ -127,6 +127,8 @@ pub struct RouterStatus {
     pub last_exit: Option<String>,
     /// When the next restart after a crash is due (in backoff).
     pub restart_at: Option<Instant>,
+    /// A `global` server whose tools look per-session: what to consider instead.
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +148,8 @@ enum AfterStop {
     Start,
     Stay,
     Crash,
+    /// Stopped for want of clients (`idle_stop_ms`): back to lazy.
+    Idle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +214,8 @@ enum Purpose {
     MaybeTask,
     /// The mux's own upstream `initialize`.
     UpstreamInit,
+    /// A client's `tools/list` to a `global` server, whose tool names are looked at once.
+    ToolsList,
     /// Any other request of the mux's own (subscribe replay, setLevel); its answer is dropped.
     Internal,
     /// A client's `server/discover`, answered from the cached `initialize` result once the
@@ -382,6 +388,13 @@ pub struct Router {
     batches: HashMap<u64, Batch>,
     next_batch: u64,
     init_result: Option<Bytes>,
+    /// The `initialize` params of this instance's own client (a `project` or `client` server),
+    /// sent upstream instead of the mux's: such a child sees its host as it would directly.
+    client_init: Option<Bytes>,
+    /// Since when no client has been connected while the child runs (for `idle_stop_ms`).
+    idle_since: Option<Instant>,
+    /// Tools of a `global` server that look per-session (warned about once).
+    session_tools: Option<Vec<String>>,
     running_since: Option<Instant>,
     started_at: Option<Instant>,
     consecutive_failures: u32,
@@ -431,6 +444,9 @@ impl Router {
             batches: HashMap::default(),
             next_batch: 1,
             init_result: None,
+            client_init: None,
+            idle_since: None,
+            session_tools: None,
             running_since: None,
             started_at: None,
             consecutive_failures: 0,
@@ -467,6 +483,9 @@ impl Router {
             Life::Stopping {
                 then: AfterStop::Stay,
             } => ServerState::Stopped,
+            Life::Stopping {
+                then: AfterStop::Idle,
+            } => ServerState::Lazy,
             Life::Stopping { .. } => ServerState::Starting,
             Life::Backoff { .. } => ServerState::Backoff,
             Life::Stopped => ServerState::Stopped,
@@ -484,6 +503,12 @@ impl Router {
                 Life::Backoff { until } => Some(until),
                 _ => None,
             },
+            hint: self.session_tools.as_ref().map(|tools| {
+                format!(
+                    "its tools ({}) look per-session; consider share = \"client\"",
+                    tools.join(", ")
+                )
+            }),
         }
     }
 
@@ -517,6 +542,9 @@ impl Router {
         };
         if let Life::Backoff { until } = self.life {
             consider(until);
+        }
+        if let Some(at) = self.idle_due() {
+            consider(at);
         }
         if self.closing > 0 {
             for c in self.clients.values() {
@@ -607,6 +635,11 @@ impl Router {
                 self.spawn();
             }
         }
+        if self.idle_due().is_some_and(|at| at <= now) {
+            debug!(server = %self.name, "no client for idle_stop_ms; stopping the child until the next request");
+            self.idle_since = None;
+            self.stop_child(AfterStop::Idle);
+        }
         if self.roots_pending
             && self
                 .roots_changed
@@ -649,6 +682,18 @@ impl Router {
 
     // ----- lifecycle -----
 
+    /// When a `global` server with `idle_stop_ms` stops its child for want of clients: the
+    /// child runs, no client is connected and nothing is owed.
+    fn idle_due(&self) -> Option<Instant> {
+        let after = self
+            .cfg
+            .idle_stop
+            .filter(|_| self.cfg.share == Share::Global)?;
+        let since = self.idle_since?;
+        (self.life == Life::Running && self.clients.is_empty() && self.pending.is_empty())
+            .then_some(since + after)
+    }
+
     fn spawn(&mut self) {
         self.life = Life::Spawning;
         self.pid = None;
@@ -662,6 +707,10 @@ impl Router {
         self.pid = Some(pid);
         self.started_at = Some(now);
         let init_id = self.alloc_upstream();
+        if let Some(params) = self.client_init.clone() {
+            self.upstream_initialize(now, init_id, &String::from_utf8_lossy(&params));
+            return;
+        }
         let caps = &self.cfg.capabilities;
         let mut declared = Vec::new();
         if caps.sampling {
@@ -679,6 +728,11 @@ impl Router {
             declared.join(","),
             env!("CARGO_PKG_VERSION")
         );
+        self.upstream_initialize(now, init_id, &params);
+    }
+
+    /// Sends the upstream `initialize` with these params and waits for its answer.
+    fn upstream_initialize(&mut self, now: Instant, init_id: u64, params: &str) {
         self.insert_pending(
             init_id,
             Pending {
@@ -693,7 +747,7 @@ impl Router {
             },
         );
         self.life = Life::Initializing { init_id };
-        self.send_child(jsonrpc::request(init_id, "initialize", &params));
+        self.send_child(jsonrpc::request(init_id, "initialize", params));
     }
 
     fn upstream_initialized(&mut self, now: Instant, result: jsonrpc::Raw<'_>) {
@@ -706,6 +760,9 @@ impl Router {
         self.init_result = Some(new);
         self.life = Life::Running;
         self.running_since = Some(now);
+        if self.clients.is_empty() {
+            self.idle_since = Some(now);
+        }
         self.send_child(jsonrpc::notification("notifications/initialized", "{}"));
         // Subscriptions and the log level are per upstream session: replay them.
         let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
@@ -779,6 +836,16 @@ impl Router {
             } => {
                 self.consecutive_failures = 0;
                 self.spawn();
+            }
+            Life::Stopping {
+                then: AfterStop::Idle,
+            } => {
+                // A request that came while it stopped starts it again at once.
+                if self.pending.values().any(|p| p.client.is_some()) || !self.held.is_empty() {
+                    self.spawn();
+                } else {
+                    self.life = Life::Idle;
+                }
             }
             Life::Stopping {
                 then: AfterStop::Stay,
@@ -963,6 +1030,9 @@ impl Router {
         let Some(client) = self.clients.remove(&id) else {
             return;
         };
+        if self.clients.is_empty() {
+            self.idle_since = Some(now);
+        }
         if client.input_closed.is_some() {
             self.closing -= 1;
         }
@@ -1263,6 +1333,18 @@ impl Router {
                 seq,
                 meta,
             ),
+            "tools/list" if self.cfg.share == Share::Global && self.session_tools.is_none() => self
+                .forward(
+                    now,
+                    client,
+                    line,
+                    env,
+                    id,
+                    Purpose::ToolsList,
+                    batch,
+                    seq,
+                    meta,
+                ),
             _ => self.forward(
                 now,
                 client,
@@ -1652,6 +1734,11 @@ impl Router {
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
         }
+        if self.cfg.share != Share::Global && self.client_init.is_none() {
+            if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {
+                self.client_init = Some(Bytes::copy_from_slice(params.get().as_bytes()));
+            }
+        }
         match self.life {
             Life::Running if self.init_result.is_some() => self.answer_init(client, &id, batch),
             Life::Stopped | Life::Failed => self.unavailable(client, &id, batch),
@@ -1841,6 +1928,9 @@ impl Router {
                 self.remove_pending(up);
                 self.held.retain(|(id, _)| *id != up);
             }
+            // The proxy's word on its project: the daemon reads it before the router does (for
+            // a server shared per project); here it is only dropped.
+            super::project::PROJECT => {}
             "notifications/roots/list_changed" => {
                 if !self.cfg.capabilities.roots || self.cfg.roots.is_some() {
                     return;
@@ -2021,6 +2111,17 @@ impl Router {
         }
         if p.purpose == Purpose::TasksList {
             body = self.filter_tasks_list(client, &p.orig_id, env);
+        }
+        if p.purpose == Purpose::ToolsList {
+            let tools = env
+                .result
+                .map(|r| per_session_tools(r.get()))
+                .unwrap_or_default();
+            if !tools.is_empty() {
+                warn!(server = %self.name, ?tools,
+                    "tools look per-session (a browser's tabs or pages) but share = \"global\" gives every host the same session; consider share = \"client\"");
+                self.session_tools = Some(tools);
+            }
         }
         match route {
             // A task keeps its progress token alive until the task ends.
@@ -2542,6 +2643,32 @@ fn uri_under(uri: &str, subscribed: &str) -> bool {
     uri == subscribed
         || (uri.starts_with(subscribed)
             && (subscribed.ends_with('/') || uri.as_bytes().get(subscribed.len()) == Some(&b'/')))
+}
+
+/// Tool-name prefixes that suggest a server keeps state per session (a browser's tabs and
+/// pages).
+const SESSION_TOOLS: &[&str] = &["browser_", "tab_", "page_"];
+
+/// The tools of a `tools/list` result whose names look per-session (at most five named).
+fn per_session_tools(result: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Tool {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct List {
+        tools: Vec<Tool>,
+    }
+    serde_json::from_str::<List>(result)
+        .map(|l| {
+            l.tools
+                .into_iter()
+                .map(|t| t.name)
+                .filter(|n| SESSION_TOOLS.iter().any(|p| n.starts_with(p)))
+                .take(5)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The parts of an initialize result whose change after a restart means clients must re-list.

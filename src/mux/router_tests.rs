@@ -31,6 +31,9 @@ fn cfg() -> ServerConfig {
         roots: None,
         server_request_policy: ServerRequestPolicy::MostRecent,
         status_file: None,
+        share: crate::config::Share::Global,
+        idle_stop: None,
+        max_instances: 16,
     }
 }
 
@@ -1445,6 +1448,136 @@ fn a_client_whose_input_closed_is_closed_after_the_drain_time() {
     assert_eq!(cancel[0]["params"]["requestId"], up);
     assert_eq!(h.r.status().clients, 0);
     assert_eq!(h.r.poll_timeout(), None);
+}
+
+// ----- instances of servers shared per project or per client -----
+
+/// The child of a `client` (or `project`) server gets its own client's `initialize`, not the
+/// mux's; a restart after a crash sends the same again; a `global` server keeps the mux's.
+#[test]
+fn an_instance_child_gets_its_clients_own_initialize() {
+    let mut h = H::new(ServerConfig {
+        share: crate::config::Share::Client,
+        lazy_start: true,
+        ..cfg()
+    });
+    assert!(
+        h.drain().is_empty(),
+        "lazy: nothing starts before a request"
+    );
+    h.connect(1);
+    let params = json!({"protocolVersion":"2025-06-18","capabilities":{"roots":{"listChanged":true}},"clientInfo":{"name":"Cursor","version":"9"}});
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":params}),
+    );
+    assert!(out.contains(&Action::Spawn), "{out:?}");
+    h.r.handle(h.now, Input::ChildSpawned { pid: 7 });
+    let init = child_msgs(&h.drain());
+    assert_eq!(init.len(), 1);
+    assert_eq!(
+        init[0]["params"], params,
+        "the client's own params upstream"
+    );
+    let id = init[0]["id"].clone();
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":id,"result":serde_json::from_str::<Value>(INIT_RESULT).unwrap()}),
+    );
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["serverInfo"]["name"], "s");
+    h.input(Input::ChildExited("crashed".into()));
+    h.advance(60_000);
+    h.r.handle(h.now, Input::ChildSpawned { pid: 8 });
+    let again = child_msgs(&h.drain());
+    assert_eq!(again[0]["params"], params, "the same after a restart");
+
+    let mut g = H::new(ServerConfig {
+        lazy_start: true,
+        ..cfg()
+    });
+    g.connect(1);
+    g.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":params}),
+    );
+    g.r.handle(g.now, Input::ChildSpawned { pid: 7 });
+    let init = child_msgs(&g.drain());
+    assert_eq!(init[0]["params"]["clientInfo"]["name"], "rmcp-mux");
+}
+
+/// The proxy's project line never reaches the child.
+#[test]
+fn the_project_line_is_swallowed() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let line =
+        String::from_utf8(crate::mux::project::line(std::path::Path::new("/src/a"))).unwrap();
+    let out = h.client_raw(1, &line);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+/// `idle_stop_ms` on a `global` server: with no client for that long the child is stopped and
+/// the server is lazy again; the next request starts it; while a client is there, it stays.
+#[test]
+fn a_global_server_with_no_client_for_idle_stop_goes_back_to_lazy() {
+    let mut h = H::running_with(ServerConfig {
+        idle_stop: Some(Duration::from_millis(500)),
+        ..cfg()
+    });
+    h.ready(1, json!({}));
+    assert!(h.advance(10_000).is_empty(), "a client is connected");
+    h.input(Input::ClientGone(ClientId(1)));
+    assert!(h.advance(400).is_empty());
+    assert_eq!(h.advance(100), vec![Action::Kill]);
+    assert_eq!(h.r.status().state, ServerState::Lazy);
+    h.input(Input::ChildExited("terminated".into()));
+    assert_eq!(h.r.status().state, ServerState::Lazy);
+    assert_eq!(h.r.status().restarts, 0, "not a crash");
+    h.connect(2);
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+    );
+    assert_eq!(
+        out,
+        vec![Action::Spawn],
+        "started again on the next request"
+    );
+
+    let mut never = H::running();
+    never.ready(1, json!({}));
+    never.input(Input::ClientGone(ClientId(1)));
+    assert!(
+        never.advance(3_600_000).is_empty(),
+        "without idle_stop_ms it runs on"
+    );
+}
+
+/// A `global` server whose tools look per-session gets a hint in its status (the answer
+/// passes unchanged); the share is never switched.
+#[test]
+fn a_global_server_with_browser_tools_gets_a_hint() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    assert_eq!(h.r.status().hint, None);
+    let up = h.request(1, json!(5), "tools/list", json!({}));
+    let tools = json!({"tools":[{"name":"browser_navigate"},{"name":"echo"},{"name":"tab_list"}]});
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":tools}));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["result"],
+        tools,
+        "passed on as it came"
+    );
+    let hint = h.r.status().hint.expect("a hint");
+    assert!(
+        hint.contains("browser_navigate, tab_list") && hint.contains("share = \"client\""),
+        "{hint}"
+    );
+
+    let mut plain = H::running();
+    plain.ready(1, json!({}));
+    let up = plain.request(1, json!(5), "tools/list", json!({}));
+    plain.child(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"echo"}]}}));
+    assert_eq!(plain.r.status().hint, None);
 }
 
 // ----- the 2026-07-28 era: modern clients in front of a handshake-era child -----

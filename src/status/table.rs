@@ -3,7 +3,9 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use crate::daemon::{DaemonStatus, ServerReport};
+use crate::config::Share;
+use crate::daemon::{DaemonStatus, InstanceReport, ServerReport};
+use crate::status::ServerState;
 
 /// "4h 23m", "12m 5s", "45s".
 pub fn human_duration(ms: u64) -> String {
@@ -17,6 +19,22 @@ pub fn human_duration(ms: u64) -> String {
         format!("{m}m {s}s")
     } else {
         format!("{s}s")
+    }
+}
+
+/// "1.9 GB", "312 MB", "48 KB": decimal units, as the menu and the README show them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if v < 10.0 && unit > 0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
     }
 }
 
@@ -37,7 +55,7 @@ pub const COLUMNS: [&str; 8] = [
 pub fn cells(s: &ServerReport) -> [String; 8] {
     [
         s.name.clone(),
-        s.state.as_str().to_owned(),
+        state_cell(s),
         format!("{}/{}", s.clients, s.max_clients),
         s.pending.to_string(),
         s.restarts.to_string(),
@@ -47,10 +65,55 @@ pub fn cells(s: &ServerReport) -> [String; 8] {
     ]
 }
 
+/// A server's state; for one shared per project or per client, how many children run
+/// ("per client · 3 running").
+pub fn state_cell(s: &ServerReport) -> String {
+    let scope = match s.share {
+        Share::Global => return s.state.as_str().to_owned(),
+        Share::Project => "per project",
+        Share::Client => "per client",
+    };
+    let running = s
+        .instances
+        .iter()
+        .filter(|i| i.state == ServerState::Running)
+        .count();
+    if running == 0 && s.instances.is_empty() {
+        format!("{scope} · none running")
+    } else {
+        format!("{scope} · {running} running")
+    }
+}
+
+/// One instance's cells in [`COLUMNS`] order, under its server's row.
+pub fn instance_cells(i: &InstanceReport) -> [String; 8] {
+    [
+        format!("  └ {}", i.key),
+        i.state.as_str().to_owned(),
+        i.clients.to_string(),
+        i.pending.to_string(),
+        i.restarts.to_string(),
+        i.uptime_ms.map_or_else(|| "-".into(), human_duration),
+        i.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        String::new(),
+    ]
+}
+
 /// Renders the status as a box-drawn table followed by one summary line.
 pub fn render_table(status: &DaemonStatus) -> String {
+    render_table_with(status, false)
+}
+
+/// As [`render_table`]; `verbose` adds a row per instance under its server.
+pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
     let header = COLUMNS;
-    let rows: Vec<[String; 8]> = status.servers.iter().map(cells).collect();
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    for s in &status.servers {
+        rows.push(cells(s));
+        if verbose {
+            rows.extend(s.instances.iter().map(instance_cells));
+        }
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -76,13 +139,28 @@ pub fn render_table(status: &DaemonStatus) -> String {
         out += &line(row.iter().map(String::as_str).collect());
     }
     out += &rule("└", "┴", "┘");
+    // Memory when it was measured: the daemon with every child, and what sharing saves.
+    let memory = match (status.total_rss_bytes, status.saved_bytes) {
+        (Some(total), Some(saved)) if saved > 0 => format!(
+            " · {} in all · ≈ {} saved",
+            human_bytes(total),
+            human_bytes(saved)
+        ),
+        (Some(total), _) => format!(" · {} in all", human_bytes(total)),
+        _ => String::new(),
+    };
     out += &format!(
-        "rmcp-mux {} · pid {} · up {} · {}\n",
+        "rmcp-mux {} · pid {} · up {}{memory} · {}\n",
         status.version,
         status.pid,
         human_duration(status.uptime_ms),
         status.config.display()
     );
+    for s in status.servers.iter() {
+        if let Some(hint) = &s.hint {
+            out += &format!("hint: {}: {hint}\n", s.name);
+        }
+    }
     if let Some(path) = &status.child_path {
         out += &format!("servers' PATH: {path}\n");
     }
@@ -101,11 +179,71 @@ mod tests {
     use crate::status::ServerState;
 
     #[test]
+    fn sizes_read_in_decimal_units() {
+        assert_eq!(human_bytes(48_000), "48 KB");
+        assert_eq!(human_bytes(312_400_000), "312 MB");
+        assert_eq!(human_bytes(1_940_000_000), "1.9 GB");
+    }
+
+    #[test]
     fn durations_read_like_the_proposal() {
         assert_eq!(human_duration(45_000), "45s");
         assert_eq!(human_duration(12 * 60_000 + 5_000), "12m 5s");
         assert_eq!(human_duration((4 * 60 + 23) * 60_000), "4h 23m");
         assert_eq!(human_duration(3 * 86_400_000), "3d 0h");
+    }
+
+    #[test]
+    fn shared_servers_show_their_scope_and_instances_and_the_memory_line() {
+        use crate::daemon::InstanceReport;
+        let instance = |key: &str, state, pid| InstanceReport {
+            key: key.into(),
+            project: None,
+            pid,
+            state,
+            clients: 1,
+            pending: 0,
+            restarts: 0,
+            uptime_ms: pid.map(|_| 5_000),
+            rss_bytes: pid.map(|_| 50_000_000),
+        };
+        let browser = ServerReport {
+            share: Share::Client,
+            state: ServerState::Running,
+            clients: 3,
+            instances: vec![
+                instance("client 1", ServerState::Running, Some(11)),
+                instance("client 2", ServerState::Running, Some(12)),
+                instance("client 3", ServerState::Lazy, None),
+            ],
+            ..crate::daemon::fixtures::report("browser", ServerState::Running)
+        };
+        let git = ServerReport {
+            share: Share::Project,
+            ..crate::daemon::fixtures::report("git", ServerState::Lazy)
+        };
+        let mut status = crate::daemon::fixtures::status(vec![browser, git]);
+        status.total_rss_bytes = Some(160_000_000);
+        status.saved_bytes = Some(1_900_000_000);
+        let table = render_table(&status);
+        assert!(table.contains("per client · 2 running"), "{table}");
+        assert!(table.contains("per project · none running"), "{table}");
+        assert!(
+            !table.contains("client 1"),
+            "instances only with --verbose: {table}"
+        );
+        assert!(
+            table.contains("· 160 MB in all · ≈ 1.9 GB saved ·"),
+            "{table}"
+        );
+        let verbose = render_table_with(&status, true);
+        let rows: Vec<&str> = verbose.lines().filter(|l| l.contains("  └ ")).collect();
+        assert_eq!(rows.len(), 3, "{verbose}");
+        assert!(
+            rows[0].contains("client 1") && rows[0].contains("11"),
+            "{verbose}"
+        );
+        assert!(rows[2].contains("lazy"), "{verbose}");
     }
 
     #[test]
@@ -124,6 +262,10 @@ mod tests {
                 last_exit: None,
                 restart_in_ms: None,
                 max_restarts: 5,
+                share: crate::config::Share::Global,
+                rss_bytes: None,
+                hint: None,
+                instances: Vec::new(),
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -138,6 +280,10 @@ mod tests {
                 last_exit: Some("exited with status 1".into()),
                 restart_in_ms: None,
                 max_restarts: 5,
+                share: crate::config::Share::Global,
+                rss_bytes: None,
+                hint: None,
+                instances: Vec::new(),
             },
         ]);
         let table = render_table(&status);

@@ -252,6 +252,15 @@ fn run(
                 debug!(%id, "menu click");
                 match action {
                     Action::Server(name, cmd) => command(&runtime, &shared, name, cmd),
+                    Action::Instance(name, key, cmd) => {
+                        let shared = shared.clone();
+                        runtime.spawn(async move {
+                            info!(server = %name, instance = %key, ?cmd, "command from the menu");
+                            if let Err(e) = shared.command_instance_key(&name, &key, cmd).await {
+                                warn!(server = %name, error = format!("{e:#}"), "menu command failed");
+                            }
+                        });
+                    }
                     Action::RestartAll => {
                         if let Some(ui) = &ui {
                             for name in ui.model.restart_all_targets() {
@@ -494,6 +503,16 @@ struct ServerItems {
     restart: MenuItem,
     stop: MenuItem,
     start: MenuItem,
+    instances: Vec<InstanceItems>,
+}
+
+/// One instance's submenu inside its server's.
+struct InstanceItems {
+    /// Kept with its items, as the servers' submenus are.
+    _submenu: Submenu,
+    status: MenuItem,
+    restart: MenuItem,
+    stop: MenuItem,
 }
 
 fn item(i: &Item) -> MenuItem {
@@ -519,12 +538,13 @@ impl Rendered {
         menu.append(&PredefinedMenuItem::separator())?;
         let mut servers = Vec::with_capacity(m.servers.len());
         for s in &m.servers {
-            let items = ServerItems {
+            let mut items = ServerItems {
                 submenu: Submenu::with_id(s.id.as_str(), submenu_label(s), true),
                 status: item(&s.status),
                 restart: item(&s.restart),
                 stop: item(&s.stop),
                 start: item(&s.start),
+                instances: Vec::with_capacity(s.instances.len()),
             };
             items.submenu.append_items(&[
                 &items.status,
@@ -533,6 +553,26 @@ impl Rendered {
                 &items.stop,
                 &items.start,
             ])?;
+            if !s.instances.is_empty() {
+                items.submenu.append(&PredefinedMenuItem::separator())?;
+            }
+            for i in &s.instances {
+                let sub = Submenu::with_id(i.id.as_str(), &i.label, true);
+                let inst = InstanceItems {
+                    _submenu: sub.clone(),
+                    status: item(&i.status),
+                    restart: item(&i.restart),
+                    stop: item(&i.stop),
+                };
+                sub.append_items(&[
+                    &inst.status,
+                    &PredefinedMenuItem::separator(),
+                    &inst.restart,
+                    &inst.stop,
+                ])?;
+                items.submenu.append(&sub)?;
+                items.instances.push(inst);
+            }
             menu.append(&items.submenu)?;
             servers.push(items);
         }
@@ -577,6 +617,12 @@ impl Rendered {
             sync(&r.restart, &o.restart, &n.restart);
             sync(&r.stop, &o.stop, &n.stop);
             sync(&r.start, &o.start, &n.start);
+            // Same shape: the same instances, in order.
+            for ((ri, oi), ni) in r.instances.iter().zip(&o.instances).zip(&n.instances) {
+                sync(&ri.status, &oi.status, &ni.status);
+                sync(&ri.restart, &oi.restart, &ni.restart);
+                sync(&ri.stop, &oi.stop, &ni.stop);
+            }
         }
         sync(&self.restart_all, &old.restart_all, &new.restart_all);
         sync(&self.open_config, &old.open_config, &new.open_config);

@@ -79,6 +79,27 @@ pub struct ServerEntry {
     pub stop: Item,
     /// Start.
     pub start: Item,
+    /// The instances of a server shared per project or per client, each a submenu.
+    pub instances: Vec<InstanceEntry>,
+}
+
+/// One instance of a server shared per project or per client: a submenu with its state and
+/// Restart / Stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEntry {
+    /// Its key: the project folder, `no project`, or `client N`.
+    pub key: String,
+    /// The submenu id (`instance:NAME:KEY`).
+    pub id: String,
+    /// The submenu's label: the key alone, which never changes (tray hosts that cannot
+    /// relabel a submenu show it right); the state is the first item inside.
+    pub label: String,
+    /// Its state in words, a disabled item.
+    pub status: Item,
+    /// Restart this instance.
+    pub restart: Item,
+    /// Stop this instance.
+    pub stop: Item,
 }
 
 /// Everything the tray shows for one snapshot.
@@ -131,6 +152,8 @@ pub mod ids {
 pub enum Action {
     /// A command for one server.
     Server(String, Command),
+    /// A command for one instance (server name, instance key) of a shared server.
+    Instance(String, String, Command),
     /// Restart every server that is not stopped.
     RestartAll,
     /// Open the config file in the user's editor.
@@ -151,6 +174,16 @@ impl Action {
                 .filter(|n| !n.is_empty())
                 .map(|n| Action::Server(n.to_owned(), cmd))
         };
+        let instance = |prefix: &str, cmd| {
+            let (name, key) = id.strip_prefix(prefix)?.split_once(':')?;
+            (!name.is_empty() && !key.is_empty())
+                .then(|| Action::Instance(name.to_owned(), key.to_owned(), cmd))
+        };
+        if let Some(a) = instance("instance-restart:", Command::Restart)
+            .or_else(|| instance("instance-stop:", Command::Stop))
+        {
+            return Some(a);
+        }
         match id {
             ids::RESTART_ALL => Some(Action::RestartAll),
             ids::OPEN_CONFIG => Some(Action::OpenConfig),
@@ -197,6 +230,13 @@ fn entry(s: &ServerReport) -> ServerEntry {
     let word = state_word(s.state);
     let n = &s.name;
     let mut status = match s.state {
+        _ if s.share != crate::config::Share::Global => {
+            format!(
+                "{} · {}",
+                crate::status::table::state_cell(s),
+                clients(s.clients)
+            )
+        }
         ServerState::Running => match s.pid {
             Some(pid) => format!("running · pid {pid} · {}", clients(s.clients)),
             None => format!("running · {}", clients(s.clients)),
@@ -240,6 +280,27 @@ fn entry(s: &ServerReport) -> ServerEntry {
         restart: item(format!("restart:{n}"), "Restart", restart),
         stop: item(format!("stop:{n}"), "Stop", stop),
         start: item(format!("start:{n}"), "Start", start),
+        instances: s
+            .instances
+            .iter()
+            .map(|i| {
+                let k = &i.key;
+                let mut words = state_word(i.state).to_owned();
+                if let Some(pid) = i.pid {
+                    words += &format!(" · pid {pid}");
+                }
+                words += &format!(" · {}", clients(i.clients));
+                let alive = !matches!(i.state, ServerState::Stopped);
+                InstanceEntry {
+                    key: k.clone(),
+                    id: format!("instance:{n}:{k}"),
+                    label: k.clone(),
+                    status: item(format!("instance-status:{n}:{k}"), &words, false),
+                    restart: item(format!("instance-restart:{n}:{k}"), "Restart", true),
+                    stop: item(format!("instance-stop:{n}:{k}"), "Stop", alive),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -319,11 +380,14 @@ impl TrayModel {
             .servers
             .iter()
             .map(|s| {
-                if live_submenu_labels {
+                let name = if live_submenu_labels {
                     s.name.clone()
                 } else {
                     s.steady_label.clone()
-                }
+                };
+                // Instances come and go: a new set is a new menu.
+                let keys: Vec<&str> = s.instances.iter().map(|i| i.key.as_str()).collect();
+                format!("{name}\t{}", keys.join("\t"))
             })
             .collect();
         shape.push(self.config_error.is_some().to_string());
@@ -531,6 +595,70 @@ mod tests {
             ))
         );
         assert!(!build(&st, Login::Off).login_checked);
+    }
+
+    #[test]
+    fn a_shared_server_lists_its_instances_with_restart_and_stop() {
+        use ServerState::*;
+        let inst = |key: &str, state, pid| crate::daemon::InstanceReport {
+            key: key.into(),
+            project: Some(key.into()),
+            pid,
+            state,
+            clients: 2,
+            pending: 0,
+            restarts: 0,
+            uptime_ms: None,
+            rss_bytes: None,
+        };
+        let git = ServerReport {
+            share: crate::config::Share::Project,
+            clients: 2,
+            instances: vec![inst("/src/a:b", Running, Some(31))],
+            ..server("git", Running)
+        };
+        let m = build(&status(vec![git.clone()]), Login::Off);
+        let e = &m.servers[0];
+        assert_eq!(e.status.label, "per project · 1 running · 2 clients");
+        assert_eq!(e.instances.len(), 1);
+        let i = &e.instances[0];
+        assert_eq!(
+            (i.label.as_str(), i.id.as_str()),
+            ("/src/a:b", "instance:git:/src/a:b")
+        );
+        assert_eq!(i.status.label, "running · pid 31 · 2 clients");
+        assert!(!i.status.enabled && i.restart.enabled && i.stop.enabled);
+        assert_eq!(
+            Action::parse(&i.restart.id),
+            Some(Action::Instance(
+                "git".into(),
+                "/src/a:b".into(),
+                Command::Restart
+            )),
+            "a key with ':' in it survives"
+        );
+        assert_eq!(
+            Action::parse(&i.stop.id),
+            Some(Action::Instance(
+                "git".into(),
+                "/src/a:b".into(),
+                Command::Stop
+            ))
+        );
+        assert_eq!(Action::parse(&i.status.id), None);
+        // A new instance is a new menu; a new state of the same ones is not.
+        let mut more = git.clone();
+        more.instances.push(inst("/src/c", Lazy, None));
+        let m2 = build(&status(vec![more]), Login::Off);
+        assert_ne!(m.shape(false), m2.shape(false));
+        let mut calmer = git;
+        calmer.instances[0].pid = Some(32);
+        let m3 = build(&status(vec![calmer]), Login::Off);
+        assert_eq!(m.shape(false), m3.shape(false));
+        assert_ne!(
+            m.servers[0].instances[0].status,
+            m3.servers[0].instances[0].status
+        );
     }
 
     #[test]

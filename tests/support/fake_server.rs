@@ -9,7 +9,8 @@
 //! Tools: echo, slow, crash, exit_after, close_stdout (closes stdout and lives on), garbage,
 //! stats, sample, elicit, roots, notify, big, log, halves (writes the first half of a long
 //! answer, then the rest once a `notifications/fake/finish` comes, or exits instead with
-//! `"exit": true`).
+//! `"exit": true`), where (its pid, working folder, arguments, `FAKE_TAG` and the params of
+//! the `initialize` it got).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -166,6 +167,7 @@ fn main() {
     let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
     let mut line = String::new();
     let mut finish: Option<std::sync::mpsc::Sender<()>> = None;
+    let mut init_params = Value::Null;
     loop {
         if input.buffer().is_empty() {
             let _ = out.lock().unwrap().flush();
@@ -220,6 +222,7 @@ fn main() {
         match method {
             "initialize" => {
                 stats.lock().unwrap().initialize += 1;
+                init_params = params.clone();
                 send(
                     &out,
                     &result(
@@ -261,6 +264,7 @@ fn main() {
                     "notify",
                     "big",
                     "log",
+                    "where",
                 ];
                 let tools: Vec<Value> = names
                     .iter()
@@ -371,6 +375,22 @@ fn main() {
                         let s = stats.lock().unwrap();
                         let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"pid":std::process::id()});
                         drop(s);
+                        send(
+                            &out,
+                            &result(
+                                &id,
+                                json!({"content":[{"type":"text","text":v.to_string()}],"structuredContent":v}),
+                            ),
+                        );
+                    }
+                    "where" => {
+                        let v = json!({
+                            "pid": std::process::id(),
+                            "cwd": std::env::current_dir().ok(),
+                            "args": std::env::args().skip(1).collect::<Vec<_>>(),
+                            "tag": std::env::var("FAKE_TAG").ok(),
+                            "initialize": init_params,
+                        });
                         send(
                             &out,
                             &result(
