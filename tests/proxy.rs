@@ -467,8 +467,10 @@ fn a_killed_attached_proxy_leaves_nothing_in_the_daemon() {
     p.child.wait().unwrap();
     mux.wait_status("f", |s| s["clients"] == 0);
     wait_holds(daemon, &pipe, false);
+    // At most the baseline: a control-socket connection of `wait_status` may still have been
+    // open when it was taken.
     let deadline = Instant::now() + WAIT;
-    while fds_of(daemon).len() != baseline {
+    while fds_of(daemon).len() > baseline {
         assert!(
             Instant::now() < deadline,
             "the daemon holds {} descriptors, {baseline} before: {:?}",
