@@ -1,0 +1,979 @@
+//! The Streamable HTTP front: hosts that connect to MCP servers by URL reach each server at
+//! `http://127.0.0.1:PORT/NAME/mcp` with no process of their own (the proxy is for hosts that
+//! only speak stdio).
+//!
+//! Each HTTP session (`Mcp-Session-Id`) is one connection to the server's Unix socket, made by
+//! the daemon itself: to the actor and its router it is a client like any other, so every
+//! routing rule (ids, progress, cancellation, server→client requests routed back to their
+//! session, subscriptions, log level, `max_active_clients`) applies unchanged, and status
+//! counts sessions as clients. This module only translates: a POSTed message becomes a line on
+//! the socket; a line from the socket goes to the SSE stream of the POST it belongs to, or to
+//! the session's GET stream.
+//!
+//! Where a line from the server goes:
+//! - an answer: to the stream of the POST that asked (which then ends);
+//! - `notifications/progress`: to the stream of the request that carried its token;
+//! - any other request or notification: to the only POST stream still open when there is one
+//!   (it is about that request), otherwise to the GET stream, otherwise to the newest POST
+//!   stream; with no stream at all it waits (bounded) for the next GET stream.
+//!
+//! Security: the front listens on loopback only (the config refuses anything else), every
+//! request must carry `Authorization: Bearer TOKEN` (the token lives in a 0600 file in the
+//! user's state folder, see [`token`]), and `Host` and `Origin` must be local, so a web page on
+//! another origin (DNS rebinding) gets 403. Bodies are bounded by the server's
+//! `max_request_bytes`; sessions end after [`IDLE`] without use.
+
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::daemon::Shared;
+
+/// A session nothing has used for this long (no request in flight, no GET stream open) ends.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// How often idle sessions are looked for.
+const SWEEP: Duration = Duration::from_secs(60);
+/// How many messages may wait for one HTTP stream (or, with no stream open, for the next GET)
+/// before the session counts as stuck and is ended, as the actor does with a socket client.
+const STREAM_QUEUE: usize = 8192;
+/// The protocol versions whose `MCP-Protocol-Version` header the front accepts.
+const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// How long an HTTP client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the front needs to know of one server to open a session on it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's socket.
+    pub socket: PathBuf,
+    /// Its `max_request_bytes`: the bound on a POST body.
+    pub max_request_bytes: usize,
+    /// Its `max_response_bytes`: the bound on a line read from its socket.
+    pub max_response_bytes: usize,
+    /// Whether it has `max_active_clients` clients already. The router refuses one more
+    /// anyway, but closing the socket then can lose its error to a reset; this says it first.
+    pub full: bool,
+    /// Its `max_active_clients`.
+    pub max_clients: usize,
+}
+
+/// Where the front finds the servers by name: the daemon's live set, which reloads change.
+pub trait Servers: Send + Sync + 'static {
+    /// The server called `name`, if it runs.
+    fn target(&self, name: &str) -> Option<Target>;
+}
+
+impl Servers for Shared {
+    fn target(&self, name: &str) -> Option<Target> {
+        self.http_target(name)
+    }
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The front: its sessions, its token and the servers it serves.
+struct Front {
+    servers: Arc<dyn Servers>,
+    token: String,
+    port: u16,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// One HTTP session: one client of one server's router.
+struct Session {
+    id: String,
+    server: String,
+    /// The socket's writing half; `None` once the session ended.
+    writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    routes: Mutex<Routes>,
+    /// Cancelled when the session ends (DELETE, idle, the server closed it).
+    ended: CancellationToken,
+}
+
+/// Where the server's lines for this session go.
+struct Routes {
+    /// Request id (its JSON text) → the stream of the POST that sent it.
+    pending: HashMap<String, u64>,
+    /// Progress token (its JSON text) → the stream of the request that carried it.
+    progress: HashMap<String, u64>,
+    /// Open POST streams, oldest first.
+    streams: BTreeMap<u64, Stream>,
+    next_stream: u64,
+    /// The GET stream, while one is open.
+    get: Option<mpsc::Sender<Bytes>>,
+    /// Requests and notifications that came while no stream was open.
+    backlog: VecDeque<Bytes>,
+    last_active: Instant,
+}
+
+struct Stream {
+    tx: mpsc::Sender<Bytes>,
+    /// Whether unrelated requests and notifications may go here (not for a JSON answer).
+    sse: bool,
+    /// Its request's id and progress token, forgotten with it.
+    id: String,
+    token: Option<String>,
+}
+
+/// What a delivery found.
+enum Delivered {
+    Yes,
+    /// The stream's reader is gone (the HTTP client went away).
+    Closed,
+    /// The stream's queue is full: the session is stuck.
+    Full,
+}
+
+fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Delivered {
+    match tx.try_send(msg) {
+        Ok(()) => Delivered::Yes,
+        Err(mpsc::error::TrySendError::Closed(_)) => Delivered::Closed,
+        Err(mpsc::error::TrySendError::Full(_)) => Delivered::Full,
+    }
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            pending: HashMap::new(),
+            progress: HashMap::new(),
+            streams: BTreeMap::new(),
+            next_stream: 1,
+            get: None,
+            backlog: VecDeque::new(),
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Opens the stream of a POSTed request.
+    fn open(&mut self, id: String, token: Option<String>, sse: bool) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let n = self.next_stream;
+        self.next_stream += 1;
+        self.pending.insert(id.clone(), n);
+        if let Some(t) = &token {
+            self.progress.insert(t.clone(), n);
+        }
+        self.streams.insert(n, Stream { tx, sse, id, token });
+        self.last_active = Instant::now();
+        rx
+    }
+
+    /// Ends a stream: its sender is dropped, so its body ends after what it holds.
+    fn close(&mut self, n: u64) {
+        if let Some(s) = self.streams.remove(&n) {
+            self.pending.remove(&s.id);
+            if let Some(t) = s.token {
+                self.progress.remove(&t);
+            }
+        }
+        self.last_active = Instant::now();
+    }
+
+    /// Routes one line from the server. `false` when the session is stuck.
+    fn route(&mut self, line: Bytes) -> bool {
+        let Ok(env) = serde_json::from_slice::<Envelope>(&line) else {
+            warn!("the server sent a line that is not a JSON-RPC message; dropped");
+            return true;
+        };
+        if env.method.is_none() {
+            // An answer: to the stream of its request, which then ends.
+            let key = env.id.map(RawValue::get).unwrap_or("null");
+            if let Some(n) = self.pending.get(key).copied() {
+                let ok = match self.streams.get(&n) {
+                    Some(s) => deliver(&s.tx, line.clone()),
+                    None => Delivered::Closed,
+                };
+                self.close(n);
+                return match ok {
+                    Delivered::Yes => true,
+                    Delivered::Full => false,
+                    // Its client went away; the answer is still theirs to have.
+                    Delivered::Closed => self.unrelated(line),
+                };
+            }
+            return self.unrelated(line);
+        }
+        if env.method.as_deref() == Some("notifications/progress") {
+            if let Some(n) = progress_token(env.params).and_then(|t| self.progress.get(&t)) {
+                if let Some(s) = self.streams.get(n) {
+                    match deliver(&s.tx, line.clone()) {
+                        Delivered::Yes => return true,
+                        Delivered::Full => return false,
+                        Delivered::Closed => {}
+                    }
+                }
+            }
+        }
+        self.unrelated(line)
+    }
+
+    /// A request or notification of the server's own (or an answer whose stream is gone).
+    fn unrelated(&mut self, line: Bytes) -> bool {
+        loop {
+            let sse: Vec<u64> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.sse && !s.tx.is_closed())
+                .map(|(n, _)| *n)
+                .collect();
+            let target = if sse.len() == 1 {
+                self.streams.get(&sse[0]).map(|s| s.tx.clone())
+            } else if let Some(get) = self.get.as_ref().filter(|g| !g.is_closed()) {
+                Some(get.clone())
+            } else {
+                sse.last()
+                    .and_then(|n| self.streams.get(n))
+                    .map(|s| s.tx.clone())
+            };
+            let Some(tx) = target else {
+                if self.backlog.len() >= STREAM_QUEUE {
+                    return false;
+                }
+                self.backlog.push_back(line);
+                return true;
+            };
+            match deliver(&tx, line.clone()) {
+                Delivered::Yes => return true,
+                Delivered::Full => return false,
+                // Look again: a closed stream is skipped next time round.
+                Delivered::Closed => {
+                    if self.get.as_ref().is_some_and(|g| g.same_channel(&tx)) {
+                        self.get = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the session is in use: a request in flight or a GET stream open.
+    fn busy(&self) -> bool {
+        !self.streams.is_empty() || self.get.as_ref().is_some_and(|g| !g.is_closed())
+    }
+}
+
+/// The parts of a message the front routes by.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// `params._meta.progressToken` (in a request) or `params.progressToken` (in a progress
+/// notification), as JSON text.
+fn progress_token(params: Option<&RawValue>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, default, rename = "progressToken")]
+        token: Option<&'a RawValue>,
+        #[serde(borrow, default, rename = "_meta")]
+        meta: Option<Meta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, default, rename = "progressToken")]
+        token: Option<&'a RawValue>,
+    }
+    let p: Params = serde_json::from_str(params?.get()).ok()?;
+    p.token
+        .or(p.meta.and_then(|m| m.token))
+        .map(|t| t.get().to_owned())
+}
+
+/// `params.requestId` of a `notifications/cancelled`, as JSON text.
+fn cancelled_id(params: Option<&RawValue>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "requestId")]
+        id: &'a RawValue,
+    }
+    let p: Params = serde_json::from_str(params?.get()).ok()?;
+    Some(p.id.get().to_owned())
+}
+
+/// A bound front, ready to serve.
+pub struct Listener {
+    listener: TcpListener,
+    token: String,
+}
+
+impl Listener {
+    /// Binds `addr` and reads (or creates) the token, so that a daemon that cannot serve HTTP
+    /// fails at start, before anything runs.
+    ///
+    /// # Errors
+    /// The address is taken, or the token file cannot be read or created.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Listener> {
+        use anyhow::Context;
+        let token = token::load_or_create(&token::path()?)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("daemon.http: cannot listen on {addr}"))?;
+        Ok(Listener { listener, token })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// The socket's address cannot be read.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled; every task it starts runs on
+/// `tracker`.
+pub async fn serve(
+    listener: Listener,
+    servers: Arc<dyn Servers>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let front = Arc::new(Front {
+        servers,
+        token: listener.token,
+        port,
+        sessions: Mutex::new(HashMap::new()),
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    });
+    info!(port, "HTTP front listening");
+    tracker.spawn(sweep(front.clone()));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            // Cancel safe: TcpListener::accept loses nothing when dropped.
+            a = listener.listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let front = front.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let front = front.clone();
+                async move { Ok::<_, Infallible>(front.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                r = conn => if let Err(e) = r { debug!(error = %e, "HTTP connection ended") },
+                // Dropping the connection closes it (open streams included).
+                () = token.cancelled() => {}
+            }
+        });
+    }
+    let sessions: Vec<Arc<Session>> = front
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .map(|(_, s)| s)
+        .collect();
+    for s in sessions {
+        s.ended.cancel();
+    }
+}
+
+/// Ends the sessions nobody used for [`IDLE`].
+async fn sweep(front: Arc<Front>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    loop {
+        tokio::select! {
+            () = front.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let idle: Vec<Arc<Session>> = {
+            let sessions = front
+                .sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            sessions
+                .values()
+                .filter(|s| {
+                    let r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
+                    !r.busy() && r.last_active.elapsed() >= IDLE
+                })
+                .cloned()
+                .collect()
+        };
+        for s in idle {
+            info!(session = %s.id, server = %s.server, "HTTP session idle; ended");
+            front.end(&s.id);
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_owned())).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// A JSON-RPC error as an HTTP answer (id null: it answers no request the server saw).
+fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    json(status, Bytes::from(body.to_string()))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An SSE answer carrying each message of `rx` as one `message` event, ending with it.
+fn sse(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let msg = rx.recv().await?;
+        let mut event = Vec::with_capacity(msg.len() + 24);
+        event.extend_from_slice(b"event: message\ndata: ");
+        event.extend_from_slice(&msg);
+        event.extend_from_slice(b"\n\n");
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `host` (a `Host` header, or an origin's host and port) names this machine.
+fn local_host(host: &str, port: u16) -> bool {
+    let (name, p) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => {
+            if n.starts_with('[') || !n.contains(':') {
+                (n, Some(p))
+            } else {
+                (host, None)
+            }
+        }
+        _ => (host, None),
+    };
+    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
+    loopback && p.is_none_or(|p| p.parse::<u16>().ok() == Some(port))
+}
+
+/// Whether an `Origin` is a page served from this machine (any port: a local tool's page is
+/// not a DNS-rebinding attack, and it still needs the token).
+fn local_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let name = match rest.rsplit_once(':') {
+        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => n,
+        _ => rest,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Compares without stopping at the first difference, so timing says nothing of the token.
+fn same_token(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+fn accepts(h: &HeaderMap, kind: &str) -> bool {
+    h.get_all("accept").iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|t| {
+                let t = t.split(';').next().unwrap_or("").trim();
+                t == kind || t == "*/*"
+            })
+        })
+    })
+}
+
+impl Front {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let h = req.headers();
+        // DNS rebinding: a page on another origin reaching 127.0.0.1 through a name of its own.
+        if let Some(origin) = header(h, "origin") {
+            if !local_origin(origin) {
+                warn!(origin, "HTTP request from a foreign origin refused");
+                return plain(StatusCode::FORBIDDEN, "foreign Origin");
+            }
+        }
+        if !header(h, "host").is_some_and(|host| local_host(host, self.port)) {
+            warn!(host = ?header(h, "host"), "HTTP request for a foreign Host refused");
+            return plain(StatusCode::FORBIDDEN, "foreign Host");
+        }
+        let authorized = header(h, "authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| same_token(t.trim().as_bytes(), self.token.as_bytes()));
+        if !authorized {
+            let mut r = plain(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (see `rmcp-mux status --json`, http.token_file)",
+            );
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        if let Some(v) = header(h, "mcp-protocol-version") {
+            if !VERSIONS.contains(&v) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    &format!("unsupported MCP-Protocol-Version {v}"),
+                );
+            }
+        }
+        let path = req.uri().path();
+        let name = match path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_suffix("/mcp"))
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+        {
+            Some(n) => n.to_owned(),
+            None => return plain(StatusCode::NOT_FOUND, "not found; servers are at /NAME/mcp"),
+        };
+        let Some(target) = self.servers.target(&name) else {
+            return plain(StatusCode::NOT_FOUND, &format!("no server `{name}`"));
+        };
+        let session = match header(req.headers(), "mcp-session-id") {
+            Some(id) => match self.session(id, &name) {
+                Some(s) => Some(s),
+                None => return plain(StatusCode::NOT_FOUND, "no such session; initialize again"),
+            },
+            None => None,
+        };
+        match *req.method() {
+            Method::POST => self.post(req, name, target, session).await,
+            Method::GET => self.get(req.headers(), session),
+            Method::DELETE => match session {
+                Some(s) => {
+                    debug!(session = %s.id, server = %name, "HTTP session deleted");
+                    self.end(&s.id);
+                    plain(StatusCode::OK, "")
+                }
+                None => plain(StatusCode::BAD_REQUEST, "Mcp-Session-Id required"),
+            },
+            _ => {
+                let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
+                r.headers_mut()
+                    .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+                r
+            }
+        }
+    }
+
+    fn session(&self, id: &str, server: &str) -> Option<Arc<Session>> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.get(id).filter(|s| s.server == server).cloned()
+    }
+
+    /// Ends a session: its socket closes, so its router client is gone and what it was owed
+    /// is forgotten (cancelled upstream) by the router's rules for a client that left.
+    fn end(&self, id: &str) {
+        let s = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        if let Some(s) = s {
+            s.ended.cancel();
+        }
+    }
+
+    fn get(&self, h: &HeaderMap, session: Option<Arc<Session>>) -> Response<Body> {
+        if !accepts(h, "text/event-stream") {
+            return plain(StatusCode::NOT_ACCEPTABLE, "accept text/event-stream");
+        }
+        let Some(s) = session else {
+            return plain(StatusCode::BAD_REQUEST, "Mcp-Session-Id required");
+        };
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        {
+            let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            while let Some(msg) = r.backlog.pop_front() {
+                // The queue holds as many as the backlog can.
+                let _ = tx.try_send(msg);
+            }
+            // A new GET stream replaces the old one (a client that reconnected).
+            r.get = Some(tx);
+            r.last_active = Instant::now();
+        }
+        let mut resp = sse(rx);
+        set_session(&mut resp, &s.id);
+        resp
+    }
+
+    async fn post(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        name: String,
+        target: Target,
+        session: Option<Arc<Session>>,
+    ) -> Response<Body> {
+        let h = req.headers();
+        if !(accepts(h, "application/json") && accepts(h, "text/event-stream")) {
+            return plain(
+                StatusCode::NOT_ACCEPTABLE,
+                "accept both application/json and text/event-stream",
+            );
+        }
+        if !header(h, "content-type").is_some_and(|c| c.starts_with("application/json")) {
+            return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json");
+        }
+        let body = match Limited::new(req.into_body(), target.max_request_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return rpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    -32600,
+                    &format!(
+                        "request over max_request_bytes ({})",
+                        target.max_request_bytes
+                    ),
+                )
+            }
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "body cut short"),
+        };
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                "send one JSON-RPC message per request (no batches)",
+            );
+        }
+        let Ok(env) = serde_json::from_slice::<Envelope>(&body) else {
+            return rpc_error(StatusCode::BAD_REQUEST, -32700, "not a JSON-RPC message");
+        };
+        // The socket carries one message per line; a newline in valid JSON is whitespace.
+        let mut line = body.to_vec();
+        for b in &mut line {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        line.push(b'\n');
+        let is_request = env.method.is_some() && env.id.is_some();
+        let initialize = env.method.as_deref() == Some("initialize");
+        let session = match (session, initialize) {
+            (Some(_), true) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    "session already initialized",
+                )
+            }
+            (Some(s), false) => s,
+            (None, true) if is_request && target.full => {
+                let max = target.max_clients;
+                return rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    -32603,
+                    &format!("too many clients: server {name} allows {max}"),
+                );
+            }
+            (None, true) if is_request => match self.open(&name, &target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(server = %name, error = %e, "cannot open an HTTP session");
+                    return rpc_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        -32603,
+                        &format!("server {name} is not reachable"),
+                    );
+                }
+            },
+            (None, _) => {
+                return rpc_error(StatusCode::BAD_REQUEST, -32600, "Mcp-Session-Id required")
+            }
+        };
+        if !is_request {
+            if env.method.as_deref() == Some("notifications/cancelled") {
+                // The router answers nothing for a cancelled request: its stream ends here.
+                if let Some(id) = cancelled_id(env.params) {
+                    let mut r = session
+                        .routes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if let Some(n) = r.pending.get(&id).copied() {
+                        r.close(n);
+                    }
+                }
+            }
+            session
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .last_active = Instant::now();
+            if !session.write(&line).await {
+                self.end(&session.id);
+                return plain(StatusCode::NOT_FOUND, "session ended");
+            }
+            let mut r = plain(StatusCode::ACCEPTED, "");
+            set_session(&mut r, &session.id);
+            return r;
+        }
+        let id = env.id.map(RawValue::get).unwrap_or("null").to_owned();
+        let token = progress_token(env.params);
+        let mut rx = {
+            let mut r = session
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if r.pending.contains_key(&id) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    &format!("request id {id} is already in use"),
+                );
+            }
+            if initialize {
+                // The router refuses a client over max_active_clients with an error of id null.
+                let rx = r.open(id.clone(), token, false);
+                if let Some(n) = r.pending.get(&id).copied() {
+                    r.pending.insert("null".into(), n);
+                }
+                rx
+            } else {
+                r.open(id, token, true)
+            }
+        };
+        if !session.write(&line).await {
+            self.end(&session.id);
+            return plain(StatusCode::NOT_FOUND, "session ended");
+        }
+        if initialize {
+            // Answered as JSON, so that a refusal is an HTTP error the host can show.
+            let answer = tokio::select! {
+                a = rx.recv() => a,
+                () = session.ended.cancelled() => None,
+            };
+            session
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending
+                .remove("null");
+            let refused = answer.as_ref().is_none_or(|a| {
+                serde_json::from_slice::<Envelope>(a)
+                    .ok()
+                    .and_then(|e| e.id)
+                    .is_none_or(|i| i.get() == "null")
+            });
+            if refused {
+                self.end(&session.id);
+                return match answer {
+                    Some(a) => json(StatusCode::SERVICE_UNAVAILABLE, a),
+                    None => rpc_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        -32603,
+                        &format!("server {name} closed the session"),
+                    ),
+                };
+            }
+            info!(session = %session.id, server = %name, "HTTP session opened");
+            let mut r = json(StatusCode::OK, answer.unwrap_or_default());
+            set_session(&mut r, &session.id);
+            return r;
+        }
+        let mut r = sse(rx);
+        set_session(&mut r, &session.id);
+        r
+    }
+
+    /// Opens a session: a connection to the server's socket, read by a task of its own.
+    async fn open(self: &Arc<Self>, name: &str, target: &Target) -> std::io::Result<Arc<Session>> {
+        let stream = UnixStream::connect(&target.socket).await?;
+        let (read, write) = stream.into_split();
+        let session = Arc::new(Session {
+            id: token::random_hex(16)?,
+            server: name.to_owned(),
+            writer: tokio::sync::Mutex::new(Some(write)),
+            routes: Mutex::new(Routes::new()),
+            ended: self.shutdown.child_token(),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session.id.clone(), session.clone());
+        // Lines up to the server's answer bound, plus room for the envelope.
+        let lines = FramedRead::new(
+            read,
+            LinesCodec::new_with_max_length(target.max_response_bytes.saturating_add(4096)),
+        );
+        let s = session.clone();
+        // Weak: a session's reader must not keep the front alive.
+        let front = Arc::downgrade(self);
+        self.tracker.spawn(async move {
+            read_session(&s, lines).await;
+            s.ended.cancel();
+            if let Some(front) = front.upgrade() {
+                let mut map = front
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if map.get(&s.id).is_some_and(|m| Arc::ptr_eq(m, &s)) {
+                    map.remove(&s.id);
+                }
+            }
+            // Dropping the writer closes the socket.
+            s.writer.lock().await.take();
+            let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            r.streams.clear();
+            r.get = None;
+            debug!(session = %s.id, "HTTP session closed");
+        });
+        Ok(session)
+    }
+}
+
+/// Reads a session's socket until it closes, the session ends or it is stuck.
+async fn read_session(
+    s: &Session,
+    mut lines: FramedRead<tokio::net::unix::OwnedReadHalf, LinesCodec>,
+) {
+    loop {
+        let line = tokio::select! {
+            () = s.ended.cancelled() => return,
+            l = lines.next() => l,
+        };
+        match line {
+            Some(Ok(line)) => {
+                let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
+                if !r.route(Bytes::from(line)) {
+                    warn!(session = %s.id, server = %s.server, "HTTP session not reading its streams; ended");
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                warn!(session = %s.id, error = %e, "HTTP session: bad line from the server; ended");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+impl Session {
+    /// Writes one line to the server; `false` when the session has ended.
+    async fn write(&self, line: &[u8]) -> bool {
+        let mut w = self.writer.lock().await;
+        match w.as_mut() {
+            Some(w) => w.write_all(line).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+fn set_session(r: &mut Response<Body>, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("mcp-session-id", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_hosts_and_origins_pass() {
+        assert!(local_host("127.0.0.1:7311", 7311));
+        assert!(local_host("localhost:7311", 7311));
+        assert!(local_host("[::1]:7311", 7311));
+        assert!(local_host("localhost", 7311));
+        assert!(!local_host("127.0.0.1:7312", 7311));
+        assert!(!local_host("evil.example:7311", 7311));
+        assert!(!local_host("127.0.0.1.evil.example", 7311));
+        assert!(local_origin("http://localhost:3000"));
+        assert!(local_origin("http://127.0.0.1"));
+        assert!(local_origin("http://[::1]:8080"));
+        assert!(!local_origin("http://evil.example"));
+        assert!(!local_origin("http://localhost.evil.example:80"));
+        assert!(!local_origin("null"));
+    }
+
+    #[test]
+    fn answers_go_to_their_stream_and_progress_to_its_request() {
+        let mut r = Routes::new();
+        let mut a = r.open("1".into(), Some("\"t1\"".into()), true);
+        let mut b = r.open("2".into(), None, true);
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t1","progress":1}}"#
+        )));
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":2,"result":{}}"#
+        )));
+        assert!(a
+            .try_recv()
+            .unwrap()
+            .starts_with(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""));
+        assert!(b.try_recv().unwrap().ends_with(b"\"result\":{}}"));
+        // b's stream ended with its answer; a server request now goes to the one still open.
+        assert!(b.try_recv().is_err());
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{}}"#
+        )));
+        assert!(a.try_recv().unwrap().ends_with(b"\"params\":{}}"));
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#
+        )));
+        assert!(a.try_recv().is_ok());
+        // No stream open: kept for the next GET.
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#
+        )));
+        assert_eq!(r.backlog.len(), 1);
+        assert!(!r.busy());
+    }
+}
