@@ -11,7 +11,8 @@
 //! the session's GET stream.
 //!
 //! Where a line from the server goes:
-//! - an answer: to the stream of the POST that asked (which then ends);
+//! - an answer: to the stream of the POST that asked (which then ends); with that stream gone
+//!   (the client went away or cancelled), nowhere: answers never go on the GET stream;
 //! - `notifications/progress`: to the stream of the request that carried its token;
 //! - any other request or notification: to the only POST stream still open when there is one
 //!   (it is about that request), otherwise to the GET stream, otherwise to the newest POST
@@ -62,6 +63,8 @@ const SWEEP: Duration = Duration::from_secs(60);
 const STREAM_QUEUE: usize = 8192;
 /// The protocol versions whose `MCP-Protocol-Version` header the front accepts.
 const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// How long an SSE stream may stay silent before it gets a comment line.
+const KEEPALIVE: Duration = Duration::from_secs(25);
 /// How long an HTTP client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -211,14 +214,12 @@ impl Routes {
                     None => Delivered::Closed,
                 };
                 self.close(n);
-                return match ok {
-                    Delivered::Yes => true,
-                    Delivered::Full => false,
-                    // Its client went away; the answer is still theirs to have.
-                    Delivered::Closed => self.unrelated(line),
-                };
+                return !matches!(ok, Delivered::Full);
             }
-            return self.unrelated(line);
+            // Its stream is gone (the client went away, or cancelled it). Answers never go
+            // on the GET stream, and without a stream of its own nobody waits for it.
+            debug!(id = key, "answer for no open stream; dropped");
+            return true;
         }
         if env.method.as_deref() == Some("notifications/progress") {
             if let Some(n) = progress_token(env.params).and_then(|t| self.progress.get(&t)) {
@@ -234,7 +235,7 @@ impl Routes {
         self.unrelated(line)
     }
 
-    /// A request or notification of the server's own (or an answer whose stream is gone).
+    /// A request or notification of the server's own.
     fn unrelated(&mut self, line: Bytes) -> bool {
         loop {
             let sse: Vec<u64> = self
@@ -468,7 +469,17 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 /// An SSE answer carrying each message of `rx` as one `message` event, ending with it.
 fn sse(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let msg = rx.recv().await?;
+        // A comment now and then: a client that went away without closing is found by the
+        // write failing, and its stream (and, once idle, its session) ends.
+        let msg = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+            Ok(msg) => msg?,
+            Err(_) => {
+                return Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": keepalive\n\n"))),
+                    rx,
+                ))
+            }
+        };
         let mut event = Vec::with_capacity(msg.len() + 24);
         event.extend_from_slice(b"event: message\ndata: ");
         event.extend_from_slice(&msg);
