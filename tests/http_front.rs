@@ -275,3 +275,23 @@ fn a_non_loopback_http_address_is_a_config_error_naming_the_key() {
     // Nothing was started.
     assert!(!dir.path().join("run/fake.sock").exists());
 }
+
+#[test]
+fn a_new_http_address_waits_for_a_restart_and_the_front_stays() {
+    let (mux, port) = start("[servers.fake]\ncmd = \"{fake}\"\n");
+    let other = free_port();
+    mux.edit(
+        &format!("http = \"127.0.0.1:{other}\""),
+        "[servers.fake]\ncmd = \"{fake}\"\n",
+    );
+    let (code, out, err) = mux.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("http changed: needs a daemon restart"),
+        "{out}"
+    );
+    let (url, _, _) = http_status(&mux);
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    let (code, _) = request(port, "POST", &[("Content-Type", "application/json")], INIT);
+    assert_eq!(code, 401, "the front still answers on its address");
+}

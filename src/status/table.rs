@@ -83,6 +83,13 @@ pub fn render_table(status: &DaemonStatus) -> String {
         human_duration(status.uptime_ms),
         status.config.display()
     );
+    if let Some(http) = &status.http {
+        out += &format!(
+            "by URL: {}/NAME/mcp · token in {}\n",
+            http.url,
+            http.token_file.display()
+        );
+    }
     if let Some(err) = &status.config_error {
         out += &format!("config error (still running the previous configuration): {err}\n");
     }
@@ -159,6 +166,18 @@ mod tests {
         assert_eq!(
             table.lines().nth(7),
             Some("config error (still running the previous configuration): /c/mux.toml:3:1: unknown key `cmdd`")
+        );
+        let by_url = DaemonStatus {
+            http: Some(crate::daemon::HttpReport {
+                url: "http://127.0.0.1:7311".into(),
+                token_file: "/st/http-token".into(),
+            }),
+            ..broken
+        };
+        let table = render_table(&by_url);
+        assert_eq!(
+            table.lines().nth(7),
+            Some("by URL: http://127.0.0.1:7311/NAME/mcp · token in /st/http-token")
         );
     }
 }
