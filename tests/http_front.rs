@@ -295,3 +295,93 @@ fn a_new_http_address_waits_for_a_restart_and_the_front_stays() {
     let (code, _) = request(port, "POST", &[("Content-Type", "application/json")], INIT);
     assert_eq!(code, 401, "the front still answers on its address");
 }
+
+#[test]
+fn a_broken_sse_stream_resumes_with_last_event_id() {
+    let (mux, port) = start("[servers.fake]\ncmd = \"{fake}\"\n");
+    let (_, token_file, _) = http_status(&mux);
+    let bearer = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+    let json = ("Content-Type", "application/json");
+    let accept = ("Accept", "application/json, text/event-stream");
+    let auth = ("Authorization", bearer.as_str());
+    let (code, out) = request(port, "POST", &[json, accept, auth], INIT);
+    assert_eq!(code, 200, "{out}");
+    let session = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap();
+    let sid = ("Mcp-Session-Id", session.as_str());
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(
+        request(port, "POST", &[json, accept, auth, sid], note).0,
+        202
+    );
+
+    // A slow call whose connection breaks right after the stream's first (priming) event.
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"slow","arguments":{"ms":1500,"steps":3},"_meta":{"progressToken":"p3"}}}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "POST /fake/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: {bearer}\r\nMcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let last = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its first event");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("id: ")) {
+            break id.trim().to_owned();
+        }
+    };
+    assert!(
+        last.ends_with("-0"),
+        "the first event primes the stream: {last}"
+    );
+    drop(s);
+
+    // Resumed: what came after that event, the answer included, then the stream ends.
+    let (code, out) = request(
+        port,
+        "GET",
+        &[
+            ("Accept", "text/event-stream"),
+            auth,
+            sid,
+            ("Last-Event-ID", &last),
+        ],
+        "",
+    );
+    assert_eq!(code, 200, "{out}");
+    assert!(out.contains(r#""progressToken":"p3""#), "{out}");
+    assert!(
+        out.contains(r#"{"id":3,"#) || out.contains(r#""id":3,"result""#),
+        "{out}"
+    );
+    // Nothing more after the answer: not resumable again.
+    let ids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    let end = ids.last().unwrap().trim();
+    let (code, _) = request(
+        port,
+        "GET",
+        &[
+            ("Accept", "text/event-stream"),
+            auth,
+            sid,
+            ("Last-Event-ID", end),
+        ],
+        "",
+    );
+    assert_eq!(code, 400);
+}

@@ -23,6 +23,9 @@
 //! user's state folder, see [`token`]), and `Host` and `Origin` must be local, so a web page on
 //! another origin (DNS rebinding) gets 403. Bodies are bounded by the server's
 //! `max_request_bytes`; sessions end after [`IDLE`] without use.
+//!
+//! Streams are resumable: each event has the id `STREAM-SEQ`, every stream starts with a
+//! priming event, and a GET with `Last-Event-ID` replays what the stream sent after it.
 
 pub mod token;
 
@@ -125,40 +128,88 @@ struct Routes {
     pending: HashMap<String, u64>,
     /// Progress token (its JSON text) → the stream of the request that carried it.
     progress: HashMap<String, u64>,
-    /// Open POST streams, oldest first.
+    /// Open streams (POSTs not yet answered, the GET stream), oldest first.
     streams: BTreeMap<u64, Stream>,
     next_stream: u64,
-    /// The GET stream, while one is open.
-    get: Option<mpsc::Sender<Bytes>>,
+    /// The GET stream's number, while one is open.
+    get: Option<u64>,
+    /// Streams that ended, newest last, with what they sent: a client that lost the
+    /// connection just before the end can still have the rest (`Last-Event-ID`).
+    finished: VecDeque<(u64, VecDeque<(u64, Bytes)>)>,
     /// Requests and notifications that came while no stream was open.
     backlog: VecDeque<Bytes>,
     last_active: Instant,
 }
 
+/// How many events of one stream are kept for a client that resumes it.
+const REPLAY: usize = 1024;
+/// How many ended streams of a session are kept for resuming.
+const FINISHED_KEPT: usize = 16;
+/// What the priming event asks a client to wait before it reconnects a broken stream.
+const RETRY_MS: u64 = 500;
+
 struct Stream {
-    tx: mpsc::Sender<Bytes>,
-    /// Whether unrelated requests and notifications may go here (not for a JSON answer).
-    sse: bool,
-    /// Its request's id and progress token, forgotten with it.
-    id: String,
-    token: Option<String>,
+    /// Where its events go; `None` once its HTTP client went away (they are still kept for
+    /// a resume).
+    tx: Option<mpsc::Sender<Bytes>>,
+    /// A POST's stream or the GET stream.
+    kind: Kind,
+    /// The number of the last event sent.
+    seq: u64,
+    /// The events sent, for a client that resumes the stream (SSE streams only).
+    replay: VecDeque<(u64, Bytes)>,
+}
+
+enum Kind {
+    /// A POSTed request's: answered as SSE (`sse`) or as one JSON object (`initialize`).
+    Post {
+        id: String,
+        token: Option<String>,
+        sse: bool,
+    },
+    Get,
+}
+
+impl Stream {
+    fn sse(&self) -> bool {
+        !matches!(self.kind, Kind::Post { sse: false, .. })
+    }
+
+    /// Whether a reader is there now.
+    fn live(&self) -> bool {
+        self.tx.as_ref().is_some_and(|t| !t.is_closed())
+    }
 }
 
 /// What a delivery found.
+#[derive(Debug, PartialEq, Eq)]
 enum Delivered {
     Yes,
-    /// The stream's reader is gone (the HTTP client went away).
+    /// The stream's reader is gone (the HTTP client went away): kept for a resume.
     Closed,
     /// The stream's queue is full: the session is stuck.
     Full,
 }
 
-fn deliver(tx: &mpsc::Sender<Bytes>, msg: Bytes) -> Delivered {
-    match tx.try_send(msg) {
-        Ok(()) => Delivered::Yes,
-        Err(mpsc::error::TrySendError::Closed(_)) => Delivered::Closed,
-        Err(mpsc::error::TrySendError::Full(_)) => Delivered::Full,
-    }
+/// One SSE event: `id` is `STREAM-SEQ`, so a resume names the stream and the place in it.
+fn event(n: u64, seq: u64, msg: &[u8]) -> Bytes {
+    let mut e = Vec::with_capacity(msg.len() + 48);
+    e.extend_from_slice(format!("id: {n}-{seq}\nevent: message\ndata: ").as_bytes());
+    e.extend_from_slice(msg);
+    e.extend_from_slice(b"\n\n");
+    Bytes::from(e)
+}
+
+/// The first event of a stream: its id and an empty `data`, so that a client whose
+/// connection breaks before anything else came can still resume it.
+fn priming(n: u64) -> Bytes {
+    Bytes::from(format!("id: {n}-0\nretry: {RETRY_MS}\ndata: \n\n"))
+}
+
+/// Parses a `Last-Event-ID`.
+fn event_id(text: &str) -> Option<(u64, u64)> {
+    let (n, seq) = text.trim().split_once('-')?;
+    Some((n.parse().ok()?, seq.parse().ok()?))
 }
 
 impl Routes {
@@ -169,34 +220,137 @@ impl Routes {
             streams: BTreeMap::new(),
             next_stream: 1,
             get: None,
+            finished: VecDeque::new(),
             backlog: VecDeque::new(),
             last_active: Instant::now(),
         }
     }
 
-    /// Opens the stream of a POSTed request.
-    fn open(&mut self, id: String, token: Option<String>, sse: bool) -> mpsc::Receiver<Bytes> {
+    fn add(&mut self, kind: Kind) -> (u64, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let n = self.next_stream;
         self.next_stream += 1;
-        self.pending.insert(id.clone(), n);
-        if let Some(t) = &token {
-            self.progress.insert(t.clone(), n);
+        let stream = Stream {
+            tx: Some(tx),
+            kind,
+            seq: 0,
+            replay: VecDeque::new(),
+        };
+        if stream.sse() {
+            if let Some(tx) = &stream.tx {
+                // A fresh queue has room.
+                let _ = tx.try_send(priming(n));
+            }
         }
-        self.streams.insert(n, Stream { tx, sse, id, token });
+        self.streams.insert(n, stream);
         self.last_active = Instant::now();
+        (n, rx)
+    }
+
+    /// Opens the stream of a POSTed request.
+    fn open(&mut self, id: String, token: Option<String>, sse: bool) -> mpsc::Receiver<Bytes> {
+        let (n, rx) = self.add(Kind::Post {
+            id: id.clone(),
+            token: token.clone(),
+            sse,
+        });
+        self.pending.insert(id, n);
+        if let Some(t) = token {
+            self.progress.insert(t, n);
+        }
         rx
     }
 
-    /// Ends a stream: its sender is dropped, so its body ends after what it holds.
+    /// Opens a GET stream (ending the one before, whose client reconnected or left) and
+    /// gives it what waited for one.
+    fn open_get(&mut self) -> Result<mpsc::Receiver<Bytes>, Delivered> {
+        if let Some(old) = self.get.take() {
+            self.close(old);
+        }
+        let (n, rx) = self.add(Kind::Get);
+        self.get = Some(n);
+        while let Some(msg) = self.backlog.pop_front() {
+            if self.send(n, &msg) == Delivered::Full {
+                return Err(Delivered::Full);
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Ends a stream: its sender is dropped, so its body ends after what it holds; what it
+    /// sent is kept a while for a resume.
     fn close(&mut self, n: u64) {
         if let Some(s) = self.streams.remove(&n) {
-            self.pending.remove(&s.id);
-            if let Some(t) = s.token {
-                self.progress.remove(&t);
+            if let Kind::Post { id, token, .. } = s.kind {
+                self.pending.remove(&id);
+                if let Some(t) = token {
+                    self.progress.remove(&t);
+                }
+            }
+            if self.get == Some(n) {
+                self.get = None;
+            }
+            if !s.replay.is_empty() {
+                self.finished.push_back((n, s.replay));
+                if self.finished.len() > FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
             }
         }
         self.last_active = Instant::now();
+    }
+
+    /// Sends one message on stream `n` (kept for a resume when it is an SSE stream).
+    fn send(&mut self, n: u64, msg: &[u8]) -> Delivered {
+        let Some(s) = self.streams.get_mut(&n) else {
+            return Delivered::Closed;
+        };
+        let frame = if s.sse() {
+            s.seq += 1;
+            let e = event(n, s.seq, msg);
+            s.replay.push_back((s.seq, e.clone()));
+            if s.replay.len() > REPLAY {
+                s.replay.pop_front();
+            }
+            e
+        } else {
+            Bytes::copy_from_slice(msg)
+        };
+        let Some(tx) = &s.tx else {
+            return Delivered::Closed;
+        };
+        match tx.try_send(frame) {
+            Ok(()) => Delivered::Yes,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                s.tx = None;
+                Delivered::Closed
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Delivered::Full,
+        }
+    }
+
+    /// A resume (`Last-Event-ID: N-SEQ`): the events of stream N after SEQ, then the
+    /// stream goes on where it is still open. `None` when there is nothing to resume.
+    fn resume(&mut self, n: u64, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE.max(REPLAY + 1));
+        if let Some(s) = self.streams.get_mut(&n) {
+            for (_, e) in s.replay.iter().filter(|(seq, _)| *seq > after) {
+                // The queue holds the whole replay.
+                let _ = tx.try_send(e.clone());
+            }
+            s.tx = Some(tx);
+            self.last_active = Instant::now();
+            return Some(rx);
+        }
+        let (_, replay) = self.finished.iter().find(|(f, _)| *f == n)?;
+        let mut any = false;
+        for (_, e) in replay.iter().filter(|(seq, _)| *seq > after) {
+            let _ = tx.try_send(e.clone());
+            any = true;
+        }
+        // An ended stream with nothing after SEQ is not resumed: the client would only
+        // reconnect again and again.
+        any.then_some(rx)
     }
 
     /// Routes one line from the server. `false` when the session is stuck.
@@ -209,27 +363,18 @@ impl Routes {
             // An answer: to the stream of its request, which then ends.
             let key = env.id.map(RawValue::get).unwrap_or("null");
             if let Some(n) = self.pending.get(key).copied() {
-                let ok = match self.streams.get(&n) {
-                    Some(s) => deliver(&s.tx, line.clone()),
-                    None => Delivered::Closed,
-                };
+                let ok = self.send(n, &line);
                 self.close(n);
-                return !matches!(ok, Delivered::Full);
+                return ok != Delivered::Full;
             }
-            // Its stream is gone (the client went away, or cancelled it). Answers never go
-            // on the GET stream, and without a stream of its own nobody waits for it.
+            // Its request was cancelled (or is unknown). Answers never go on the GET stream.
             debug!(id = key, "answer for no open stream; dropped");
             return true;
         }
         if env.method.as_deref() == Some("notifications/progress") {
             if let Some(n) = progress_token(env.params).and_then(|t| self.progress.get(&t)) {
-                if let Some(s) = self.streams.get(n) {
-                    match deliver(&s.tx, line.clone()) {
-                        Delivered::Yes => return true,
-                        Delivered::Full => return false,
-                        Delivered::Closed => {}
-                    }
-                }
+                // To its request's stream even while that client is away: kept for a resume.
+                return self.send(*n, &line) != Delivered::Full;
             }
         }
         self.unrelated(line)
@@ -238,35 +383,35 @@ impl Routes {
     /// A request or notification of the server's own.
     fn unrelated(&mut self, line: Bytes) -> bool {
         loop {
-            let sse: Vec<u64> = self
+            let posts: Vec<u64> = self
                 .streams
                 .iter()
-                .filter(|(_, s)| s.sse && !s.tx.is_closed())
+                .filter(|(_, s)| matches!(s.kind, Kind::Post { sse: true, .. }) && s.live())
                 .map(|(n, _)| *n)
                 .collect();
-            let target = if sse.len() == 1 {
-                self.streams.get(&sse[0]).map(|s| s.tx.clone())
-            } else if let Some(get) = self.get.as_ref().filter(|g| !g.is_closed()) {
-                Some(get.clone())
+            let get = self
+                .get
+                .filter(|g| self.streams.get(g).is_some_and(Stream::live));
+            let target = if posts.len() == 1 {
+                Some(posts[0])
             } else {
-                sse.last()
-                    .and_then(|n| self.streams.get(n))
-                    .map(|s| s.tx.clone())
+                get.or(posts.last().copied())
             };
-            let Some(tx) = target else {
+            let Some(n) = target else {
                 if self.backlog.len() >= STREAM_QUEUE {
                     return false;
                 }
                 self.backlog.push_back(line);
                 return true;
             };
-            match deliver(&tx, line.clone()) {
+            match self.send(n, &line) {
                 Delivered::Yes => return true,
                 Delivered::Full => return false,
-                // Look again: a closed stream is skipped next time round.
+                // Its client left just now. Sent on one stream only: take it back from
+                // that stream's replay and look again (the stream is no longer live).
                 Delivered::Closed => {
-                    if self.get.as_ref().is_some_and(|g| g.same_channel(&tx)) {
-                        self.get = None;
+                    if let Some(s) = self.streams.get_mut(&n) {
+                        s.replay.pop_back();
                     }
                 }
             }
@@ -275,7 +420,9 @@ impl Routes {
 
     /// Whether the session is in use: a request in flight or a GET stream open.
     fn busy(&self) -> bool {
-        !self.streams.is_empty() || self.get.as_ref().is_some_and(|g| !g.is_closed())
+        self.streams
+            .values()
+            .any(|s| matches!(s.kind, Kind::Post { .. }) || s.live())
     }
 }
 
@@ -466,25 +613,16 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
-/// An SSE answer carrying each message of `rx` as one `message` event, ending with it.
+/// An SSE answer carrying the events of `rx` (already formatted), ending with it.
 fn sse(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         // A comment now and then: a client that went away without closing is found by the
         // write failing, and its stream (and, once idle, its session) ends.
-        let msg = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(msg) => msg?,
-            Err(_) => {
-                return Some((
-                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b": keepalive\n\n"))),
-                    rx,
-                ))
-            }
+        let frame = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
+            Ok(frame) => frame?,
+            Err(_) => Bytes::from_static(b": keepalive\n\n"),
         };
-        let mut event = Vec::with_capacity(msg.len() + 24);
-        event.extend_from_slice(b"event: message\ndata: ");
-        event.extend_from_slice(&msg);
-        event.extend_from_slice(b"\n\n");
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), rx))
+        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
     let h = r.headers_mut();
@@ -647,17 +785,32 @@ impl Front {
         let Some(s) = session else {
             return plain(StatusCode::BAD_REQUEST, "Mcp-Session-Id required");
         };
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        {
+        let rx = {
             let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            while let Some(msg) = r.backlog.pop_front() {
-                // The queue holds as many as the backlog can.
-                let _ = tx.try_send(msg);
+            match header(h, "last-event-id") {
+                Some(last) => match event_id(last).and_then(|(n, seq)| r.resume(n, seq)) {
+                    Some(rx) => {
+                        debug!(session = %s.id, last, "HTTP stream resumed");
+                        rx
+                    }
+                    None => {
+                        debug!(session = %s.id, last, "HTTP stream not resumable");
+                        return plain(
+                            StatusCode::BAD_REQUEST,
+                            "nothing to resume after that event",
+                        );
+                    }
+                },
+                None => match r.open_get() {
+                    Ok(rx) => rx,
+                    Err(_) => {
+                        drop(r);
+                        self.end(&s.id);
+                        return plain(StatusCode::NOT_FOUND, "session ended");
+                    }
+                },
             }
-            // A new GET stream replaces the old one (a client that reconnected).
-            r.get = Some(tx);
-            r.last_active = Instant::now();
-        }
+        };
         let mut resp = sse(rx);
         set_session(&mut resp, &s.id);
         resp
@@ -882,6 +1035,7 @@ impl Front {
             s.writer.lock().await.take();
             let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
             r.streams.clear();
+            r.finished.clear();
             r.get = None;
             debug!(session = %s.id, "HTTP session closed");
         });
@@ -954,6 +1108,18 @@ mod tests {
         assert!(!local_origin("null"));
     }
 
+    /// The `data` of the next event on `rx` (priming events and comments skipped).
+    fn data(rx: &mut mpsc::Receiver<Bytes>) -> Option<String> {
+        loop {
+            let e = String::from_utf8(rx.try_recv().ok()?.to_vec()).unwrap();
+            if let Some(d) = e.lines().find_map(|l| l.strip_prefix("data: ")) {
+                if !d.is_empty() {
+                    return Some(d.to_owned());
+                }
+            }
+        }
+    }
+
     #[test]
     fn answers_go_to_their_stream_and_progress_to_its_request() {
         let mut r = Routes::new();
@@ -965,26 +1131,59 @@ mod tests {
         assert!(r.route(Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":2,"result":{}}"#
         )));
-        assert!(a
-            .try_recv()
-            .unwrap()
-            .starts_with(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""));
-        assert!(b.try_recv().unwrap().ends_with(b"\"result\":{}}"));
+        assert!(data(&mut a).unwrap().contains("notifications/progress"));
+        assert!(data(&mut b).unwrap().ends_with("\"result\":{}}"));
         // b's stream ended with its answer; a server request now goes to the one still open.
-        assert!(b.try_recv().is_err());
+        assert!(data(&mut b).is_none());
         assert!(r.route(Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{}}"#
         )));
-        assert!(a.try_recv().unwrap().ends_with(b"\"params\":{}}"));
+        assert!(data(&mut a).unwrap().ends_with("\"params\":{}}"));
         assert!(r.route(Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":1,"result":{}}"#
         )));
-        assert!(a.try_recv().is_ok());
-        // No stream open: kept for the next GET.
+        assert!(data(&mut a).is_some());
+        // An answer whose request is gone goes nowhere, not to the GET stream.
+        let mut get = r.open_get().unwrap();
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#
+        )));
+        assert!(data(&mut get).is_none());
+        drop(get);
+        // No stream open: kept for the next GET, which gets it first.
         assert!(r.route(Bytes::from_static(
             br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#
         )));
         assert_eq!(r.backlog.len(), 1);
         assert!(!r.busy());
+        let mut get = r.open_get().unwrap();
+        assert!(data(&mut get).unwrap().contains("notifications/message"));
+        assert!(r.busy());
+    }
+
+    #[test]
+    fn a_broken_stream_resumes_after_its_last_event() {
+        let mut r = Routes::new();
+        let a = r.open("7".into(), Some("7".into()), true);
+        assert_eq!(event_id("1-0"), Some((1, 0)));
+        let progress = |p: u32| {
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":7,"progress":{p}}}}}"#
+            ))
+        };
+        assert!(r.route(progress(1)));
+        // The client's connection breaks; what comes meanwhile is kept for it.
+        drop(a);
+        assert!(r.route(progress(2)));
+        assert!(r.route(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":7,"result":{}}"#
+        )));
+        let mut again = r.resume(1, 1).expect("resumable");
+        assert!(data(&mut again).unwrap().contains(r#""progress":2"#));
+        assert!(data(&mut again).unwrap().contains(r#""id":7,"result""#));
+        assert!(data(&mut again).is_none());
+        // Nothing after the answer: an ended stream is not resumed again.
+        assert!(r.resume(1, 3).is_none());
+        assert!(r.resume(9, 0).is_none());
     }
 }
