@@ -11,8 +11,9 @@
 //! the session's GET stream.
 //!
 //! Where a line from the server goes:
-//! - an answer: to the stream of the POST that asked (which then ends); with that stream gone
-//!   (the client went away or cancelled), nowhere: answers never go on the GET stream;
+//! - an answer: to the stream of the POST that asked (which then ends; kept for a resume while
+//!   its client is away); an answer to a cancelled request goes nowhere: answers never go on
+//!   the GET stream;
 //! - `notifications/progress`: to the stream of the request that carried its token;
 //! - any other request or notification: to the only POST stream still open when there is one
 //!   (it is about that request), otherwise to the GET stream, otherwise to the newest POST
@@ -638,36 +639,43 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Whether `host` (a `Host` header, or an origin's host and port) names this machine.
-fn local_host(host: &str, port: u16) -> bool {
-    let (name, p) = match host.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => {
-            if n.starts_with('[') || !n.contains(':') {
-                (n, Some(p))
-            } else {
-                (host, None)
-            }
+/// Splits `host[:port]` (`[v6]:port` for IPv6); `None` for a malformed one.
+fn split_host(host: &str) -> Option<(&str, Option<&str>)> {
+    if host.starts_with('[') {
+        let end = host.find(']')?;
+        let port = &host[end + 1..];
+        if port.is_empty() {
+            return Some((host, None));
         }
-        _ => (host, None),
-    };
-    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
-    loopback && p.is_none_or(|p| p.parse::<u16>().ok() == Some(port))
+        return Some((&host[..=end], Some(port.strip_prefix(':')?)));
+    }
+    Some(match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    })
+}
+
+fn loopback_name(name: &str) -> bool {
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Whether a `Host` header names this machine and the front's port.
+fn local_host(host: &str, port: u16) -> bool {
+    split_host(host).is_some_and(|(name, p)| {
+        loopback_name(name) && p.is_none_or(|p| p.parse::<u16>().ok() == Some(port))
+    })
 }
 
 /// Whether an `Origin` is a page served from this machine (any port: a local tool's page is
 /// not a DNS-rebinding attack, and it still needs the token).
 fn local_origin(origin: &str) -> bool {
-    let Some(rest) = origin
+    origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let name = match rest.rsplit_once(':') {
-        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => n,
-        _ => rest,
-    };
-    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+        .and_then(split_host)
+        .is_some_and(|(name, port)| {
+            loopback_name(name) && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        })
 }
 
 /// Compares without stopping at the first difference, so timing says nothing of the token.
@@ -1097,6 +1105,9 @@ mod tests {
         assert!(local_host("localhost:7311", 7311));
         assert!(local_host("[::1]:7311", 7311));
         assert!(local_host("localhost", 7311));
+        assert!(local_host("[::1]", 7311));
+        assert!(!local_host("[::2]:7311", 7311));
+        assert!(!local_host("[::1", 7311));
         assert!(!local_host("127.0.0.1:7312", 7311));
         assert!(!local_host("evil.example:7311", 7311));
         assert!(!local_host("127.0.0.1.evil.example", 7311));
@@ -1106,6 +1117,7 @@ mod tests {
         assert!(!local_origin("http://evil.example"));
         assert!(!local_origin("http://localhost.evil.example:80"));
         assert!(!local_origin("null"));
+        assert!(!local_origin("http://localhost:x@evil.example"));
     }
 
     /// The `data` of the next event on `rx` (priming events and comments skipped).
