@@ -369,9 +369,27 @@ fn a_broken_sse_stream_resumes_with_last_event_id() {
         out.contains(r#"{"id":3,"#) || out.contains(r#""id":3,"result""#),
         "{out}"
     );
-    // Nothing more after the answer: not resumable again.
+    // Nothing more after the answer: resuming again is answered, but nothing comes.
     let ids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
     let end = ids.last().unwrap().trim();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET /fake/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nAuthorization: {bearer}\r\nMcp-Session-Id: {session}\r\nLast-Event-ID: {end}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
     let (code, _) = request(
         port,
         "GET",
@@ -379,9 +397,9 @@ fn a_broken_sse_stream_resumes_with_last_event_id() {
             ("Accept", "text/event-stream"),
             auth,
             sid,
-            ("Last-Event-ID", end),
+            ("Last-Event-ID", "99-1"),
         ],
         "",
     );
-    assert_eq!(code, 400);
+    assert_eq!(code, 400, "no stream 99");
 }

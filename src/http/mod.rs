@@ -137,6 +137,8 @@ struct Routes {
     /// Streams that ended, newest last, with what they sent: a client that lost the
     /// connection just before the end can still have the rest (`Last-Event-ID`).
     finished: VecDeque<(u64, VecDeque<(u64, Bytes)>)>,
+    /// Resumed streams that ended with nothing more to send, held open (see `resume`).
+    parked: VecDeque<mpsc::Sender<Bytes>>,
     /// Requests and notifications that came while no stream was open.
     backlog: VecDeque<Bytes>,
     last_active: Instant,
@@ -222,6 +224,7 @@ impl Routes {
             next_stream: 1,
             get: None,
             finished: VecDeque::new(),
+            parked: VecDeque::new(),
             backlog: VecDeque::new(),
             last_active: Instant::now(),
         }
@@ -331,9 +334,12 @@ impl Routes {
     }
 
     /// A resume (`Last-Event-ID: N-SEQ`): the events of stream N after SEQ, then the
-    /// stream goes on where it is still open. `None` when there is nothing to resume.
+    /// stream goes on where it is still open. `None` for a stream it does not know.
     fn resume(&mut self, n: u64, after: u64) -> Option<mpsc::Receiver<Bytes>> {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE.max(REPLAY + 1));
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE.max(REPLAY + 2));
+        // Something at once: the answer's headers leave with its first bytes, and a client
+        // waits for them.
+        let _ = tx.try_send(Bytes::from_static(b": resumed\n\n"));
         if let Some(s) = self.streams.get_mut(&n) {
             for (_, e) in s.replay.iter().filter(|(seq, _)| *seq > after) {
                 // The queue holds the whole replay.
@@ -349,9 +355,16 @@ impl Routes {
             let _ = tx.try_send(e.clone());
             any = true;
         }
-        // An ended stream with nothing after SEQ is not resumed: the client would only
-        // reconnect again and again.
-        any.then_some(rx)
+        if !any {
+            // Nothing more will come on it (its request was cancelled, or the client had
+            // it all). Ending it at once would only have the client reconnect again and
+            // again: it stays open, empty, until the client or the session ends it.
+            self.parked.push_back(tx);
+            if self.parked.len() > FINISHED_KEPT {
+                self.parked.pop_front();
+            }
+        }
+        Some(rx)
     }
 
     /// Routes one line from the server. `false` when the session is stuck.
@@ -1044,6 +1057,7 @@ impl Front {
             let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
             r.streams.clear();
             r.finished.clear();
+            r.parked.clear();
             r.get = None;
             debug!(session = %s.id, "HTTP session closed");
         });
@@ -1194,8 +1208,18 @@ mod tests {
         assert!(data(&mut again).unwrap().contains(r#""progress":2"#));
         assert!(data(&mut again).unwrap().contains(r#""id":7,"result""#));
         assert!(data(&mut again).is_none());
-        // Nothing after the answer: an ended stream is not resumed again.
-        assert!(r.resume(1, 3).is_none());
+        // Nothing after the answer: the resumed stream stays open and empty (a client told
+        // it ended would reconnect at once, again and again).
+        let mut idle = r.resume(1, 3).expect("resumable");
+        assert_eq!(
+            idle.try_recv().unwrap(),
+            Bytes::from_static(b": resumed\n\n")
+        );
+        assert_eq!(
+            idle.try_recv(),
+            Err(mpsc::error::TryRecvError::Empty),
+            "open, nothing in it"
+        );
         assert!(r.resume(9, 0).is_none());
     }
 }
