@@ -14,6 +14,8 @@
 //! - [`daemon`]: all servers of a config, status snapshots, reload, shutdown, and its
 //!   process-level parts: control socket, config watching, status files, PID/lock lifecycle, log
 //!   file.
+//! - [`http`]: the Streamable HTTP front, hosts' way in by URL: each HTTP session is one
+//!   client of a server's socket.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 //! - Front-ends over status snapshots and commands: [`cli`] (the `rmcp-mux` and
@@ -27,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod dashboard;
 pub mod hosts;
+pub mod http;
 pub mod io;
 pub mod jsonrpc;
 pub mod mux;

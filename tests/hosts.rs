@@ -1057,3 +1057,123 @@ fn import_chooses_share_from_known_servers_and_says_why_and_scan_shows_it() {
         "global is the default"
     );
 }
+
+/// `rewire --via http`: each host that connects by URL gets the HTTP front's URL for the
+/// server in its own form, with the bearer token; unwire puts every file back byte for byte.
+#[test]
+fn rewire_via_http_writes_each_hosts_url_form_and_unwire_restores_it() {
+    let s = Setup::new();
+    s.ok(&["import"]);
+    let toml = std::fs::read_to_string(s.mux_toml()).unwrap();
+    assert!(!toml.contains("[daemon]"), "{toml}");
+    // Without the front configured, there is no URL to write.
+    let (code, _, err) = s.run(&["rewire", "--host", "cursor", "--via", "http"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("http = \\\"127.0.0.1:PORT\\\"") || err.contains("no HTTP front"),
+        "{err}"
+    );
+    std::fs::write(
+        s.mux_toml(),
+        format!("[daemon]\nhttp = \"127.0.0.1:7311\"\n\n{toml}"),
+    )
+    .unwrap();
+    for host in ["claude-desktop", "zed"] {
+        let (code, _, err) = s.run(&["rewire", "--host", host, "--via", "http"]);
+        assert_ne!(code, 0, "{host}");
+        assert!(
+            err.contains("only by command; use `--via proxy`"),
+            "{host}: {err}"
+        );
+    }
+    let url = "http://127.0.0.1:7311/memory/mcp";
+    let user_files = ["home/.claude.json", "home/.cursor/mcp.json"];
+    for (host, key) in [
+        ("claude-code", "\"type\": \"http\""),
+        ("cursor", "\"type\": \"http\""),
+        ("vscode", "\"type\": \"http\""),
+        ("windsurf", "\"serverUrl\": "),
+        ("gemini", "\"httpUrl\": "),
+        ("codex", "url = "),
+    ] {
+        let files = host_files(host);
+        let originals: Vec<String> = files.iter().map(|f| s.read(f)).collect();
+        let dry = s.ok(&["rewire", "--host", host, "--via", "http", "--dry-run"]);
+        let out = s.ok(&["rewire", "--host", host, "--via", "http"]);
+        // The token was made by the first rewire, in the state folder.
+        let token = s
+            .snapshot()
+            .into_iter()
+            .find(|(p, _)| p.ends_with("rmcp-mux/http-token"))
+            .map(|(_, b)| String::from_utf8(b).unwrap().trim().to_owned())
+            .expect("no token file");
+        assert!(
+            !dry.contains(&token),
+            "{host}: the dry run shows the token:\n{dry}"
+        );
+        assert!(out.contains("a URL starts nothing"), "{host}: {out}");
+        for (f, o) in files.iter().zip(&originals) {
+            let a = s.read(f);
+            assert_ne!(&a, o, "{host}: {f} unchanged:\n{out}");
+            if user_files.contains(&f.as_str()) {
+                assert!(a.contains(url), "{host}: {f}:\n{a}");
+            }
+            assert!(
+                a.contains("http://127.0.0.1:7311/") && a.contains(key),
+                "{host}: {f}:\n{a}"
+            );
+            assert!(a.contains(&format!("Bearer {token}")), "{host}: {f}:\n{a}");
+            assert!(!a.contains(&proxy()), "{host}: {f} runs the proxy:\n{a}");
+            assert!(
+                !a.contains(SECRET),
+                "{host}: the secret stayed in {f}:\n{a}"
+            );
+        }
+        let snap = s.snapshot();
+        let again = s.ok(&["rewire", "--host", host, "--via", "http"]);
+        assert!(
+            again.contains("already rewired") && again.contains("nothing changed"),
+            "{host}: {again}"
+        );
+        assert_eq!(
+            s.snapshot(),
+            snap,
+            "{host}: the second rewire wrote something"
+        );
+        let out = s.ok(&["unwire", "--host", host]);
+        assert!(out.contains("restored "), "{host}: {out}");
+        for (f, o) in files.iter().zip(&originals) {
+            assert_eq!(&s.read(f), o, "{host}: {f} is not back byte for byte");
+        }
+    }
+    // The shapes as the hosts read them.
+    s.ok(&["rewire", "--host", "codex", "--via", "http"]);
+    let t: toml::Table = toml::from_str(&s.read("home/.codex/config.toml")).unwrap();
+    let e = &t["mcp_servers"]["memory"];
+    assert_eq!(e["url"].as_str(), Some(url));
+    assert!(e["http_headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer "));
+    assert!(e.get("command").is_none() && e.get("env").is_none(), "{e}");
+    assert_eq!(
+        e["startup_timeout_sec"].as_integer(),
+        Some(20),
+        "other keys kept: {e}"
+    );
+    s.ok(&["rewire", "--host", "windsurf", "--via", "http"]);
+    let v: Value = serde_json::from_str(&s.read("home/.codeium/windsurf/mcp_config.json")).unwrap();
+    let e = &v["mcpServers"]["everything"];
+    assert_eq!(
+        e["serverUrl"].as_str(),
+        Some("http://127.0.0.1:7311/everything/mcp")
+    );
+    assert!(e["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer "));
+    assert!(
+        e.get("command").is_none() && e.get("args").is_none() && e.get("type").is_none(),
+        "{e}"
+    );
+}

@@ -181,6 +181,10 @@ enum Cmd {
         /// The project whose files are rewired too (default: the current folder).
         #[arg(long, value_name = "DIR")]
         project: Option<PathBuf>,
+        /// How the host reaches the mux: `proxy` (a command, every host) or `http` (by URL
+        /// through the daemon's `[daemon] http` front, no process per host).
+        #[arg(long, value_name = "HOW", default_value = "proxy", value_parser = ["proxy", "http"])]
+        via: String,
     },
     /// Put back the entries rewire changed in a host's files.
     Unwire {
@@ -563,7 +567,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             config,
             project,
-        }) => rewire(&host, dry_run, config.or(cli.config).as_deref(), project),
+            via,
+        }) => rewire(
+            &host,
+            dry_run,
+            config.or(cli.config).as_deref(),
+            project,
+            via == "http",
+        ),
         Some(Cmd::Unwire { host, project }) => unwire(&host, project),
         None if cli.show_status => status(&legacy_target, cli.json, false).await,
         None if cli.restart_service.is_some() => {
@@ -734,6 +745,7 @@ fn rewire(
     dry_run: bool,
     config: Option<&Path>,
     project: Option<PathBuf>,
+    by_url: bool,
 ) -> anyhow::Result<ExitCode> {
     let host = hosts::Host::from_name(name)?;
     let path = config.map_or_else(Config::default_path, Path::to_path_buf);
@@ -744,12 +756,25 @@ fn rewire(
         );
     }
     let cfg = Config::load(&path)?;
-    let proxy = hosts::rewire::proxy_path()?;
-    let report = hosts::rewire::rewire(
+    let via = if by_url {
+        let Some(addr) = cfg.daemon.http else {
+            anyhow::bail!(
+                "{} has no HTTP front; add `http = \"127.0.0.1:PORT\"` under [daemon] first",
+                path.display()
+            );
+        };
+        hosts::rewire::Via::Http {
+            base: format!("http://{addr}"),
+            token: crate::http::token::load_or_create(&crate::http::token::path()?)?,
+        }
+    } else {
+        hosts::rewire::Via::Proxy(hosts::rewire::proxy_path()?)
+    };
+    let report = hosts::rewire::rewire_via(
         host,
         &host_paths(project),
         &cfg,
-        &proxy,
+        &via,
         &default_state_dir(),
         dry_run,
     )?;
@@ -773,7 +798,12 @@ fn rewire(
             "{} rewired; `rmcp-mux unwire --host {host}` puts them back",
             count(report.changed, "entry", "entries")
         );
-        if !cfg.daemon.control_socket.exists() {
+        if by_url && !cfg.daemon.control_socket.exists() {
+            println!(
+                "note: the daemon is not running, and a URL starts nothing: start it now (`rmcp-mux daemon start --config {}`) and keep it running (the menu-bar app or a login service)",
+                cfg.path.display()
+            );
+        } else if !cfg.daemon.control_socket.exists() {
             println!(
                 "note: the daemon is not running; {host} starts it when it next starts these servers (the proxy's --autostart), or start it now: `rmcp-mux daemon start --config {}`",
                 cfg.path.display()

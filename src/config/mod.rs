@@ -89,6 +89,9 @@ pub struct DaemonConfig {
     /// Whether the menu-bar app shows desktop notifications (crashes, restart limit, refused
     /// reloads); `notifications = false` turns them off.
     pub notifications: bool,
+    /// Where the Streamable HTTP front listens (`http = "127.0.0.1:PORT"`), when set: hosts
+    /// that connect by URL then need no proxy process. Always a loopback address.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Which capabilities the mux declares upstream. They change what servers offer
@@ -314,6 +317,7 @@ struct RawDaemon {
     socket_dir: Option<Spanned<String>>,
     status_file: Option<Spanned<String>>,
     notifications: Option<bool>,
+    http: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -520,6 +524,23 @@ fn explain(message: &str) -> String {
     message.replace("missing field", "missing key")
 }
 
+/// Parses `[daemon] http`: an IP address and a port, loopback only. The front has no TLS and
+/// guards its sessions with a bearer token, so it must never be reachable from another host.
+fn http_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an address and port; write \"127.0.0.1:PORT\""))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "`{text}` is not a loopback address; the HTTP front only listens on 127.0.0.1 or [::1]"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err("the port must not be 0; hosts need a fixed URL".into());
+    }
+    Ok(addr)
+}
+
 /// Where a daemon running `text` listens for control requests, read as leniently as
 /// possible: the CLI must reach a daemon whose config the user has just broken (to show
 /// the error in `status`, or to `reload`). Tries the TOML's `[daemon] control_socket`, then
@@ -627,6 +648,7 @@ impl Config {
             socket_dir: None,
             status_file: None,
             notifications: None,
+            http: None,
         });
         let control_socket = match &daemon.control_socket {
             Some(v) => ctx.socket(v, "daemon.control_socket")?,
@@ -640,6 +662,14 @@ impl Config {
             .status_file
             .as_ref()
             .map(|v| ctx.path(v, "daemon.status_file"))
+            .transpose()?;
+        let http = daemon
+            .http
+            .as_ref()
+            .map(|v| {
+                http_address(v.get_ref())
+                    .map_err(|m| ctx.invalid(v.span().start, "daemon.http".into(), m))
+            })
             .transpose()?;
         let mut raw_servers: Vec<(String, Spanned<RawServer>)> =
             raw.servers.unwrap_or_default().into_iter().collect();
@@ -831,6 +861,7 @@ impl Config {
                 socket_dir,
                 status_file,
                 notifications: daemon.notifications.unwrap_or(true),
+                http,
             },
             servers,
         })
@@ -1070,6 +1101,30 @@ status_file = "/tmp/brave.json"
         .unwrap();
         assert_eq!(c.servers.len(), 2);
         assert_eq!(c.servers[1].name, "brave-search");
+    }
+
+    #[test]
+    fn the_http_front_is_loopback_only() {
+        let c = parse("[daemon]\nhttp = \"127.0.0.1:7311\"\n[servers.m]\ncmd = \"x\"\n").unwrap();
+        assert_eq!(c.daemon.http, Some("127.0.0.1:7311".parse().unwrap()));
+        let c = parse("[daemon]\nhttp = \"[::1]:7311\"\n[servers.m]\ncmd = \"x\"\n").unwrap();
+        assert_eq!(c.daemon.http, Some("[::1]:7311".parse().unwrap()));
+        let c = parse("[servers.m]\ncmd = \"x\"\n").unwrap();
+        assert_eq!(c.daemon.http, None);
+        for bad in ["0.0.0.0:7311", "192.168.1.2:80", "[::]:7311"] {
+            let e = err(&format!(
+                "[daemon]\nhttp = \"{bad}\"\n[servers.m]\ncmd = \"x\"\n"
+            ));
+            assert!(e.starts_with("/etc/mux/mux.toml:2: daemon.http: "), "{e}");
+            assert!(e.contains("not a loopback address"), "{e}");
+        }
+        let e = err("[daemon]\nhttp = \"localhost\"\n[servers.m]\ncmd = \"x\"\n");
+        assert!(
+            e.contains(":2: daemon.http: ") && e.contains("127.0.0.1:PORT"),
+            "{e}"
+        );
+        let e = err("[daemon]\nhttp = \"127.0.0.1:0\"\n[servers.m]\ncmd = \"x\"\n");
+        assert!(e.contains("daemon.http") && e.contains("port"), "{e}");
     }
 
     #[test]

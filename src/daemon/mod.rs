@@ -77,6 +77,19 @@ pub struct DaemonStatus {
     /// (clients − 1) × its resident memory, the copies each client would otherwise start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_bytes: Option<u64>,
+    /// The HTTP front, when `[daemon] http` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpReport>,
+}
+
+/// Where hosts reach the servers by URL: `URL/NAME/mcp`, with the token in `token_file` as
+/// `Authorization: Bearer`. Never the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpReport {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The file holding the bearer token.
+    pub token_file: PathBuf,
 }
 
 /// One server in [`DaemonStatus`]. Never includes env values.
@@ -251,6 +264,8 @@ pub struct Shared {
     reloading: tokio::sync::Mutex<Selection>,
     token: CancellationToken,
     tracker: TaskTracker,
+    /// The HTTP front, when it runs (fixed at start).
+    http: Option<HttpReport>,
     /// Woken when the server set, the `[daemon]` keys or the config error change (and, for
     /// servers with a status file, when their status does): the status-file writer waits on it.
     pub(crate) changed: Arc<Notify>,
@@ -322,6 +337,7 @@ impl Shared {
             config_error: live.config_error.clone(),
             child_path: crate::daemon::login_path::child_path(),
             servers,
+            http: self.http.clone(),
         }
     }
 
@@ -332,6 +348,20 @@ impl Shared {
             .iter()
             .map(|e| e.handle.clone())
             .collect()
+    }
+
+    /// What the HTTP front needs of the server called `name` to open a session on it.
+    pub(crate) fn http_target(&self, name: &str) -> Option<crate::http::Target> {
+        let live = self.live();
+        let e = live.entries.iter().find(|e| e.cfg.name == name)?;
+        let status = e.handle.status();
+        Some(crate::http::Target {
+            full: status.clients >= status.max_clients,
+            max_clients: status.max_clients,
+            socket: e.cfg.socket.clone(),
+            max_request_bytes: e.cfg.max_request_bytes,
+            max_response_bytes: e.cfg.max_response_bytes,
+        })
     }
 
     /// The config file this daemon runs and reloads.
@@ -485,6 +515,12 @@ impl Shared {
             warn!("{note}");
             report.notes.push(note);
             daemon.control_socket = old_daemon.control_socket.clone();
+        }
+        if daemon.http != old_daemon.http {
+            let note = "http changed: needs a daemon restart (the HTTP front keeps its address)";
+            warn!("{note}");
+            report.notes.push(note.to_owned());
+            daemon.http = old_daemon.http;
         }
 
         // Stop first: a changed server usually keeps its socket path, and a removed one may
@@ -668,6 +704,17 @@ impl Daemon {
         let control_socket = listener::bind(&config.daemon.control_socket).with_context(|| {
             "another rmcp-mux may be running for this config (see `rmcp-mux status`)".to_owned()
         })?;
+        let http = match config.daemon.http {
+            Some(addr) => Some(crate::http::Listener::bind(addr).await?),
+            None => None,
+        };
+        let http_report = match &http {
+            Some(l) => Some(HttpReport {
+                url: format!("http://{}", l.local_addr()?),
+                token_file: crate::http::token::path()?,
+            }),
+            None => None,
+        };
         let mut bound = Vec::with_capacity(servers.len());
         for s in &servers {
             let sock = listener::bind(&s.socket)
@@ -703,8 +750,17 @@ impl Daemon {
             reloading: tokio::sync::Mutex::new(selection),
             token: token.clone(),
             tracker: tracker.clone(),
+            http: http_report,
             changed: Arc::new(Notify::new()),
         });
+        if let Some(listener) = http {
+            tracker.spawn(crate::http::serve(
+                listener,
+                shared.clone(),
+                token.child_token(),
+                tracker.clone(),
+            ));
+        }
         tracker.spawn(control::serve(
             control_socket,
             shared.clone(),
@@ -888,6 +944,7 @@ pub(crate) mod fixtures {
             rss_bytes: None,
             total_rss_bytes: None,
             saved_bytes: None,
+            http: None,
         }
     }
 }

@@ -204,6 +204,38 @@ pub fn rewire(
     Ok(fragment(text, &doc.to_string()))
 }
 
+/// Points `[mcp_servers.NAME]` at `url` with `headers` (the HTTP front, Codex's
+/// `url` and `http_headers`): drops what started the server, keeps every other key.
+///
+/// # Errors
+/// A syntax error; `Ok(None)` when the table is gone or nothing would change.
+pub fn rewire_http(
+    text: &str,
+    name: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<Option<Fragment>, SyntaxError> {
+    let mut doc = parse(text)?;
+    let Some(t) = doc
+        .get_mut(KEY)
+        .and_then(Item::as_table_like_mut)
+        .and_then(|s| s.get_mut(name))
+        .and_then(Item::as_table_like_mut)
+    else {
+        return Ok(None);
+    };
+    let mut h = toml_edit::InlineTable::new();
+    for (k, v) in headers {
+        h.insert(k, v.as_str().into());
+    }
+    for k in ["command", "args", "env", "cwd"] {
+        t.remove(k);
+    }
+    set(t, "url", toml_edit::value(url));
+    set(t, "http_headers", toml_edit::value(h));
+    Ok(fragment(text, &doc.to_string()))
+}
+
 fn set(t: &mut dyn TableLike, key: &str, value: Item) {
     match t.get_mut(key) {
         Some(item) => *item = value,

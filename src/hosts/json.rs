@@ -329,7 +329,6 @@ fn render(
     args: &[String],
 ) -> Option<String> {
     let obj = prop.value.as_object()?;
-    let r = obj.range;
     let mut parts: Vec<String> = Vec::new();
     let has_args = obj.get("args").is_some();
     if format == Format::Vscode && obj.get("type").is_none() {
@@ -360,6 +359,50 @@ fn render(
             _ => parts.push(p.text(text).to_owned()),
         }
     }
+    layout(text, prop, &parts)
+}
+
+/// What rewire `--via http` puts in place of an entry: `kind` as its `type` (when the host
+/// wants one), the URL under `url_key`, `headers`, and the keys that do not start the server
+/// kept as they were written.
+fn render_http(
+    text: &str,
+    prop: &ObjectProp<'_>,
+    kind: Option<&str>,
+    url_key: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Option<String> {
+    let obj = prop.value.as_object()?;
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(k) = kind {
+        parts.push(format!("{}: {}", quote("type"), quote(k)));
+    }
+    parts.push(format!("{}: {}", quote(url_key), quote(url)));
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+        .collect();
+    parts.push(format!(
+        "{}: {{ {} }}",
+        quote("headers"),
+        headers.join(", ")
+    ));
+    for p in &obj.properties {
+        match p.name.as_str() {
+            "type" | "transport" | "command" | "args" | "env" | "envFile" | "cwd" | "url"
+            | "serverUrl" | "httpUrl" | "headers" => {}
+            _ => parts.push(p.text(text).to_owned()),
+        }
+    }
+    layout(text, prop, &parts)
+}
+
+/// An entry's new value from its parts, laid out as the old one was: on one line if it was,
+/// else one part per line at the entry's indentation.
+fn layout(text: &str, prop: &ObjectProp<'_>, parts: &[String]) -> Option<String> {
+    let obj = prop.value.as_object()?;
+    let r = obj.range;
     let body = &text[r.start..r.end];
     if !body.contains('\n') {
         let pad = if body.starts_with("{ ") { " " } else { "" };
@@ -411,6 +454,38 @@ pub fn rewire_splice(
         return Ok(None);
     };
     let Some(written) = render(text, prop, format, command, args) else {
+        return Ok(None);
+    };
+    let r = prop.value.range();
+    Ok(Some(Splice {
+        start: r.start,
+        end: r.end,
+        original: text[r.start..r.end].to_owned(),
+        written,
+    }))
+}
+
+/// The splice that points the entry at `key_path` at `url` with `headers` (the HTTP front),
+/// in the host's URL form: `kind` as `type` when it wants one, the URL under `url_key`.
+///
+/// # Errors
+/// A syntax error; `Ok(None)` when the entry is gone or not an object.
+pub fn http_splice(
+    text: &str,
+    key_path: &[String],
+    kind: Option<&str>,
+    url_key: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<Option<Splice>, SyntaxError> {
+    let src = blank_bom(text);
+    let Some(root) = parse(&src)? else {
+        return Ok(None);
+    };
+    let Some(prop) = find(&root, key_path) else {
+        return Ok(None);
+    };
+    let Some(written) = render_http(text, prop, kind, url_key, url, headers) else {
         return Ok(None);
     };
     let r = prop.value.range();

@@ -79,6 +79,12 @@ pub enum HostError {
         /// The running executable.
         exe: PathBuf,
     },
+    /// `rewire --via http` for a host that only starts commands.
+    #[error("{host} connects to servers only by command; use `--via proxy`")]
+    NoUrlForm {
+        /// The host.
+        host: Host,
+    },
 }
 
 /// One MCP host application. The names are what `--host` takes.

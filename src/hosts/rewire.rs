@@ -271,6 +271,41 @@ pub fn proxy_args(socket: &Path, mux_config: &Path) -> Vec<String> {
     ]
 }
 
+/// How a rewired entry reaches the mux.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// As a command: `rmcp-mux-proxy` at this path, bridging the host's stdio to the socket.
+    Proxy(PathBuf),
+    /// By URL: the HTTP front at `base` (`http://127.0.0.1:PORT`, each server at
+    /// `base/NAME/mcp`), with `token` sent as `Authorization: Bearer`. No process per host.
+    Http {
+        /// `http://127.0.0.1:PORT`.
+        base: String,
+        /// The front's bearer token (written into the host's file: hosts send what it says).
+        token: String,
+    },
+}
+
+/// A host's URL form: the `type` it wants (if any) and the key the URL goes under. `None`
+/// for hosts that only start commands.
+pub fn url_form(host: Host) -> Option<(Option<&'static str>, &'static str)> {
+    match host {
+        Host::ClaudeCode | Host::Cursor | Host::Vscode => Some((Some("http"), "url")),
+        Host::Windsurf => Some((None, "serverUrl")),
+        Host::Gemini => Some((None, "httpUrl")),
+        Host::Codex => Some((None, "url")),
+        Host::ClaudeDesktop | Host::Zed => None,
+    }
+}
+
+/// What one entry is rewired to.
+enum Job {
+    /// The proxy's arguments.
+    Proxy(Vec<String>),
+    /// The server's URL.
+    Http(String),
+}
+
 /// Points every entry of `host` that the mux runs at the proxy.
 ///
 /// # Errors
@@ -283,18 +318,52 @@ pub fn rewire(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<Report, HostError> {
+    rewire_via(
+        host,
+        paths,
+        cfg,
+        &Via::Proxy(proxy.to_owned()),
+        state_dir,
+        dry_run,
+    )
+}
+
+/// Points every entry of `host` that the mux runs at the mux, through the proxy or by URL.
+///
+/// # Errors
+/// A host file that cannot be read, parsed or written, or the record not written;
+/// [`HostError::NoUrlForm`] for `Via::Http` and a host that only starts commands.
+pub fn rewire_via(
+    host: Host,
+    paths: &Paths,
+    cfg: &Config,
+    via: &Via,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<Report, HostError> {
     let mut report = Report::default();
-    let proxy_s = proxy.to_string_lossy().into_owned();
+    let proxy_s = match via {
+        Via::Proxy(p) => p.to_string_lossy().into_owned(),
+        Via::Http { .. } => {
+            if url_form(host).is_none() {
+                return Err(HostError::NoUrlForm { host });
+            }
+            String::new()
+        }
+    };
     let mux_config = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
     for file in host.files(paths) {
         let Some(text) = super::read_optional(&file.path)? else {
             continue;
         };
         let entries = super::scan_file(&file)?;
-        let mut jobs: Vec<(Vec<String>, String, Vec<String>)> = Vec::new();
+        let mut jobs: Vec<(Vec<String>, String, Job)> = Vec::new();
         for e in &entries {
             let at = format!("{} in {}", e.name, file.path.display());
             match &e.launch {
+                Launch::Remote { url } if matches!(via, Via::Http { base, .. } if url.starts_with(&format!("{base}/"))) => {
+                    report.lines.push(format!("{at}: already rewired"))
+                }
                 Launch::Remote { .. } => report.lines.push(format!("left {at} alone: remote server")),
                 Launch::Unsupported { why } => report.lines.push(format!("left {at} alone: {why}")),
                 Launch::Stdio(s) if s.is_proxy() => report.lines.push(format!("{at}: already rewired")),
@@ -312,8 +381,11 @@ pub fn rewire(
                             if dry_run { "would rewire" } else { "rewired" },
                             srv.name
                         ));
-                        let args = proxy_args(&srv.socket, &mux_config);
-                        jobs.push((e.key_path.clone(), srv.name.clone(), args));
+                        let job = match via {
+                            Via::Proxy(_) => Job::Proxy(proxy_args(&srv.socket, &mux_config)),
+                            Via::Http { base, .. } => Job::Http(format!("{base}/{}/mcp", srv.name)),
+                        };
+                        jobs.push((e.key_path.clone(), srv.name.clone(), job));
                     }
                 },
             }
@@ -322,7 +394,13 @@ pub fn rewire(
             continue;
         }
         let stamp = timestamp();
-        let (new_text, changes) = edit(&file, &text, &jobs, &proxy_s, &stamp)?;
+        let headers = match via {
+            Via::Http { token, .. } => {
+                vec![("Authorization".to_owned(), format!("Bearer {token}"))]
+            }
+            Via::Proxy(_) => vec![],
+        };
+        let (new_text, changes) = edit(&file, &text, &jobs, &proxy_s, &headers, &stamp)?;
         if new_text == text {
             continue;
         }
@@ -342,6 +420,10 @@ pub fn rewire(
                 json::secret_values(&text)
             }
             .map_err(|e| e.in_file(&file.path))?;
+            let mut secrets = secrets;
+            if let Via::Http { token, .. } = via {
+                secrets.push(format!("Bearer {token}"));
+            }
             let mut diff = mask(&diff, &secrets);
             for e in &entries {
                 if let Launch::Remote { url } = &e.launch {
@@ -391,20 +473,26 @@ pub fn mask(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// The file's new text and the changes, for the entries in `jobs` (key path, server, args).
+/// The file's new text and the changes, for the entries in `jobs` (key path, server, what
+/// to point it at); `headers` go with URLs.
 fn edit(
     file: &HostFile,
     text: &str,
-    jobs: &[(Vec<String>, String, Vec<String>)],
+    jobs: &[(Vec<String>, String, Job)],
     proxy: &str,
+    headers: &[(String, String)],
     stamp: &str,
 ) -> Result<(String, Vec<Change>), HostError> {
     let mut changes = Vec::new();
     if file.format == Format::Codex {
         let mut cur = text.to_owned();
-        for (path, server, args) in jobs {
+        for (path, server, job) in jobs {
             let name = path.last().map(String::as_str).unwrap_or_default();
-            let f = codex::rewire(&cur, name, proxy, args).map_err(|e| e.in_file(&file.path))?;
+            let f = match job {
+                Job::Proxy(args) => codex::rewire(&cur, name, proxy, args),
+                Job::Http(url) => codex::rewire_http(&cur, name, url, headers),
+            }
+            .map_err(|e| e.in_file(&file.path))?;
             let Some(f) = f else { continue };
             cur.replace_range(f.start..f.start + f.original.len(), &f.written);
             changes.push(Change {
@@ -419,9 +507,13 @@ fn edit(
         return Ok((cur, changes));
     }
     let mut splices = Vec::new();
-    for (path, server, args) in jobs {
-        let s = json::rewire_splice(text, file.format, path, proxy, args)
-            .map_err(|e| e.in_file(&file.path))?;
+    let (kind, url_key) = url_form(file.host).unwrap_or((None, "url"));
+    for (path, server, job) in jobs {
+        let s = match job {
+            Job::Proxy(args) => json::rewire_splice(text, file.format, path, proxy, args),
+            Job::Http(url) => json::http_splice(text, path, kind, url_key, url, headers),
+        }
+        .map_err(|e| e.in_file(&file.path))?;
         let Some(s) = s else { continue };
         changes.push(Change {
             entry: path.clone(),

@@ -164,6 +164,13 @@ pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
     if let Some(path) = &status.child_path {
         out += &format!("servers' PATH: {path}\n");
     }
+    if let Some(http) = &status.http {
+        out += &format!(
+            "by URL: {}/NAME/mcp · token in {}\n",
+            http.url,
+            http.token_file.display()
+        );
+    }
     // Last, where it is seen first.
     if let Some(err) = &status.config_error {
         out += &format!("config error (still running the previous configuration): {err}\n");
@@ -313,7 +320,7 @@ mod tests {
         assert_eq!(table.lines().nth(8), None);
         let with_path = DaemonStatus {
             child_path: Some("/opt/homebrew/bin:/usr/bin".into()),
-            ..broken
+            ..broken.clone()
         };
         let table = render_table(&with_path);
         assert_eq!(
@@ -321,5 +328,17 @@ mod tests {
             Some("servers' PATH: /opt/homebrew/bin:/usr/bin")
         );
         assert!(table.lines().nth(8).unwrap().starts_with("config error"));
+        let by_url = DaemonStatus {
+            http: Some(crate::daemon::HttpReport {
+                url: "http://127.0.0.1:7311".into(),
+                token_file: "/st/http-token".into(),
+            }),
+            ..broken
+        };
+        let table = render_table(&by_url);
+        assert_eq!(
+            table.lines().nth(7),
+            Some("by URL: http://127.0.0.1:7311/NAME/mcp · token in /st/http-token")
+        );
     }
 }

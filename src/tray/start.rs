@@ -118,6 +118,7 @@ fn stand_in(path: &Path) -> Config {
             socket_dir: state.join("sockets"),
             status_file: None,
             notifications: true,
+            http: None,
         },
         servers: Vec::new(),
     }

@@ -1,7 +1,8 @@
 """One MCP host session against @modelcontextprotocol/server-everything, driven by the official
 Python SDK (stdio_client + ClientSession: the stateful initialize/initialized handshake).
 
-Usage: everything_session.py [--tag TAG] [--no-sampling] [--elicitation] [--timeout S] -- COMMAND [ARGS...]
+Usage: everything_session.py [--tag TAG] [--no-sampling] [--elicitation] [--cancel] [--timeout S] -- COMMAND [ARGS...]
+       everything_session.py [...] --url http://127.0.0.1:PORT/NAME/mcp [--token-file F]
 
 Initializes, lists tools, calls `echo` with a TAG-unique text and checks the exact echo, calls
 `trigger-long-running-operation` (duration 1 s, 4 steps) with a progress callback and checks it
@@ -9,32 +10,36 @@ got exactly progress 1,2,3,4 of total 4, then (unless --no-sampling, which also 
 sampling capability) calls `trigger-sampling-request` with a TAG-unique prompt and answers the
 server's sampling/createMessage with a TAG-unique marker, checking both came back. With
 --elicitation it declares elicitation, calls `trigger-elicitation-request` and accepts with a
-TAG-unique name. Because every text carries TAG, two sessions run at once each check that they
+TAG-unique name. With --cancel it abandons a 30 s call after 1 s (the SDK sends
+notifications/cancelled) and checks that an echo is answered at once. Because every text carries TAG, two sessions run at once each check that they
 got only their own data.
 
 Prints one JSON object:
   {"tag", "server_name", "protocol_version", "tools": [...], "echo_ok": true,
    "progress": [1.0, 2.0, 3.0, 4.0], "progress_total": [4.0, ...], "sampling_ok": true|null,
-   "sampling_requests": N, "elicitation_ok": true|null, "notifications": {method: count}}
+   "sampling_requests": N, "cancel_ok": true|null, "elicitation_ok": true|null, "notifications": {method: count}}
 and exits 0; on any failure exits 1 with the reason on stderr.
 """
 from __future__ import annotations
 
 import sys
 import uuid
+
+import anyio
 from collections import Counter
 from typing import Any
 
 from mcp import ClientSession, types
-from mcp.client.stdio import stdio_client
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts in the source tree
-from peer_common import Failure, check_tool_ok, parser, run, server_params
+from peer_common import Failure, check_tool_ok, connect, parser, run
 
 STEPS = 4
 
 
-async def main(command: list[str], tag: str, with_sampling: bool, with_elicitation: bool) -> dict[str, Any]:
+async def main(
+    command: list[str], args: Any, tag: str, with_sampling: bool, with_elicitation: bool, with_cancel: bool
+) -> dict[str, Any]:
     sampled: list[str] = []  # the prompt texts of the sampling requests this session got
     elicited: list[str] = []
     notifications: Counter[str] = Counter()
@@ -57,7 +62,7 @@ async def main(command: list[str], tag: str, with_sampling: bool, with_elicitati
         notifications[getattr(message, "method", type(message).__name__)] += 1
 
     out: dict[str, Any] = {"tag": tag}
-    async with stdio_client(server_params(command)) as (read, write):
+    async with connect(args, command) as (read, write):
         async with ClientSession(
             read,
             write,
@@ -120,6 +125,23 @@ async def main(command: list[str], tag: str, with_sampling: bool, with_elicitati
                 raise Failure(f"got sampling requests without declaring sampling: {sampled!r}")
             out["sampling_requests"] = len(sampled)
 
+            # cancellation (optional): a long call abandoned after a moment sends
+            # notifications/cancelled; the session must go on answering at once
+            out["cancel_ok"] = None
+            if with_cancel:
+                started = anyio.current_time()
+                with anyio.move_on_after(1.0) as scope:
+                    await session.call_tool("trigger-long-running-operation", {"duration": 30, "steps": 30})
+                if not scope.cancelled_caught:
+                    raise Failure("the 30 s operation finished before it was cancelled")
+                message = f"after-cancel-{tag}"
+                echo = check_tool_ok("echo", await session.call_tool("echo", {"message": message}))
+                if echo != f"Echo: {message}":
+                    raise Failure(f"after the cancel, echo sent {message!r}, got {echo!r}")
+                if anyio.current_time() - started > 10:
+                    raise Failure("the session waited for the cancelled operation")
+                out["cancel_ok"] = True
+
             # elicitation (optional)
             out["elicitation_ok"] = None
             if with_elicitation:
@@ -145,6 +167,7 @@ if __name__ == "__main__":
         help="declare no sampling capability (the mux must then never send this session sampling requests)",
     )
     p.add_argument("--elicitation", action="store_true", help="declare elicitation and exercise it")
+    p.add_argument("--cancel", action="store_true", help="abandon a long call and check the session goes on")
     a = p.parse_args()
     tag = a.tag or uuid.uuid4().hex[:8]
-    run("everything_session.py", a, main, tag, not a.no_sampling, a.elicitation)
+    run("everything_session.py", a, main, a, tag, not a.no_sampling, a.elicitation, a.cancel)

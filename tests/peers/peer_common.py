@@ -3,14 +3,18 @@ one JSON object on stdout, and a non-zero exit with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 from mcp import StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 class Failure(Exception):
@@ -20,8 +24,34 @@ class Failure(Exception):
 def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--timeout", type=float, default=60.0, help="overall limit in seconds (default 60)")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="connect over Streamable HTTP to this URL instead of launching COMMAND",
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="with --url: send the token in this file as Authorization: Bearer",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] launching the server")
     return p
+
+
+@contextlib.asynccontextmanager
+async def connect(args: argparse.Namespace, command: list[str]) -> AsyncIterator[tuple[Any, Any]]:
+    """The (read, write) streams of the session: over HTTP with --url, else over COMMAND's stdio."""
+    if args.url:
+        headers = {}
+        if args.token_file:
+            with open(args.token_file) as f:
+                headers["Authorization"] = f"Bearer {f.read().strip()}"
+        async with create_mcp_http_client(headers=headers) as http:
+            async with streamable_http_client(args.url, http_client=http) as (read, write):
+                yield read, write
+    else:
+        async with stdio_client(server_params(command)) as (read, write):
+            yield read, write
 
 
 def server_params(command: list[str]) -> StdioServerParameters:
@@ -39,7 +69,7 @@ def _leaves(e: BaseException) -> list[BaseException]:
 def run(name: str, args: argparse.Namespace, main: Callable[..., Awaitable[dict[str, Any]]], *a: Any) -> None:
     """Runs main(command, *a) under args.timeout; prints its dict as JSON or exits 1 with the reason."""
     command = args.command[1:] if args.command and args.command[0] == "--" else args.command
-    if not command:
+    if not command and not getattr(args, "url", None):
         print(f"{name}: missing server command (usage: {name} [OPTIONS] -- COMMAND [ARGS...])", file=sys.stderr)
         sys.exit(2)
 

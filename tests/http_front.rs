@@ -1,0 +1,405 @@
+//! The Streamable HTTP front: hosts reach each server at `http://127.0.0.1:PORT/NAME/mcp` with
+//! a bearer token, no proxy process. The official Python SDK's HTTP client drives
+//! server-everything through it; raw requests check the guards (token, Origin, Host).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::*;
+
+/// A port nothing listens on now (the daemon binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(servers: &str) -> (Mux, u16) {
+    let port = free_port();
+    let mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        &format!("http = \"127.0.0.1:{port}\""),
+        servers,
+        &[],
+        &[],
+    );
+    mux.log.wait_for(&["HTTP front listening"]);
+    (mux, port)
+}
+
+fn everything(peers: &std::path::Path) -> String {
+    format!(
+        "[servers.everything]\ncmd = \"node\"\nargs = [\"{}\", \"stdio\"]\n",
+        peers
+            .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+            .display()
+    )
+}
+
+/// `status --json`'s `http` entry: the URL and the token file, never the token.
+fn http_status(mux: &Mux) -> (String, std::path::PathBuf, String) {
+    let (code, out, err) = mux.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let url = v["http"]["url"].as_str().unwrap().to_owned();
+    let file = std::path::PathBuf::from(v["http"]["token_file"].as_str().unwrap());
+    (url, file, out)
+}
+
+fn python_session(
+    peers: &std::path::Path,
+    url: &str,
+    token: &std::path::Path,
+    flags: &[&str],
+) -> std::process::Child {
+    Command::new(peers.join(".venv/bin/python"))
+        .arg(peers.join("everything_session.py"))
+        .args(flags)
+        .args(["--url", url, "--token-file"])
+        .arg(token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child) -> Value {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "session failed: {err}");
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("bad output {e}: {err}"))
+}
+
+#[test]
+fn python_sdk_sessions_over_http_get_only_their_own_answers() {
+    let Some(peers) = peers() else { return };
+    let (mux, port) = start(&everything(&peers));
+    let (url, token_file, status) = http_status(&mux);
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(!status.contains(token.trim()), "status shows the token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let endpoint = format!("{url}/everything/mcp");
+    // Both at once, with the same request ids and progress tokens (the SDK numbers from 0 in
+    // each); only alpha declares sampling, so the sampling request must reach alpha's session.
+    let a = python_session(
+        &peers,
+        &endpoint,
+        &token_file,
+        &["--tag", "alpha", "--cancel"],
+    );
+    let b = python_session(
+        &peers,
+        &endpoint,
+        &token_file,
+        &["--tag", "bravo", "--no-sampling"],
+    );
+    let (a, b) = (finish(a), finish(b));
+    for s in [&a, &b] {
+        assert_eq!(s["server_name"], "mcp-servers/everything");
+        assert_eq!(s["echo_ok"], true);
+        assert_eq!(s["progress"], serde_json::json!([1.0, 2.0, 3.0, 4.0]));
+    }
+    assert_eq!(a["sampling_ok"], true);
+    assert_eq!(a["sampling_requests"], 1);
+    assert_eq!(b["sampling_requests"], 0);
+    assert_eq!(a["cancel_ok"], true);
+    // The SDK ends its sessions with DELETE: no client is left.
+    mux.wait_status("everything", |s| s["clients"] == 0);
+    let log = mux.log.text();
+    assert_eq!(log.matches("HTTP session opened").count(), 2, "{log}");
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status code and the whole answer.
+fn request(port: u16, method: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("{method} /fake/mcp HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {out:?}"));
+    (code, out)
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+#[test]
+fn the_front_wants_the_token_a_local_origin_and_bounded_bodies() {
+    let (mux, port) = start(
+        "[servers.fake]\ncmd = \"{fake}\"\nmax_request_bytes = 4096\nmax_active_clients = 1\n",
+    );
+    let (_, token_file, _) = http_status(&mux);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let json = ("Content-Type", "application/json");
+    let accept = ("Accept", "application/json, text/event-stream");
+    let auth = ("Authorization", bearer.as_str());
+
+    let (code, out) = request(port, "POST", &[json, accept], INIT);
+    assert_eq!(code, 401, "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{out}"
+    );
+    let (code, _) = request(
+        port,
+        "POST",
+        &[json, accept, ("Authorization", "Bearer nope")],
+        INIT,
+    );
+    assert_eq!(code, 401);
+    // DNS rebinding: a page elsewhere, even with the token, and a foreign Host.
+    let (code, _) = request(
+        port,
+        "POST",
+        &[json, accept, auth, ("Origin", "http://evil.example")],
+        INIT,
+    );
+    assert_eq!(code, 403);
+    let (code, _) = request(
+        port,
+        "POST",
+        &[json, accept, auth, ("Host", "evil.example")],
+        INIT,
+    );
+    assert_eq!(code, 403);
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"p":"{}"}}}}"#,
+        "a".repeat(5000)
+    );
+    let (code, _) = request(port, "POST", &[json, accept, auth], &big);
+    assert_eq!(code, 413);
+    let (code, _) = request(
+        port,
+        "POST",
+        &[json, accept, auth, ("Mcp-Session-Id", "nosuch")],
+        INIT,
+    );
+    assert_eq!(code, 404);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let (code, _) = request(port, "POST", &[json, accept, auth], list);
+    assert_eq!(code, 400, "a request outside a session");
+
+    // A local page with the token gets in; the session counts as the server's client.
+    let (code, out) = request(
+        port,
+        "POST",
+        &[json, accept, auth, ("Origin", "http://localhost:3000")],
+        INIT,
+    );
+    assert_eq!(code, 200, "{out}");
+    let session = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id in {out}"));
+    mux.wait_status("fake", |s| s["clients"] == 1);
+    // Over max_active_clients: refused as an HTTP error, not a session.
+    let (code, out) = request(port, "POST", &[json, accept, auth], INIT);
+    assert_eq!(code, 503, "{out}");
+    assert!(out.contains("too many clients"), "{out}");
+
+    let sid = ("Mcp-Session-Id", session.as_str());
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let (code, _) = request(port, "POST", &[json, accept, auth, sid], note);
+    assert_eq!(code, 202);
+    let (code, out) = request(port, "POST", &[json, accept, auth, sid], list);
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        out.contains("text/event-stream") && out.contains(r#"data: {"id":2,"#),
+        "{out}"
+    );
+    let (code, _) = request(port, "DELETE", &[auth, sid], "");
+    assert_eq!(code, 200);
+    mux.wait_status("fake", |s| s["clients"] == 0);
+    let (code, _) = request(port, "POST", &[json, accept, auth, sid], list);
+    assert_eq!(code, 404, "a deleted session is gone");
+}
+
+#[test]
+fn a_non_loopback_http_address_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mux.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            dir.path(),
+            "http = \"0.0.0.0:7311\"",
+            "[servers.fake]\ncmd = \"{fake}\"\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(MUX)
+        .arg("--config")
+        .arg(&config)
+        .env("HOME", dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":4: daemon.http: ") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    // Nothing was started.
+    assert!(!dir.path().join("run/fake.sock").exists());
+}
+
+#[test]
+fn a_new_http_address_waits_for_a_restart_and_the_front_stays() {
+    let (mux, port) = start("[servers.fake]\ncmd = \"{fake}\"\n");
+    let other = free_port();
+    mux.edit(
+        &format!("http = \"127.0.0.1:{other}\""),
+        "[servers.fake]\ncmd = \"{fake}\"\n",
+    );
+    let (code, out, err) = mux.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("http changed: needs a daemon restart"),
+        "{out}"
+    );
+    let (url, _, _) = http_status(&mux);
+    assert_eq!(url, format!("http://127.0.0.1:{port}"));
+    let (code, _) = request(port, "POST", &[("Content-Type", "application/json")], INIT);
+    assert_eq!(code, 401, "the front still answers on its address");
+}
+
+#[test]
+fn a_broken_sse_stream_resumes_with_last_event_id() {
+    let (mux, port) = start("[servers.fake]\ncmd = \"{fake}\"\n");
+    let (_, token_file, _) = http_status(&mux);
+    let bearer = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+    let json = ("Content-Type", "application/json");
+    let accept = ("Accept", "application/json, text/event-stream");
+    let auth = ("Authorization", bearer.as_str());
+    let (code, out) = request(port, "POST", &[json, accept, auth], INIT);
+    assert_eq!(code, 200, "{out}");
+    let session = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap();
+    let sid = ("Mcp-Session-Id", session.as_str());
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(
+        request(port, "POST", &[json, accept, auth, sid], note).0,
+        202
+    );
+
+    // A slow call whose connection breaks right after the stream's first (priming) event.
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"slow","arguments":{"ms":1500,"steps":3},"_meta":{"progressToken":"p3"}}}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "POST /fake/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: {bearer}\r\nMcp-Session-Id: {session}\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let last = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its first event");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("id: ")) {
+            break id.trim().to_owned();
+        }
+    };
+    assert!(
+        last.ends_with("-0"),
+        "the first event primes the stream: {last}"
+    );
+    drop(s);
+
+    // Resumed: what came after that event, the answer included, then the stream ends.
+    let (code, out) = request(
+        port,
+        "GET",
+        &[
+            ("Accept", "text/event-stream"),
+            auth,
+            sid,
+            ("Last-Event-ID", &last),
+        ],
+        "",
+    );
+    assert_eq!(code, 200, "{out}");
+    assert!(out.contains(r#""progressToken":"p3""#), "{out}");
+    assert!(
+        out.contains(r#"{"id":3,"#) || out.contains(r#""id":3,"result""#),
+        "{out}"
+    );
+    // Nothing more after the answer: resuming again is answered, but nothing comes.
+    let ids: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    let end = ids.last().unwrap().trim();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET /fake/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nAuthorization: {bearer}\r\nMcp-Session-Id: {session}\r\nLast-Event-ID: {end}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let (code, _) = request(
+        port,
+        "GET",
+        &[
+            ("Accept", "text/event-stream"),
+            auth,
+            sid,
+            ("Last-Event-ID", "99-1"),
+        ],
+        "",
+    );
+    assert_eq!(code, 400, "no stream 99");
+}
