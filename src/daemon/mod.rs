@@ -97,6 +97,12 @@ pub struct ServerReport {
     /// `max_restarts`: consecutive crashes before the server is `failed` (0 = never).
     #[serde(default)]
     pub max_restarts: u32,
+    /// The protocol era the current child speaks, `handshake` or `modern`, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub era: Option<String>,
+    /// The protocol version negotiated with the current child, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
 }
 
 impl ServerReport {
@@ -119,6 +125,8 @@ impl ServerReport {
                 .restart_at
                 .map(|t| t.saturating_duration_since(now).as_millis() as u64),
             max_restarts: s.max_restarts,
+            era: s.era.map(str::to_owned),
+            protocol_version: s.protocol_version.clone(),
         }
     }
 }
@@ -693,6 +701,8 @@ pub(crate) mod fixtures {
             last_exit: None,
             restart_in_ms: None,
             max_restarts: 5,
+            era: None,
+            protocol_version: None,
         }
     }
 

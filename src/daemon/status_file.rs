@@ -290,6 +290,8 @@ mod tests {
             last_exit: None,
             restart_in_ms: None,
             max_restarts: 5,
+            era: None,
+            protocol_version: None,
         };
         let busier = ServerReport {
             pending: 9,

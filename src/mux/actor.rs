@@ -73,6 +73,10 @@ pub struct ServerStatus {
     pub restart_at: Option<Instant>,
     /// `max_restarts` from the config.
     pub max_restarts: u32,
+    /// The protocol era of the current child, once known.
+    pub era: Option<&'static str>,
+    /// The protocol version negotiated with the current child, once known.
+    pub protocol_version: Option<String>,
 }
 
 /// A command with a way to say it was taken.
@@ -318,6 +322,8 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         last_exit: s.last_exit,
         restart_at: s.restart_at,
         max_restarts: cfg.max_restarts,
+        era: s.era,
+        protocol_version: s.protocol_version,
     }
 }
 

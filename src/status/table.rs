@@ -22,7 +22,7 @@ pub fn human_duration(ms: u64) -> String {
 
 /// The column titles of the server table, shared by `status` and the dashboard so both read
 /// the same.
-pub const COLUMNS: [&str; 8] = [
+pub const COLUMNS: [&str; 9] = [
     "Server",
     "Status",
     "Clients",
@@ -30,11 +30,12 @@ pub const COLUMNS: [&str; 8] = [
     "Restarts",
     "Uptime",
     "PID",
+    "Protocol",
     "Last exit",
 ];
 
 /// One server's cells in [`COLUMNS`] order ("-" for what it does not have).
-pub fn cells(s: &ServerReport) -> [String; 8] {
+pub fn cells(s: &ServerReport) -> [String; 9] {
     [
         s.name.clone(),
         s.state.as_str().to_owned(),
@@ -43,6 +44,11 @@ pub fn cells(s: &ServerReport) -> [String; 8] {
         s.restarts.to_string(),
         s.uptime_ms.map_or_else(|| "-".into(), human_duration),
         s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        match (&s.era, &s.protocol_version) {
+            (Some(era), Some(v)) => format!("{era} {v}"),
+            (Some(era), None) => era.clone(),
+            _ => "-".into(),
+        },
         s.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
 }
@@ -50,7 +56,7 @@ pub fn cells(s: &ServerReport) -> [String; 8] {
 /// Renders the status as a box-drawn table followed by one summary line.
 pub fn render_table(status: &DaemonStatus) -> String {
     let header = COLUMNS;
-    let rows: Vec<[String; 8]> = status.servers.iter().map(cells).collect();
+    let rows: Vec<[String; 9]> = status.servers.iter().map(cells).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -124,6 +130,8 @@ mod tests {
                 last_exit: None,
                 restart_in_ms: None,
                 max_restarts: 5,
+                era: Some("modern".into()),
+                protocol_version: Some("2026-07-28".into()),
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -138,6 +146,8 @@ mod tests {
                 last_exit: Some("exited with status 1".into()),
                 restart_in_ms: None,
                 max_restarts: 5,
+                era: None,
+                protocol_version: None,
             },
         ]);
         let table = render_table(&status);
@@ -152,7 +162,9 @@ mod tests {
             lines[3].contains("│ memory ")
                 && lines[3].contains("2/64")
                 && lines[3].contains("1m 1s")
+                && lines[3].contains("│ modern 2026-07-28 ")
         );
+        assert!(lines[1].contains("│ Protocol "));
         assert!(lines[4].contains("failed") && lines[4].contains("exited with status 1"));
         assert!(lines[6].contains("pid 7"));
         let broken = DaemonStatus {
