@@ -6,7 +6,8 @@
 //! grandchild's), `--spawn-grandchild`, `--ignore-sigterm`, `--crash-on-start`,
 //! `--crash-while-exists PATH` (exit status 1 at start while PATH exists),
 //! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`,
-//! `--era handshake|modern|dual`.
+//! `--era handshake|modern|dual`, `--exit-on-discover` (exits with status 4 when asked
+//! `server/discover`, as a server that cannot take an unknown method).
 //!
 //! Eras: `handshake` (the default) speaks only the `initialize` era. `modern` speaks only
 //! 2026-07-28: `initialize` is -32601, `server/discover` answers, every request must carry the
@@ -350,6 +351,10 @@ fn main() {
                 UNPINNED
             };
             ERA.store(era, Ordering::SeqCst);
+        }
+        if method == "server/discover" && has("--exit-on-discover") {
+            let _ = out.lock().unwrap().flush();
+            std::process::exit(4);
         }
         let era = ERA.load(Ordering::SeqCst);
         if dual && era == HANDSHAKE && enveloped {
