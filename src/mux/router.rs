@@ -745,7 +745,12 @@ impl Router {
             .iter()
             .filter_map(|(id, c)| {
                 let at = c.input_closed?;
-                let owed = self.pending.values().any(|p| p.client == Some(*id))
+                // An open listen is owed nothing until it ends: it does not hold the client.
+                let owed = self
+                    .pending
+                    .values()
+                    .any(|p| p.client == Some(*id) && p.purpose != Purpose::Listen)
+                    || self.awaiting_era.iter().any(|(c, _)| c == id)
                     || self.batches.values().any(|b| b.client == *id)
                     || self.streaming.as_ref().is_some_and(|s| s.client == *id);
                 (!owed || at <= now).then_some(*id)
@@ -2310,6 +2315,9 @@ impl Router {
             },
         );
         self.insert_pending(up, p);
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.in_flight += 1;
+        }
         for req in out {
             self.send_client(client, req);
         }

@@ -2528,3 +2528,18 @@ fn handshake_subscriptions_on_a_modern_child_ride_the_muxs_own_listen() {
         json!([])
     );
 }
+
+#[test]
+fn an_open_listen_on_a_modern_child_does_not_hold_a_client_whose_input_closed() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(1, &listen(json!("L"), json!({"toolsListChanged": true})));
+    assert_eq!(child_msgs(&out).len(), 1);
+    let out = h.input(Input::ClientInputClosed(ClientId(1)));
+    assert!(out.contains(&Action::CloseClient(ClientId(1))), "{out:?}");
+    let sent = child_msgs(&out);
+    assert_eq!(
+        sent[0]["method"], "notifications/cancelled",
+        "the listen ended upstream: {out:?}"
+    );
+}
