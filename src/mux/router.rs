@@ -2485,7 +2485,7 @@ impl Router {
         match env.kind {
             Kind::Response | Kind::Error => self.child_response(now, &line, &env),
             Kind::Request => self.child_request(now, &line, &env, method),
-            Kind::Notification => self.child_notification(&line, &env, method),
+            Kind::Notification => self.child_notification(now, &line, &env, method),
         }
     }
 
@@ -2555,8 +2555,10 @@ impl Router {
                 return;
             }
             Purpose::Listen if p.client.is_none() => {
+                // The child ended the mux's own listen: the handshake clients still need one.
                 if self.upstream_listen == Some(up) {
                     self.upstream_listen = None;
+                    self.sync_upstream_listen(now);
                 }
                 return;
             }
@@ -2726,10 +2728,27 @@ impl Router {
         }
     }
 
-    fn child_notification(&mut self, line: &Bytes, env: &jsonrpc::Envelope<'_>, method: &str) {
+    fn child_notification(
+        &mut self,
+        now: Instant,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+    ) {
+        if method == "notifications/cancelled" && self.child_modern() {
+            let req = jsonrpc::field(env.params, "requestId");
+            let up = req.and_then(jsonrpc::as_u64);
+            if up.is_some_and(|up| {
+                self.pending
+                    .get(&up)
+                    .is_some_and(|p| p.purpose == Purpose::Listen)
+            }) {
+                return self.child_ended_listen(now, line, env, up.unwrap_or_default());
+            }
+        }
         let sub = jsonrpc::field(jsonrpc::field(env.params, "_meta"), era::SUBSCRIPTION_ID);
         if let Some(sub) = sub {
-            return self.child_frame(line, env, method, sub);
+            return self.child_frame(now, line, env, method, sub);
         }
         match method {
             "notifications/progress" => {
@@ -2845,6 +2864,7 @@ impl Router {
     /// passed on without the subscription id as the handshake era's notification.
     fn child_frame(
         &mut self,
+        now: Instant,
         line: &Bytes,
         env: &jsonrpc::Envelope<'_>,
         method: &str,
@@ -2863,7 +2883,7 @@ impl Router {
             let Ok(plain) = jsonrpc::parse_one(&out) else {
                 return;
             };
-            return self.child_notification(&out, &plain, method);
+            return self.child_notification(now, &out, &plain, method);
         }
         let Some((client, orig)) = self
             .pending
@@ -2876,6 +2896,36 @@ impl Router {
         };
         let span = jsonrpc::span_in(line, sub.get());
         self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
+    }
+
+    /// A modern child ended a listen with a cancel of its own: a client's hears it under its
+    /// own listen id (the request and the subscription id); the mux's own is opened again.
+    fn child_ended_listen(
+        &mut self,
+        now: Instant,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        up: u64,
+    ) {
+        let Some(p) = self.remove_pending(up) else {
+            return;
+        };
+        let Some(client) = p.client else {
+            if self.upstream_listen == Some(up) {
+                self.upstream_listen = None;
+                self.sync_upstream_listen(now);
+            }
+            return;
+        };
+        let mut edits = Vec::with_capacity(2);
+        if let Some(req) = jsonrpc::field(env.params, "requestId") {
+            edits.push((jsonrpc::span_in(line, req.get()), &p.orig_id[..]));
+        }
+        let sub = jsonrpc::field(jsonrpc::field(env.params, "_meta"), era::SUBSCRIPTION_ID);
+        if let Some(sub) = sub {
+            edits.push((jsonrpc::span_in(line, sub.get()), &p.orig_id[..]));
+        }
+        self.send_client(client, Line::splice(line, &mut edits));
     }
 
     /// Keeps the mux's own listen on a modern child in step with what the handshake-era

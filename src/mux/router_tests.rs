@@ -2543,3 +2543,35 @@ fn an_open_listen_on_a_modern_child_does_not_hold_a_client_whose_input_closed() 
         "the listen ended upstream: {out:?}"
     );
 }
+
+#[test]
+fn a_modern_childs_cancel_of_a_listen_reaches_its_client_and_the_muxs_own_is_reopened() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(1, &listen(json!("L"), json!({"toolsListChanged": true})));
+    let up = child_msgs(&out)[0]["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":up,"reason":"shutting down","_meta":{"io.modelcontextprotocol/subscriptionId":up}}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["params"]["requestId"], "L");
+    assert_eq!(sub_id(&got[0]), "L");
+    assert_eq!(h.r.status().pending, 0);
+    let own = up_listen_id(&h);
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":own}}),
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "subscriptions/listen");
+    assert_ne!(up_listen_id(&h), own);
+    assert_eq!(any_client_msgs(&out), 0);
+    // Ended with a final result instead: opened again too.
+    let own = up_listen_id(&h);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":own,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":own}}}));
+    assert_eq!(
+        child_msgs(&out)[0]["method"],
+        "subscriptions/listen",
+        "{out:?}"
+    );
+    assert_ne!(up_listen_id(&h), own);
+}
