@@ -389,6 +389,68 @@ fn a_modern_python_client_uses_dual_era_mcp_server_time_through_the_mux() {
     );
 }
 
+/// With `era = "auto"` the mux's probe finds mcp-server-time modern: the child runs the
+/// 2026-07-28 era and a modern client's envelopes pass through; a legacy client at the same
+/// time is served by the mux's own handshake.
+#[test]
+fn with_era_auto_mcp_server_time_runs_modern_and_clients_of_both_eras_use_it() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&format!("{}era = \"auto\"\n", time_server(&peers)));
+    let st = mux.wait_status("time", |s| s["state"] == "running");
+    assert_eq!(st["era"], "modern", "{st}");
+    assert_eq!(st["protocol_version"], "2026-07-28", "{st}");
+    let socket = mux.socket("time");
+    let runs: Vec<_> = ["2026-07-28", "legacy", "auto"]
+        .into_iter()
+        .map(|mode| {
+            let tag = format!("auto-{}", mode.replace('-', ""));
+            (mode, modern_session(&peers, mode, "time", &tag, &socket))
+        })
+        .collect();
+    for (mode, child) in runs {
+        let out = finish(child);
+        assert_eq!(out["mode"], mode);
+        let era = if mode == "legacy" {
+            "2025-11-25"
+        } else {
+            "2026-07-28"
+        };
+        assert_eq!(out["protocol_version"], era, "{out}");
+        assert_eq!(out["time"]["timezone"], "UTC", "{out}");
+        assert_eq!(
+            out["tools"],
+            serde_json::json!(["get_current_time", "convert_time"])
+        );
+    }
+    let st = mux.server_status("time");
+    assert_eq!(st["restarts"], 0, "{st}");
+    assert!(!mux.log.text().contains("child exited"));
+}
+
+/// With `era = "auto"` in front of server-everything (handshake only), the probe's -32601 makes
+/// the mux `initialize` the same process, and a modern client is served by translation.
+#[test]
+fn with_era_auto_server_everything_stays_handshake_and_a_modern_client_uses_it() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&format!("{}era = \"auto\"\n", everything(&peers)));
+    let st = mux.wait_status("everything", |s| s["state"] == "running");
+    assert_eq!(st["era"], "handshake", "{st}");
+    let out = finish(modern_session(
+        &peers,
+        "2026-07-28",
+        "everything",
+        "auto-everything",
+        &mux.socket("everything"),
+    ));
+    assert_eq!(out["protocol_version"], "2026-07-28");
+    assert_eq!(out["echo_ok"], true, "{out}");
+    assert_eq!(out["listen_ok"], true, "{out}");
+    let st = mux.server_status("everything");
+    assert_eq!(st["restarts"], 0, "one process: {st}");
+    let log = mux.log.text();
+    assert_eq!(log.matches("child started").count(), 1, "{log}");
+}
+
 /// Clients of both eras at once on one child: each gets its own answers in its own era.
 #[test]
 fn modern_auto_and_legacy_python_clients_share_one_child_at_once() {

@@ -142,6 +142,33 @@ impl Share {
     }
 }
 
+/// Which protocol era the mux speaks to a server's process (`era`). Each process speaks one:
+/// no SDK serves both on one pipe, and a dual-era server is pinned by its first request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Era {
+    /// `initialize` first, as every handshake-era server needs; a dual-era server is content
+    /// with it, and 2026-07-28 clients are served by translation.
+    #[default]
+    Handshake,
+    /// 2026-07-28 only: no `initialize`, `server/discover` instead.
+    Modern,
+    /// Ask with `server/discover` first; fall back to `initialize` on the same process when
+    /// the server does not speak 2026-07-28. The verdict is kept for the server's later
+    /// processes.
+    Auto,
+}
+
+impl Era {
+    /// The name used in the config and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Era::Handshake => "handshake",
+            Era::Modern => "modern",
+            Era::Auto => "auto",
+        }
+    }
+}
+
 /// What `${project}` stands for in `args`, `env` and `cwd` until an instance fills it in.
 pub const PROJECT_VAR: &str = "${project}";
 
@@ -188,6 +215,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Declared upstream in the mux's own `initialize`.
     pub capabilities: Capabilities,
+    /// The protocol era spoken to the server's process.
+    pub era: Era,
     /// When set, `roots/list` is answered with these URIs.
     pub roots: Option<Vec<String>>,
     /// Where server→client requests go without an obvious client.
@@ -249,6 +278,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("request_timeout", &self.request_timeout)
             .field("max_restarts", &self.max_restarts)
             .field("share", &self.share)
+            .field("era", &self.era)
             .finish_non_exhaustive()
     }
 }
@@ -341,6 +371,7 @@ struct RawServer {
     max_restarts: Option<u32>,
     shutdown_grace_ms: Option<u64>,
     capabilities: Option<RawCaps>,
+    era: Option<Spanned<String>>,
     roots: Option<Vec<Spanned<String>>>,
     server_request_policy: Option<Spanned<String>>,
     status_file: Option<Spanned<String>>,
@@ -794,8 +825,23 @@ impl Config {
                     ))
                 }
             };
+            let era = match raw.era.as_ref().map(|v| (v.get_ref().as_str(), v.span().start)) {
+                None | Some(("handshake", _)) => Era::Handshake,
+                Some(("modern", _)) => Era::Modern,
+                Some(("auto", _)) => Era::Auto,
+                Some((other, pos)) => {
+                    return Err(ctx.invalid(
+                        pos,
+                        key("era"),
+                        format!(
+                            "`{other}` is not a protocol era; expected \"handshake\" (initialize, the default), \"modern\" (2026-07-28 only) or \"auto\" (ask the server)"
+                        ),
+                    ))
+                }
+            };
             let caps = raw.capabilities.as_ref();
             servers.push(ServerConfig {
+                era,
                 socket,
                 cmd,
                 args,
@@ -981,6 +1027,7 @@ mod tests {
             (Duration::from_secs(1), Duration::from_secs(30))
         );
         assert_eq!(s.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(s.era, Era::Handshake);
         assert_eq!(
             s.capabilities,
             Capabilities {
@@ -1019,6 +1066,7 @@ restart_backoff_max_ms = 20
 max_restarts = 0
 shutdown_grace_ms = 7
 capabilities = { roots = true }
+era = "auto"
 roots = ["file://~/p"]
 server_request_policy = "in_flight_only"
 status_file = "z.json"
@@ -1060,6 +1108,7 @@ cmd = "a"
         );
         assert_eq!(z.request_timeout, Duration::from_millis(5));
         assert_eq!(z.max_restarts, 0);
+        assert_eq!(z.era, Era::Auto);
         assert_eq!(
             z.capabilities,
             Capabilities {
@@ -1196,6 +1245,13 @@ status_file = "/tmp/brave.json"
         );
         let e = err("[servers.a]\ncmd = \"x\"\nserver_request_policy = \"random\"\n");
         assert!(e.contains("most_recent"), "{e}");
+        let e = err("[servers.a]\ncmd = \"x\"\nera = \"2026-07-28\"\n");
+        assert!(
+            e.contains("servers.a.era")
+                && e.contains("`2026-07-28` is not a protocol era")
+                && e.contains("\"auto\""),
+            "{e}"
+        );
         assert!(err("").contains("no servers defined"));
     }
 

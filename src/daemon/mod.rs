@@ -135,6 +135,12 @@ pub struct ServerReport {
     /// The children of a `project` or `client` server; the fields above sum them up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceReport>,
+    /// The protocol era the current child speaks, `handshake` or `modern`, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub era: Option<String>,
+    /// The protocol version negotiated with the current child, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -202,6 +208,8 @@ impl ServerReport {
                 })
                 .collect(),
             rss_bytes: None,
+            era: s.era.map(str::to_owned),
+            protocol_version: s.protocol_version.clone(),
         }
     }
 
@@ -927,6 +935,8 @@ pub(crate) mod fixtures {
             rss_bytes: None,
             hint: None,
             instances: Vec::new(),
+            era: None,
+            protocol_version: None,
         }
     }
 

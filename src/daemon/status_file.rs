@@ -317,6 +317,8 @@ mod tests {
             rss_bytes: None,
             hint: None,
             instances: Vec::new(),
+            era: None,
+            protocol_version: None,
         };
         let busier = ServerReport {
             pending: 9,

@@ -145,7 +145,7 @@ pub struct Note {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// The cells, in [`COLUMNS`] order.
-    pub cells: [String; 8],
+    pub cells: [String; 9],
     /// The state, for colouring.
     pub state: ServerState,
     /// Whether this is the selected server.
@@ -688,12 +688,12 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(
             rows[0].cells,
-            ["memory", "running", "1/64", "2", "3", "1m 1s", "4242", "-"].map(String::from)
+            ["memory", "running", "1/64", "2", "3", "1m 1s", "4242", "-", "-"].map(String::from)
         );
         assert_eq!(rows[1].cells[1], "stopped");
         assert_eq!(rows[1].cells[5], "-");
         assert_eq!(rows[1].cells[6], "-");
-        assert_eq!(rows[1].cells[7], "exited with status 1");
+        assert_eq!(rows[1].cells[8], "exited with status 1");
         assert!(rows[0].selected && !rows[1].selected);
     }
 

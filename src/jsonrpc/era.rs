@@ -28,6 +28,8 @@ pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilitie
 pub const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// The key under a discover result's `_meta` naming the server.
 pub const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// The envelope key naming the client (optional).
+pub const CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// The key tagging every frame of a subscription stream with the listen request's id.
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
@@ -348,6 +350,98 @@ pub fn discover_result(init: &[u8]) -> Bytes {
         out["_meta"] = serde_json::json!({ SERVER_INFO: info });
     }
     Bytes::from(out.to_string())
+}
+
+/// The params of a `server/discover` the mux sends a modern child: only the envelope, with
+/// the capabilities it declares upstream (`caps`, a JSON object) and the mux's name.
+pub fn discover_params(caps: &str, version: &str) -> String {
+    format!(
+        r#"{{"_meta":{{"{PROTOCOL_VERSION}":"{version}","{CLIENT_CAPABILITIES}":{caps},"{CLIENT_INFO}":{{"name":"rmcp-mux","version":"{}"}}}}}}"#,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Whether an error answering the mux's `server/discover` probe says the child speaks a
+/// modern version the mux serves (-32022 listing it in `data.supported`).
+pub fn names_modern(error: Option<Raw<'_>>) -> Option<&'static str> {
+    let code = super::field(error, "code")?;
+    if code.get() != "-32022" {
+        return None;
+    }
+    let supported = super::field(super::field(error, "data"), "supported")?;
+    let list: Vec<String> = serde_json::from_str(supported.get()).ok()?;
+    SUPPORTED
+        .iter()
+        .find(|v| list.iter().any(|l| l == *v))
+        .copied()
+}
+
+/// An `initialize` result for handshake-era clients made from a modern child's discover
+/// result: its capabilities, instructions and serverInfo, under the handshake `version`.
+pub fn init_from_discover(discover: &[u8], version: &str) -> Bytes {
+    let d: serde_json::Value = serde_json::from_slice(discover).unwrap_or_default();
+    let mut out = serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": d.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "serverInfo": d
+            .get("_meta")
+            .and_then(|m| m.get(SERVER_INFO))
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"name": "unknown", "version": "0"})),
+    });
+    if let Some(i) = d.get("instructions").filter(|i| i.is_string()) {
+        out["instructions"] = i.clone();
+    }
+    Bytes::from(out.to_string())
+}
+
+/// The envelope members stamped on a handshake-era client's request for a modern child:
+/// that client's own capabilities and clientInfo (raw JSON) and log level, never another's.
+pub fn stamp_members(
+    version: &str,
+    caps: &[u8],
+    info: Option<&[u8]>,
+    level: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + caps.len());
+    out.extend_from_slice(
+        format!(r#""{PROTOCOL_VERSION}":"{version}","{CLIENT_CAPABILITIES}":"#).as_bytes(),
+    );
+    out.extend_from_slice(caps);
+    if let Some(info) = info {
+        out.extend_from_slice(format!(r#","{CLIENT_INFO}":"#).as_bytes());
+        out.extend_from_slice(info);
+    }
+    if let Some(level) = level {
+        out.extend_from_slice(format!(r#","{LOG_LEVEL}":"{level}""#).as_bytes());
+    }
+    out
+}
+
+/// Whether a result is `input_required` (a cheap byte search first).
+pub fn input_required(result: Option<Raw<'_>>) -> bool {
+    result.is_some_and(|r| {
+        memchr::memmem::find(r.get().as_bytes(), b"input_required").is_some()
+            && super::str_field(Some(r), "resultType").as_deref() == Some("input_required")
+    })
+}
+
+/// A frame's params without the subscription id (and without a `_meta` left empty), for a
+/// handshake-era client that never opened the listen.
+pub fn without_subscription_id(params: Option<Raw<'_>>) -> String {
+    let mut v: serde_json::Value = params
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(o) = v.as_object_mut() {
+        let empty = o.get_mut("_meta").and_then(|m| m.as_object_mut()).map(|m| {
+            m.remove(SUBSCRIPTION_ID);
+            m.is_empty()
+        });
+        if empty == Some(true) {
+            o.remove("_meta");
+        }
+    }
+    v.to_string()
 }
 
 #[cfg(test)]

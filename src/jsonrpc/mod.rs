@@ -68,6 +68,9 @@ pub mod reasons {
     pub const UNKNOWN_REQUEST_STATE: &str = "unknown_request_state";
     /// A modern client retried without answering the request it was asked.
     pub const NO_INPUT_RESPONSE: &str = "no_input_response";
+    /// A server asked a handshake-era client's request for input more often than the mux
+    /// drives (or where it cannot).
+    pub const INPUT_ROUNDS: &str = "too_many_input_rounds";
 }
 
 /// What kind of JSON-RPC message a line holds; decides which routing rule applies.

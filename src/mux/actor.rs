@@ -80,6 +80,10 @@ pub struct ServerStatus {
     pub instances: Vec<InstanceStatus>,
     /// A `global` server whose tools look per-session: what to consider instead.
     pub hint: Option<String>,
+    /// The protocol era of the current child, once known.
+    pub era: Option<&'static str>,
+    /// The protocol version negotiated with the current child, once known.
+    pub protocol_version: Option<String>,
 }
 
 /// One child of a server shared per project or per client.
@@ -421,6 +425,8 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         share: cfg.share,
         instances: Vec::new(),
         hint: s.hint,
+        era: s.era,
+        protocol_version: s.protocol_version,
     }
 }
 

@@ -126,6 +126,8 @@ pub fn spawn(
         share: cfg.share,
         instances: Vec::new(),
         hint: None,
+        era: None,
+        protocol_version: None,
     };
     let (status_tx, status_rx) = watch::channel(base);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);

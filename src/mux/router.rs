@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::config::{Capabilities, ServerConfig, ServerRequestPolicy, Share};
+use crate::config::{Capabilities, Era, ServerConfig, ServerRequestPolicy, Share};
 use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
 
@@ -129,6 +129,26 @@ pub struct RouterStatus {
     pub restart_at: Option<Instant>,
     /// A `global` server whose tools look per-session: what to consider instead.
     pub hint: Option<String>,
+    /// The protocol era the current child speaks ("handshake" or "modern"), once known.
+    pub era: Option<&'static str>,
+    /// The protocol version negotiated with the current child, once known.
+    pub protocol_version: Option<String>,
+}
+
+/// The protocol era one child process speaks (each speaks one; see [`Era`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChildEra {
+    Handshake,
+    Modern,
+}
+
+impl ChildEra {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChildEra::Handshake => "handshake",
+            ChildEra::Modern => "modern",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +196,11 @@ fn level_index(name: &str) -> Option<u8> {
 
 struct Client {
     phase: Phase,
+    /// The capabilities object of its `initialize`, raw: stamped on its requests for a modern
+    /// child.
+    init_caps: Option<Bytes>,
+    /// The clientInfo of its `initialize`, raw.
+    info: Option<Bytes>,
     /// It has sent a request in the 2026-07-28 envelope (other than `server/discover`): it gets
     /// no unsolicited notifications and no server→client requests.
     modern: bool,
@@ -221,6 +246,13 @@ enum Purpose {
     /// A client's `server/discover`, answered from the cached `initialize` result once the
     /// upstream handshake is done.
     Discover,
+    /// The mux's `server/discover` to a child of `era = "auto"` whose era is not known yet.
+    UpstreamProbe,
+    /// The mux's `server/discover` to a modern child, in place of `initialize`.
+    UpstreamDiscover,
+    /// A modern client's `subscriptions/listen` passed through to a modern child: pending
+    /// until either side ends it, never timed out.
+    Listen,
 }
 
 impl Purpose {
@@ -245,6 +277,9 @@ struct ModernReq {
     interactive: bool,
     /// Its place in the order of all client requests (as `Client::last_request`).
     seq: u64,
+    /// Written with its envelope to a modern child: its answer goes back as the child wrote
+    /// it (only the id, and a subscription id, restored).
+    passthrough: bool,
 }
 
 /// A child's server→client request held for a modern client, which was answered
@@ -337,6 +372,30 @@ struct ServerRequest {
     client: ClientId,
     server_id: Bytes,
     elicitation: Option<String>,
+    /// Asked on a modern child's behalf (an `inputRequests` entry): the drive and the key
+    /// its answer goes under, instead of a child's id.
+    drive: Option<(u64, String)>,
+}
+
+/// The most rounds of `input_required` the mux drives for one handshake-era request.
+pub const MAX_INPUT_ROUNDS: u8 = 10;
+
+/// A handshake-era client's request that a modern child answered `input_required`: the mux
+/// asks the client each input request as a real request, then retries the child.
+struct Drive {
+    /// The pending request (its client id, deadline) it belongs to.
+    up: u64,
+    client: ClientId,
+    /// The client's request as it sent it, retried with the answers added.
+    line: Bytes,
+    /// Answers so far, and how many are still awaited.
+    answers: serde_json::Map<String, serde_json::Value>,
+    missing: usize,
+    /// The child's `requestState`, passed back exactly.
+    state: Option<serde_json::Value>,
+    /// Rounds driven so far, this one included.
+    rounds: u8,
+    seq: u64,
 }
 
 struct Batch {
@@ -395,6 +454,27 @@ pub struct Router {
     idle_since: Option<Instant>,
     /// Tools of a `global` server that look per-session (warned about once).
     session_tools: Option<Vec<String>>,
+    /// A modern child's `server/discover` result, as it wrote it.
+    discover: Option<Bytes>,
+    /// The era `era = "auto"` found (kept for the server's later processes); for
+    /// "handshake" and "modern", the configured one.
+    verdict: Option<ChildEra>,
+    /// The era and protocol version of the current child, once its first answer came.
+    child_era: Option<(ChildEra, String)>,
+    /// The current child is being asked its era (`era = "auto"`).
+    probing: bool,
+    /// The mux's own listen on a modern child, for the handshake-era clients: its upstream
+    /// id, and the URIs it subscribes to (JSON).
+    upstream_listen: Option<u64>,
+    upstream_listen_uris: String,
+    /// Handshake-era clients' requests to a modern child that may be answered
+    /// `input_required`: by upstream id, the client's line and the rounds driven before.
+    drive_lines: HashMap<u64, (Bytes, u8)>,
+    drives: HashMap<u64, Drive>,
+    next_drive: u64,
+    /// Client lines that came while the child's era was being found out, replayed in order
+    /// once it is known.
+    awaiting_era: VecDeque<(ClientId, Bytes)>,
     running_since: Option<Instant>,
     started_at: Option<Instant>,
     consecutive_failures: u32,
@@ -420,6 +500,11 @@ struct Streaming {
 impl Router {
     /// A router for one server; the child starts at once unless `lazy_start` or disabled.
     pub fn new(cfg: ServerConfig) -> Router {
+        let verdict = match cfg.era {
+            Era::Handshake => Some(ChildEra::Handshake),
+            Era::Modern => Some(ChildEra::Modern),
+            Era::Auto => None,
+        };
         let mut router = Router {
             name: cfg.name.clone(),
             life: Life::Idle,
@@ -447,6 +532,16 @@ impl Router {
             client_init: None,
             idle_since: None,
             session_tools: None,
+            discover: None,
+            verdict,
+            child_era: None,
+            probing: false,
+            upstream_listen: None,
+            upstream_listen_uris: String::new(),
+            drive_lines: HashMap::default(),
+            drives: HashMap::default(),
+            next_drive: 1,
+            awaiting_era: VecDeque::new(),
             running_since: None,
             started_at: None,
             consecutive_failures: 0,
@@ -509,6 +604,8 @@ impl Router {
                     tools.join(", ")
                 )
             }),
+            era: self.child_era.as_ref().map(|(e, _)| e.as_str()),
+            protocol_version: self.child_era.as_ref().map(|(_, v)| v.clone()),
         }
     }
 
@@ -575,9 +672,23 @@ impl Router {
         match input {
             Input::ClientConnected(id) => self.client_connected(id),
             Input::ClientLine(id, line) => {
-                if self.clients.contains_key(&id) {
-                    self.client_line(now, id, &line, None);
+                if !self.clients.contains_key(&id) {
+                    return;
                 }
+                if self.verdict.is_none()
+                    && matches!(
+                        self.life,
+                        Life::Idle | Life::Spawning | Life::Initializing { .. }
+                    )
+                {
+                    // Whether requests go with or without an envelope, and how answers come
+                    // back, depends on the era the probe finds.
+                    if self.life == Life::Idle {
+                        self.spawn();
+                    }
+                    return self.awaiting_era.push_back((id, line));
+                }
+                self.client_line(now, id, &line, None);
             }
             Input::ClientTooLong(id) => {
                 let msg = format!(
@@ -628,7 +739,7 @@ impl Router {
                 break;
             }
             self.deadlines.pop_front();
-            self.expire(up);
+            self.expire(now, up);
         }
         if let Life::Backoff { until } = self.life {
             if until <= now {
@@ -667,7 +778,12 @@ impl Router {
             .iter()
             .filter_map(|(id, c)| {
                 let at = c.input_closed?;
-                let owed = self.pending.values().any(|p| p.client == Some(*id))
+                // An open listen is owed nothing until it ends: it does not hold the client.
+                let owed = self
+                    .pending
+                    .values()
+                    .any(|p| p.client == Some(*id) && p.purpose != Purpose::Listen)
+                    || self.awaiting_era.iter().any(|(c, _)| c == id)
                     || self.batches.values().any(|b| b.client == *id)
                     || self.streaming.as_ref().is_some_and(|s| s.client == *id);
                 (!owed || at <= now).then_some(*id)
@@ -706,11 +822,26 @@ impl Router {
         }
         self.pid = Some(pid);
         self.started_at = Some(now);
-        let init_id = self.alloc_upstream();
-        if let Some(params) = self.client_init.clone() {
+        self.child_era = None;
+        if let (Some(params), Some(ChildEra::Handshake)) = (self.client_init.clone(), self.verdict)
+        {
+            // An instance's own client's `initialize`: the child sees its host as directly.
+            let init_id = self.alloc_upstream();
             self.upstream_initialize(now, init_id, &String::from_utf8_lossy(&params));
             return;
         }
+        match self.verdict {
+            Some(ChildEra::Handshake) => self.send_initialize(now),
+            Some(ChildEra::Modern) => self.send_discover(now, Purpose::UpstreamDiscover),
+            None => {
+                self.probing = true;
+                self.send_discover(now, Purpose::UpstreamProbe);
+            }
+        }
+    }
+
+    /// The capabilities the mux declares upstream, as the members of a JSON object.
+    fn declared_upstream(&self) -> String {
         let caps = &self.cfg.capabilities;
         let mut declared = Vec::new();
         if caps.sampling {
@@ -722,10 +853,66 @@ impl Router {
         if caps.roots {
             declared.push(r#""roots":{"listChanged":true}"#);
         }
+        declared.join(",")
+    }
+
+    /// Asks the child `server/discover`: the first words to a modern child, or the probe of
+    /// one whose era is not known.
+    fn send_discover(&mut self, now: Instant, purpose: Purpose) {
+        let id = self.alloc_upstream();
+        let caps = format!("{{{}}}", self.declared_upstream());
+        let params = era::discover_params(&caps, era::SUPPORTED[0]);
+        self.insert_pending(
+            id,
+            Pending {
+                client: None,
+                orig_id: ReqId::new(b""),
+                purpose,
+                deadline: now + self.cfg.request_timeout,
+                sent: true,
+                progress: None,
+                batch: None,
+                modern: None,
+            },
+        );
+        self.life = Life::Initializing { init_id: id };
+        self.send_child(jsonrpc::request(id, "server/discover", &params));
+    }
+
+    /// Records the era found for this server's processes and replays the client lines that
+    /// waited for it.
+    fn set_verdict(&mut self, now: Instant, era: ChildEra) {
+        self.probing = false;
+        if self.verdict.is_none() {
+            tracing::info!(server = %self.name, era = era.as_str(), "protocol era found");
+        }
+        self.verdict = Some(era);
+        for (client, line) in std::mem::take(&mut self.awaiting_era) {
+            if self.clients.contains_key(&client) {
+                self.client_line(now, client, &line, None);
+            }
+        }
+    }
+
+    /// The current child (or the next) speaks 2026-07-28.
+    fn child_modern(&self) -> bool {
+        self.verdict == Some(ChildEra::Modern)
+    }
+
+    /// A modern child answered `server/discover`: it is running.
+    fn upstream_discovered(&mut self, now: Instant, result: jsonrpc::Raw<'_>, version: &str) {
+        self.discover = Some(Bytes::copy_from_slice(result.get().as_bytes()));
+        let init = era::init_from_discover(result.get().as_bytes(), UPSTREAM_PROTOCOL_VERSION);
+        self.child_era = Some((ChildEra::Modern, version.to_owned()));
+        self.upstream_ready(now, init);
+    }
+
+    fn send_initialize(&mut self, now: Instant) {
+        let init_id = self.alloc_upstream();
         let params = format!(
             r#"{{"protocolVersion":"{}","capabilities":{{{}}},"clientInfo":{{"name":"rmcp-mux","version":"{}"}}}}"#,
             UPSTREAM_PROTOCOL_VERSION,
-            declared.join(","),
+            self.declared_upstream(),
             env!("CARGO_PKG_VERSION")
         );
         self.upstream_initialize(now, init_id, &params);
@@ -752,6 +939,15 @@ impl Router {
 
     fn upstream_initialized(&mut self, now: Instant, result: jsonrpc::Raw<'_>) {
         let new = Bytes::copy_from_slice(result.get().as_bytes());
+        let version = jsonrpc::str_field(Some(result), "protocolVersion").unwrap_or_default();
+        self.child_era = Some((ChildEra::Handshake, version));
+        self.upstream_ready(now, new);
+    }
+
+    /// The child is ready (its handshake or discover done): answer who waited for it, send
+    /// what was held, and tell clients to re-list when a restarted child differs.
+    fn upstream_ready(&mut self, now: Instant, new: Bytes) {
+        let handshake = !self.child_modern();
         let changed = match &self.init_result {
             Some(old) => identity(old) != identity(&new),
             None => false,
@@ -763,16 +959,18 @@ impl Router {
         if self.clients.is_empty() {
             self.idle_since = Some(now);
         }
-        self.send_child(jsonrpc::notification("notifications/initialized", "{}"));
-        // Subscriptions and the log level are per upstream session: replay them.
-        let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
-        for uri in uris {
-            let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
-            self.internal_request(now, "resources/subscribe", &params);
-        }
-        if let Some(level) = self.upstream_level {
-            let params = format!(r#"{{"level":"{}"}}"#, LEVELS[level as usize]);
-            self.internal_request(now, "logging/setLevel", &params);
+        if handshake {
+            self.send_child(jsonrpc::notification("notifications/initialized", "{}"));
+            // Subscriptions and the log level are per upstream session: replay them.
+            let uris: Vec<String> = self.subscriptions.keys().cloned().collect();
+            for uri in uris {
+                let params = format!(r#"{{"uri":{}}}"#, serde_json::Value::from(uri));
+                self.internal_request(now, "resources/subscribe", &params);
+            }
+            if let Some(level) = self.upstream_level {
+                let params = format!(r#"{{"level":"{}"}}"#, LEVELS[level as usize]);
+                self.internal_request(now, "logging/setLevel", &params);
+            }
         }
         // Answer the clients that were waiting for the handshake, and send what was held.
         let waiting: Vec<u64> = self
@@ -796,6 +994,7 @@ impl Router {
                 self.actions.push_back(Action::ToChild(line));
             }
         }
+        self.sync_upstream_listen(now);
         if restart && changed {
             for kind in ["tools", "prompts", "resources"] {
                 let note =
@@ -830,6 +1029,20 @@ impl Router {
                 self.progress_routes.remove(&tok);
             }
         }
+        self.child_era = None;
+        self.upstream_listen = None;
+        // A restarted child knows no requestState of the old one.
+        self.drive_lines.clear();
+        self.drives.clear();
+        if self.probing && matches!(was, Life::Initializing { .. }) {
+            // It died of the probe: a handshake-era server that cannot take an unknown
+            // method. Start it again without the probe.
+            warn!(server = %self.name, "child exited on the server/discover probe; starting it again with initialize");
+            self.set_verdict(now, ChildEra::Handshake);
+            self.spawn();
+            return;
+        }
+        self.probing = false;
         match was {
             Life::Stopping {
                 then: AfterStop::Start,
@@ -896,6 +1109,19 @@ impl Router {
             state
         );
         let msg = format!("server {} is {}", self.name, state);
+        for (client, line) in std::mem::take(&mut self.awaiting_era) {
+            if let Ok(env) = jsonrpc::parse_one(&line) {
+                if let (Kind::Request, Some(id)) = (env.kind, env.id) {
+                    let err = jsonrpc::error(
+                        id.get().as_bytes(),
+                        codes::INTERNAL_ERROR,
+                        &msg,
+                        Some(&data),
+                    );
+                    self.send_client(client, err);
+                }
+            }
+        }
         self.fail_pending(|_| true, &msg, &data);
     }
 
@@ -1015,6 +1241,8 @@ impl Router {
                     elicitation: false,
                     roots: false,
                 },
+                init_caps: None,
+                info: None,
                 modern: false,
                 level: None,
                 subscriptions: HashSet::new(),
@@ -1051,6 +1279,7 @@ impl Router {
             );
             self.cancel_upstream(up, "client disconnected");
             self.remove_pending(up);
+            self.forget_drive(up);
         }
         // The server's requests to it are answered with an error.
         let asked: Vec<u64> = self
@@ -1061,6 +1290,10 @@ impl Router {
             .collect();
         for k in asked {
             if let Some(r) = self.server_reqs.remove(&k) {
+                if r.drive.is_some() {
+                    // Asked for a modern child's request of this client, already forgotten.
+                    continue;
+                }
                 self.server_req_ids.remove(&r.server_id);
                 let data = format!(r#"{{"reason":"{}"}}"#, reasons::CLIENT_GONE);
                 self.send_child(jsonrpc::error(
@@ -1115,7 +1348,7 @@ impl Router {
                 self.client_request(now, client, line, &env, method, id_bytes, batch);
             }
             Kind::Notification => self.client_notification(now, client, line, &env, method),
-            Kind::Response | Kind::Error => self.client_response(client, line, &env),
+            Kind::Response | Kind::Error => self.client_response(now, client, line, &env),
         }
     }
 
@@ -1281,7 +1514,11 @@ impl Router {
                 self.recount_subscriptions();
                 let after = self.subscriptions.get(&uri).copied().unwrap_or(0);
                 let edge = changed && ((before == 0 && after == 1) || (before == 1 && after == 0));
-                if edge && self.life == Life::Running {
+                if self.child_modern() {
+                    // A modern child has no subscribe: the mux's own listen carries the URIs.
+                    self.sync_upstream_listen(now);
+                    self.reply(client, batch, jsonrpc::response(&id, b"{}"));
+                } else if edge && self.life == Life::Running {
                     self.forward(
                         now,
                         client,
@@ -1375,8 +1612,34 @@ impl Router {
         envelope: era::Envelope<'_>,
         seq: u64,
     ) {
+        let passthrough = self.child_modern();
         match method {
             "server/discover" => return self.client_discover(now, client, id),
+            "subscriptions/listen" if passthrough => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.modern = true;
+                }
+                let modern = ModernReq {
+                    cacheable: false,
+                    level: None,
+                    caps: declared_capabilities(Some(envelope.capabilities)),
+                    interactive: false,
+                    seq,
+                    passthrough,
+                };
+                return self.forward_with(
+                    now,
+                    client,
+                    line,
+                    env,
+                    id,
+                    Purpose::Listen,
+                    None,
+                    seq,
+                    meta,
+                    Some(modern),
+                );
+            }
             "subscriptions/listen" => {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.modern = true;
@@ -1408,7 +1671,8 @@ impl Router {
             self.update_upstream_level(now);
         }
         let interactive = era::INTERACTIVE.contains(&method);
-        if interactive && era::maybe_retry(env.params) {
+        // A modern child's own `requestState` is the child's to read.
+        if interactive && !passthrough && era::maybe_retry(env.params) {
             if let Some(state) = jsonrpc::str_field(env.params, "requestState") {
                 return self.client_retry(now, client, env, id, meta, &state);
             }
@@ -1417,8 +1681,9 @@ impl Router {
             cacheable: era::CACHEABLE.contains(&method),
             level,
             caps: declared_capabilities(Some(envelope.capabilities)),
-            interactive,
+            interactive: interactive && !passthrough,
             seq,
+            passthrough,
         };
         self.forward_with(
             now,
@@ -1598,10 +1863,12 @@ impl Router {
     }
 
     fn answer_discover(&mut self, client: ClientId, id: &[u8]) {
-        let Some(init) = &self.init_result else {
-            return;
+        let result = match (&self.discover, &self.init_result) {
+            // A modern child's own answer, as it gave it.
+            (Some(d), _) if self.child_modern() => d.clone(),
+            (_, Some(init)) => era::discover_result(init),
+            _ => return,
         };
-        let result = era::discover_result(init);
         self.send_client(client, jsonrpc::response(id, &result));
     }
 
@@ -1626,6 +1893,9 @@ impl Router {
     fn sync_subscriptions(&mut self, now: Instant) {
         let before = std::mem::take(&mut self.subscriptions);
         self.recount_subscriptions();
+        if self.child_modern() {
+            return self.sync_upstream_listen(now);
+        }
         if self.life != Life::Running {
             return;
         }
@@ -1730,9 +2000,13 @@ impl Router {
         id: ReqId,
         batch: Option<u64>,
     ) {
-        let declared = declared_capabilities(jsonrpc::field(env.params, "capabilities"));
+        let raw_caps = jsonrpc::field(env.params, "capabilities");
+        let declared = declared_capabilities(raw_caps);
+        let info = jsonrpc::field(env.params, "clientInfo");
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
+            c.init_caps = raw_caps.map(|r| Bytes::copy_from_slice(r.get().as_bytes()));
+            c.info = info.map(|r| Bytes::copy_from_slice(r.get().as_bytes()));
         }
         if self.cfg.share != Share::Global && self.client_init.is_none() {
             if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {
@@ -1854,14 +2128,38 @@ impl Router {
             self.progress_routes
                 .insert(up, (client, Bytes::copy_from_slice(token.get().as_bytes())));
         }
-        if let (Some(_), Some(m)) = (modern, meta.meta) {
+        if let (
+            Some(ModernReq {
+                passthrough: false, ..
+            }),
+            Some(m),
+        ) = (modern, meta.meta)
+        {
             // The envelope is the mux's to read, not the handshake-era child's: `_meta` goes
             // without it (the progress token, inside, rewritten on the way).
             stripped = era::strip(m, progress.is_some().then_some(up_text));
             edits[1] = (jsonrpc::span_in(line, m.get()), &stripped[..]);
             n_edits = 2;
         }
-        let out = Line::splice(line, &mut edits[..n_edits]);
+        let stamp = (modern.is_none() && self.child_modern())
+            .then(|| self.stamp(line, env, meta.meta, client))
+            .flatten();
+        let out = match &stamp {
+            Some((at, members)) => {
+                let mut all = [edits[0].clone(), edits[1].clone(), (*at..*at, &members[..])];
+                all[n_edits] = (*at..*at, &members[..]);
+                Line::splice(line, &mut all[..=n_edits])
+            }
+            None => Line::splice(line, &mut edits[..n_edits]),
+        };
+        if stamp.is_some()
+            && env
+                .method
+                .as_deref()
+                .is_some_and(|m| era::INTERACTIVE.contains(&m))
+        {
+            self.drive_lines.insert(up, (line.clone(), 0));
+        }
         let running = self.life == Life::Running;
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
@@ -1885,6 +2183,51 @@ impl Router {
         } else {
             self.held.push_back((up, out));
         }
+    }
+
+    /// Where and what to insert in a handshake-era client's request so that a modern child
+    /// reads it: the envelope with that client's own capabilities, clientInfo and log level.
+    fn stamp(
+        &self,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        meta: Option<jsonrpc::Raw<'_>>,
+        client: ClientId,
+    ) -> Option<(usize, Vec<u8>)> {
+        let c = self.clients.get(&client)?;
+        let members = era::stamp_members(
+            era::SUPPORTED[0],
+            c.init_caps.as_deref().unwrap_or(b"{}"),
+            c.info.as_deref(),
+            c.level.map(|l| LEVELS[l as usize]),
+        );
+        let empty = |raw: &str| raw[1..].trim_start().starts_with('}');
+        if let Some(m) = meta {
+            let at = jsonrpc::span_in(line, m.get()).start + 1;
+            let mut out = members;
+            if !empty(m.get()) {
+                out.push(b',');
+            }
+            return Some((at, out));
+        }
+        if let Some(p) = env.params.filter(|p| p.get().starts_with('{')) {
+            let at = jsonrpc::span_in(line, p.get()).start + 1;
+            let mut out = b"\"_meta\":{".to_vec();
+            out.extend_from_slice(&members);
+            out.push(b'}');
+            if !empty(p.get()) {
+                out.push(b',');
+            }
+            return Some((at, out));
+        }
+        if env.params.is_some() {
+            return None;
+        }
+        let at = line.iter().position(|b| *b == b'{')? + 1;
+        let mut out = b"\"params\":{\"_meta\":{".to_vec();
+        out.extend_from_slice(&members);
+        out.extend_from_slice(b"}},");
+        Some((at, out))
     }
 
     fn client_notification(
@@ -1926,13 +2269,15 @@ impl Router {
                 self.drop_mrtr(up, "the client cancelled the request", reasons::CLIENT_GONE);
                 // The reference server sends no response after a cancel: forget it now.
                 self.remove_pending(up);
+                self.forget_drive(up);
                 self.held.retain(|(id, _)| *id != up);
             }
             // The proxy's word on its project: the daemon reads it before the router does (for
             // a server shared per project); here it is only dropped.
             super::project::PROJECT => {}
             "notifications/roots/list_changed" => {
-                if !self.cfg.capabilities.roots || self.cfg.roots.is_some() {
+                // A modern child asks for roots per request: nothing to tell it.
+                if !self.cfg.capabilities.roots || self.cfg.roots.is_some() || self.child_modern() {
                     return;
                 }
                 match self.roots_changed {
@@ -1954,7 +2299,13 @@ impl Router {
     }
 
     /// A client's reply to a server→client request.
-    fn client_response(&mut self, client: ClientId, line: &Bytes, env: &jsonrpc::Envelope<'_>) {
+    fn client_response(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+    ) {
         let Some(mux_id) = env.id.and_then(jsonrpc::as_u64) else {
             debug!(server = %self.name, "client response with an id the mux never issued; dropped");
             return;
@@ -1969,6 +2320,9 @@ impl Router {
         let Some(r) = self.server_reqs.remove(&mux_id) else {
             return;
         };
+        if let Some((d, key)) = r.drive {
+            return self.drive_answer(now, d, key, env);
+        }
         self.server_req_ids.remove(&r.server_id);
         if self.life != Life::Running {
             return;
@@ -1976,6 +2330,176 @@ impl Router {
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let _ = r.elicitation;
         self.send_child(Line::splice(line, &mut [(span, &r.server_id[..])]));
+    }
+
+    /// A modern child answered a handshake-era client's request `input_required`: ask the
+    /// client each input request as a real request of its own era; the answers go into the
+    /// retry ([`Router::drive_answer`]). The request stays pending under `up` meanwhile, so
+    /// its deadline, a cancel and a child restart end the drive too.
+    fn drive_input(
+        &mut self,
+        up: u64,
+        p: Pending,
+        env: &jsonrpc::Envelope<'_>,
+        drive: Option<(Bytes, u8)>,
+    ) {
+        let Some(client) = p.client else { return };
+        let fail = |this: &mut Self, p: &Pending, msg: &str| {
+            let data = this.reason_data(reasons::INPUT_ROUNDS);
+            this.reply(
+                client,
+                p.batch,
+                jsonrpc::error(&p.orig_id, codes::INTERNAL_ERROR, msg, Some(&data)),
+            );
+        };
+        let Some((line, rounds)) = drive else {
+            return fail(
+                self,
+                &p,
+                "the server asked for input on a request that cannot take it",
+            );
+        };
+        if rounds >= MAX_INPUT_ROUNDS {
+            return fail(self, &p, "the server asked for input more than 10 times");
+        }
+        let result: serde_json::Value = env
+            .result
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or_default();
+        let Some(asks) = result.get("inputRequests").and_then(|a| a.as_object()) else {
+            return fail(self, &p, "input_required without inputRequests");
+        };
+        let d = self.next_drive;
+        self.next_drive += 1;
+        let seq = self.clients.get(&client).map_or(0, |c| c.last_request);
+        let mut out = Vec::new();
+        for (key, ask) in asks {
+            let method = ask.get("method").and_then(|m| m.as_str()).unwrap_or("");
+            let params = ask
+                .get("params")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
+            let mux_id = self.next_server_req;
+            self.next_server_req += 1;
+            self.server_reqs.insert(
+                mux_id,
+                ServerRequest {
+                    client,
+                    server_id: Bytes::new(),
+                    elicitation: None,
+                    drive: Some((d, key.clone())),
+                },
+            );
+            let req =
+                serde_json::json!({"jsonrpc":"2.0","id":mux_id,"method":method,"params":params});
+            out.push(Bytes::from(req.to_string()));
+        }
+        self.drives.insert(
+            d,
+            Drive {
+                up,
+                client,
+                line,
+                answers: serde_json::Map::new(),
+                missing: out.len(),
+                state: result.get("requestState").cloned(),
+                rounds: rounds + 1,
+                seq,
+            },
+        );
+        self.insert_pending(up, p);
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.in_flight += 1;
+        }
+        for req in out {
+            self.send_client(client, req);
+        }
+    }
+
+    /// Forgets what was kept to drive the request `up` (cancelled, timed out, its client
+    /// gone); its input requests still out are then answered into nothing.
+    fn forget_drive(&mut self, up: u64) {
+        if !self.drive_lines.is_empty() {
+            self.drive_lines.remove(&up);
+        }
+        if !self.drives.is_empty() {
+            self.drives.retain(|_, d| d.up != up);
+        }
+    }
+
+    /// A client's answer to an input request of a drive: once all are in, the child gets the
+    /// client's request again under a new id, with `inputResponses` and the exact
+    /// `requestState`.
+    fn drive_answer(&mut self, now: Instant, d: u64, key: String, env: &jsonrpc::Envelope<'_>) {
+        let Some(drive) = self.drives.get_mut(&d) else {
+            return;
+        };
+        if let Some(err) = env.error {
+            // The client refused: the request fails with its answer.
+            let Some(drive) = self.drives.remove(&d) else {
+                return;
+            };
+            if let Some(p) = self.remove_pending(drive.up) {
+                let mut e = b"{\"jsonrpc\":\"2.0\",\"id\":".to_vec();
+                e.extend_from_slice(&p.orig_id);
+                e.extend_from_slice(b",\"error\":");
+                e.extend_from_slice(err.get().as_bytes());
+                e.push(b'}');
+                self.reply(drive.client, p.batch, Bytes::from(e));
+            }
+            return;
+        }
+        let answer = env
+            .result
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or_default();
+        drive.answers.insert(key, answer);
+        drive.missing = drive.missing.saturating_sub(1);
+        if drive.missing > 0 {
+            return;
+        }
+        let Some(drive) = self.drives.remove(&d) else {
+            return;
+        };
+        // Gone when the call was cancelled, timed out or its child restarted.
+        let Some(p) = self.remove_pending(drive.up) else {
+            return;
+        };
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&drive.line) else {
+            return;
+        };
+        if let Some(params) = v.get_mut("params").and_then(|p| p.as_object_mut()) {
+            params.insert(
+                "inputResponses".into(),
+                serde_json::Value::Object(drive.answers),
+            );
+            match drive.state {
+                Some(state) => params.insert("requestState".into(), state),
+                None => params.remove("requestState"),
+            };
+        }
+        let line = Bytes::from(v.to_string());
+        let Ok(env) = jsonrpc::parse_one(&line) else {
+            return;
+        };
+        let meta = jsonrpc::request_meta(env.params);
+        self.progress_routes.remove(&drive.up);
+        let up = self.next_upstream;
+        self.forward_with(
+            now,
+            drive.client,
+            &line,
+            &env,
+            p.orig_id,
+            Purpose::Forward,
+            p.batch,
+            drive.seq,
+            meta,
+            None,
+        );
+        if let Some(entry) = self.drive_lines.get_mut(&up) {
+            *entry = (drive.line, drive.rounds);
+        }
     }
 
     // ----- the child's lines -----
@@ -2054,7 +2578,7 @@ impl Router {
         match env.kind {
             Kind::Response | Kind::Error => self.child_response(now, &line, &env),
             Kind::Request => self.child_request(now, &line, &env, method),
-            Kind::Notification => self.child_notification(&line, &env, method),
+            Kind::Notification => self.child_notification(now, &line, &env, method),
         }
     }
 
@@ -2090,10 +2614,55 @@ impl Router {
                 }
                 return;
             }
+            Purpose::UpstreamProbe => {
+                match (env.result, era::names_modern(env.error)) {
+                    (Some(result), _) => {
+                        self.set_verdict(now, ChildEra::Modern);
+                        self.upstream_discovered(now, result, era::SUPPORTED[0]);
+                    }
+                    (None, Some(_)) => {
+                        self.set_verdict(now, ChildEra::Modern);
+                        self.send_discover(now, Purpose::UpstreamDiscover);
+                    }
+                    (None, None) => {
+                        debug!(server = %self.name, "child does not speak 2026-07-28; initialize");
+                        self.set_verdict(now, ChildEra::Handshake);
+                        self.send_initialize(now);
+                    }
+                }
+                return;
+            }
+            Purpose::UpstreamDiscover => {
+                match env.result {
+                    Some(result) => self.upstream_discovered(now, result, era::SUPPORTED[0]),
+                    None => {
+                        let err = env.error.map(|e| e.get().to_owned()).unwrap_or_default();
+                        warn!(server = %self.name, error = %err, "child refused server/discover");
+                        self.last_exit = Some(format!("server/discover failed: {err}"));
+                        self.push(Action::Kill);
+                        self.life = Life::Stopping {
+                            then: AfterStop::Crash,
+                        };
+                    }
+                }
+                return;
+            }
+            Purpose::Listen if p.client.is_none() => {
+                // The child ended the mux's own listen: the handshake clients still need one.
+                if self.upstream_listen == Some(up) {
+                    self.upstream_listen = None;
+                    self.sync_upstream_listen(now);
+                }
+                return;
+            }
             Purpose::Internal | Purpose::ClientInit | Purpose::Discover => return,
             _ => {}
         }
         let Some(client) = p.client else { return };
+        let drive = self.drive_lines.remove(&up);
+        if p.modern.is_none() && self.child_modern() && era::input_required(env.result) {
+            return self.drive_input(up, p, env, drive);
+        }
         let mut keep_progress = false;
         let mut body: Option<Bytes> = None;
         if p.purpose == Purpose::TaskAugmented {
@@ -2135,6 +2704,9 @@ impl Router {
         let span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
         let out = match (body, p.modern) {
             (Some(b), _) => Line::from(b),
+            (None, Some(modern)) if modern.passthrough => {
+                passthrough_answer(line, env, span, &p.orig_id)
+            }
             (None, Some(modern)) => modern_answer(line, env, span, &p.orig_id, modern),
             (None, None) => Line::splice(line, &mut [(span, &p.orig_id[..])]),
         };
@@ -2224,6 +2796,7 @@ impl Router {
                 client: target,
                 server_id,
                 elicitation,
+                drive: None,
             },
         );
         let _ = now;
@@ -2259,7 +2832,28 @@ impl Router {
         }
     }
 
-    fn child_notification(&mut self, line: &Bytes, env: &jsonrpc::Envelope<'_>, method: &str) {
+    fn child_notification(
+        &mut self,
+        now: Instant,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+    ) {
+        if method == "notifications/cancelled" && self.child_modern() {
+            let req = jsonrpc::field(env.params, "requestId");
+            let up = req.and_then(jsonrpc::as_u64);
+            if up.is_some_and(|up| {
+                self.pending
+                    .get(&up)
+                    .is_some_and(|p| p.purpose == Purpose::Listen)
+            }) {
+                return self.child_ended_listen(now, line, env, up.unwrap_or_default());
+            }
+        }
+        let sub = jsonrpc::field(jsonrpc::field(env.params, "_meta"), era::SUBSCRIPTION_ID);
+        if let Some(sub) = sub {
+            return self.child_frame(now, line, env, method, sub);
+        }
         match method {
             "notifications/progress" => {
                 let Some(token) = jsonrpc::field(env.params, "progressToken") else {
@@ -2369,6 +2963,120 @@ impl Router {
         }
     }
 
+    /// A frame of a listen on a modern child: of a modern client's listen, passed on to that
+    /// client under its own listen id; of the mux's own listen (for the handshake clients),
+    /// passed on without the subscription id as the handshake era's notification.
+    fn child_frame(
+        &mut self,
+        now: Instant,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        method: &str,
+        sub: jsonrpc::Raw<'_>,
+    ) {
+        let Some(up) = jsonrpc::as_u64(sub) else {
+            debug!(server = %self.name, "frame of a subscription the mux never opened; dropped");
+            return;
+        };
+        if Some(up) == self.upstream_listen {
+            if method == "notifications/subscriptions/acknowledged" {
+                return;
+            }
+            let bare = era::without_subscription_id(env.params);
+            let out = jsonrpc::notification(method, &bare);
+            let Ok(plain) = jsonrpc::parse_one(&out) else {
+                return;
+            };
+            return self.child_notification(now, &out, &plain, method);
+        }
+        let Some((client, orig)) = self
+            .pending
+            .get(&up)
+            .filter(|p| p.purpose == Purpose::Listen)
+            .and_then(|p| Some((p.client?, p.orig_id.clone())))
+        else {
+            debug!(server = %self.name, id = up, "frame of a listen no longer open; dropped");
+            return;
+        };
+        let span = jsonrpc::span_in(line, sub.get());
+        self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
+    }
+
+    /// A modern child ended a listen with a cancel of its own: a client's hears it under its
+    /// own listen id (the request and the subscription id); the mux's own is opened again.
+    fn child_ended_listen(
+        &mut self,
+        now: Instant,
+        line: &Bytes,
+        env: &jsonrpc::Envelope<'_>,
+        up: u64,
+    ) {
+        let Some(p) = self.remove_pending(up) else {
+            return;
+        };
+        let Some(client) = p.client else {
+            if self.upstream_listen == Some(up) {
+                self.upstream_listen = None;
+                self.sync_upstream_listen(now);
+            }
+            return;
+        };
+        let mut edits = Vec::with_capacity(2);
+        if let Some(req) = jsonrpc::field(env.params, "requestId") {
+            edits.push((jsonrpc::span_in(line, req.get()), &p.orig_id[..]));
+        }
+        let sub = jsonrpc::field(jsonrpc::field(env.params, "_meta"), era::SUBSCRIPTION_ID);
+        if let Some(sub) = sub {
+            edits.push((jsonrpc::span_in(line, sub.get()), &p.orig_id[..]));
+        }
+        self.send_client(client, Line::splice(line, &mut edits));
+    }
+
+    /// Keeps the mux's own listen on a modern child in step with what the handshake-era
+    /// clients need: every list change, and updates of the URIs they subscribed to. A
+    /// changed set of URIs replaces the listen (cancel, then a new one).
+    fn sync_upstream_listen(&mut self, now: Instant) {
+        if !self.child_modern() || self.life != Life::Running {
+            return;
+        }
+        let mut uris: Vec<&String> = self.subscriptions.keys().collect();
+        uris.sort();
+        let uris = serde_json::to_string(&uris).unwrap_or_else(|_| "[]".into());
+        if self.upstream_listen.is_some() && self.upstream_listen_uris == uris {
+            return;
+        }
+        if let Some(old) = self.upstream_listen.take() {
+            self.remove_pending(old);
+            self.send_child(jsonrpc::notification(
+                "notifications/cancelled",
+                &format!(r#"{{"requestId":{old}}}"#),
+            ));
+        }
+        let up = self.alloc_upstream();
+        let caps = format!("{{{}}}", self.declared_upstream());
+        let envelope = era::discover_params(&caps, era::SUPPORTED[0]);
+        let params = format!(
+            r#"{{"notifications":{{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true,"resourceSubscriptions":{uris}}},{}"#,
+            &envelope[1..]
+        );
+        self.insert_pending(
+            up,
+            Pending {
+                client: None,
+                orig_id: ReqId::new(b""),
+                purpose: Purpose::Listen,
+                deadline: now + self.cfg.request_timeout,
+                sent: true,
+                progress: None,
+                batch: None,
+                modern: None,
+            },
+        );
+        self.upstream_listen = Some(up);
+        self.upstream_listen_uris = uris;
+        self.send_child(jsonrpc::request(up, "subscriptions/listen", &params));
+    }
+
     // ----- helpers -----
 
     fn alloc_upstream(&mut self) -> u64 {
@@ -2447,7 +3155,7 @@ impl Router {
         }
     }
 
-    fn expire(&mut self, up: u64) {
+    fn expire(&mut self, now: Instant, up: u64) {
         let Some(p) = self.pending.get(&up) else {
             return;
         };
@@ -2461,6 +3169,23 @@ impl Router {
                     then: AfterStop::Crash,
                 };
             }
+            Purpose::UpstreamProbe => {
+                debug!(server = %self.name, "no answer to the server/discover probe in time; initialize");
+                self.remove_pending(up);
+                self.set_verdict(now, ChildEra::Handshake);
+                self.send_initialize(now);
+            }
+            Purpose::UpstreamDiscover => {
+                warn!(server = %self.name, "child did not answer server/discover in time; restarting it");
+                self.remove_pending(up);
+                self.last_exit = Some("server/discover timed out".into());
+                self.push(Action::Kill);
+                self.life = Life::Stopping {
+                    then: AfterStop::Crash,
+                };
+            }
+            // A listen is open until one side ends it.
+            Purpose::Listen => {}
             Purpose::Internal => {
                 self.remove_pending(up);
             }
@@ -2477,6 +3202,7 @@ impl Router {
             _ => {
                 self.cancel_upstream(up, "request timed out");
                 self.held.retain(|(id, _)| *id != up);
+                self.forget_drive(up);
                 let Some(p) = self.remove_pending(up) else {
                     return;
                 };
@@ -2517,6 +3243,10 @@ impl Router {
 
     /// The most verbose level any client asked for is the one the upstream session gets.
     fn update_upstream_level(&mut self, now: Instant) {
+        if self.child_modern() {
+            // A modern child takes the level per request, in each client's envelope.
+            return;
+        }
         let wanted = self.clients.values().filter_map(|c| c.level).min();
         if wanted.is_some() && wanted != self.upstream_level {
             self.upstream_level = wanted;
@@ -2625,6 +3355,24 @@ fn modern_answer(
         }
     }
     Line::splice(line, &mut [(id_span, orig_id)])
+}
+
+/// A modern child's answer to a modern client, under the client's id: as the child wrote it,
+/// but for a listen's final result, whose subscription id is the client's id too.
+fn passthrough_answer(
+    line: &Bytes,
+    env: &jsonrpc::Envelope<'_>,
+    id_span: std::ops::Range<usize>,
+    orig_id: &[u8],
+) -> Line {
+    let sub = jsonrpc::field(jsonrpc::field(env.result, "_meta"), era::SUBSCRIPTION_ID);
+    match sub {
+        Some(sub) => {
+            let sub_span = jsonrpc::span_in(line, sub.get());
+            Line::splice(line, &mut [(id_span, orig_id), (sub_span, orig_id)])
+        }
+        None => Line::splice(line, &mut [(id_span, orig_id)]),
+    }
 }
 
 /// What a client's capabilities object (an `initialize`'s or an envelope's) declares it can

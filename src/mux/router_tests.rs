@@ -2,6 +2,7 @@
 //! one test (at least) per row of PROTOCOL.md.
 
 use super::*;
+use crate::config::Era;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -28,6 +29,7 @@ fn cfg() -> ServerConfig {
             elicitation: true,
             roots: false,
         },
+        era: crate::config::Era::Handshake,
         roots: None,
         server_request_policy: ServerRequestPolicy::MostRecent,
         status_file: None,
@@ -149,6 +151,16 @@ impl H {
             &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
         );
         assert!(out.is_empty(), "initialized must be swallowed: {out:?}");
+    }
+
+    /// Connects client `c` and sends its `initialize`, which waits for the child.
+    fn ready_later(&mut self, c: u64) {
+        self.connect(c);
+        let out = self.client(
+            c,
+            &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        );
+        assert!(out.is_empty(), "{out:?}");
     }
 
     /// Sends a request from client `c` and returns the upstream id it got.
@@ -2202,4 +2214,497 @@ fn a_bridged_request_without_capability_retry_or_client_gets_an_error_to_the_chi
         .find(|m| m["id"] == "r")
         .expect("error to the child");
     assert_eq!(err["error"]["data"]["reason"], reasons::CLIENT_GONE);
+}
+
+// ----- children of the 2026-07-28 era -----
+
+const DISCOVER_RESULT: &str = r#"{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true}},"instructions":"be kind","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"m","version":"2"}},"ttlMs":5000,"cacheScope":"public"}"#;
+
+fn with_era(era: Era) -> ServerConfig {
+    ServerConfig { era, ..cfg() }
+}
+
+/// The child has just been spawned: what the mux wrote to it first.
+fn first_words(h: &mut H) -> Vec<Value> {
+    let out = h.input(Input::ChildSpawned { pid: 42 });
+    child_msgs(&out)
+}
+
+/// A server of `era = "modern"` whose child answered `server/discover`.
+fn modern_child() -> H {
+    let mut h = H::new(with_era(Era::Modern));
+    assert_eq!(h.drain(), vec![Action::Spawn]);
+    let sent = first_words(&mut h);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["method"], "server/discover");
+    let id = sent[0]["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","id":id,"result":serde_json::from_str::<Value>(DISCOVER_RESULT).unwrap()}));
+    // The mux opens its own listen for the handshake-era clients.
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "subscriptions/listen");
+    h
+}
+
+fn up_listen_id(h: &H) -> Value {
+    json!(h.r.upstream_listen.expect("the mux's own listen"))
+}
+
+#[test]
+fn a_modern_child_gets_server_discover_and_never_initialize() {
+    let mut h = modern_child();
+    assert_eq!(h.r.status().state, ServerState::Running);
+    assert_eq!(h.r.status().era, Some("modern"));
+    assert_eq!(h.r.status().protocol_version.as_deref(), Some("2026-07-28"));
+    h.connect(1);
+    let out = h.client(
+        1,
+        &modern(json!(1), "server/discover", json!({}), json!({})),
+    );
+    assert!(child_msgs(&out).is_empty(), "answered by the mux: {out:?}");
+    let got = client_msgs(&out, 1);
+    let want: Value = serde_json::from_str(DISCOVER_RESULT).unwrap();
+    assert_eq!(got[0]["result"], want, "the child's own discover result");
+    let h2 = H::running();
+    assert_eq!(h2.r.status().era, Some("handshake"));
+    assert_eq!(
+        h2.r.status().protocol_version.as_deref(),
+        Some("2025-06-18")
+    );
+}
+
+#[test]
+fn auto_probes_with_discover_and_falls_back_to_initialize_on_the_same_process() {
+    // A handshake-only child: -32601 to the probe, then initialize on the same process.
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    let sent = first_words(&mut h);
+    assert_eq!(sent[0]["method"], "server/discover");
+    let meta = &sent[0]["params"]["_meta"];
+    assert_eq!(
+        meta["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+    // A client that comes meanwhile waits for the verdict.
+    h.ready_later(1);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"error":{"code":-32601,"message":"Method not found"}}));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "initialize");
+    assert!(matches!(out.first(), Some(Action::ToChild(_))));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":serde_json::from_str::<Value>(INIT_RESULT).unwrap()}));
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["serverInfo"]["name"], "s");
+    assert_eq!(h.r.status().era, Some("handshake"));
+    // The verdict holds for the server's next process: no probe after a crash.
+    h.input(Input::ChildExited("exited with status 1".into()));
+    h.advance(100);
+    let sent = first_words(&mut h);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "initialize");
+
+    // A modern child: the probe's result makes it modern, final for this process.
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    let sent = first_words(&mut h);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":serde_json::from_str::<Value>(DISCOVER_RESULT).unwrap()}));
+    assert!(
+        child_msgs(&out).iter().all(|m| m["method"] != "initialize"),
+        "{out:?}"
+    );
+    assert_eq!(h.r.status().era, Some("modern"));
+    h.input(Input::ChildExited("exited with status 1".into()));
+    h.advance(100);
+    let sent = first_words(&mut h);
+    assert_eq!(sent[0]["method"], "server/discover");
+    assert!(h.r.verdict == Some(ChildEra::Modern) && !h.r.probing);
+
+    // -32022 naming 2026-07-28 is modern too.
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    let sent = first_words(&mut h);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2026-07-28"],"requested":"x"}}}));
+    assert_eq!(child_msgs(&out)[0]["method"], "server/discover");
+    assert_eq!(h.r.verdict, Some(ChildEra::Modern));
+}
+
+#[test]
+fn auto_falls_back_on_a_probe_timeout_and_respawns_without_the_probe_when_it_kills_the_child() {
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    first_words(&mut h);
+    let out = h.advance(1000);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "initialize");
+
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    first_words(&mut h);
+    h.ready_later(1);
+    let out = h.input(Input::ChildExited("exited with status 1".into()));
+    assert_eq!(
+        out,
+        vec![Action::Spawn],
+        "respawned at once, not in backoff"
+    );
+    assert_eq!(h.r.status().restarts, 0);
+    let sent = first_words(&mut h);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "initialize");
+    let out = h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":serde_json::from_str::<Value>(INIT_RESULT).unwrap()}));
+    assert_eq!(
+        client_msgs(&out, 1).len(),
+        1,
+        "the waiting client is answered: {out:?}"
+    );
+}
+
+#[test]
+fn a_modern_clients_envelope_passes_through_to_a_modern_child_with_ids_and_tokens_rewritten() {
+    let mut h = modern_child();
+    h.connect(1);
+    h.connect(2);
+    let req = modern(
+        json!("a"),
+        "tools/call",
+        json!({"name":"slow","arguments":{}}),
+        json!({"progressToken":"tok","io.modelcontextprotocol/logLevel":"info"}),
+    );
+    let out = h.client(1, &req);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let up = sent[0]["id"].clone();
+    assert!(up.is_u64());
+    let mut meta = req["params"]["_meta"].clone();
+    meta["progressToken"] = up.clone();
+    assert_eq!(
+        sent[0]["params"]["_meta"], meta,
+        "the envelope as the client wrote it"
+    );
+    let out = h.client(
+        2,
+        &modern(json!(7), "tools/call", json!({"name":"x"}), json!({})),
+    );
+    let up2 = child_msgs(&out)[0]["id"].clone();
+    assert_ne!(up, up2);
+    assert!(child_msgs(&out)
+        .iter()
+        .all(|m| m["method"] != "logging/setLevel"));
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":up,"progress":1}}));
+    assert_eq!(client_msgs(&out, 1)[0]["params"]["progressToken"], "tok");
+    // The answer as the child wrote it: nothing added or taken away.
+    let out = h.child_raw(&format!(
+        r#"{{"jsonrpc":"2.0","id":{up},"result":{{"resultType":"complete","content":[],"x":1}}}}"#
+    ));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], "a");
+    assert_eq!(
+        got[0]["result"],
+        json!({"resultType":"complete","content":[],"x":1})
+    );
+    // A cancel's requestId is rewritten too.
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}),
+    );
+    assert_eq!(child_msgs(&out)[0]["params"]["requestId"], up2);
+    // A child's input_required goes to a modern client as it is: the client drives it.
+    let out = h.client(
+        1,
+        &modern(json!(8), "tools/call", json!({"name":"sample"}), json!({})),
+    );
+    let up3 = child_msgs(&out)[0]["id"].clone();
+    let ask = json!({"resultType":"input_required","inputRequests":{"k":{"method":"roots/list","params":{}}},"requestState":"s1"});
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up3,"result":ask}));
+    assert_eq!(client_msgs(&out, 1)[0]["result"], ask);
+    let mut again = modern(json!(9), "tools/call", json!({"name":"sample"}), json!({}));
+    again["params"]["inputResponses"] = json!({"k":{"roots":[]}});
+    again["params"]["requestState"] = json!("s1");
+    let out = h.client(1, &again);
+    let sent = child_msgs(&out);
+    assert_eq!(
+        sent[0]["params"]["requestState"], "s1",
+        "the child's state, passed on"
+    );
+}
+
+#[test]
+fn a_listen_on_a_modern_child_is_passed_through_with_its_subscription_id_rewritten() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(1, &listen(json!("L"), json!({"toolsListChanged": true})));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    let up = sent[0]["id"].clone();
+    let frame = |method: &str| json!({"jsonrpc":"2.0","method":method,"params":{"_meta":{"io.modelcontextprotocol/subscriptionId":up}}});
+    let out = h.child(&frame("notifications/subscriptions/acknowledged"));
+    assert_eq!(sub_id(&client_msgs(&out, 1)[0]), "L");
+    // Still open after the request timeout.
+    h.advance(5000);
+    let out = h.child(&frame("notifications/tools/list_changed"));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(sub_id(&got[0]), "L");
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":up}}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], "L");
+    assert_eq!(
+        got[0]["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "L"
+    );
+    // A frame for a listen that ended goes nowhere.
+    assert_eq!(
+        any_client_msgs(&h.child(&frame("notifications/tools/list_changed"))),
+        0
+    );
+    // A child restart ends a listen with an error.
+    let out = h.client(1, &listen(json!(5), json!({"toolsListChanged": true})));
+    assert_eq!(child_msgs(&out).len(), 1);
+    let out = h.input(Input::ChildExited("exited with status 1".into()));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 5);
+    assert!(got[0]["error"].is_object());
+}
+
+#[test]
+fn a_handshake_client_of_a_modern_child_is_answered_initialize_and_its_requests_are_stamped() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"one","version":"1"}}}),
+    );
+    assert!(child_msgs(&out).is_empty(), "{out:?}");
+    let init = &client_msgs(&out, 1)[0]["result"];
+    assert_eq!(init["protocolVersion"], UPSTREAM_PROTOCOL_VERSION);
+    assert_eq!(init["serverInfo"], json!({"name":"m","version":"2"}));
+    assert_eq!(init["capabilities"]["tools"]["listChanged"], true);
+    assert_eq!(init["instructions"], "be kind");
+    let quiet = [
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","method":"notifications/roots/list_changed"}),
+        json!({"jsonrpc":"2.0","id":1,"method":"ping"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"warning"}}),
+    ];
+    for msg in quiet {
+        let out = h.client(1, &msg);
+        assert!(child_msgs(&out).is_empty(), "{msg} is local: {out:?}");
+    }
+    h.ready(2, json!({"roots":{}}));
+    // Each request carries its own client's envelope: params with and without _meta, none.
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":9}}}));
+    let a = &child_msgs(&out)[0]["params"];
+    assert_eq!(a["name"], "x");
+    assert_eq!(
+        a["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    assert_eq!(
+        a["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+        json!({"sampling":{}})
+    );
+    assert_eq!(
+        a["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+        "one"
+    );
+    assert_eq!(a["_meta"]["io.modelcontextprotocol/logLevel"], "warning");
+    assert!(a["_meta"]["progressToken"].is_u64());
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}),
+    );
+    let b = &child_msgs(&out)[0]["params"]["_meta"];
+    assert_eq!(
+        b["io.modelcontextprotocol/clientCapabilities"],
+        json!({"roots":{}})
+    );
+    assert_eq!(b["io.modelcontextprotocol/clientInfo"]["name"], "t");
+    assert!(
+        b.get("io.modelcontextprotocol/logLevel").is_none(),
+        "never another client's level"
+    );
+    let out = h.client(2, &json!({"jsonrpc":"2.0","id":4,"method":"prompts/list"}));
+    let c = &child_msgs(&out)[0];
+    assert_eq!(
+        c["params"]["_meta"]["io.modelcontextprotocol/clientInfo"]["name"],
+        "t"
+    );
+}
+
+#[test]
+fn a_modern_childs_input_required_is_driven_for_a_handshake_client() {
+    let mut h = modern_child();
+    h.ready(1, json!({"sampling":{}}));
+    let call = json!({"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"sample","arguments":{"text":"hi"}}});
+    let out = h.client(1, &call);
+    let up = child_msgs(&out)[0]["id"].clone();
+    let mut up_ids = vec![up.clone()];
+    let mut up_now = up;
+    for round in 0..2 {
+        let ask = json!({"resultType":"input_required","inputRequests":{"s":{"method":"sampling/createMessage","params":{"maxTokens":5}}},"requestState":format!("state-{round}")});
+        let out = h.child(&json!({"jsonrpc":"2.0","id":up_now,"result":ask}));
+        let got = client_msgs(&out, 1);
+        assert_eq!(got.len(), 1, "{out:?}");
+        assert_eq!(got[0]["method"], "sampling/createMessage");
+        assert_eq!(got[0]["params"]["maxTokens"], 5);
+        let out = h.client(
+            1,
+            &json!({"jsonrpc":"2.0","id":got[0]["id"],"result":{"role":"assistant","content":{"type":"text","text":format!("r{round}")}}}),
+        );
+        let sent = child_msgs(&out);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        assert!(!up_ids.contains(&sent[0]["id"]), "a new id each round");
+        up_now = sent[0]["id"].clone();
+        up_ids.push(up_now.clone());
+        let p = &sent[0]["params"];
+        assert_eq!(p["name"], "sample");
+        assert_eq!(p["arguments"], json!({"text":"hi"}));
+        assert_eq!(p["requestState"], format!("state-{round}"));
+        assert_eq!(
+            p["inputResponses"]["s"]["content"]["text"],
+            format!("r{round}")
+        );
+        assert_eq!(
+            p["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+            json!({"sampling":{}})
+        );
+    }
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up_now,"result":{"resultType":"complete","content":[{"type":"text","text":"done"}]}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], "c");
+    assert_eq!(got[0]["result"]["content"][0]["text"], "done");
+    assert_eq!(h.r.status().pending, 0);
+}
+
+#[test]
+fn input_rounds_are_bounded_and_a_refusal_fails_the_call() {
+    let mut h = modern_child();
+    h.ready(1, json!({"sampling":{}}));
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sample"}});
+    let mut up = child_msgs(&h.client(1, &call))[0]["id"].clone();
+    let ask = json!({"resultType":"input_required","inputRequests":{"s":{"method":"sampling/createMessage","params":{}}},"requestState":"x"});
+    for _ in 0..MAX_INPUT_ROUNDS {
+        let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+        let q = client_msgs(&out, 1);
+        let out = h.client(1, &json!({"jsonrpc":"2.0","id":q[0]["id"],"result":{}}));
+        up = child_msgs(&out)[0]["id"].clone();
+    }
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["id"], 1);
+    assert_eq!(got[0]["error"]["data"]["reason"], "too_many_input_rounds");
+    // The client refuses: its error is the call's.
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sample"}});
+    let up = child_msgs(&h.client(1, &call))[0]["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let q = client_msgs(&out, 1);
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":q[0]["id"],"error":{"code":-1,"message":"no"}}),
+    );
+    assert!(child_msgs(&out).is_empty());
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 2);
+    assert_eq!(got[0]["error"]["message"], "no");
+    // The client goes while asked: the child hears only the call's cancel.
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sample"}});
+    let up = child_msgs(&h.client(1, &call))[0]["id"].clone();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let out = h.input(Input::ClientGone(ClientId(1)));
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "notifications/cancelled");
+    assert_eq!(sent[0]["params"]["requestId"], up);
+    assert!(h.r.drives.is_empty() && h.r.drive_lines.is_empty());
+}
+
+#[test]
+fn handshake_subscriptions_on_a_modern_child_ride_the_muxs_own_listen() {
+    let mut h = modern_child();
+    h.ready(1, json!({}));
+    h.ready(2, json!({}));
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///a"}}));
+    assert_eq!(client_msgs(&out, 1)[0]["result"], json!({}));
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["method"], "notifications/cancelled", "{sent:?}");
+    assert_eq!(sent[1]["method"], "subscriptions/listen");
+    assert_eq!(
+        sent[1]["params"]["notifications"]["resourceSubscriptions"],
+        json!(["file:///a"])
+    );
+    assert_eq!(
+        sent[1]["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+        "2026-07-28"
+    );
+    let sub = up_listen_id(&h);
+    assert_eq!(sent[1]["id"], sub);
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    assert_eq!(any_client_msgs(&out), 0, "the mux's own ack");
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a","_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(
+        got[0]["params"],
+        json!({"uri":"file:///a"}),
+        "no subscription id"
+    );
+    assert!(client_msgs(&out, 2).is_empty());
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    assert_eq!(client_msgs(&out, 1).len() + client_msgs(&out, 2).len(), 2);
+    let out = h.client(1, &json!({"jsonrpc":"2.0","id":2,"method":"resources/unsubscribe","params":{"uri":"file:///a"}}));
+    let sent = child_msgs(&out);
+    assert_eq!(sent[0]["params"]["requestId"], sub);
+    assert_eq!(
+        sent[1]["params"]["notifications"]["resourceSubscriptions"],
+        json!([])
+    );
+}
+
+#[test]
+fn an_open_listen_on_a_modern_child_does_not_hold_a_client_whose_input_closed() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(1, &listen(json!("L"), json!({"toolsListChanged": true})));
+    assert_eq!(child_msgs(&out).len(), 1);
+    let out = h.input(Input::ClientInputClosed(ClientId(1)));
+    assert!(out.contains(&Action::CloseClient(ClientId(1))), "{out:?}");
+    let sent = child_msgs(&out);
+    assert_eq!(
+        sent[0]["method"], "notifications/cancelled",
+        "the listen ended upstream: {out:?}"
+    );
+}
+
+#[test]
+fn a_modern_childs_cancel_of_a_listen_reaches_its_client_and_the_muxs_own_is_reopened() {
+    let mut h = modern_child();
+    h.connect(1);
+    let out = h.client(1, &listen(json!("L"), json!({"toolsListChanged": true})));
+    let up = child_msgs(&out)[0]["id"].clone();
+    let out = h.child(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":up,"reason":"shutting down","_meta":{"io.modelcontextprotocol/subscriptionId":up}}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["params"]["requestId"], "L");
+    assert_eq!(sub_id(&got[0]), "L");
+    assert_eq!(h.r.status().pending, 0);
+    let own = up_listen_id(&h);
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":own}}),
+    );
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0]["method"], "subscriptions/listen");
+    assert_ne!(up_listen_id(&h), own);
+    assert_eq!(any_client_msgs(&out), 0);
+    // Ended with a final result instead: opened again too.
+    let own = up_listen_id(&h);
+    let out = h.child(&json!({"jsonrpc":"2.0","id":own,"result":{"resultType":"complete","_meta":{"io.modelcontextprotocol/subscriptionId":own}}}));
+    assert_eq!(
+        child_msgs(&out)[0]["method"],
+        "subscriptions/listen",
+        "{out:?}"
+    );
+    assert_ne!(up_listen_id(&h), own);
 }

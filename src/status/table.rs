@@ -40,7 +40,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// The column titles of the server table, shared by `status` and the dashboard so both read
 /// the same.
-pub const COLUMNS: [&str; 8] = [
+pub const COLUMNS: [&str; 9] = [
     "Server",
     "Status",
     "Clients",
@@ -48,11 +48,12 @@ pub const COLUMNS: [&str; 8] = [
     "Restarts",
     "Uptime",
     "PID",
+    "Protocol",
     "Last exit",
 ];
 
 /// One server's cells in [`COLUMNS`] order ("-" for what it does not have).
-pub fn cells(s: &ServerReport) -> [String; 8] {
+pub fn cells(s: &ServerReport) -> [String; 9] {
     [
         s.name.clone(),
         state_cell(s),
@@ -61,6 +62,11 @@ pub fn cells(s: &ServerReport) -> [String; 8] {
         s.restarts.to_string(),
         s.uptime_ms.map_or_else(|| "-".into(), human_duration),
         s.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        match (&s.era, &s.protocol_version) {
+            (Some(era), Some(v)) => format!("{era} {v}"),
+            (Some(era), None) => era.clone(),
+            _ => "-".into(),
+        },
         s.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
 }
@@ -86,7 +92,7 @@ pub fn state_cell(s: &ServerReport) -> String {
 }
 
 /// One instance's cells in [`COLUMNS`] order, under its server's row.
-pub fn instance_cells(i: &InstanceReport) -> [String; 8] {
+pub fn instance_cells(i: &InstanceReport) -> [String; 9] {
     [
         format!("  └ {}", i.key),
         i.state.as_str().to_owned(),
@@ -95,6 +101,7 @@ pub fn instance_cells(i: &InstanceReport) -> [String; 8] {
         i.restarts.to_string(),
         i.uptime_ms.map_or_else(|| "-".into(), human_duration),
         i.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        String::new(),
         String::new(),
     ]
 }
@@ -107,7 +114,7 @@ pub fn render_table(status: &DaemonStatus) -> String {
 /// As [`render_table`]; `verbose` adds a row per instance under its server.
 pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
     let header = COLUMNS;
-    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut rows: Vec<[String; 9]> = Vec::new();
     for s in &status.servers {
         rows.push(cells(s));
         if verbose {
@@ -273,6 +280,8 @@ mod tests {
                 rss_bytes: None,
                 hint: None,
                 instances: Vec::new(),
+                era: Some("modern".into()),
+                protocol_version: Some("2026-07-28".into()),
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -291,6 +300,8 @@ mod tests {
                 rss_bytes: None,
                 hint: None,
                 instances: Vec::new(),
+                era: None,
+                protocol_version: None,
             },
         ]);
         let table = render_table(&status);
@@ -305,7 +316,9 @@ mod tests {
             lines[3].contains("│ memory ")
                 && lines[3].contains("2/64")
                 && lines[3].contains("1m 1s")
+                && lines[3].contains("│ modern 2026-07-28 ")
         );
+        assert!(lines[1].contains("│ Protocol "));
         assert!(lines[4].contains("failed") && lines[4].contains("exited with status 1"));
         assert!(lines[6].contains("pid 7"));
         let broken = DaemonStatus {

@@ -5,16 +5,28 @@
 //! Flags: `--counter-file PATH` (appends "start" per start), `--pid-file PATH` (our pid, then the
 //! grandchild's), `--spawn-grandchild`, `--ignore-sigterm`, `--crash-on-start`,
 //! `--crash-while-exists PATH` (exit status 1 at start while PATH exists),
-//! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`.
+//! `--exit-after-init` (with `--ignore-sigterm` it also outlives stdin EOF), `--startup-banner`, `--protocol-version V`, `--server-version V`,
+//! `--era handshake|modern|dual`, `--exit-on-discover` (exits with status 4 when asked
+//! `server/discover`, as a server that cannot take an unknown method).
+//!
+//! Eras: `handshake` (the default) speaks only the `initialize` era. `modern` speaks only
+//! 2026-07-28: `initialize` is -32601, `server/discover` answers, every request must carry the
+//! envelope (`_meta` with `io.modelcontextprotocol/protocolVersion` and `clientCapabilities`,
+//! else -32602; an unknown version -32022), results carry `resultType` (and `ttlMs`/`cacheScope`
+//! on the cacheable methods), `sample`/`elicit`/`roots` answer `input_required` and finish on
+//! the retry carrying `inputResponses` and the exact `requestState`, and `subscriptions/listen`
+//! opens a stream fed by `notify`. `dual` pins on the first request, as the Python SDK's servers
+//! do: after `initialize` an enveloped request gets -32600; after an enveloped request or a
+//! `server/discover`, `initialize` gets -32022.
 //! Tools: echo, slow, crash, exit_after, close_stdout (closes stdout and lives on), garbage,
-//! stats, sample, elicit, roots, notify, big, log, halves (writes the first half of a long
+//! stats, sample, elicit, roots, notify, big, log, end_listens (modern), halves (writes the first half of a long
 //! answer, then the rest once a `notifications/fake/finish` comes, or exits instead with
 //! `"exit": true`), where (its pid, working folder, arguments, `FAKE_TAG` and the params of
 //! the `initialize` it got).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,8 +70,95 @@ fn send_raw(out: &Out, line: &str) {
     let _ = w.flush();
 }
 
-fn result(id: &Value, result: Value) -> Value {
+/// The era this process serves: not yet pinned (a dual-era server before its first request),
+/// handshake or modern.
+static ERA: AtomicU8 = AtomicU8::new(UNPINNED);
+const UNPINNED: u8 = 0;
+const HANDSHAKE: u8 = 1;
+const MODERN: u8 = 2;
+
+/// The modern protocol version this server speaks.
+const MODERN_VERSION: &str = "2026-07-28";
+
+fn modern() -> bool {
+    ERA.load(Ordering::SeqCst) == MODERN
+}
+
+/// A result; in the modern era it says it is complete, as every modern result must.
+fn result(id: &Value, mut result: Value) -> Value {
+    if modern() {
+        if let Some(o) = result.as_object_mut() {
+            o.entry("resultType").or_insert(json!("complete"));
+        }
+    }
     json!({"jsonrpc":"2.0","id":id,"result":result})
+}
+
+fn error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut e = json!({"code":code,"message":message});
+    if let Some(d) = data {
+        e["data"] = d;
+    }
+    json!({"jsonrpc":"2.0","id":id,"error":e})
+}
+
+/// A cacheable modern result: `ttlMs` and `cacheScope` besides `resultType`.
+fn cacheable(mut v: Value) -> Value {
+    if modern() {
+        v["ttlMs"] = json!(60000);
+        v["cacheScope"] = json!("public");
+    }
+    v
+}
+
+/// Checks a modern request's envelope: the error to answer, if any.
+fn envelope_error(id: &Value, meta: &Value) -> Option<Value> {
+    let Some(version) = meta.get("io.modelcontextprotocol/protocolVersion") else {
+        return Some(error(
+            id,
+            -32602,
+            "missing io.modelcontextprotocol/protocolVersion",
+            None,
+        ));
+    };
+    if !meta["io.modelcontextprotocol/clientCapabilities"].is_object() {
+        return Some(error(
+            id,
+            -32602,
+            "missing io.modelcontextprotocol/clientCapabilities",
+            None,
+        ));
+    }
+    if version != MODERN_VERSION {
+        return Some(error(
+            id,
+            -32022,
+            "Unsupported protocol version",
+            Some(json!({"supported":[MODERN_VERSION],"requested":version})),
+        ));
+    }
+    None
+}
+
+/// One open `subscriptions/listen` stream: its id and what it asked for.
+struct Listen {
+    id: Value,
+    notifications: Value,
+}
+
+/// Sends a frame of every listen `wants` selects, tagged with the listen's id.
+fn to_listens(
+    out: &Out,
+    listens: &[Listen],
+    method: &str,
+    params: &Value,
+    wants: impl Fn(&Value) -> bool,
+) {
+    for l in listens.iter().filter(|l| wants(&l.notifications)) {
+        let mut p = params.clone();
+        p["_meta"] = json!({"io.modelcontextprotocol/subscriptionId": l.id});
+        send(out, &json!({"jsonrpc":"2.0","method":method,"params":p}));
+    }
 }
 
 fn text_result(text: &str) -> Value {
@@ -75,6 +174,9 @@ struct Stats {
     subscribe: Vec<Value>,
     unsubscribe: Vec<Value>,
     set_level: Vec<Value>,
+    discover: u64,
+    /// The `_meta` of the latest modern requests (at most 50), oldest first.
+    metas: Vec<Value>,
 }
 
 /// Requests of ours to the client, waiting for its answer: our id -> the tools/call id.
@@ -153,6 +255,24 @@ fn main() {
         version: value("--server-version").unwrap_or_else(|| "1.0".into()),
         exit_after_init: has("--exit-after-init"),
     };
+    let dual = match value("--era").as_deref() {
+        None | Some("handshake") => {
+            ERA.store(HANDSHAKE, Ordering::SeqCst);
+            false
+        }
+        Some("modern") => {
+            ERA.store(MODERN, Ordering::SeqCst);
+            false
+        }
+        Some("dual") => true,
+        Some(other) => {
+            eprintln!("fake: unknown --era {other}");
+            std::process::exit(2);
+        }
+    };
+    let mut listens: Vec<Listen> = Vec::new();
+    // requestState -> (the tool call's name, the key of its input request).
+    let mut states: HashMap<String, String> = HashMap::new();
     let out: Out = Arc::new(Mutex::new(BufWriter::with_capacity(
         1 << 16,
         std::io::stdout(),
@@ -209,6 +329,7 @@ fn main() {
                 }
                 "notifications/cancelled" => {
                     let req = params["requestId"].clone();
+                    listens.retain(|l| l.id != req);
                     if let Some(flag) = running.lock().unwrap().remove(&req.to_string()) {
                         flag.store(true, Ordering::SeqCst);
                     }
@@ -219,7 +340,103 @@ fn main() {
             continue;
         };
         stats.lock().unwrap().requests += 1;
+        let meta = params["_meta"].clone();
+        let enveloped = meta
+            .get("io.modelcontextprotocol/protocolVersion")
+            .is_some();
+        if dual && ERA.load(Ordering::SeqCst) == UNPINNED {
+            let era = if method == "initialize" {
+                HANDSHAKE
+            } else if enveloped || method == "server/discover" {
+                MODERN
+            } else {
+                UNPINNED
+            };
+            ERA.store(era, Ordering::SeqCst);
+        }
+        if method == "server/discover" && has("--exit-on-discover") {
+            let _ = out.lock().unwrap().flush();
+            std::process::exit(4);
+        }
+        let era = ERA.load(Ordering::SeqCst);
+        if dual && era == HANDSHAKE && enveloped {
+            send(&out, &error(&id, -32600, "this connection serves the handshake protocol era; requests carrying the 2026-07-28 envelope are not accepted on it", None));
+            continue;
+        }
+        if era == MODERN {
+            if method == "initialize" {
+                match dual {
+                    true => send(
+                        &out,
+                        &error(
+                            &id,
+                            -32022,
+                            "Unsupported protocol version",
+                            Some(
+                                json!({"supported":[MODERN_VERSION],"requested":params["protocolVersion"]}),
+                            ),
+                        ),
+                    ),
+                    false => send(&out, &error(&id, -32601, "Method not found", None)),
+                }
+                continue;
+            }
+            if let Some(e) = envelope_error(&id, &meta) {
+                send(&out, &e);
+                continue;
+            }
+            let mut s = stats.lock().unwrap();
+            s.metas.push(meta.clone());
+            if s.metas.len() > 50 {
+                s.metas.remove(0);
+            }
+        }
+        let caps = &meta["io.modelcontextprotocol/clientCapabilities"];
         match method {
+            "server/discover" if era == MODERN => {
+                stats.lock().unwrap().discover += 1;
+                send(
+                    &out,
+                    &result(
+                        &id,
+                        cacheable(json!({
+                            "supportedVersions": [MODERN_VERSION],
+                            "capabilities": {"tools":{"listChanged":true},"resources":{"subscribe":true,"listChanged":true},"logging":{},"prompts":{"listChanged":true}},
+                            "instructions": "a fake server for tests",
+                            "_meta": {"io.modelcontextprotocol/serverInfo": {"name":"mcp-fake-server","version":flags.version}}
+                        })),
+                    ),
+                );
+            }
+            "subscriptions/listen" if era == MODERN => {
+                let asked = params["notifications"].clone();
+                let mut honoured = serde_json::Map::new();
+                for key in [
+                    "toolsListChanged",
+                    "promptsListChanged",
+                    "resourcesListChanged",
+                ] {
+                    if asked[key] == json!(true) {
+                        honoured.insert(key.into(), json!(true));
+                    }
+                }
+                if let Some(uris) = asked.get("resourceSubscriptions") {
+                    honoured.insert("resourceSubscriptions".into(), uris.clone());
+                }
+                send(
+                    &out,
+                    &json!({"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":honoured,"_meta":{"io.modelcontextprotocol/subscriptionId":id}}}),
+                );
+                listens.push(Listen {
+                    id,
+                    notifications: Value::Object(honoured),
+                });
+            }
+            "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
+                if era == MODERN =>
+            {
+                send(&out, &error(&id, -32601, "Method not found", None));
+            }
             "initialize" => {
                 stats.lock().unwrap().initialize += 1;
                 init_params = params.clone();
@@ -265,12 +482,13 @@ fn main() {
                     "big",
                     "log",
                     "where",
+                    "end_listens",
                 ];
                 let tools: Vec<Value> = names
                     .iter()
                     .map(|n| json!({"name":n,"inputSchema":{"type":"object"}}))
                     .collect();
-                send(&out, &result(&id, json!({ "tools": tools })));
+                send(&out, &result(&id, cacheable(json!({ "tools": tools }))));
             }
             "tools/call" => {
                 let name = params["name"].as_str().unwrap_or("");
@@ -373,7 +591,7 @@ fn main() {
                     }
                     "stats" => {
                         let s = stats.lock().unwrap();
-                        let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"pid":std::process::id()});
+                        let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"discover":s.discover,"metas":s.metas,"listens":listens.len(),"pid":std::process::id()});
                         drop(s);
                         send(
                             &out,
@@ -403,6 +621,55 @@ fn main() {
                         eprintln!("{}", a["text"].as_str().unwrap_or(""));
                         send(&out, &result(&id, json!({})));
                     }
+                    "sample" | "elicit" | "roots" if era == MODERN => {
+                        let (m, p, cap) = match name {
+                            "sample" => (
+                                "sampling/createMessage",
+                                json!({"messages":[{"role":"user","content":{"type":"text","text":a["text"]}}],"maxTokens":10}),
+                                "sampling",
+                            ),
+                            "elicit" => (
+                                "elicitation/create",
+                                json!({"message":a["message"],"requestedSchema":{"type":"object","properties":{}}}),
+                                "elicitation",
+                            ),
+                            _ => ("roots/list", json!({}), "roots"),
+                        };
+                        let retry = params["requestState"].as_str().map(str::to_owned);
+                        match retry {
+                            Some(state) => match states.remove(&state) {
+                                Some(key) => {
+                                    let answer = params["inputResponses"][key.as_str()].clone();
+                                    send(&out, &result(&id, text_result(&answer.to_string())));
+                                }
+                                None => {
+                                    send(&out, &error(&id, -32602, "unknown requestState", None))
+                                }
+                            },
+                            None if caps.get(cap).is_none_or(Value::is_null) => send(
+                                &out,
+                                &error(
+                                    &id,
+                                    -32021,
+                                    "Missing required client capability",
+                                    Some(json!({"requiredCapabilities":{cap:{}}})),
+                                ),
+                            ),
+                            None => {
+                                next_ask += 1;
+                                let state = format!("fake-state-{next_ask}");
+                                let key = format!("ask{next_ask}");
+                                states.insert(state.clone(), key.clone());
+                                send(
+                                    &out,
+                                    &result(
+                                        &id,
+                                        json!({"resultType":"input_required","inputRequests":{key:{"method":m,"params":p}},"requestState":state}),
+                                    ),
+                                );
+                            }
+                        }
+                    }
                     "sample" | "elicit" | "roots" => {
                         next_ask += 1;
                         let ask = json!(next_ask);
@@ -422,6 +689,60 @@ fn main() {
                             &out,
                             &json!({"jsonrpc":"2.0","id":ask,"method":m,"params":p}),
                         );
+                    }
+                    "notify" if era == MODERN => {
+                        let kind = a["kind"].as_str().unwrap_or("");
+                        match kind {
+                            "updated" => {
+                                let uri = a["uri"].clone();
+                                to_listens(
+                                    &out,
+                                    &listens,
+                                    "notifications/resources/updated",
+                                    &json!({"uri":uri}),
+                                    |n| {
+                                        n["resourceSubscriptions"]
+                                            .as_array()
+                                            .is_some_and(|u| u.contains(&uri))
+                                    },
+                                );
+                            }
+                            "message" => send(
+                                &out,
+                                &json!({"jsonrpc":"2.0","method":"notifications/message","params":{"level":a["level"],"logger":"fake","data":a["data"]}}),
+                            ),
+                            _ => {
+                                let (method, key) = match kind {
+                                    "tools_changed" => {
+                                        ("notifications/tools/list_changed", "toolsListChanged")
+                                    }
+                                    "resources_changed" => (
+                                        "notifications/resources/list_changed",
+                                        "resourcesListChanged",
+                                    ),
+                                    _ => {
+                                        ("notifications/prompts/list_changed", "promptsListChanged")
+                                    }
+                                };
+                                to_listens(&out, &listens, method, &json!({}), |n| {
+                                    n[key] == json!(true)
+                                });
+                            }
+                        }
+                        send(&out, &result(&id, json!({})));
+                    }
+                    "end_listens" => {
+                        // Ends every listen from the server's side, with a final result.
+                        for l in listens.drain(..) {
+                            send(
+                                &out,
+                                &result(
+                                    &l.id,
+                                    json!({"_meta":{"io.modelcontextprotocol/subscriptionId":l.id}}),
+                                ),
+                            );
+                        }
+                        send(&out, &result(&id, json!({})));
                     }
                     "notify" => {
                         let note = match a["kind"].as_str().unwrap_or("") {
@@ -450,10 +771,7 @@ fn main() {
                     ),
                 }
             }
-            _ => send(
-                &out,
-                &json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"Method not found"}}),
-            ),
+            _ => send(&out, &error(&id, -32601, "Method not found", None)),
         }
     }
     if stubborn {
