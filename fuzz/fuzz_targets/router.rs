@@ -3,6 +3,8 @@
 //! lines, starts long answers, exits; commands, timers, shutdown), checking after every step:
 //! - no client gets an answer to an id it never asked (nor a second answer to one it asked
 //!   once), counting batch replies, answers passed on as they arrive and hand-off requests;
+//! - progress reaches only the client that gave its token, and a request from the server only
+//!   a client that declared some capability to answer it;
 //! - the router never starts a second child while one is alive;
 //! - once every client has left, nothing is pending.
 #![no_main]
@@ -135,6 +137,10 @@ struct World {
     gone: BTreeSet<ClientId>,
     /// (client, raw id) -> requests asked and not yet answered.
     asks: HashMap<(ClientId, Vec<u8>), u32>,
+    /// Progress tokens each client gave (raw).
+    tokens: HashMap<ClientId, BTreeSet<Vec<u8>>>,
+    /// Clients that declared client capabilities in an `initialize`.
+    capable: BTreeSet<ClientId>,
     /// Requests written to the child: raw upstream id and method.
     upstream: Vec<(Vec<u8>, String)>,
     /// Requests the router sent to each client (raw ids), for the client to answer.
@@ -151,6 +157,18 @@ impl World {
         let note = |w: &mut World, env: Result<jsonrpc::Envelope<'_>, jsonrpc::Malformed>| {
             if let Ok(env) = env {
                 if env.kind == Kind::Request {
+                    if let Some(t) = jsonrpc::request_meta(env.params).progress_token {
+                        w.tokens
+                            .entry(c)
+                            .or_default()
+                            .insert(t.get().as_bytes().to_vec());
+                    }
+                    if env.method.as_deref() == Some("initialize")
+                        && jsonrpc::field(env.params, "capabilities")
+                            .is_some_and(|c| c.get() != "{}")
+                    {
+                        w.capable.insert(c);
+                    }
                     if let Some(id) = env.id {
                         *w.asks.entry((c, id.get().as_bytes().to_vec())).or_default() += 1;
                     }
@@ -196,6 +214,13 @@ impl World {
                     }
                 }
                 Kind::Request => {
+                    let method = env.method.as_deref().unwrap_or("");
+                    if method != "ping" {
+                        assert!(
+                            w.capable.contains(&c),
+                            "{method} sent to a client that declared no capability"
+                        );
+                    }
                     let id = env
                         .id
                         .expect("a request has an id")
@@ -204,7 +229,20 @@ impl World {
                         .to_vec();
                     w.server_asks.entry(c).or_default().push(id);
                 }
-                Kind::Notification => {}
+                Kind::Notification => {
+                    if env.method.as_deref() == Some("notifications/progress") {
+                        let token = jsonrpc::field(env.params, "progressToken")
+                            .expect("progress has a token");
+                        assert!(
+                            w.tokens
+                                .get(&c)
+                                .is_some_and(|t| t.contains(token.get().as_bytes())),
+                            "progress with token {} reached client {}, which never gave it",
+                            token.get(),
+                            c.0
+                        );
+                    }
+                }
             }
         };
         match jsonrpc::parse(line) {
@@ -540,6 +578,8 @@ fuzz_target!(|case: Case| {
         clients: vec![],
         gone: BTreeSet::new(),
         asks: HashMap::new(),
+        tokens: HashMap::new(),
+        capable: BTreeSet::new(),
         upstream: vec![],
         server_asks: HashMap::new(),
         child: ChildState::None,
