@@ -8,9 +8,10 @@
 # what it learns in fuzz/corpus/TARGET (not kept). A crash, panic or failed invariant stops
 # that target, leaves the input in fuzz/artifacts/TARGET/ and makes the script exit 1; replay
 # it with `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...` in fuzz/.
-# FUZZ_JOBS=N runs N targets at once (default 1). FUZZ_SANITIZER=none builds without
-# AddressSanitizer (a faster build for short runs: the fuzzed code is safe Rust, whose panics
-# and failed invariants are caught either way).
+# The targets are built optimized with debug assertions and overflow checks (cargo-fuzz's
+# default). FUZZ_JOBS=N runs N targets at once (default 1). FUZZ_SANITIZER=none builds without
+# AddressSanitizer (a faster build for short runs: the fuzzed modules are safe Rust but for one
+# UTF-8 conversion, and panics and failed invariants are caught either way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-60}"
@@ -36,16 +37,16 @@ fi
 
 echo "== building ${#TARGETS[@]} targets"
 if [ "$#" -gt 0 ]; then
-    for t in "${TARGETS[@]}"; do cargo +nightly fuzz build -O -s "$SANITIZER" "$t"; done
+    for t in "${TARGETS[@]}"; do cargo +nightly fuzz build -s "$SANITIZER" "$t"; done
 else
-    cargo +nightly fuzz build -O -s "$SANITIZER"
+    cargo +nightly fuzz build -s "$SANITIZER"
 fi
 
 run_one() {
     local t="$1"
     mkdir -p "corpus/$t" "seeds/$t"
     local start=$SECONDS
-    if cargo +nightly fuzz run -O -s "$SANITIZER" "$t" "corpus/$t" "seeds/$t" -- \
+    if cargo +nightly fuzz run -s "$SANITIZER" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$SECONDS_EACH" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"target/fuzz-$t.log" 2>&1; then
         echo "ok      $t: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "target/fuzz-$t.log" | grep -o '[0-9]*$') runs in $((SECONDS - start)) s, corpus $(ls "corpus/$t" | wc -l)"
