@@ -463,7 +463,12 @@ class Soak:
             elif what == "restart":
                 name = self.rng.choice(STABLE)
                 r = self.cli("restart", name)
-                if r.returncode != 0:
+                if r.returncode == 0:
+                    self.stats.add("restarted")
+                elif self.torn_down_lately(name) and "shutting down" in r.stderr:
+                    # A reload was replacing that server at the moment: refused, and said so.
+                    self.stats.add("restart_refused_during_reload")
+                else:
                     self.stats.fail(f"restart {name} failed: {r.stderr.strip()}")
         self.extra_on = True
         self.write_config(gen_of)
@@ -579,6 +584,7 @@ class Soak:
             "chaos: "
             + ", ".join(f"{k[6:]} {v}" for k, v in sorted(c.items()) if k.startswith("chaos_"))
             + f"; crashes answered {c.get('crash_answered', 0)}, interrupted {c.get('crash_interrupted', 0)}"
+            + f"; restarts done {c.get('restarted', 0)}, refused during a reload {c.get('restart_refused_during_reload', 0)}"
         )
         print(
             f"connections: {c.get('connections_socket', 0)} socket, {c.get('connections_proxy', 0)} proxy, "
