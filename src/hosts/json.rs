@@ -71,7 +71,14 @@ fn object<'a, 'b>(v: &'b Value<'a>, key: &str) -> Result<&'b Object<'a>, SyntaxE
         .ok_or_else(|| SyntaxError::shape(key, "expected an object"))
 }
 
-/// Every server entry of a JSON host file, in file order.
+/// The property `name` of an object as the hosts read it: a key written twice means its last
+/// occurrence (JSON.parse and the other readers hosts use keep the last one).
+fn get<'b, 'a>(o: &'b Object<'a>, name: &str) -> Option<&'b ObjectProp<'a>> {
+    o.properties.iter().rev().find(|p| p.name.as_str() == name)
+}
+
+/// Every server entry of a JSON host file, in file order (a name written twice counts once,
+/// as its last definition).
 ///
 /// # Errors
 /// A syntax error, or a servers key that is not an object.
@@ -83,18 +90,18 @@ pub fn entries(text: &str, format: Format) -> Result<Vec<RawEntry>, SyntaxError>
     let root = object(&root, "(top level)")?;
     let key = servers_key(format);
     let mut out = Vec::new();
-    if let Some(servers) = root.get(key) {
+    if let Some(servers) = get(root, key) {
         collect(&servers.value, &[key.to_owned()], None, format, &mut out)?;
     }
     if format == Format::ClaudeCode {
-        if let Some(projects) = root.get("projects") {
+        if let Some(projects) = get(root, "projects") {
             let projects = object(&projects.value, "projects")?;
             for p in &projects.properties {
                 let dir = p.name.as_str().to_owned();
                 let Some(proj) = p.value.as_object() else {
                     continue;
                 };
-                if let Some(servers) = proj.get(key) {
+                if let Some(servers) = get(proj, key) {
                     let path = ["projects".to_owned(), dir.clone(), key.to_owned()];
                     collect(&servers.value, &path, Some(dir), format, &mut out)?;
                 }
@@ -112,8 +119,15 @@ fn collect(
     out: &mut Vec<RawEntry>,
 ) -> Result<(), SyntaxError> {
     let servers = object(servers, &path.join("."))?;
-    for prop in &servers.properties {
+    for (i, prop) in servers.properties.iter().enumerate() {
         let name = prop.name.as_str().to_owned();
+        // A name written again later is that later entry (the one the host runs).
+        if servers.properties[i + 1..]
+            .iter()
+            .any(|p| p.name.as_str() == name)
+        {
+            continue;
+        }
         let mut key_path = path.to_vec();
         key_path.push(name.clone());
         let launch = match prop.value.as_object() {
@@ -166,11 +180,11 @@ fn unsupported(why: &str) -> Launch {
 /// How an entry object starts its server.
 fn launch(o: &Object<'_>, format: Format) -> Launch {
     for k in ["url", "serverUrl", "httpUrl"] {
-        if let Some(url) = o.get(k).and_then(|p| string(&p.value)) {
+        if let Some(url) = get(o, k).and_then(|p| string(&p.value)) {
             return Launch::Remote { url };
         }
     }
-    let kind = o.get("type").and_then(|p| string(&p.value));
+    let kind = get(o, "type").and_then(|p| string(&p.value));
     if let Some(t) = kind.as_deref() {
         if t != "stdio" {
             return Launch::Remote {
@@ -179,16 +193,16 @@ fn launch(o: &Object<'_>, format: Format) -> Launch {
         }
     }
     // Zed before 0.19x: "command": {"path", "args", "env"}; newer Zed and everyone else: flat.
-    let (command, args, env) = match o.get("command").map(|p| &p.value) {
+    let (command, args, env) = match get(o, "command").map(|p| &p.value) {
         Some(Value::Object(nested)) if format == Format::Zed => (
-            nested.get("path").map(|p| &p.value),
-            nested.get("args").map(|p| &p.value),
-            nested.get("env").map(|p| &p.value),
+            get(nested, "path").map(|p| &p.value),
+            get(nested, "args").map(|p| &p.value),
+            get(nested, "env").map(|p| &p.value),
         ),
         Some(c) => (
             Some(c),
-            o.get("args").map(|p| &p.value),
-            o.get("env").map(|p| &p.value),
+            get(o, "args").map(|p| &p.value),
+            get(o, "env").map(|p| &p.value),
         ),
         None if format == Format::Zed => {
             return unsupported("provided by a Zed extension (no command)")
@@ -212,10 +226,10 @@ fn launch(o: &Object<'_>, format: Format) -> Launch {
             None => return unsupported("`env` is not an object of strings"),
         },
     };
-    if o.get("envFile").is_some() {
+    if get(o, "envFile").is_some() {
         return unsupported("uses `envFile`, which the mux does not read");
     }
-    let cwd = o.get("cwd").and_then(|p| string(&p.value));
+    let cwd = get(o, "cwd").and_then(|p| string(&p.value));
     let uses_vars = std::iter::once(&command)
         .chain(&args)
         .chain(env.values())
@@ -286,9 +300,9 @@ fn find<'a, 'b>(root: &'b Value<'a>, key_path: &[String]) -> Option<&'b ObjectPr
     let (last, parents) = key_path.split_last()?;
     let mut v = root;
     for k in parents {
-        v = &v.as_object()?.get(k)?.value;
+        v = &get(v.as_object()?, k)?.value;
     }
-    v.as_object()?.get(last)
+    get(v.as_object()?, last)
 }
 
 /// The whitespace that starts the line containing `offset`.
@@ -330,8 +344,8 @@ fn render(
 ) -> Option<String> {
     let obj = prop.value.as_object()?;
     let mut parts: Vec<String> = Vec::new();
-    let has_args = obj.get("args").is_some();
-    if format == Format::Vscode && obj.get("type").is_none() {
+    let has_args = get(obj, "args").is_some();
+    if format == Format::Vscode && get(obj, "type").is_none() {
         parts.push(format!("{}: {}", quote("type"), quote("stdio")));
     }
     for p in &obj.properties {
@@ -352,7 +366,12 @@ fn render(
                     parts.push(format!("{}: {}", quote("args"), args_text(args)));
                 }
             }
-            "args" if !matches!(obj.get("command").map(|c| &c.value), Some(Value::Object(_))) => {
+            "args"
+                if !matches!(
+                    get(obj, "command").map(|c| &c.value),
+                    Some(Value::Object(_))
+                ) =>
+            {
                 parts.push(format!("{}: {}", quote("args"), args_text(args)));
             }
             "args" | "env" | "envFile" | "cwd" => {}
@@ -591,6 +610,50 @@ mod tests {
             }
         );
         assert!(matches!(e[2].launch, Launch::Unsupported { .. }));
+    }
+
+    /// A key written twice means what the hosts read (JSON.parse and the like): the last one.
+    /// The entry is listed once, as its last definition, and rewire changes that one.
+    #[test]
+    fn a_duplicated_key_counts_once_as_its_last_occurrence() {
+        let text = r#"{"mcpServers": {
+            "gh": {"cmd": "old"},
+            "gh": {"command": "gh", "command": "gh2", "args": ["a"]}
+        }}"#;
+        let e = entries(text, Format::McpServers).unwrap();
+        assert_eq!(e.len(), 1, "{e:?}");
+        match &e[0].launch {
+            Launch::Stdio(s) => assert_eq!(
+                (s.command.as_str(), &s.args[..]),
+                ("gh2", &["a".to_owned()][..])
+            ),
+            other => panic!("{other:?}"),
+        }
+        let key = path(&["mcpServers", "gh"]);
+        let s = rewire_splice(
+            text,
+            Format::McpServers,
+            &key,
+            "/bin/rmcp-mux-proxy",
+            &proxy_args(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            s.original.contains("gh2"),
+            "the last entry is the one rewired: {s:?}"
+        );
+        let new = apply(text, std::slice::from_ref(&s));
+        match &entries(&new, Format::McpServers).unwrap()[0].launch {
+            Launch::Stdio(p) => assert!(p.is_proxy(), "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            restore(&new, &key, &s.original, &s.written)
+                .unwrap()
+                .unwrap(),
+            text
+        );
     }
 
     #[test]
