@@ -28,6 +28,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo +nightly install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
+# The optimized build is kept per machine, outside the clone, so that a fresh clone (CI) only
+# rebuilds this crate; FUZZ_TARGET_DIR chooses another place.
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rmcp-mux/fuzz-target}"
 cd fuzz
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rmcp_mux::config::{Capabilities, ServerConfig, ServerRequestPolicy};
+use rmcp_mux::config::{Capabilities, Era, ServerConfig, ServerRequestPolicy, Share};
 use rmcp_mux::jsonrpc::{self, Kind, Parsed};
-use rmcp_mux::mux::router::{Action, ClientId, Command, Input, Router};
+use rmcp_mux::mux::router::{Action, ClientId, Input, Router};
+use rmcp_mux::status::Command;
 
 #[derive(Arbitrary, Debug)]
 struct Case {
@@ -570,6 +571,10 @@ fuzz_target!(|case: Case| {
             ServerRequestPolicy::MostRecent
         },
         status_file: None,
+        era: Era::Handshake,
+        share: Share::Global,
+        idle_stop: None,
+        max_instances: 16,
     };
     let mut w = World {
         r: Router::new(cfg),
