@@ -135,6 +135,10 @@ pub struct ServerReport {
     /// The children of a `project` or `client` server; the fields above sum them up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceReport>,
+    /// The names its connected clients gave in `clientInfo` ("Cursor", "Claude Code"), each
+    /// once: who uses it, for the menu and `status --json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_names: Vec<String>,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -202,6 +206,7 @@ impl ServerReport {
                 })
                 .collect(),
             rss_bytes: None,
+            client_names: s.client_names.clone(),
         }
     }
 
@@ -927,6 +932,7 @@ pub(crate) mod fixtures {
             rss_bytes: None,
             hint: None,
             instances: Vec::new(),
+            client_names: Vec::new(),
         }
     }
 

@@ -317,6 +317,7 @@ mod tests {
             rss_bytes: None,
             hint: None,
             instances: Vec::new(),
+            client_names: Vec::new(),
         };
         let busier = ServerReport {
             pending: 9,

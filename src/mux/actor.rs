@@ -80,6 +80,8 @@ pub struct ServerStatus {
     pub instances: Vec<InstanceStatus>,
     /// A `global` server whose tools look per-session: what to consider instead.
     pub hint: Option<String>,
+    /// The `clientInfo` names of its connected clients, each once ("Cursor", "Claude Code").
+    pub client_names: Vec<String>,
 }
 
 /// One child of a server shared per project or per client.
@@ -421,6 +423,7 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         share: cfg.share,
         instances: Vec::new(),
         hint: s.hint,
+        client_names: s.client_names,
     }
 }
 

@@ -129,6 +129,9 @@ pub struct RouterStatus {
     pub restart_at: Option<Instant>,
     /// A `global` server whose tools look per-session: what to consider instead.
     pub hint: Option<String>,
+    /// The names connected clients gave in `initialize`'s `clientInfo` ("Cursor"), each once,
+    /// in the order they connected: the menu says who uses a server.
+    pub client_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +191,8 @@ struct Client {
     last_request: u64,
     /// Once its input closed: when to close it even if answers are still owed.
     input_closed: Option<Instant>,
+    /// The name it gave in `initialize`'s `clientInfo`, for the status.
+    name: Option<String>,
 }
 
 /// One `subscriptions/listen` stream of a modern client, served from the handshake-era child's
@@ -509,7 +514,25 @@ impl Router {
                     tools.join(", ")
                 )
             }),
+            client_names: self.client_names(),
         }
+    }
+
+    /// The distinct `clientInfo` names of the connected clients, oldest connection first.
+    fn client_names(&self) -> Vec<String> {
+        let mut named: Vec<(ClientId, &str)> = self
+            .clients
+            .iter()
+            .filter_map(|(id, c)| Some((*id, c.name.as_deref()?)))
+            .collect();
+        named.sort_unstable_by_key(|(id, _)| id.0);
+        let mut names: Vec<String> = Vec::new();
+        for (_, n) in named {
+            if !names.iter().any(|seen| seen == n) {
+                names.push(n.to_owned());
+            }
+        }
+        names
     }
 
     /// Whether the child process is alive (or being started or stopped).
@@ -1022,6 +1045,7 @@ impl Router {
                 in_flight: 0,
                 last_request: 0,
                 input_closed: None,
+                name: None,
             },
         );
     }
@@ -1731,8 +1755,12 @@ impl Router {
         batch: Option<u64>,
     ) {
         let declared = declared_capabilities(jsonrpc::field(env.params, "capabilities"));
+        let name = jsonrpc::str_field(jsonrpc::field(env.params, "clientInfo"), "name")
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
+            c.name = name;
         }
         if self.cfg.share != Share::Global && self.client_init.is_none() {
             if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {

@@ -273,6 +273,7 @@ mod tests {
                 rss_bytes: None,
                 hint: None,
                 instances: Vec::new(),
+                client_names: Vec::new(),
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -291,6 +292,7 @@ mod tests {
                 rss_bytes: None,
                 hint: None,
                 instances: Vec::new(),
+                client_names: Vec::new(),
             },
         ]);
         let table = render_table(&status);
