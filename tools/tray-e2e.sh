@@ -201,13 +201,18 @@ field() {
   status_json | python3 -c "import json,sys; s=[x for x in json.load(sys.stdin)['servers'] if x['name']=='$1'][0]; print(s['$2'])"
 }
 T=$'\t'
+# The memory the summary adds once measured: " · 410 MB", then " · ≈ 1.6 GB saved" when sharing saves.
+M=' · [0-9.]* [KMGT]B\( · ≈ [0-9.]* [KMGT]B saved\)\{0,1\}'
 
 say "check 1: both servers' states, labels and enabled flags"
 wait_for 60 "memory running in the menu" menu_has \
   "memory > running · pid [0-9]* · 0 clients${T}disabled${T}-${T}item"
 wait_for 30 "crasher failed in the menu" menu_has "crasher — failed${T}enabled${T}-${T}submenu"
 for line in \
-  "2 servers? running|1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" \
+  "2 servers running|1 of 2 servers running, 1 failed${M}${T}disabled${T}-${T}item" \
+  "memory > Memory: [0-9.]* [KMGT]B${T}disabled${T}-${T}item" \
+  "memory > Shared: one process for all clients${T}disabled${T}-${T}item" \
+  "memory > Clients: none${T}disabled${T}-${T}item" \
   "memory${T}enabled${T}-${T}submenu" \
   "memory > Restart${T}enabled${T}-${T}item" \
   "memory > Stop${T}enabled${T}-${T}item" \
@@ -245,6 +250,7 @@ python3 - "$work/run/sockets/memory.sock" >"$work/client.log" 2>&1 <<'PY' &
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
+s.sendall(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"Tray Test","version":"1"}}}\n')
 time.sleep(120)
 PY
 client_pid=$!
@@ -256,6 +262,9 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 # The app polls every 100 ms; each read here costs a gdbus call. A loose bound for loaded CI.
 say "  seen over D-Bus ${ms} ms after the client started (python start and reads included)"
 [ "$ms" -lt 3000 ] || die "the in-place update took ${ms} ms"
+wait_for 10 "memory's clients named by their clientInfo" menu_has \
+  "memory > Clients: Tray Test${T}disabled${T}-${T}item"
+[ "$(field memory client_names)" = "['Tray Test']" ] || die "status JSON: memory's client_names"
 kill "$client_pid"
 wait_for 10 "memory's status line back to 0 clients" menu_has \
   "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
@@ -290,9 +299,9 @@ wait_for 10 "crasher running in the menu (rebuilt: steady label)" menu_has \
   "crasher > running · pid $crasher_pid · 0 clients${T}disabled${T}-${T}item"
 menu_has "crasher${T}enabled${T}-${T}submenu" || die "crasher's submenu still says failed"
 menu_has "crasher > Start${T}disabled${T}-${T}item" || die "crasher's Start still enabled"
-menu_has "1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" &&
+menu_has "1 of 2 servers running, 1 failed${M}${T}disabled${T}-${T}item" &&
   die "the summary did not update"
-menu_has "2 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 2 of 2"
+menu_has "2 servers${M}${T}disabled${T}-${T}item" || die "summary is not 2 servers with their memory"
 
 say "check 5b: Stop and Start from the menu, then Restart all"
 state_is() { [ "$(field "$1" state)" = "$2" ]; }
@@ -301,7 +310,7 @@ wait_for 20 "crasher stopped in the status JSON" state_is crasher stopped
 wait_for 10 "crasher stopped in the menu" menu_has "crasher > stopped${T}disabled${T}-${T}item"
 menu_has "crasher > Stop${T}disabled${T}-${T}item" || die "crasher's Stop enabled while stopped"
 menu_has "crasher > Restart${T}disabled${T}-${T}item" || die "crasher's Restart enabled while stopped"
-menu_has "1 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
+menu_has "1 of 2 servers running${M}${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
 click "$(menu_id "crasher > Start")"
 wait_for 20 "crasher running again" state_is crasher running
 crasher_pid="$(field crasher pid)"
@@ -366,7 +375,10 @@ instance_running() {
 wait_for 20 "the browser instance running" instance_running
 browser_pid="$(instance_pid)"
 wait_for 10 "the instance in the menu" menu_has \
-  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+  "browser > client 1 > running · pid $browser_pid · 1 client\( · [0-9.]* [KMGT]B\)\{0,1\}${T}disabled${T}-${T}item"
+menu_has "browser > Clients: e2e${T}disabled${T}-${T}item" || die "the instance's client name"
+menu_has "browser > Shared: not shared, one process per client${T}disabled${T}-${T}item" ||
+  die "the per-client server's sharing line"
 menu_has "browser > client 1${T}enabled${T}-${T}submenu" || die "the instance's submenu"
 menu_has "browser > per client · 1 running · 1 client${T}disabled${T}-${T}item" ||
   die "the per-client server's status line with one instance"
@@ -377,7 +389,7 @@ kill -0 "$browser_pid" 2>/dev/null && die "the restarted instance's old child $b
 [ "$(field memory pid)" = "$memory_before" ] || die "restarting an instance restarted memory"
 browser_pid="$(instance_pid)"
 wait_for 10 "the menu shows the instance's new pid" menu_has \
-  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+  "browser > client 1 > running · pid $browser_pid · 1 client\( · [0-9.]* [KMGT]B\)\{0,1\}${T}disabled${T}-${T}item"
 
 say "check 7: Quit stops every server and exits 0"
 click "$(menu_id "Quit rmcp-mux")"

@@ -500,6 +500,9 @@ struct Rendered {
 struct ServerItems {
     submenu: Submenu,
     status: MenuItem,
+    memory: MenuItem,
+    sharing: MenuItem,
+    users: MenuItem,
     restart: MenuItem,
     stop: MenuItem,
     start: MenuItem,
@@ -541,6 +544,9 @@ impl Rendered {
             let mut items = ServerItems {
                 submenu: Submenu::with_id(s.id.as_str(), submenu_label(s), true),
                 status: item(&s.status),
+                memory: item(&s.memory),
+                sharing: item(&s.sharing),
+                users: item(&s.users),
                 restart: item(&s.restart),
                 stop: item(&s.stop),
                 start: item(&s.start),
@@ -548,6 +554,9 @@ impl Rendered {
             };
             items.submenu.append_items(&[
                 &items.status,
+                &items.memory,
+                &items.sharing,
+                &items.users,
                 &PredefinedMenuItem::separator(),
                 &items.restart,
                 &items.stop,
@@ -614,6 +623,9 @@ impl Rendered {
                 r.submenu.set_text(&n.label);
             }
             sync(&r.status, &o.status, &n.status);
+            sync(&r.memory, &o.memory, &n.memory);
+            sync(&r.sharing, &o.sharing, &n.sharing);
+            sync(&r.users, &o.users, &n.users);
             sync(&r.restart, &o.restart, &n.restart);
             sync(&r.stop, &o.stop, &n.stop);
             sync(&r.start, &o.start, &n.start);
