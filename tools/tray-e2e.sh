@@ -40,7 +40,7 @@ if [ "${TRAY_E2E_INNER:-}" != 1 ]; then
   done
   [ -f "$memory_js" ] || die "server-memory not installed; run tools/install-test-peers.sh"
   for t in dbus-run-session Xvfb openbox dbus-monitor dunst status-notifier-watcher \
-    gtk-sni-tray-standalone gdbus xdotool import xwininfo python3; do
+    gtk-sni-tray-standalone gdbus xdotool xclip import xwininfo python3; do
     command -v "$t" >/dev/null 2>&1 || die "'$t' not found; run tools/install-tray-deps.sh"
   done
   rm -rf "$out"
@@ -268,6 +268,20 @@ wait_for 10 "memory's clients named by their clientInfo" menu_has \
 kill "$client_pid"
 wait_for 10 "memory's status line back to 0 clients" menu_has \
   "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+
+say "check 3b: Copy host entry puts the proxy command for memory on the clipboard"
+click "$(menu_id "memory > Copy host entry")"
+# entry_copied: the clipboard holds memory's entry (xclip asks the app, which owns it).
+entry_copied() {
+  timeout 5 xclip -o -selection clipboard >"$out/clipboard.json" 2>/dev/null &&
+    python3 - "$out/clipboard.json" "$root/target/debug/rmcp-mux-proxy" "$work/run/sockets/memory.sock" "$config" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e == {"command": sys.argv[2], "args": ["--socket", sys.argv[3], "--autostart", "--config", sys.argv[4]]}, e
+PY
+}
+wait_for 10 "memory's host entry on the clipboard" entry_copied
+wait_for 10 "the copy notification" grep -q "string \"Copied memory's host entry\"" "$out/notifications.log"
 
 say "check 4: screenshot of the open menu"
 panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/null | head -n1 || true)"

@@ -87,6 +87,9 @@ pub struct ServerEntry {
     pub stop: Item,
     /// Start.
     pub start: Item,
+    /// Put the JSON entry a host needs to reach it (through `rmcp-mux-proxy`) on the clipboard,
+    /// for hosts `rewire` does not know.
+    pub copy_entry: Item,
     /// The instances of a server shared per project or per client, each a submenu.
     pub instances: Vec<InstanceEntry>,
 }
@@ -170,6 +173,8 @@ pub enum Action {
     OpenLogs,
     /// Turn launch at login on or off.
     ToggleLogin,
+    /// Put this server's host entry on the clipboard.
+    CopyEntry(String),
     /// Stop everything and exit.
     Quit,
 }
@@ -200,7 +205,12 @@ impl Action {
             ids::QUIT => Some(Action::Quit),
             _ => server("restart:", Command::Restart)
                 .or_else(|| server("stop:", Command::Stop))
-                .or_else(|| server("start:", Command::Start)),
+                .or_else(|| server("start:", Command::Start))
+                .or_else(|| {
+                    id.strip_prefix("copy-entry:")
+                        .filter(|n| !n.is_empty())
+                        .map(|n| Action::CopyEntry(n.to_owned()))
+                }),
         }
     }
 }
@@ -306,6 +316,7 @@ fn entry(s: &ServerReport) -> ServerEntry {
         restart: item(format!("restart:{n}"), "Restart", restart),
         stop: item(format!("stop:{n}"), "Stop", stop),
         start: item(format!("start:{n}"), "Start", start),
+        copy_entry: item(format!("copy-entry:{n}"), "Copy host entry", true),
         instances: s
             .instances
             .iter()
@@ -555,6 +566,13 @@ mod tests {
             Action::parse(&e.start.id),
             Some(Action::Server("my.server-1".into(), Command::Start))
         );
+        assert_eq!(
+            Action::parse(&e.copy_entry.id),
+            Some(Action::CopyEntry("my.server-1".into()))
+        );
+        assert_eq!(e.copy_entry.label, "Copy host entry");
+        assert!(e.copy_entry.enabled);
+        assert_eq!(Action::parse("copy-entry:"), None);
         assert_eq!(Action::parse(&e.status.id), None);
         assert_eq!(Action::parse(&e.id), None);
         assert_eq!(Action::parse("restart:"), None);
