@@ -7,8 +7,8 @@
 # checks the daemon's status JSON, the notifications on the bus, launch at login, Quit and SIGTERM
 # (no server, socket or PID file left), a first launch without a config and one with a broken
 # config (the menu says "Config not applied: FILE:LINE: …", Open config opens it), a second app
-# on a held lock (a notification says so), and saves a screenshot of the open menu to
-# target/tray-e2e/menu.png.
+# on a held lock (a notification says so), and saves a screenshot of the open menu (memory's
+# submenu, two named clients) to target/tray-e2e/menu.png; docs/menu.png is a copy of it.
 #
 # Needs: tools/install-tray-deps.sh, tools/install-test-peers.sh, and
 #   cargo build --features tray --bins
@@ -246,13 +246,20 @@ crashes="$(grep -c 'string "crasher crashed"' "$out/notifications.log")"
 [ "$crashes" = 1 ] || die "expected 1 crash notification (rate limit), saw $crashes"
 
 say "check 3: a label inside a submenu updates in place (a client connects to memory)"
-python3 - "$work/run/sockets/memory.sock" >"$work/client.log" 2>&1 <<'PY' &
-import socket, sys, time
+# client NAME: a client of memory that initializes as NAME (clientInfo) and stays connected.
+# exec: the background job's pid is python's, so kill ends the client.
+client() {
+  exec python3 - "$work/run/sockets/memory.sock" "$1" <<'PY'
+import json, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"Tray Test","version":"1"}}}\n')
+init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": sys.argv[2], "version": "1"}}}
+s.sendall((json.dumps(init) + "\n").encode())
 time.sleep(120)
 PY
+}
+client Cursor >"$work/client.log" 2>&1 &
 client_pid=$!
 pids+=("$client_pid")
 t0="$(date +%s%N)"
@@ -262,14 +269,37 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 # The app polls every 100 ms; each read here costs a gdbus call. A loose bound for loaded CI.
 say "  seen over D-Bus ${ms} ms after the client started (python start and reads included)"
 [ "$ms" -lt 3000 ] || die "the in-place update took ${ms} ms"
+client "Claude Code" >"$work/client2.log" 2>&1 &
+client2_pid=$!
+pids+=("$client2_pid")
 wait_for 10 "memory's clients named by their clientInfo" menu_has \
-  "memory > Clients: Tray Test${T}disabled${T}-${T}item"
-[ "$(field memory client_names)" = "['Tray Test']" ] || die "status JSON: memory's client_names"
-kill "$client_pid"
+  "memory > Clients: Cursor, Claude Code${T}disabled${T}-${T}item"
+[ "$(field memory client_names)" = "['Cursor', 'Claude Code']" ] ||
+  die "status JSON: memory's client_names"
+# Two clients of one process: the summary says what the second one's copy would have taken.
+wait_for 10 "the summary with what sharing saves" menu_has \
+  "1 of 2 servers running, 1 failed · [0-9.]* [KMGT]B · ≈ [0-9.]* [KMGT]B saved${T}disabled${T}-${T}item"
+
+say "check 4: screenshot of the open menu"
+panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/null | head -n1 || true)"
+if [ -z "$panel" ]; then panel="$(xdotool search --onlyvisible --name gtk-sni-tray 2>/dev/null | head -n1 || true)"; fi
+[ -n "$panel" ] || die "cannot find the panel window"
+eval "$(xdotool getwindowgeometry --shell "$panel")"
+# The panel packs its icons from the left; ours is the only one.
+xdotool mousemove $((X + HEIGHT / 2)) $((Y + HEIGHT / 2)) click 3
+# Open memory's submenu from the keyboard: first item, right.
+# The menu has no event to wait for; half a second per step is plenty for GTK to draw it.
+sleep 1
+for k in Down Right; do xdotool key "$k"; sleep 0.5; done
+# Just the menu (the rest of the screen is black), in 64 colours: small enough for the README.
+import -window root -trim +repage -colors 64 "$out/menu.png"
+xdotool key Escape Escape
+[ -s "$out/menu.png" ] || die "no screenshot"
+kill "$client_pid" "$client2_pid"
 wait_for 10 "memory's status line back to 0 clients" menu_has \
   "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
 
-say "check 3b: Copy host entry puts the proxy command for memory on the clipboard"
+say "check 4b: Copy host entry puts the proxy command for memory on the clipboard"
 click "$(menu_id "memory > Copy host entry")"
 # entry_copied: the clipboard holds memory's entry (xclip asks the app, which owns it).
 entry_copied() {
@@ -282,21 +312,6 @@ PY
 }
 wait_for 10 "memory's host entry on the clipboard" entry_copied
 wait_for 10 "the copy notification" grep -q "string \"Copied memory's host entry\"" "$out/notifications.log"
-
-say "check 4: screenshot of the open menu"
-panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/null | head -n1 || true)"
-if [ -z "$panel" ]; then panel="$(xdotool search --onlyvisible --name gtk-sni-tray 2>/dev/null | head -n1 || true)"; fi
-[ -n "$panel" ] || die "cannot find the panel window"
-eval "$(xdotool getwindowgeometry --shell "$panel")"
-# The panel packs its icons from the left; ours is the only one.
-xdotool mousemove $((X + HEIGHT / 2)) $((Y + HEIGHT / 2)) click 3
-# Open the failed server's submenu from the keyboard: first item, second item, right.
-# The menu has no event to wait for; half a second per step is plenty for GTK to draw it.
-sleep 1
-for k in Down Down Right; do xdotool key "$k"; sleep 0.5; done
-import -window root "$out/menu.png"
-xdotool key Escape Escape
-[ -s "$out/menu.png" ] || die "no screenshot"
 
 say "check 5: clicking crasher's Restart restarts it"
 rm -f "$work/crash-marker"
