@@ -2,7 +2,7 @@
 # Installs the Debian packages the menu-bar app needs on Linux: the GTK and appindicator
 # headers to build the cargo feature `tray`, and the headless desktop tools/tray-e2e.sh drives
 # (Xvfb, a window manager, a StatusNotifier watcher and panel, a notification daemon, xdotool,
-# ImageMagick for the screenshot). Idempotent: does nothing when every package is installed.
+# xclip to read the clipboard back, ImageMagick for the screenshot). Idempotent: does nothing when every package is installed.
 # Needs root (CI runs as root) or sudo. Exits non-zero with the reason on stderr.
 set -euo pipefail
 
@@ -10,7 +10,7 @@ say() { echo "install-tray-deps: $*"; }
 die() { echo "install-tray-deps: error: $*" >&2; exit 1; }
 
 build_pkgs=(pkg-config libgtk-3-dev libayatana-appindicator3-dev libxdo-dev)
-e2e_pkgs=(xvfb openbox x11-utils dbus-daemon dbus-bin libglib2.0-bin xdotool imagemagick dunst
+e2e_pkgs=(xvfb openbox x11-utils dbus-daemon dbus-bin libglib2.0-bin xdotool xclip imagemagick dunst
   haskell-status-notifier-item-utils haskell-gtk-sni-tray-utils)
 
 missing=()

@@ -7,8 +7,8 @@
 # checks the daemon's status JSON, the notifications on the bus, launch at login, Quit and SIGTERM
 # (no server, socket or PID file left), a first launch without a config and one with a broken
 # config (the menu says "Config not applied: FILE:LINE: …", Open config opens it), a second app
-# on a held lock (a notification says so), and saves a screenshot of the open menu to
-# target/tray-e2e/menu.png.
+# on a held lock (a notification says so), and saves a screenshot of the open menu (memory's
+# submenu, two named clients) to target/tray-e2e/menu.png; docs/menu.png is a copy of it.
 #
 # Needs: tools/install-tray-deps.sh, tools/install-test-peers.sh, and
 #   cargo build --features tray --bins
@@ -40,7 +40,7 @@ if [ "${TRAY_E2E_INNER:-}" != 1 ]; then
   done
   [ -f "$memory_js" ] || die "server-memory not installed; run tools/install-test-peers.sh"
   for t in dbus-run-session Xvfb openbox dbus-monitor dunst status-notifier-watcher \
-    gtk-sni-tray-standalone gdbus xdotool import xwininfo python3; do
+    gtk-sni-tray-standalone gdbus xdotool xclip import xwininfo python3; do
     command -v "$t" >/dev/null 2>&1 || die "'$t' not found; run tools/install-tray-deps.sh"
   done
   rm -rf "$out"
@@ -201,13 +201,18 @@ field() {
   status_json | python3 -c "import json,sys; s=[x for x in json.load(sys.stdin)['servers'] if x['name']=='$1'][0]; print(s['$2'])"
 }
 T=$'\t'
+# The memory the summary adds once measured: " · 410 MB", then " · ≈ 1.6 GB saved" when sharing saves.
+M=' · [0-9.]* [KMGT]B\( · ≈ [0-9.]* [KMGT]B saved\)\{0,1\}'
 
 say "check 1: both servers' states, labels and enabled flags"
 wait_for 60 "memory running in the menu" menu_has \
   "memory > running · pid [0-9]* · 0 clients${T}disabled${T}-${T}item"
 wait_for 30 "crasher failed in the menu" menu_has "crasher — failed${T}enabled${T}-${T}submenu"
 for line in \
-  "2 servers? running|1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" \
+  "2 servers running|1 of 2 servers running, 1 failed${M}${T}disabled${T}-${T}item" \
+  "memory > Memory: [0-9.]* [KMGT]B${T}disabled${T}-${T}item" \
+  "memory > Shared: one process for all clients${T}disabled${T}-${T}item" \
+  "memory > Clients: none${T}disabled${T}-${T}item" \
   "memory${T}enabled${T}-${T}submenu" \
   "memory > Restart${T}enabled${T}-${T}item" \
   "memory > Stop${T}enabled${T}-${T}item" \
@@ -241,12 +246,20 @@ crashes="$(grep -c 'string "crasher crashed"' "$out/notifications.log")"
 [ "$crashes" = 1 ] || die "expected 1 crash notification (rate limit), saw $crashes"
 
 say "check 3: a label inside a submenu updates in place (a client connects to memory)"
-python3 - "$work/run/sockets/memory.sock" >"$work/client.log" 2>&1 <<'PY' &
-import socket, sys, time
+# client NAME: a client of memory that initializes as NAME (clientInfo) and stays connected.
+# exec: the background job's pid is python's, so kill ends the client.
+client() {
+  exec python3 - "$work/run/sockets/memory.sock" "$1" <<'PY'
+import json, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
+init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": sys.argv[2], "version": "1"}}}
+s.sendall((json.dumps(init) + "\n").encode())
 time.sleep(120)
 PY
+}
+client Cursor >"$work/client.log" 2>&1 &
 client_pid=$!
 pids+=("$client_pid")
 t0="$(date +%s%N)"
@@ -256,9 +269,16 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 # The app polls every 100 ms; each read here costs a gdbus call. A loose bound for loaded CI.
 say "  seen over D-Bus ${ms} ms after the client started (python start and reads included)"
 [ "$ms" -lt 3000 ] || die "the in-place update took ${ms} ms"
-kill "$client_pid"
-wait_for 10 "memory's status line back to 0 clients" menu_has \
-  "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+client "Claude Code" >"$work/client2.log" 2>&1 &
+client2_pid=$!
+pids+=("$client2_pid")
+wait_for 10 "memory's clients named by their clientInfo" menu_has \
+  "memory > Clients: Cursor, Claude Code${T}disabled${T}-${T}item"
+[ "$(field memory client_names)" = "['Cursor', 'Claude Code']" ] ||
+  die "status JSON: memory's client_names"
+# Two clients of one process: the summary says what the second one's copy would have taken.
+wait_for 10 "the summary with what sharing saves" menu_has \
+  "1 of 2 servers running, 1 failed · [0-9.]* [KMGT]B · ≈ [0-9.]* [KMGT]B saved${T}disabled${T}-${T}item"
 
 say "check 4: screenshot of the open menu"
 panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/null | head -n1 || true)"
@@ -267,13 +287,31 @@ if [ -z "$panel" ]; then panel="$(xdotool search --onlyvisible --name gtk-sni-tr
 eval "$(xdotool getwindowgeometry --shell "$panel")"
 # The panel packs its icons from the left; ours is the only one.
 xdotool mousemove $((X + HEIGHT / 2)) $((Y + HEIGHT / 2)) click 3
-# Open the failed server's submenu from the keyboard: first item, second item, right.
+# Open memory's submenu from the keyboard: first item, right.
 # The menu has no event to wait for; half a second per step is plenty for GTK to draw it.
 sleep 1
-for k in Down Down Right; do xdotool key "$k"; sleep 0.5; done
-import -window root "$out/menu.png"
+for k in Down Right; do xdotool key "$k"; sleep 0.5; done
+# Just the menu (the rest of the screen is black), in 64 colours: small enough for the README.
+import -window root -trim +repage -colors 64 "$out/menu.png"
 xdotool key Escape Escape
 [ -s "$out/menu.png" ] || die "no screenshot"
+kill "$client_pid" "$client2_pid"
+wait_for 10 "memory's status line back to 0 clients" menu_has \
+  "memory > running · pid $memory_pid · 0 clients${T}disabled${T}-${T}item"
+
+say "check 4b: Copy host entry puts the proxy command for memory on the clipboard"
+click "$(menu_id "memory > Copy host entry")"
+# entry_copied: the clipboard holds memory's entry (xclip asks the app, which owns it).
+entry_copied() {
+  timeout 5 xclip -o -selection clipboard >"$out/clipboard.json" 2>/dev/null &&
+    python3 - "$out/clipboard.json" "$root/target/debug/rmcp-mux-proxy" "$work/run/sockets/memory.sock" "$config" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e == {"command": sys.argv[2], "args": ["--socket", sys.argv[3], "--autostart", "--config", sys.argv[4]]}, e
+PY
+}
+wait_for 10 "memory's host entry on the clipboard" entry_copied
+wait_for 10 "the copy notification" grep -q "string \"Copied memory's host entry\"" "$out/notifications.log"
 
 say "check 5: clicking crasher's Restart restarts it"
 rm -f "$work/crash-marker"
@@ -290,9 +328,9 @@ wait_for 10 "crasher running in the menu (rebuilt: steady label)" menu_has \
   "crasher > running · pid $crasher_pid · 0 clients${T}disabled${T}-${T}item"
 menu_has "crasher${T}enabled${T}-${T}submenu" || die "crasher's submenu still says failed"
 menu_has "crasher > Start${T}disabled${T}-${T}item" || die "crasher's Start still enabled"
-menu_has "1 of 2 servers running, 1 failed${T}disabled${T}-${T}item" &&
+menu_has "1 of 2 servers running, 1 failed${M}${T}disabled${T}-${T}item" &&
   die "the summary did not update"
-menu_has "2 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 2 of 2"
+menu_has "2 servers${M}${T}disabled${T}-${T}item" || die "summary is not 2 servers with their memory"
 
 say "check 5b: Stop and Start from the menu, then Restart all"
 state_is() { [ "$(field "$1" state)" = "$2" ]; }
@@ -301,7 +339,7 @@ wait_for 20 "crasher stopped in the status JSON" state_is crasher stopped
 wait_for 10 "crasher stopped in the menu" menu_has "crasher > stopped${T}disabled${T}-${T}item"
 menu_has "crasher > Stop${T}disabled${T}-${T}item" || die "crasher's Stop enabled while stopped"
 menu_has "crasher > Restart${T}disabled${T}-${T}item" || die "crasher's Restart enabled while stopped"
-menu_has "1 of 2 servers running${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
+menu_has "1 of 2 servers running${M}${T}disabled${T}-${T}item" || die "summary is not 1 of 2"
 click "$(menu_id "crasher > Start")"
 wait_for 20 "crasher running again" state_is crasher running
 crasher_pid="$(field crasher pid)"
@@ -366,7 +404,10 @@ instance_running() {
 wait_for 20 "the browser instance running" instance_running
 browser_pid="$(instance_pid)"
 wait_for 10 "the instance in the menu" menu_has \
-  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+  "browser > client 1 > running · pid $browser_pid · 1 client\( · [0-9.]* [KMGT]B\)\{0,1\}${T}disabled${T}-${T}item"
+menu_has "browser > Clients: e2e${T}disabled${T}-${T}item" || die "the instance's client name"
+menu_has "browser > Shared: not shared, one process per client${T}disabled${T}-${T}item" ||
+  die "the per-client server's sharing line"
 menu_has "browser > client 1${T}enabled${T}-${T}submenu" || die "the instance's submenu"
 menu_has "browser > per client · 1 running · 1 client${T}disabled${T}-${T}item" ||
   die "the per-client server's status line with one instance"
@@ -377,7 +418,7 @@ kill -0 "$browser_pid" 2>/dev/null && die "the restarted instance's old child $b
 [ "$(field memory pid)" = "$memory_before" ] || die "restarting an instance restarted memory"
 browser_pid="$(instance_pid)"
 wait_for 10 "the menu shows the instance's new pid" menu_has \
-  "browser > client 1 > running · pid $browser_pid · 1 client${T}disabled${T}-${T}item"
+  "browser > client 1 > running · pid $browser_pid · 1 client\( · [0-9.]* [KMGT]B\)\{0,1\}${T}disabled${T}-${T}item"
 
 say "check 7: Quit stops every server and exits 0"
 click "$(menu_id "Quit rmcp-mux")"

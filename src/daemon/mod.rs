@@ -141,6 +141,10 @@ pub struct ServerReport {
     /// The protocol version negotiated with the current child, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
+    /// The names its connected clients gave in `clientInfo` ("Cursor", "Claude Code"), each
+    /// once: who uses it, for the menu and `status --json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_names: Vec<String>,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -210,6 +214,7 @@ impl ServerReport {
             rss_bytes: None,
             era: s.era.map(str::to_owned),
             protocol_version: s.protocol_version.clone(),
+            client_names: s.client_names.clone(),
         }
     }
 
@@ -937,6 +942,7 @@ pub(crate) mod fixtures {
             instances: Vec::new(),
             era: None,
             protocol_version: None,
+            client_names: Vec::new(),
         }
     }
 

@@ -319,6 +319,7 @@ mod tests {
             instances: Vec::new(),
             era: None,
             protocol_version: None,
+            client_names: Vec::new(),
         };
         let busier = ServerReport {
             pending: 9,

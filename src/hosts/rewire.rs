@@ -271,6 +271,24 @@ pub fn proxy_args(socket: &Path, mux_config: &Path) -> Vec<String> {
     ]
 }
 
+/// The entry a host needs to reach one server through the proxy, as pretty JSON:
+/// `{"command": PROXY, "args": ["--socket", SOCKET, …]}` with [`proxy_args`], the same command
+/// `rewire` writes. The menu's "Copy host entry" puts it on the clipboard for hosts `rewire`
+/// does not know.
+pub fn host_entry(proxy: &Path, socket: &Path, mux_config: &Path) -> String {
+    // Written by hand: the command first, as hosts' files have it (a JSON map sorts its keys).
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let args: Vec<String> = proxy_args(socket, mux_config)
+        .iter()
+        .map(|a| format!("    {}", quote(a)))
+        .collect();
+    format!(
+        "{{\n  \"command\": {},\n  \"args\": [\n{}\n  ]\n}}",
+        quote(&proxy.to_string_lossy()),
+        args.join(",\n")
+    )
+}
+
 /// How a rewired entry reaches the mux.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -650,6 +668,32 @@ pub fn unwire(host: Host, paths: &Paths, state_dir: &Path) -> Result<Report, Hos
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_host_entry_is_the_proxy_command_rewire_writes() {
+        use std::path::Path;
+        let text = super::host_entry(
+            Path::new("/Applications/rmcp-mux.app/Contents/MacOS/rmcp-mux-proxy"),
+            Path::new("/Users/me/.rmcp-mux/run/sockets/a \"b\".sock"),
+            Path::new("/Users/me/.rmcp-mux/mux.toml"),
+        );
+        assert!(text.starts_with("{\n  \"command\": "), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            v["command"],
+            "/Applications/rmcp-mux.app/Contents/MacOS/rmcp-mux-proxy"
+        );
+        assert_eq!(
+            v["args"],
+            serde_json::json!([
+                "--socket",
+                "/Users/me/.rmcp-mux/run/sockets/a \"b\".sock",
+                "--autostart",
+                "--config",
+                "/Users/me/.rmcp-mux/mux.toml"
+            ])
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -84,6 +84,8 @@ pub struct ServerStatus {
     pub era: Option<&'static str>,
     /// The protocol version negotiated with the current child, once known.
     pub protocol_version: Option<String>,
+    /// The `clientInfo` names of its connected clients, each once ("Cursor", "Claude Code").
+    pub client_names: Vec<String>,
 }
 
 /// One child of a server shared per project or per client.
@@ -427,6 +429,7 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         hint: s.hint,
         era: s.era,
         protocol_version: s.protocol_version,
+        client_names: s.client_names,
     }
 }
 

@@ -96,9 +96,21 @@ pub(crate) fn summed(base: &ServerStatus, live: &Live) -> ServerStatus {
             .find_map(|i| i.status.last_exit.clone())
             .or_else(|| base.last_exit.clone()),
         restart_at: instances.iter().filter_map(|i| i.status.restart_at).min(),
+        client_names: distinct(instances.iter().flat_map(|i| &i.status.client_names)),
         instances,
         ..base.clone()
     }
+}
+
+/// Each name once, in the order first seen.
+fn distinct<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 /// Starts the dispatcher of a `project` or `client` server on its bound socket. It stops when
@@ -128,6 +140,7 @@ pub fn spawn(
         hint: None,
         era: None,
         protocol_version: None,
+        client_names: Vec::new(),
     };
     let (status_tx, status_rx) = watch::channel(base);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);

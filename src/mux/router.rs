@@ -133,6 +133,9 @@ pub struct RouterStatus {
     pub era: Option<&'static str>,
     /// The protocol version negotiated with the current child, once known.
     pub protocol_version: Option<String>,
+    /// The names connected clients gave in `initialize`'s `clientInfo` ("Cursor"), each once,
+    /// in the order they connected: the menu says who uses a server.
+    pub client_names: Vec<String>,
 }
 
 /// The protocol era one child process speaks (each speaks one; see [`Era`]).
@@ -213,6 +216,8 @@ struct Client {
     last_request: u64,
     /// Once its input closed: when to close it even if answers are still owed.
     input_closed: Option<Instant>,
+    /// The name it gave in `initialize`'s `clientInfo`, for the status.
+    name: Option<String>,
 }
 
 /// One `subscriptions/listen` stream of a modern client, served from the handshake-era child's
@@ -606,7 +611,25 @@ impl Router {
             }),
             era: self.child_era.as_ref().map(|(e, _)| e.as_str()),
             protocol_version: self.child_era.as_ref().map(|(_, v)| v.clone()),
+            client_names: self.client_names(),
         }
+    }
+
+    /// The distinct `clientInfo` names of the connected clients, oldest connection first.
+    fn client_names(&self) -> Vec<String> {
+        let mut named: Vec<(ClientId, &str)> = self
+            .clients
+            .iter()
+            .filter_map(|(id, c)| Some((*id, c.name.as_deref()?)))
+            .collect();
+        named.sort_unstable_by_key(|(id, _)| id.0);
+        let mut names: Vec<String> = Vec::new();
+        for (_, n) in named {
+            if !names.iter().any(|seen| seen == n) {
+                names.push(n.to_owned());
+            }
+        }
+        names
     }
 
     /// Whether the child process is alive (or being started or stopped).
@@ -1250,6 +1273,7 @@ impl Router {
                 in_flight: 0,
                 last_request: 0,
                 input_closed: None,
+                name: None,
             },
         );
     }
@@ -2003,10 +2027,14 @@ impl Router {
         let raw_caps = jsonrpc::field(env.params, "capabilities");
         let declared = declared_capabilities(raw_caps);
         let info = jsonrpc::field(env.params, "clientInfo");
+        let name = jsonrpc::str_field(info, "name")
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
         if let Some(c) = self.clients.get_mut(&client) {
             c.caps = declared;
             c.init_caps = raw_caps.map(|r| Bytes::copy_from_slice(r.get().as_bytes()));
             c.info = info.map(|r| Bytes::copy_from_slice(r.get().as_bytes()));
+            c.name = name;
         }
         if self.cfg.share != Share::Global && self.client_init.is_none() {
             if let Some(params) = env.params.filter(|p| p.get().starts_with('{')) {

@@ -2708,3 +2708,35 @@ fn a_modern_childs_cancel_of_a_listen_reaches_its_client_and_the_muxs_own_is_reo
     );
     assert_ne!(up_listen_id(&h), own);
 }
+
+/// The status names the connected clients by their `clientInfo`, each once, oldest first; a
+/// client gone takes its name with it.
+#[test]
+fn the_status_names_the_clients_by_their_client_info() {
+    let mut h = H::running_with(ServerConfig {
+        max_active_clients: 8,
+        ..cfg()
+    });
+    let init = |name: Value| json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":name,"version":"1"}}});
+    for (c, name) in [
+        (3, json!("Cursor")),
+        (4, json!("Claude Code")),
+        (5, json!("Cursor")),
+        (6, json!("  ")),
+        (7, json!(42)),
+    ] {
+        h.connect(c);
+        h.client(c, &init(name));
+    }
+    h.connect(8);
+    assert_eq!(h.r.status().clients, 6);
+    assert_eq!(h.r.status().client_names, ["Cursor", "Claude Code"]);
+    h.input(Input::ClientGone(ClientId(3)));
+    assert_eq!(
+        h.r.status().client_names,
+        ["Claude Code", "Cursor"],
+        "another Cursor is still there, connected after Claude Code"
+    );
+    h.input(Input::ClientGone(ClientId(5)));
+    assert_eq!(h.r.status().client_names, ["Claude Code"]);
+}

@@ -282,6 +282,7 @@ mod tests {
                 instances: Vec::new(),
                 era: Some("modern".into()),
                 protocol_version: Some("2026-07-28".into()),
+                client_names: Vec::new(),
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -302,6 +303,7 @@ mod tests {
                 instances: Vec::new(),
                 era: None,
                 protocol_version: None,
+                client_names: Vec::new(),
             },
         ]);
         let table = render_table(&status);

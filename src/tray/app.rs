@@ -222,6 +222,10 @@ fn run(
         ),
     }
     let config_path = config.path.clone();
+    let notifications = config.daemon.notifications;
+    // Kept for the app's life: on X11 the copied text is served by its owner, so a clipboard
+    // dropped right after copying would take the text with it.
+    let mut clipboard: Option<arboard::Clipboard> = None;
     let mut ui: Option<Ui> = None;
     let mut exit_code = 0;
     let mut status = shared.status();
@@ -289,6 +293,36 @@ fn run(
                             ui.rendered.login.set_checked(ui.model.login_checked);
                         }
                     }
+                    Action::CopyEntry(name) => {
+                        let copied = copy_entry(&mut clipboard, &status, &name, &config_path);
+                        let (summary, body) = match copied {
+                            Ok(()) => {
+                                info!(server = %name, "copied its host entry");
+                                (
+                                    format!("Copied {name}'s host entry"),
+                                    "Paste it into your app's MCP servers under a name of your \
+                                     choice."
+                                        .to_owned(),
+                                )
+                            }
+                            Err(e) => {
+                                warn!(server = %name, error = format!("{e:#}"), "copy host entry");
+                                (format!("Cannot copy {name}'s host entry"), format!("{e:#}"))
+                            }
+                        };
+                        if notifications {
+                            runtime.spawn(async move {
+                                let shown = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    notify::show_text(&summary, &body),
+                                )
+                                .await;
+                                if !matches!(shown, Ok(Ok(()))) {
+                                    warn!("cannot show the copy notification");
+                                }
+                            });
+                        }
+                    }
                     Action::Quit => {
                         info!("quit from the menu");
                         quit.cancel();
@@ -311,6 +345,30 @@ fn run(
             _ => {}
         }
     })
+}
+
+/// Puts the host entry of server `name` ([`crate::hosts::rewire::host_entry`], the proxy next
+/// to this executable) on the clipboard, opening the clipboard on first use.
+fn copy_entry(
+    clipboard: &mut Option<arboard::Clipboard>,
+    status: &DaemonStatus,
+    name: &str,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let server = status
+        .servers
+        .iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no server {name}"))?;
+    let proxy = crate::hosts::rewire::proxy_path()?;
+    let entry = crate::hosts::rewire::host_entry(&proxy, &server.socket, config);
+    let board = match clipboard {
+        Some(b) => b,
+        None => clipboard.insert(arboard::Clipboard::new().context("cannot open the clipboard")?),
+    };
+    board
+        .set_text(entry)
+        .context("cannot put the entry on the clipboard")
 }
 
 /// Sends one command to a server on the runtime; the next snapshot shows its effect.
@@ -500,9 +558,13 @@ struct Rendered {
 struct ServerItems {
     submenu: Submenu,
     status: MenuItem,
+    memory: MenuItem,
+    sharing: MenuItem,
+    users: MenuItem,
     restart: MenuItem,
     stop: MenuItem,
     start: MenuItem,
+    copy_entry: MenuItem,
     instances: Vec<InstanceItems>,
 }
 
@@ -541,17 +603,26 @@ impl Rendered {
             let mut items = ServerItems {
                 submenu: Submenu::with_id(s.id.as_str(), submenu_label(s), true),
                 status: item(&s.status),
+                memory: item(&s.memory),
+                sharing: item(&s.sharing),
+                users: item(&s.users),
                 restart: item(&s.restart),
                 stop: item(&s.stop),
                 start: item(&s.start),
+                copy_entry: item(&s.copy_entry),
                 instances: Vec::with_capacity(s.instances.len()),
             };
             items.submenu.append_items(&[
                 &items.status,
+                &items.memory,
+                &items.sharing,
+                &items.users,
                 &PredefinedMenuItem::separator(),
                 &items.restart,
                 &items.stop,
                 &items.start,
+                &PredefinedMenuItem::separator(),
+                &items.copy_entry,
             ])?;
             if !s.instances.is_empty() {
                 items.submenu.append(&PredefinedMenuItem::separator())?;
@@ -614,9 +685,13 @@ impl Rendered {
                 r.submenu.set_text(&n.label);
             }
             sync(&r.status, &o.status, &n.status);
+            sync(&r.memory, &o.memory, &n.memory);
+            sync(&r.sharing, &o.sharing, &n.sharing);
+            sync(&r.users, &o.users, &n.users);
             sync(&r.restart, &o.restart, &n.restart);
             sync(&r.stop, &o.stop, &n.stop);
             sync(&r.start, &o.start, &n.start);
+            sync(&r.copy_entry, &o.copy_entry, &n.copy_entry);
             // Same shape: the same instances, in order.
             for ((ri, oi), ni) in r.instances.iter().zip(&o.instances).zip(&n.instances) {
                 sync(&ri.status, &oi.status, &ni.status);

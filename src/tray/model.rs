@@ -8,7 +8,9 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+use crate::config::Share;
 use crate::daemon::{DaemonStatus, ServerReport};
+use crate::status::table::human_bytes;
 use crate::status::{Command, ServerState};
 
 /// The aggregate state the tray icon shows; one icon per variant in `public/`.
@@ -73,12 +75,21 @@ pub struct ServerEntry {
     /// The first, disabled item inside the submenu: the state in words, with the last exit
     /// reason of a server that crashed ("failed · last exit: exited with status 1").
     pub status: Item,
+    /// Its memory, disabled: "Memory: 48 MB" (all its instances' together).
+    pub memory: Item,
+    /// Its sharing scope in words, disabled: "Shared: one process for all clients".
+    pub sharing: Item,
+    /// Who uses it, disabled: "Clients: Cursor, Claude Code" by the names the clients gave.
+    pub users: Item,
     /// Restart (also clears a failed state).
     pub restart: Item,
     /// Stop.
     pub stop: Item,
     /// Start.
     pub start: Item,
+    /// Put the JSON entry a host needs to reach it (through `rmcp-mux-proxy`) on the clipboard,
+    /// for hosts `rewire` does not know.
+    pub copy_entry: Item,
     /// The instances of a server shared per project or per client, each a submenu.
     pub instances: Vec<InstanceEntry>,
 }
@@ -162,6 +173,8 @@ pub enum Action {
     OpenLogs,
     /// Turn launch at login on or off.
     ToggleLogin,
+    /// Put this server's host entry on the clipboard.
+    CopyEntry(String),
     /// Stop everything and exit.
     Quit,
 }
@@ -192,7 +205,12 @@ impl Action {
             ids::QUIT => Some(Action::Quit),
             _ => server("restart:", Command::Restart)
                 .or_else(|| server("stop:", Command::Stop))
-                .or_else(|| server("start:", Command::Start)),
+                .or_else(|| server("start:", Command::Start))
+                .or_else(|| {
+                    id.strip_prefix("copy-entry:")
+                        .filter(|n| !n.is_empty())
+                        .map(|n| Action::CopyEntry(n.to_owned()))
+                }),
         }
     }
 }
@@ -267,6 +285,21 @@ fn entry(s: &ServerReport) -> ServerEntry {
         label: label.to_owned(),
         enabled,
     };
+    let memory = match (s.rss_bytes, s.instances.len()) {
+        (Some(rss), 0 | 1) => format!("Memory: {}", human_bytes(rss)),
+        (Some(rss), k) => format!("Memory: {} in {k} instances", human_bytes(rss)),
+        (None, _) => "Memory: not running".to_owned(),
+    };
+    let sharing = match s.share {
+        Share::Global => "Shared: one process for all clients",
+        Share::Project => "Shared: one process per project",
+        Share::Client => "Shared: not shared, one process per client",
+    };
+    let users = match (s.client_names.as_slice(), s.clients) {
+        ([], 0) => "Clients: none".to_owned(),
+        ([], k) => format!("Clients: {k}, none named"),
+        (names, _) => format!("Clients: {}", names.join(", ")),
+    };
     ServerEntry {
         name: n.clone(),
         id: format!("server:{n}"),
@@ -277,9 +310,13 @@ fn entry(s: &ServerReport) -> ServerEntry {
             n.clone()
         },
         status: item(format!("status:{n}"), &status, false),
+        memory: item(format!("memory:{n}"), &memory, false),
+        sharing: item(format!("sharing:{n}"), sharing, false),
+        users: item(format!("users:{n}"), &users, false),
         restart: item(format!("restart:{n}"), "Restart", restart),
         stop: item(format!("stop:{n}"), "Stop", stop),
         start: item(format!("start:{n}"), "Start", start),
+        copy_entry: item(format!("copy-entry:{n}"), "Copy host entry", true),
         instances: s
             .instances
             .iter()
@@ -290,6 +327,9 @@ fn entry(s: &ServerReport) -> ServerEntry {
                     words += &format!(" · pid {pid}");
                 }
                 words += &format!(" · {}", clients(i.clients));
+                if let Some(rss) = i.rss_bytes {
+                    words += &format!(" · {}", human_bytes(rss));
+                }
                 let alive = !matches!(i.state, ServerState::Stopped);
                 InstanceEntry {
                     key: k.clone(),
@@ -327,10 +367,12 @@ pub fn build(status: &DaemonStatus, login: Login) -> TrayModel {
         .filter(|s| s.state == ServerState::Running)
         .count();
     let total = status.servers.len();
-    let mut tooltip = format!(
-        "rmcp-mux: {running} of {total} server{} running",
-        if total == 1 { "" } else { "s" }
-    );
+    let plural = if total == 1 { "" } else { "s" };
+    let mut tooltip = if running == total && total > 0 {
+        format!("rmcp-mux: {total} server{plural}")
+    } else {
+        format!("rmcp-mux: {running} of {total} server{plural} running")
+    };
     let failed = status
         .servers
         .iter()
@@ -338,6 +380,13 @@ pub fn build(status: &DaemonStatus, login: Login) -> TrayModel {
         .count();
     if failed > 0 {
         tooltip += &format!(", {failed} failed");
+    }
+    // What it all takes, and what sharing saves, once measured.
+    if let Some(total) = status.total_rss_bytes {
+        tooltip += &format!(" · {}", human_bytes(total));
+    }
+    if let Some(saved) = status.saved_bytes.filter(|b| *b > 0) {
+        tooltip += &format!(" · ≈ {} saved", human_bytes(saved));
     }
     let fixed = |id: &str, label: &str, enabled| Item {
         id: id.to_owned(),
@@ -517,6 +566,13 @@ mod tests {
             Action::parse(&e.start.id),
             Some(Action::Server("my.server-1".into(), Command::Start))
         );
+        assert_eq!(
+            Action::parse(&e.copy_entry.id),
+            Some(Action::CopyEntry("my.server-1".into()))
+        );
+        assert_eq!(e.copy_entry.label, "Copy host entry");
+        assert!(e.copy_entry.enabled);
+        assert_eq!(Action::parse("copy-entry:"), None);
         assert_eq!(Action::parse(&e.status.id), None);
         assert_eq!(Action::parse(&e.id), None);
         assert_eq!(Action::parse("restart:"), None);
@@ -682,5 +738,83 @@ mod tests {
         assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
         st.servers.pop();
         assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
+    }
+
+    #[test]
+    fn the_summary_and_tooltip_say_what_it_takes_and_saves() {
+        use ServerState::*;
+        let mut st = status(vec![server("a", Running), server("b", Running)]);
+        let m = build(&st, Login::Off);
+        assert_eq!(m.tooltip, "rmcp-mux: 2 servers", "not measured: no memory");
+        st.total_rss_bytes = Some(410_000_000);
+        st.saved_bytes = Some(0);
+        assert_eq!(build(&st, Login::Off).summary.label, "2 servers · 410 MB");
+        st.saved_bytes = Some(1_640_000_000);
+        let m = build(&st, Login::Off);
+        assert_eq!(m.summary.label, "2 servers · 410 MB · ≈ 1.6 GB saved");
+        assert_eq!(m.tooltip, "rmcp-mux: 2 servers · 410 MB · ≈ 1.6 GB saved");
+        st.servers[1].state = Failed;
+        assert_eq!(
+            build(&st, Login::Off).summary.label,
+            "1 of 2 servers running, 1 failed · 410 MB · ≈ 1.6 GB saved"
+        );
+    }
+
+    #[test]
+    fn a_server_shows_its_memory_scope_and_clients_by_name() {
+        let mut s = server("memory", ServerState::Running);
+        let e = one(s.clone());
+        assert_eq!(e.memory.label, "Memory: not running");
+        assert_eq!(e.sharing.label, "Shared: one process for all clients");
+        assert_eq!(e.users.label, "Clients: none");
+        assert!(!e.memory.enabled && !e.sharing.enabled && !e.users.enabled);
+        s.rss_bytes = Some(48_200_000);
+        s.clients = 3;
+        assert_eq!(one(s.clone()).memory.label, "Memory: 48 MB");
+        assert_eq!(one(s.clone()).users.label, "Clients: 3, none named");
+        s.client_names = vec!["Cursor".into(), "Claude Code".into()];
+        let e = one(s.clone());
+        assert_eq!(e.users.label, "Clients: Cursor, Claude Code");
+        // Memory and clients change in place: no rebuild.
+        let bare = build(
+            &status(vec![server("memory", ServerState::Running)]),
+            Login::Off,
+        );
+        let busy = build(&status(vec![s.clone()]), Login::Off);
+        assert_eq!(bare.shape(false), busy.shape(false));
+
+        let inst = |key: &str, rss| crate::daemon::InstanceReport {
+            key: key.into(),
+            project: Some(key.into()),
+            pid: Some(7),
+            state: ServerState::Running,
+            clients: 1,
+            pending: 0,
+            restarts: 0,
+            uptime_ms: None,
+            rss_bytes: rss,
+        };
+        let shared = ServerReport {
+            share: Share::Project,
+            rss_bytes: Some(96_000_000),
+            instances: vec![inst("/a", Some(48_000_000)), inst("/b", None)],
+            ..s
+        };
+        let e = one(shared.clone());
+        assert_eq!(e.memory.label, "Memory: 96 MB in 2 instances");
+        assert_eq!(e.sharing.label, "Shared: one process per project");
+        assert_eq!(
+            e.instances[0].status.label,
+            "running · pid 7 · 1 client · 48 MB"
+        );
+        assert_eq!(e.instances[1].status.label, "running · pid 7 · 1 client");
+        let per_client = one(ServerReport {
+            share: Share::Client,
+            ..shared
+        });
+        assert_eq!(
+            per_client.sharing.label,
+            "Shared: not shared, one process per client"
+        );
     }
 }
