@@ -141,6 +141,10 @@ pub struct ServerReport {
     /// The protocol version negotiated with the current child, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
+    /// Requests of 2026-07-28 clients answered from the shared cache of a modern child's
+    /// public results: child round trips saved.
+    #[serde(default)]
+    pub cache_hits: u64,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -210,6 +214,7 @@ impl ServerReport {
             rss_bytes: None,
             era: s.era.map(str::to_owned),
             protocol_version: s.protocol_version.clone(),
+            cache_hits: s.cache_hits,
         }
     }
 
@@ -937,6 +942,7 @@ pub(crate) mod fixtures {
             instances: Vec::new(),
             era: None,
             protocol_version: None,
+            cache_hits: 0,
         }
     }
 

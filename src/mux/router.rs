@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::cache::{self, SharedCache};
 use crate::config::{Capabilities, Era, ServerConfig, ServerRequestPolicy, Share};
 use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
@@ -133,6 +134,8 @@ pub struct RouterStatus {
     pub era: Option<&'static str>,
     /// The protocol version negotiated with the current child, once known.
     pub protocol_version: Option<String>,
+    /// Child round trips saved by the shared cache of public results (modern children).
+    pub cache_hits: u64,
 }
 
 /// The protocol era one child process speaks (each speaks one; see [`Era`]).
@@ -475,6 +478,8 @@ pub struct Router {
     /// Client lines that came while the child's era was being found out, replayed in order
     /// once it is known.
     awaiting_era: VecDeque<(ClientId, Bytes)>,
+    /// A modern child's `cacheScope: "public"` results, shared by the modern clients.
+    cache: SharedCache,
     running_since: Option<Instant>,
     started_at: Option<Instant>,
     consecutive_failures: u32,
@@ -542,6 +547,7 @@ impl Router {
             drives: HashMap::default(),
             next_drive: 1,
             awaiting_era: VecDeque::new(),
+            cache: SharedCache::default(),
             running_since: None,
             started_at: None,
             consecutive_failures: 0,
@@ -606,6 +612,7 @@ impl Router {
             }),
             era: self.child_era.as_ref().map(|(e, _)| e.as_str()),
             protocol_version: self.child_era.as_ref().map(|(_, v)| v.clone()),
+            cache_hits: self.cache.hits(),
         }
     }
 
@@ -1031,6 +1038,8 @@ impl Router {
         }
         self.child_era = None;
         self.upstream_listen = None;
+        // What the old child said may not hold for the next.
+        self.cache.clear();
         // A restarted child knows no requestState of the old one.
         self.drive_lines.clear();
         self.drives.clear();
@@ -1677,6 +1686,14 @@ impl Router {
                 return self.client_retry(now, client, env, id, meta, &state);
             }
         }
+        let shared = passthrough
+            .then(|| cache::Key::of(method, env.params))
+            .flatten();
+        if let Some(key) = &shared {
+            if let Some(result) = self.cache.lookup(now, key) {
+                return self.send_client(client, jsonrpc::response(&id, &result));
+            }
+        }
         let modern = ModernReq {
             cacheable: era::CACHEABLE.contains(&method),
             level,
@@ -1685,6 +1702,10 @@ impl Router {
             seq,
             passthrough,
         };
+        if let Some(key) = shared {
+            // The id `forward_with` is about to take.
+            self.cache.expect(self.next_upstream, key);
+        }
         self.forward_with(
             now,
             client,
@@ -2594,6 +2615,8 @@ impl Router {
             return;
         }
         let route = self.progress_routes.get(&up).cloned();
+        // Whether its answer may be kept for the other modern clients.
+        let shared = self.cache.take(up);
         let Some(p) = self.remove_pending(up) else {
             debug!(server = %self.name, id = up, "response to a request no longer pending; dropped");
             return;
@@ -2705,6 +2728,9 @@ impl Router {
         let out = match (body, p.modern) {
             (Some(b), _) => Line::from(b),
             (None, Some(modern)) if modern.passthrough => {
+                if let (Some(key), Some(result)) = (shared, env.result) {
+                    self.cache.store(now, key, result);
+                }
                 passthrough_answer(line, env, span, &p.orig_id)
             }
             (None, Some(modern)) => modern_answer(line, env, span, &p.orig_id, modern),
@@ -2887,6 +2913,7 @@ impl Router {
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
+                self.cache_changed(method, env.params);
                 self.broadcast_ready(line);
                 let kind = era::ListKind::of(method);
                 self.send_to_listens(
@@ -2898,6 +2925,7 @@ impl Router {
                 let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
                     return;
                 };
+                self.cache.resource_updated(&uri);
                 self.send_to_matching(line, |c| c.subscriptions.iter().any(|s| uri_under(&uri, s)));
                 let params = format!(r#""uri":{}"#, serde_json::Value::from(uri.as_str()));
                 self.send_to_listens(
@@ -2998,6 +3026,7 @@ impl Router {
             debug!(server = %self.name, id = up, "frame of a listen no longer open; dropped");
             return;
         };
+        self.cache_changed(method, env.params);
         let span = jsonrpc::span_in(line, sub.get());
         self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
     }
@@ -3030,6 +3059,18 @@ impl Router {
             edits.push((jsonrpc::span_in(line, sub.get()), &p.orig_id[..]));
         }
         self.send_client(client, Line::splice(line, &mut edits));
+    }
+
+    /// Drops the shared results a change the child announced makes stale: a list's pages on
+    /// its list-changed notification, a resource's reads on its update.
+    fn cache_changed(&mut self, method: &str, params: Option<jsonrpc::Raw<'_>>) {
+        if let Some(kind) = era::ListKind::of(method) {
+            self.cache.list_changed(kind);
+        } else if method == "notifications/resources/updated" {
+            if let Some(uri) = jsonrpc::str_field(params, "uri") {
+                self.cache.resource_updated(&uri);
+            }
+        }
     }
 
     /// Keeps the mux's own listen on a modern child in step with what the handshake-era
@@ -3118,6 +3159,8 @@ impl Router {
 
     fn remove_pending(&mut self, up: u64) -> Option<Pending> {
         let p = self.pending.remove(&up)?;
+        // Unanswered (cancelled, timed out, its client gone): nothing to keep of it.
+        self.cache.forget(up);
         // The front is always a pending request (`poll_timeout` reads it): what is answered
         // there goes now, the rest when it gets there or when it is most of the queue (each
         // id is pending once, so an entry whose id is not pending is done with).

@@ -2708,3 +2708,120 @@ fn a_modern_childs_cancel_of_a_listen_reaches_its_client_and_the_muxs_own_is_reo
     );
     assert_ne!(up_listen_id(&h), own);
 }
+
+/// A modern client's request for a modern child: returns the upstream id it was sent under,
+/// or `None` with the answer when the mux answered it itself.
+fn modern_ask(h: &mut H, c: u64, id: Value, method: &str, params: Value) -> Result<Value, Value> {
+    let out = h.client(c, &modern(id, method, params, json!({})));
+    match child_msgs(&out).as_slice() {
+        [sent] => {
+            assert_eq!(sent["method"], method);
+            Ok(sent["id"].clone())
+        }
+        [] => Err(client_msgs(&out, c)
+            .pop()
+            .unwrap_or_else(|| panic!("{out:?}"))),
+        more => panic!("{more:?}"),
+    }
+}
+
+fn public(extra: Value, ttl: u64, scope: &str) -> Value {
+    let mut r = json!({"resultType":"complete","ttlMs":ttl,"cacheScope":scope});
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r
+}
+
+#[test]
+fn public_results_of_a_modern_child_are_shared_until_a_change_or_their_time_is_up() {
+    let mut h = modern_child();
+    for c in 1..=3 {
+        h.connect(c);
+    }
+    let tools = json!({"tools":[{"name":"echo"}]});
+    let up = modern_ask(&mut h, 1, json!(1), "tools/list", json!({})).unwrap();
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(tools.clone(), 5000, "public")}));
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["tools"], tools["tools"]);
+    // Another client's same request: from the cache, under its own id, with the time left.
+    h.now += Duration::from_millis(2000);
+    let got = modern_ask(&mut h, 2, json!("b"), "tools/list", json!({})).unwrap_err();
+    assert_eq!(got["id"], "b");
+    assert_eq!(got["result"]["tools"], tools["tools"]);
+    assert_eq!(got["result"]["ttlMs"], 3000);
+    assert_eq!(got["result"]["cacheScope"], "public");
+    assert_eq!(h.r.status().cache_hits, 1);
+    // Another page is another key.
+    modern_ask(&mut h, 2, json!(3), "tools/list", json!({"cursor":"2"})).unwrap();
+    // The tools changed (a frame of the mux's own listen): asked again.
+    let sub = up_listen_id(&h);
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    let up = modern_ask(&mut h, 3, json!(4), "tools/list", json!({})).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(tools.clone(), 1000, "public")}));
+    modern_ask(&mut h, 1, json!(5), "tools/list", json!({})).unwrap_err();
+    assert_eq!(h.r.status().cache_hits, 2);
+    // Its time is up: asked again.
+    h.now += Duration::from_millis(1000);
+    modern_ask(&mut h, 1, json!(6), "tools/list", json!({})).unwrap();
+
+    // A read is keyed by its URI and dropped when that resource is updated.
+    let read = |uri: &str| json!({"uri": uri});
+    let contents = json!({"contents":[{"uri":"a://x","text":"x"}]});
+    let up = modern_ask(&mut h, 1, json!(7), "resources/read", read("a://x")).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(contents.clone(), 60000, "public")}));
+    modern_ask(&mut h, 2, json!(8), "resources/read", read("a://x")).unwrap_err();
+    modern_ask(&mut h, 2, json!(9), "resources/read", read("a://y")).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"a://x","_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    modern_ask(&mut h, 2, json!(10), "resources/read", read("a://x")).unwrap();
+    assert_eq!(h.r.status().cache_hits, 3);
+}
+
+#[test]
+fn private_input_required_and_retried_results_are_never_shared() {
+    let mut h = modern_child();
+    h.connect(1);
+    h.connect(2);
+    let prompts = json!({"prompts":[]});
+    let up = modern_ask(&mut h, 1, json!(1), "prompts/list", json!({})).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(prompts.clone(), 5000, "private")}));
+    modern_ask(&mut h, 2, json!(2), "prompts/list", json!({})).unwrap();
+    // A read that asks for input, then its retry: neither answer is kept.
+    let read = json!({"uri":"a://x"});
+    let up = modern_ask(&mut h, 1, json!(3), "resources/read", read.clone()).unwrap();
+    let ask = json!({"resultType":"input_required","inputRequests":{"k":{"method":"roots/list","params":{}}},"requestState":"s","ttlMs":5000,"cacheScope":"public"});
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let retry = json!({"uri":"a://x","inputResponses":{"k":{"roots":[]}},"requestState":"s"});
+    let up = modern_ask(&mut h, 1, json!(4), "resources/read", retry.clone()).unwrap();
+    let contents = json!({"contents":[]});
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(contents.clone(), 5000, "public")}));
+    modern_ask(&mut h, 2, json!(5), "resources/read", read.clone()).unwrap();
+    modern_ask(&mut h, 2, json!(6), "resources/read", retry).unwrap();
+    // A list answered while the list changed may be stale: not kept either.
+    let up = modern_ask(&mut h, 1, json!(7), "tools/list", json!({})).unwrap();
+    let sub = up_listen_id(&h);
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(json!({"tools":[]}), 5000, "public")}));
+    modern_ask(&mut h, 2, json!(8), "tools/list", json!({})).unwrap();
+    assert_eq!(h.r.status().cache_hits, 0);
+}
+
+#[test]
+fn a_child_restart_empties_the_shared_cache_and_handshake_clients_never_use_it() {
+    let mut h = modern_child();
+    h.connect(1);
+    h.ready(2, json!({}));
+    let up = modern_ask(&mut h, 1, json!(1), "tools/list", json!({})).unwrap();
+    h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":public(json!({"tools":[]}), 60000, "public")}),
+    );
+    // A handshake-era client's own list goes to the child, stamped with its envelope.
+    let up = h.request(2, json!(2), "tools/list", json!({}));
+    assert!(up.is_u64());
+    h.input(Input::ChildExited("killed".into()));
+    h.advance(100);
+    let sent = first_words(&mut h);
+    h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":serde_json::from_str::<Value>(DISCOVER_RESULT).unwrap()}));
+    modern_ask(&mut h, 1, json!(3), "tools/list", json!({})).unwrap();
+    assert_eq!(h.r.status().cache_hits, 0);
+}

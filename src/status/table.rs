@@ -282,6 +282,7 @@ mod tests {
                 instances: Vec::new(),
                 era: Some("modern".into()),
                 protocol_version: Some("2026-07-28".into()),
+                cache_hits: 0,
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -302,6 +303,7 @@ mod tests {
                 instances: Vec::new(),
                 era: None,
                 protocol_version: None,
+                cache_hits: 0,
             },
         ]);
         let table = render_table(&status);
