@@ -39,6 +39,14 @@ pub const HEALTHY_STRETCH: Duration = Duration::from_secs(60);
 /// proxy's own drain after stdin EOF is as long).
 pub const INPUT_CLOSED_DRAIN: Duration = Duration::from_secs(60);
 
+/// The most client lines that wait while an `era = "auto"` child is asked its era (all
+/// clients together); a request past it is answered `era_queue_full`, anything else dropped.
+pub const MAX_AWAITING_ERA_LINES: usize = 256;
+
+/// The most bytes of client lines waiting for the era, unless one line of
+/// `max_request_bytes` is more: that many always fit.
+pub const MAX_AWAITING_ERA_BYTES: usize = 4 << 20;
+
 /// Window in which repeated `notifications/roots/list_changed` from clients collapse into one.
 pub const ROOTS_DEBOUNCE: Duration = Duration::from_millis(250);
 
@@ -478,6 +486,8 @@ pub struct Router {
     /// Client lines that came while the child's era was being found out, replayed in order
     /// once it is known.
     awaiting_era: VecDeque<(ClientId, Bytes)>,
+    /// The bytes of the lines in `awaiting_era`.
+    awaiting_bytes: usize,
     /// A modern child's `cacheScope: "public"` results, shared by the modern clients.
     cache: SharedCache,
     running_since: Option<Instant>,
@@ -547,6 +557,7 @@ impl Router {
             drives: HashMap::default(),
             next_drive: 1,
             awaiting_era: VecDeque::new(),
+            awaiting_bytes: 0,
             cache: SharedCache::default(),
             running_since: None,
             started_at: None,
@@ -693,7 +704,7 @@ impl Router {
                     if self.life == Life::Idle {
                         self.spawn();
                     }
-                    return self.awaiting_era.push_back((id, line));
+                    return self.await_era(id, line);
                 }
                 self.client_line(now, id, &line, None);
             }
@@ -894,10 +905,48 @@ impl Router {
             tracing::info!(server = %self.name, era = era.as_str(), "protocol era found");
         }
         self.verdict = Some(era);
+        self.awaiting_bytes = 0;
         for (client, line) in std::mem::take(&mut self.awaiting_era) {
             if self.clients.contains_key(&client) {
                 self.client_line(now, client, &line, None);
             }
+        }
+    }
+
+    /// Holds a client line until the child's era is known, within the bounds
+    /// ([`MAX_AWAITING_ERA_LINES`], [`MAX_AWAITING_ERA_BYTES`]): past them a request is
+    /// answered with an error at once and anything else is dropped.
+    fn await_era(&mut self, client: ClientId, line: Bytes) {
+        let max_bytes = MAX_AWAITING_ERA_BYTES.max(self.cfg.max_request_bytes);
+        if self.awaiting_era.len() < MAX_AWAITING_ERA_LINES
+            && self.awaiting_bytes + line.len() <= max_bytes
+        {
+            self.awaiting_bytes += line.len();
+            return self.awaiting_era.push_back((client, line));
+        }
+        warn!(server = %self.name, limit = MAX_AWAITING_ERA_LINES,
+            "too many lines wait for the server's protocol era; refused");
+        let Ok(env) = jsonrpc::parse_one(&line) else {
+            return;
+        };
+        if let (Kind::Request, Some(id)) = (env.kind, env.id) {
+            let msg = format!(
+                "server {} is still being started and {} lines already wait for it",
+                self.name,
+                self.awaiting_era.len()
+            );
+            let data = format!(
+                r#"{{"reason":"{}","limit":{}}}"#,
+                reasons::ERA_QUEUE_FULL,
+                MAX_AWAITING_ERA_LINES
+            );
+            let err = jsonrpc::error(
+                id.get().as_bytes(),
+                codes::INTERNAL_ERROR,
+                &msg,
+                Some(&data),
+            );
+            self.send_client(client, err);
         }
     }
 
@@ -1118,6 +1167,7 @@ impl Router {
             state
         );
         let msg = format!("server {} is {}", self.name, state);
+        self.awaiting_bytes = 0;
         for (client, line) in std::mem::take(&mut self.awaiting_era) {
             if let Ok(env) = jsonrpc::parse_one(&line) {
                 if let (Kind::Request, Some(id)) = (env.kind, env.id) {
@@ -2359,6 +2409,7 @@ impl Router {
     /// its deadline, a cancel and a child restart end the drive too.
     fn drive_input(
         &mut self,
+        now: Instant,
         up: u64,
         p: Pending,
         env: &jsonrpc::Envelope<'_>,
@@ -2394,8 +2445,17 @@ impl Router {
         self.next_drive += 1;
         let seq = self.clients.get(&client).map_or(0, |c| c.last_request);
         let mut out = Vec::new();
+        let mut answers = serde_json::Map::new();
         for (key, ask) in asks {
             let method = ask.get("method").and_then(|m| m.as_str()).unwrap_or("");
+            if let Some(roots) = (method == "roots/list")
+                .then(|| self.config_roots())
+                .flatten()
+            {
+                // Configured roots answer for every client, as they do a handshake child.
+                answers.insert(key.clone(), roots);
+                continue;
+            }
             let params = ask
                 .get("params")
                 .cloned()
@@ -2421,7 +2481,7 @@ impl Router {
                 up,
                 client,
                 line,
-                answers: serde_json::Map::new(),
+                answers,
                 missing: out.len(),
                 state: result.get("requestState").cloned(),
                 rounds: rounds + 1,
@@ -2432,9 +2492,23 @@ impl Router {
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
         }
+        if out.is_empty() {
+            // Nothing to ask the client: retry at once.
+            return self.drive_retry(now, d);
+        }
         for req in out {
             self.send_client(client, req);
         }
+    }
+
+    /// The roots of the config (`roots = [...]`) as a `roots/list` result, if set.
+    fn config_roots(&self) -> Option<serde_json::Value> {
+        let roots = self.cfg.roots.as_ref()?;
+        let list: Vec<serde_json::Value> = roots
+            .iter()
+            .map(|r| serde_json::json!({ "uri": r }))
+            .collect();
+        Some(serde_json::json!({ "roots": list }))
     }
 
     /// Forgets what was kept to drive the request `up` (cancelled, timed out, its client
@@ -2479,6 +2553,12 @@ impl Router {
         if drive.missing > 0 {
             return;
         }
+        self.drive_retry(now, d);
+    }
+
+    /// Every input request of the drive `d` is answered: the child gets the client's request
+    /// again under a new id, with `inputResponses` and the exact `requestState`.
+    fn drive_retry(&mut self, now: Instant, d: u64) {
         let Some(drive) = self.drives.remove(&d) else {
             return;
         };
@@ -2684,7 +2764,12 @@ impl Router {
         let Some(client) = p.client else { return };
         let drive = self.drive_lines.remove(&up);
         if p.modern.is_none() && self.child_modern() && era::input_required(env.result) {
-            return self.drive_input(up, p, env, drive);
+            return self.drive_input(now, up, p, env, drive);
+        }
+        if p.modern.is_none() && self.child_modern() && env.error.is_some() {
+            if let Some(out) = not_found_for_handshake(line, env, drive.as_ref(), &p.orig_id) {
+                return self.reply(client, p.batch, out);
+            }
         }
         let mut keep_progress = false;
         let mut body: Option<Bytes> = None;
@@ -2770,12 +2855,8 @@ impl Router {
             return self.send_child(jsonrpc::response(&server_id, b"{}"));
         }
         if method == "roots/list" {
-            if let Some(roots) = &self.cfg.roots {
-                let list: Vec<serde_json::Value> = roots
-                    .iter()
-                    .map(|r| serde_json::json!({ "uri": r }))
-                    .collect();
-                let result = serde_json::json!({ "roots": list }).to_string();
+            if let Some(roots) = self.config_roots() {
+                let result = roots.to_string();
                 return self.send_child(jsonrpc::response(&server_id, result.as_bytes()));
             }
         }
@@ -3398,6 +3479,33 @@ fn modern_answer(
         }
     }
     Line::splice(line, &mut [(id_span, orig_id)])
+}
+
+/// A modern child's -32602 to a handshake-era client's `resources/read` (`drive`, the
+/// client's request as it sent it): the handshake era's resource-not-found (-32002), under the
+/// client's id. `None` for any other answer.
+fn not_found_for_handshake(
+    line: &Bytes,
+    env: &jsonrpc::Envelope<'_>,
+    drive: Option<&(Bytes, u8)>,
+    orig_id: &[u8],
+) -> Option<Line> {
+    let code = jsonrpc::field(env.error, "code")?;
+    if code.get() != codes::INVALID_PARAMS.to_string() {
+        return None;
+    }
+    let (request, _) = drive?;
+    let method = jsonrpc::parse_one(request).ok()?.method?;
+    if method != "resources/read" {
+        return None;
+    }
+    let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+    let code_span = jsonrpc::span_in(line, code.get());
+    let not_found = codes::RESOURCE_NOT_FOUND_HANDSHAKE.to_string();
+    Some(Line::splice(
+        line,
+        &mut [(id_span, orig_id), (code_span, not_found.as_bytes())],
+    ))
 }
 
 /// A modern child's answer to a modern client, under the client's id: as the child wrote it,
