@@ -329,3 +329,54 @@ fn status_shows_each_childs_era_and_version() {
     assert!(out.contains("modern 2026-07-28"), "{out}");
     assert!(out.contains("handshake 2025-11-25"), "{out}");
 }
+
+/// Results a modern-only server marks `cacheScope: "public"` are shared by the mux's modern
+/// clients: the second client's list comes from the mux, not the server, until the server
+/// says the list changed; the status counts the round trips saved.
+#[test]
+fn public_lists_of_a_modern_server_are_shared_between_modern_clients() {
+    let mux = Mux::start(&server("m", "modern", "\"--era\", \"modern\""));
+    mux.wait_status("m", |s| s["state"] == "running");
+    let mut a = mux.connect("m");
+    let mut b = mux.connect("m");
+    let list = |c: &mut Client, id: Value| {
+        c.send(&modern(
+            id.clone(),
+            "tools/list",
+            json!({}),
+            "lister",
+            json!({}),
+        ));
+        let r = c.response(&id);
+        assert!(
+            r["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["name"] == "echo")),
+            "{r}"
+        );
+        r
+    };
+    let first = list(&mut a, json!(1));
+    assert_eq!(first["result"]["cacheScope"], "public");
+    let second = list(&mut b, json!("b1"));
+    let ttl = second["result"]["ttlMs"].as_u64().unwrap();
+    assert!(ttl > 0 && ttl <= 60000, "{second}");
+    let s = stats(&mut b, json!("s1"), true);
+    assert_eq!(s["tools_list"], 1, "one list reached the server: {s}");
+    assert_eq!(mux.server_status("m")["cache_hits"], 1);
+
+    // The server's list changes: the next list goes to it again.
+    b.send(&modern(
+        json!("n"),
+        "tools/call",
+        json!({"name":"notify","arguments":{"kind":"tools_changed"}}),
+        "lister",
+        json!({}),
+    ));
+    b.response(&json!("n"));
+    list(&mut a, json!(2));
+    list(&mut b, json!("b2"));
+    let s = stats(&mut a, json!(3), true);
+    assert_eq!(s["tools_list"], 2, "{s}");
+    assert_eq!(mux.server_status("m")["cache_hits"], 2);
+}

@@ -1,5 +1,5 @@
 //! The real reference servers (npm, PyPI) behind the real daemon, driven by the official Python
-//! MCP SDK through `rmcp-mux-proxy`, the way a host uses it. The peers are installed from the
+//! MCP SDK and the TypeScript SDK v2 client through `rmcp-mux-proxy`, the way a host uses it. The peers are installed from the
 //! lock files in `tests/peers` by `tools/install-test-peers.sh`; CI sets
 //! RMCP_MUX_REQUIRE_PEERS=1 so that a failed install fails the run instead of skipping.
 
@@ -495,4 +495,66 @@ fn modern_auto_and_legacy_python_clients_share_one_child_at_once() {
         mux.log.wait_for_count(&["child started"], 1);
         assert!(!mux.log.text().contains("child exited"));
     }
+}
+
+/// Runs `ts_session.mjs` (the TypeScript SDK v2 client) through the proxy in negotiation
+/// mode `mode`.
+fn ts_session(
+    peers: &std::path::Path,
+    mode: &str,
+    tag: &str,
+    socket: &std::path::Path,
+) -> std::process::Child {
+    Command::new("node")
+        .arg(peers.join("ts_session.mjs"))
+        .args(["--mode", mode, "--tag", tag, "--", PROXY, "--socket"])
+        .arg(socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The TypeScript SDK v2 client against server-everything through the mux, at once in its
+/// default mode (`initialize`) and in `auto` (its probe, on a sibling proxy process, gets the
+/// mux's `server/discover` answer, so it talks 2026-07-28 and is served by translation): tools
+/// listed and called, and the server's sampling request answered by the right client (in the
+/// 2026-07-28 era as an input request the SDK fulfils and retries).
+#[test]
+fn the_typescript_sdk_v2_client_uses_server_everything_through_the_mux_in_both_modes() {
+    let Some(peers) = peers() else { return };
+    let mux = Mux::start(&everything(&peers));
+    let socket = mux.socket("everything");
+    let runs: Vec<_> = ["legacy", "auto"]
+        .into_iter()
+        .map(|mode| {
+            (
+                mode,
+                ts_session(&peers, mode, &format!("ts{mode}"), &socket),
+            )
+        })
+        .collect();
+    for (mode, child) in runs {
+        let out = finish(child);
+        assert_eq!(out["mode"], mode);
+        let (era, version) = match mode {
+            "legacy" => ("legacy", "2025-11-25"),
+            _ => ("modern", "2026-07-28"),
+        };
+        assert_eq!(out["era"], era, "{out}");
+        assert_eq!(out["protocol_version"], version, "{out}");
+        assert_eq!(out["server_name"], "mcp-servers/everything", "{out}");
+        assert!(
+            out["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "trigger-sampling-request"),
+            "{out}"
+        );
+        assert_eq!(out["echo_ok"], true, "{out}");
+        assert_eq!(out["sampling_ok"], true, "{out}");
+    }
+    let st = mux.wait_status("everything", |s| s["clients"] == 0);
+    assert_eq!(st["restarts"], 0, "{st}");
 }

@@ -30,7 +30,7 @@ fi
 
 hash_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# --- npm: server-everything, server-memory, server-filesystem -------------------------------
+# --- npm: server-everything, server-memory, server-filesystem, the TypeScript SDK v2 client --
 npm_stamp="$peers/node_modules/.rmcp-mux-stamp"
 npm_want="$(hash_of "$peers/package-lock.json") node$node_major"
 npm_ok=1
@@ -38,10 +38,11 @@ npm_ok=1
 for p in server-everything server-memory server-filesystem; do
   [ -f "$peers/node_modules/@modelcontextprotocol/$p/dist/index.js" ] || npm_ok=0
 done
+[ -f "$peers/node_modules/@modelcontextprotocol/client/dist/index.mjs" ] || npm_ok=0
 if [ "$npm_ok" = 1 ]; then
   say "npm peers up to date"
 else
-  say "npm ci in tests/peers (server-everything, server-memory, server-filesystem)"
+  say "npm ci in tests/peers (server-everything, server-memory, server-filesystem, client)"
   (cd "$peers" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null) \
     || die "npm ci failed in $peers (registry unreachable or lock out of date?)"
   echo "$npm_want" > "$npm_stamp"

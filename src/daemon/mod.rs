@@ -145,6 +145,10 @@ pub struct ServerReport {
     /// once: who uses it, for the menu and `status --json`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_names: Vec<String>,
+    /// Requests of 2026-07-28 clients answered from the shared cache of a modern child's
+    /// public results: child round trips saved.
+    #[serde(default)]
+    pub cache_hits: u64,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -215,6 +219,7 @@ impl ServerReport {
             era: s.era.map(str::to_owned),
             protocol_version: s.protocol_version.clone(),
             client_names: s.client_names.clone(),
+            cache_hits: s.cache_hits,
         }
     }
 
@@ -943,6 +948,7 @@ pub(crate) mod fixtures {
             era: None,
             protocol_version: None,
             client_names: Vec::new(),
+            cache_hits: 0,
         }
     }
 

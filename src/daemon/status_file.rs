@@ -51,10 +51,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::io::atomic_file::replace(path, &text, 0o600)
 }
 
-/// A server's status with what is not a change (pending requests) left out.
+/// A server's status with what is not a change (pending requests, cache hits) left out.
 fn server_key(s: &ServerStatus) -> ServerStatus {
     ServerStatus {
         pending: 0,
+        cache_hits: 0,
         instances: s
             .instances
             .iter()
@@ -67,10 +68,11 @@ fn server_key(s: &ServerStatus) -> ServerStatus {
     }
 }
 
-/// A report with what is not a change (pending requests, uptime) left out.
+/// A report with what is not a change (pending requests, uptime, cache hits) left out.
 fn report_key(r: &ServerReport) -> ServerReport {
     ServerReport {
         pending: 0,
+        cache_hits: 0,
         uptime_ms: r.uptime_ms.map(|_| 0),
         // A countdown, like the uptime: entering or leaving backoff is the change.
         restart_in_ms: r.restart_in_ms.map(|_| 0),
@@ -320,6 +322,7 @@ mod tests {
             era: None,
             protocol_version: None,
             client_names: Vec::new(),
+            cache_hits: 0,
         };
         let busier = ServerReport {
             pending: 9,

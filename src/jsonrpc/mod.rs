@@ -71,6 +71,9 @@ pub mod reasons {
     /// A server asked a handshake-era client's request for input more often than the mux
     /// drives (or where it cannot).
     pub const INPUT_ROUNDS: &str = "too_many_input_rounds";
+    /// The server's protocol era was still being found out and too many lines already
+    /// waited for it ([`crate::mux::router::MAX_AWAITING_ERA_LINES`]).
+    pub const ERA_QUEUE_FULL: &str = "era_queue_full";
 }
 
 /// What kind of JSON-RPC message a line holds; decides which routing rule applies.

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ pub struct ServerStatus {
     pub protocol_version: Option<String>,
     /// The `clientInfo` names of its connected clients, each once ("Cursor", "Claude Code").
     pub client_names: Vec<String>,
+    /// Child round trips saved by the shared cache of public results (a modern child's).
+    pub cache_hits: u64,
 }
 
 /// One child of a server shared per project or per client.
@@ -112,6 +114,9 @@ pub struct ServerHandle {
     cmd: mpsc::Sender<Control>,
     status: watch::Receiver<ServerStatus>,
     pending: Arc<AtomicUsize>,
+    /// Round trips saved by the shared cache, live like `pending` (a change of it alone does
+    /// not wake the watchers).
+    cache_hits: Arc<AtomicU64>,
     /// The instances of a `project` or `client` server, read live by [`ServerHandle::status`].
     instances: Option<super::instances::Live>,
 }
@@ -129,6 +134,7 @@ impl ServerHandle {
             cmd,
             status,
             pending: Arc::new(AtomicUsize::new(0)),
+            cache_hits: Arc::new(AtomicU64::new(0)),
             instances: Some(instances),
         }
     }
@@ -145,6 +151,7 @@ impl ServerHandle {
         }
         let mut s = self.status.borrow().clone();
         s.pending = self.pending.load(Ordering::Relaxed);
+        s.cache_hits = self.cache_hits.load(Ordering::Relaxed);
         s
     }
 
@@ -373,6 +380,7 @@ fn start(
     let status = snapshot(&published, &cfg);
     let (status_tx, status_rx) = watch::channel(status);
     let pending = Arc::new(AtomicUsize::new(published.pending));
+    let cache_hits = Arc::new(AtomicU64::new(0));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let name = cfg.name.clone();
     let span = info_span!("server", name = %cfg.name);
@@ -391,6 +399,7 @@ fn start(
         status: status_tx,
         published,
         pending: pending.clone(),
+        cache_hits: cache_hits.clone(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
         to_clients: Vec::new(),
@@ -405,6 +414,7 @@ fn start(
         cmd: cmd_tx,
         status: status_rx,
         pending,
+        cache_hits,
         instances: None,
     }
 }
@@ -430,6 +440,7 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         era: s.era,
         protocol_version: s.protocol_version,
         client_names: s.client_names,
+        cache_hits: s.cache_hits,
     }
 }
 
@@ -453,6 +464,7 @@ struct Actor {
     /// The router status last published (its pending count aside).
     published: RouterStatus,
     pending: Arc<AtomicUsize>,
+    cache_hits: Arc<AtomicU64>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// Lines for clients gathered while draining the router's actions, written at the end
@@ -796,8 +808,10 @@ impl Actor {
         }
         let status = self.router.status();
         self.pending.store(status.pending, Ordering::Relaxed);
+        self.cache_hits.store(status.cache_hits, Ordering::Relaxed);
         let changed = RouterStatus {
             pending: self.published.pending,
+            cache_hits: self.published.cache_hits,
             ..status.clone()
         } != self.published;
         if changed {

@@ -86,6 +86,7 @@ pub(crate) fn summed(base: &ServerStatus, live: &Live) -> ServerStatus {
         clients: instances.iter().map(|i| i.status.clients).sum(),
         pending: instances.iter().map(|i| i.status.pending).sum(),
         restarts: instances.iter().map(|i| i.status.restarts).sum(),
+        cache_hits: instances.iter().map(|i| i.status.cache_hits).sum(),
         running_since: instances
             .iter()
             .filter_map(|i| i.status.running_since)
@@ -141,6 +142,7 @@ pub fn spawn(
         era: None,
         protocol_version: None,
         client_names: Vec::new(),
+        cache_hits: 0,
     };
     let (status_tx, status_rx) = watch::channel(base);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -373,12 +375,14 @@ impl Dispatcher {
         self.status.send_if_modified(|s| {
             let key = |s: &ServerStatus| ServerStatus {
                 pending: 0,
+                cache_hits: 0,
                 instances: s
                     .instances
                     .iter()
                     .map(|i| InstanceStatus {
                         status: ServerStatus {
                             pending: 0,
+                            cache_hits: 0,
                             ..i.status.clone()
                         },
                         ..i.clone()

@@ -1,8 +1,9 @@
-//! One actor per server: the pure [`router`], the child process ([`child`]) and the record of
+//! One actor per server: the pure [`router`] (with its [`cache`] of shared results), the child process ([`child`]) and the record of
 //! running children that outlives a crash ([`orphans`]), the socket ([`listener`]) and the
 //! task that moves bytes between them ([`actor`]).
 
 pub mod actor;
+pub mod cache;
 pub mod child;
 mod child_in;
 mod child_out;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::cache::{self, SharedCache};
 use crate::config::{Capabilities, Era, ServerConfig, ServerRequestPolicy, Share};
 use crate::jsonrpc::{self, codes, era, reasons, Kind, Line, Malformed, Parsed};
 use crate::status::{Command, ServerState};
@@ -37,6 +38,14 @@ pub const HEALTHY_STRETCH: Duration = Duration::from_secs(60);
 /// After a client's input closed, how long it is kept for the answers it is still owed (the
 /// proxy's own drain after stdin EOF is as long).
 pub const INPUT_CLOSED_DRAIN: Duration = Duration::from_secs(60);
+
+/// The most client lines that wait while an `era = "auto"` child is asked its era (all
+/// clients together); a request past it is answered `era_queue_full`, anything else dropped.
+pub const MAX_AWAITING_ERA_LINES: usize = 256;
+
+/// The most bytes of client lines waiting for the era, unless one line of
+/// `max_request_bytes` is more: that many always fit.
+pub const MAX_AWAITING_ERA_BYTES: usize = 4 << 20;
 
 /// Window in which repeated `notifications/roots/list_changed` from clients collapse into one.
 pub const ROOTS_DEBOUNCE: Duration = Duration::from_millis(250);
@@ -136,6 +145,8 @@ pub struct RouterStatus {
     /// The names connected clients gave in `initialize`'s `clientInfo` ("Cursor"), each once,
     /// in the order they connected: the menu says who uses a server.
     pub client_names: Vec<String>,
+    /// Child round trips saved by the shared cache of public results (modern children).
+    pub cache_hits: u64,
 }
 
 /// The protocol era one child process speaks (each speaks one; see [`Era`]).
@@ -480,6 +491,10 @@ pub struct Router {
     /// Client lines that came while the child's era was being found out, replayed in order
     /// once it is known.
     awaiting_era: VecDeque<(ClientId, Bytes)>,
+    /// The bytes of the lines in `awaiting_era`.
+    awaiting_bytes: usize,
+    /// A modern child's `cacheScope: "public"` results, shared by the modern clients.
+    cache: SharedCache,
     running_since: Option<Instant>,
     started_at: Option<Instant>,
     consecutive_failures: u32,
@@ -547,6 +562,8 @@ impl Router {
             drives: HashMap::default(),
             next_drive: 1,
             awaiting_era: VecDeque::new(),
+            awaiting_bytes: 0,
+            cache: SharedCache::default(),
             running_since: None,
             started_at: None,
             consecutive_failures: 0,
@@ -612,6 +629,7 @@ impl Router {
             era: self.child_era.as_ref().map(|(e, _)| e.as_str()),
             protocol_version: self.child_era.as_ref().map(|(_, v)| v.clone()),
             client_names: self.client_names(),
+            cache_hits: self.cache.hits(),
         }
     }
 
@@ -709,7 +727,7 @@ impl Router {
                     if self.life == Life::Idle {
                         self.spawn();
                     }
-                    return self.awaiting_era.push_back((id, line));
+                    return self.await_era(id, line);
                 }
                 self.client_line(now, id, &line, None);
             }
@@ -910,10 +928,48 @@ impl Router {
             tracing::info!(server = %self.name, era = era.as_str(), "protocol era found");
         }
         self.verdict = Some(era);
+        self.awaiting_bytes = 0;
         for (client, line) in std::mem::take(&mut self.awaiting_era) {
             if self.clients.contains_key(&client) {
                 self.client_line(now, client, &line, None);
             }
+        }
+    }
+
+    /// Holds a client line until the child's era is known, within the bounds
+    /// ([`MAX_AWAITING_ERA_LINES`], [`MAX_AWAITING_ERA_BYTES`]): past them a request is
+    /// answered with an error at once and anything else is dropped.
+    fn await_era(&mut self, client: ClientId, line: Bytes) {
+        let max_bytes = MAX_AWAITING_ERA_BYTES.max(self.cfg.max_request_bytes);
+        if self.awaiting_era.len() < MAX_AWAITING_ERA_LINES
+            && self.awaiting_bytes + line.len() <= max_bytes
+        {
+            self.awaiting_bytes += line.len();
+            return self.awaiting_era.push_back((client, line));
+        }
+        warn!(server = %self.name, limit = MAX_AWAITING_ERA_LINES,
+            "too many lines wait for the server's protocol era; refused");
+        let Ok(env) = jsonrpc::parse_one(&line) else {
+            return;
+        };
+        if let (Kind::Request, Some(id)) = (env.kind, env.id) {
+            let msg = format!(
+                "server {} is still being started and {} lines already wait for it",
+                self.name,
+                self.awaiting_era.len()
+            );
+            let data = format!(
+                r#"{{"reason":"{}","limit":{}}}"#,
+                reasons::ERA_QUEUE_FULL,
+                MAX_AWAITING_ERA_LINES
+            );
+            let err = jsonrpc::error(
+                id.get().as_bytes(),
+                codes::INTERNAL_ERROR,
+                &msg,
+                Some(&data),
+            );
+            self.send_client(client, err);
         }
     }
 
@@ -1054,6 +1110,8 @@ impl Router {
         }
         self.child_era = None;
         self.upstream_listen = None;
+        // What the old child said may not hold for the next.
+        self.cache.clear();
         // A restarted child knows no requestState of the old one.
         self.drive_lines.clear();
         self.drives.clear();
@@ -1132,6 +1190,7 @@ impl Router {
             state
         );
         let msg = format!("server {} is {}", self.name, state);
+        self.awaiting_bytes = 0;
         for (client, line) in std::mem::take(&mut self.awaiting_era) {
             if let Ok(env) = jsonrpc::parse_one(&line) {
                 if let (Kind::Request, Some(id)) = (env.kind, env.id) {
@@ -1701,6 +1760,14 @@ impl Router {
                 return self.client_retry(now, client, env, id, meta, &state);
             }
         }
+        let shared = passthrough
+            .then(|| cache::Key::of(method, env.params))
+            .flatten();
+        if let Some(key) = &shared {
+            if let Some(result) = self.cache.lookup(now, key) {
+                return self.send_client(client, jsonrpc::response(&id, &result));
+            }
+        }
         let modern = ModernReq {
             cacheable: era::CACHEABLE.contains(&method),
             level,
@@ -1709,6 +1776,10 @@ impl Router {
             seq,
             passthrough,
         };
+        if let Some(key) = shared {
+            // The id `forward_with` is about to take.
+            self.cache.expect(self.next_upstream, key);
+        }
         self.forward_with(
             now,
             client,
@@ -2366,6 +2437,7 @@ impl Router {
     /// its deadline, a cancel and a child restart end the drive too.
     fn drive_input(
         &mut self,
+        now: Instant,
         up: u64,
         p: Pending,
         env: &jsonrpc::Envelope<'_>,
@@ -2401,8 +2473,17 @@ impl Router {
         self.next_drive += 1;
         let seq = self.clients.get(&client).map_or(0, |c| c.last_request);
         let mut out = Vec::new();
+        let mut answers = serde_json::Map::new();
         for (key, ask) in asks {
             let method = ask.get("method").and_then(|m| m.as_str()).unwrap_or("");
+            if let Some(roots) = (method == "roots/list")
+                .then(|| self.config_roots())
+                .flatten()
+            {
+                // Configured roots answer for every client, as they do a handshake child.
+                answers.insert(key.clone(), roots);
+                continue;
+            }
             let params = ask
                 .get("params")
                 .cloned()
@@ -2428,7 +2509,7 @@ impl Router {
                 up,
                 client,
                 line,
-                answers: serde_json::Map::new(),
+                answers,
                 missing: out.len(),
                 state: result.get("requestState").cloned(),
                 rounds: rounds + 1,
@@ -2439,9 +2520,23 @@ impl Router {
         if let Some(c) = self.clients.get_mut(&client) {
             c.in_flight += 1;
         }
+        if out.is_empty() {
+            // Nothing to ask the client: retry at once.
+            return self.drive_retry(now, d);
+        }
         for req in out {
             self.send_client(client, req);
         }
+    }
+
+    /// The roots of the config (`roots = [...]`) as a `roots/list` result, if set.
+    fn config_roots(&self) -> Option<serde_json::Value> {
+        let roots = self.cfg.roots.as_ref()?;
+        let list: Vec<serde_json::Value> = roots
+            .iter()
+            .map(|r| serde_json::json!({ "uri": r }))
+            .collect();
+        Some(serde_json::json!({ "roots": list }))
     }
 
     /// Forgets what was kept to drive the request `up` (cancelled, timed out, its client
@@ -2486,6 +2581,12 @@ impl Router {
         if drive.missing > 0 {
             return;
         }
+        self.drive_retry(now, d);
+    }
+
+    /// Every input request of the drive `d` is answered: the child gets the client's request
+    /// again under a new id, with `inputResponses` and the exact `requestState`.
+    fn drive_retry(&mut self, now: Instant, d: u64) {
         let Some(drive) = self.drives.remove(&d) else {
             return;
         };
@@ -2622,6 +2723,8 @@ impl Router {
             return;
         }
         let route = self.progress_routes.get(&up).cloned();
+        // Whether its answer may be kept for the other modern clients.
+        let shared = self.cache.take(up);
         let Some(p) = self.remove_pending(up) else {
             debug!(server = %self.name, id = up, "response to a request no longer pending; dropped");
             return;
@@ -2689,7 +2792,12 @@ impl Router {
         let Some(client) = p.client else { return };
         let drive = self.drive_lines.remove(&up);
         if p.modern.is_none() && self.child_modern() && era::input_required(env.result) {
-            return self.drive_input(up, p, env, drive);
+            return self.drive_input(now, up, p, env, drive);
+        }
+        if p.modern.is_none() && self.child_modern() && env.error.is_some() {
+            if let Some(out) = not_found_for_handshake(line, env, drive.as_ref(), &p.orig_id) {
+                return self.reply(client, p.batch, out);
+            }
         }
         let mut keep_progress = false;
         let mut body: Option<Bytes> = None;
@@ -2733,6 +2841,9 @@ impl Router {
         let out = match (body, p.modern) {
             (Some(b), _) => Line::from(b),
             (None, Some(modern)) if modern.passthrough => {
+                if let (Some(key), Some(result)) = (shared, env.result) {
+                    self.cache.store(now, key, result);
+                }
                 passthrough_answer(line, env, span, &p.orig_id)
             }
             (None, Some(modern)) => modern_answer(line, env, span, &p.orig_id, modern),
@@ -2772,12 +2883,8 @@ impl Router {
             return self.send_child(jsonrpc::response(&server_id, b"{}"));
         }
         if method == "roots/list" {
-            if let Some(roots) = &self.cfg.roots {
-                let list: Vec<serde_json::Value> = roots
-                    .iter()
-                    .map(|r| serde_json::json!({ "uri": r }))
-                    .collect();
-                let result = serde_json::json!({ "roots": list }).to_string();
+            if let Some(roots) = self.config_roots() {
+                let result = roots.to_string();
                 return self.send_child(jsonrpc::response(&server_id, result.as_bytes()));
             }
         }
@@ -2915,6 +3022,7 @@ impl Router {
             "notifications/tools/list_changed"
             | "notifications/prompts/list_changed"
             | "notifications/resources/list_changed" => {
+                self.cache_changed(method, env.params);
                 self.broadcast_ready(line);
                 let kind = era::ListKind::of(method);
                 self.send_to_listens(
@@ -2926,6 +3034,7 @@ impl Router {
                 let Some(uri) = jsonrpc::str_field(env.params, "uri") else {
                     return;
                 };
+                self.cache.resource_updated(&uri);
                 self.send_to_matching(line, |c| c.subscriptions.iter().any(|s| uri_under(&uri, s)));
                 let params = format!(r#""uri":{}"#, serde_json::Value::from(uri.as_str()));
                 self.send_to_listens(
@@ -3026,6 +3135,7 @@ impl Router {
             debug!(server = %self.name, id = up, "frame of a listen no longer open; dropped");
             return;
         };
+        self.cache_changed(method, env.params);
         let span = jsonrpc::span_in(line, sub.get());
         self.send_client(client, Line::splice(line, &mut [(span, &orig[..])]));
     }
@@ -3058,6 +3168,18 @@ impl Router {
             edits.push((jsonrpc::span_in(line, sub.get()), &p.orig_id[..]));
         }
         self.send_client(client, Line::splice(line, &mut edits));
+    }
+
+    /// Drops the shared results a change the child announced makes stale: a list's pages on
+    /// its list-changed notification, a resource's reads on its update.
+    fn cache_changed(&mut self, method: &str, params: Option<jsonrpc::Raw<'_>>) {
+        if let Some(kind) = era::ListKind::of(method) {
+            self.cache.list_changed(kind);
+        } else if method == "notifications/resources/updated" {
+            if let Some(uri) = jsonrpc::str_field(params, "uri") {
+                self.cache.resource_updated(&uri);
+            }
+        }
     }
 
     /// Keeps the mux's own listen on a modern child in step with what the handshake-era
@@ -3146,6 +3268,8 @@ impl Router {
 
     fn remove_pending(&mut self, up: u64) -> Option<Pending> {
         let p = self.pending.remove(&up)?;
+        // Unanswered (cancelled, timed out, its client gone): nothing to keep of it.
+        self.cache.forget(up);
         // The front is always a pending request (`poll_timeout` reads it): what is answered
         // there goes now, the rest when it gets there or when it is most of the queue (each
         // id is pending once, so an entry whose id is not pending is done with).
@@ -3383,6 +3507,33 @@ fn modern_answer(
         }
     }
     Line::splice(line, &mut [(id_span, orig_id)])
+}
+
+/// A modern child's -32602 to a handshake-era client's `resources/read` (`drive`, the
+/// client's request as it sent it): the handshake era's resource-not-found (-32002), under the
+/// client's id. `None` for any other answer.
+fn not_found_for_handshake(
+    line: &Bytes,
+    env: &jsonrpc::Envelope<'_>,
+    drive: Option<&(Bytes, u8)>,
+    orig_id: &[u8],
+) -> Option<Line> {
+    let code = jsonrpc::field(env.error, "code")?;
+    if code.get() != codes::INVALID_PARAMS.to_string() {
+        return None;
+    }
+    let (request, _) = drive?;
+    let method = jsonrpc::parse_one(request).ok()?.method?;
+    if method != "resources/read" {
+        return None;
+    }
+    let id_span = jsonrpc::span_in(line, env.id.map(|v| v.get()).unwrap_or_default());
+    let code_span = jsonrpc::span_in(line, code.get());
+    let not_found = codes::RESOURCE_NOT_FOUND_HANDSHAKE.to_string();
+    Some(Line::splice(
+        line,
+        &mut [(id_span, orig_id), (code_span, not_found.as_bytes())],
+    ))
 }
 
 /// A modern child's answer to a modern client, under the client's id: as the child wrote it,

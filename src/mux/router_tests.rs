@@ -2232,7 +2232,12 @@ fn first_words(h: &mut H) -> Vec<Value> {
 
 /// A server of `era = "modern"` whose child answered `server/discover`.
 fn modern_child() -> H {
-    let mut h = H::new(with_era(Era::Modern));
+    modern_child_with(with_era(Era::Modern))
+}
+
+/// A server of this config (`era = "modern"`) whose child answered `server/discover`.
+fn modern_child_with(cfg: ServerConfig) -> H {
+    let mut h = H::new(cfg);
     assert_eq!(h.drain(), vec![Action::Spawn]);
     let sent = first_words(&mut h);
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -2739,4 +2744,228 @@ fn the_status_names_the_clients_by_their_client_info() {
     );
     h.input(Input::ClientGone(ClientId(5)));
     assert_eq!(h.r.status().client_names, ["Claude Code"]);
+}
+
+/// A modern client's request for a modern child: returns the upstream id it was sent under,
+/// or `None` with the answer when the mux answered it itself.
+fn modern_ask(h: &mut H, c: u64, id: Value, method: &str, params: Value) -> Result<Value, Value> {
+    let out = h.client(c, &modern(id, method, params, json!({})));
+    match child_msgs(&out).as_slice() {
+        [sent] => {
+            assert_eq!(sent["method"], method);
+            Ok(sent["id"].clone())
+        }
+        [] => Err(client_msgs(&out, c)
+            .pop()
+            .unwrap_or_else(|| panic!("{out:?}"))),
+        more => panic!("{more:?}"),
+    }
+}
+
+fn public(extra: Value, ttl: u64, scope: &str) -> Value {
+    let mut r = json!({"resultType":"complete","ttlMs":ttl,"cacheScope":scope});
+    for (k, v) in extra.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    r
+}
+
+#[test]
+fn public_results_of_a_modern_child_are_shared_until_a_change_or_their_time_is_up() {
+    let mut h = modern_child();
+    for c in 1..=3 {
+        h.connect(c);
+    }
+    let tools = json!({"tools":[{"name":"echo"}]});
+    let up = modern_ask(&mut h, 1, json!(1), "tools/list", json!({})).unwrap();
+    let out =
+        h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(tools.clone(), 5000, "public")}));
+    assert_eq!(client_msgs(&out, 1)[0]["result"]["tools"], tools["tools"]);
+    // Another client's same request: from the cache, under its own id, with the time left.
+    h.now += Duration::from_millis(2000);
+    let got = modern_ask(&mut h, 2, json!("b"), "tools/list", json!({})).unwrap_err();
+    assert_eq!(got["id"], "b");
+    assert_eq!(got["result"]["tools"], tools["tools"]);
+    assert_eq!(got["result"]["ttlMs"], 3000);
+    assert_eq!(got["result"]["cacheScope"], "public");
+    assert_eq!(h.r.status().cache_hits, 1);
+    // Another page is another key.
+    modern_ask(&mut h, 2, json!(3), "tools/list", json!({"cursor":"2"})).unwrap();
+    // The tools changed (a frame of the mux's own listen): asked again.
+    let sub = up_listen_id(&h);
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    let up = modern_ask(&mut h, 3, json!(4), "tools/list", json!({})).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(tools.clone(), 1000, "public")}));
+    modern_ask(&mut h, 1, json!(5), "tools/list", json!({})).unwrap_err();
+    assert_eq!(h.r.status().cache_hits, 2);
+    // Its time is up: asked again.
+    h.now += Duration::from_millis(1000);
+    modern_ask(&mut h, 1, json!(6), "tools/list", json!({})).unwrap();
+
+    // A read is keyed by its URI and dropped when that resource is updated.
+    let read = |uri: &str| json!({"uri": uri});
+    let contents = json!({"contents":[{"uri":"a://x","text":"x"}]});
+    let up = modern_ask(&mut h, 1, json!(7), "resources/read", read("a://x")).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(contents.clone(), 60000, "public")}));
+    modern_ask(&mut h, 2, json!(8), "resources/read", read("a://x")).unwrap_err();
+    modern_ask(&mut h, 2, json!(9), "resources/read", read("a://y")).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"a://x","_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    modern_ask(&mut h, 2, json!(10), "resources/read", read("a://x")).unwrap();
+    assert_eq!(h.r.status().cache_hits, 3);
+}
+
+#[test]
+fn private_input_required_and_retried_results_are_never_shared() {
+    let mut h = modern_child();
+    h.connect(1);
+    h.connect(2);
+    let prompts = json!({"prompts":[]});
+    let up = modern_ask(&mut h, 1, json!(1), "prompts/list", json!({})).unwrap();
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(prompts.clone(), 5000, "private")}));
+    modern_ask(&mut h, 2, json!(2), "prompts/list", json!({})).unwrap();
+    // A read that asks for input, then its retry: neither answer is kept.
+    let read = json!({"uri":"a://x"});
+    let up = modern_ask(&mut h, 1, json!(3), "resources/read", read.clone()).unwrap();
+    let ask = json!({"resultType":"input_required","inputRequests":{"k":{"method":"roots/list","params":{}}},"requestState":"s","ttlMs":5000,"cacheScope":"public"});
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let retry = json!({"uri":"a://x","inputResponses":{"k":{"roots":[]}},"requestState":"s"});
+    let up = modern_ask(&mut h, 1, json!(4), "resources/read", retry.clone()).unwrap();
+    let contents = json!({"contents":[]});
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(contents.clone(), 5000, "public")}));
+    modern_ask(&mut h, 2, json!(5), "resources/read", read.clone()).unwrap();
+    modern_ask(&mut h, 2, json!(6), "resources/read", retry).unwrap();
+    // A list answered while the list changed may be stale: not kept either.
+    let up = modern_ask(&mut h, 1, json!(7), "tools/list", json!({})).unwrap();
+    let sub = up_listen_id(&h);
+    h.child(&json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":sub}}}));
+    h.child(&json!({"jsonrpc":"2.0","id":up,"result":public(json!({"tools":[]}), 5000, "public")}));
+    modern_ask(&mut h, 2, json!(8), "tools/list", json!({})).unwrap();
+    assert_eq!(h.r.status().cache_hits, 0);
+}
+
+#[test]
+fn a_child_restart_empties_the_shared_cache_and_handshake_clients_never_use_it() {
+    let mut h = modern_child();
+    h.connect(1);
+    h.ready(2, json!({}));
+    let up = modern_ask(&mut h, 1, json!(1), "tools/list", json!({})).unwrap();
+    h.child(
+        &json!({"jsonrpc":"2.0","id":up,"result":public(json!({"tools":[]}), 60000, "public")}),
+    );
+    // A handshake-era client's own list goes to the child, stamped with its envelope.
+    let up = h.request(2, json!(2), "tools/list", json!({}));
+    assert!(up.is_u64());
+    h.input(Input::ChildExited("killed".into()));
+    h.advance(100);
+    let sent = first_words(&mut h);
+    h.child(&json!({"jsonrpc":"2.0","id":sent[0]["id"],"result":serde_json::from_str::<Value>(DISCOVER_RESULT).unwrap()}));
+    modern_ask(&mut h, 1, json!(3), "tools/list", json!({})).unwrap();
+    assert_eq!(h.r.status().cache_hits, 0);
+}
+
+#[test]
+fn configured_roots_answer_a_modern_childs_roots_input_request_without_the_client() {
+    let mut h = modern_child_with(ServerConfig {
+        roots: Some(vec!["file:///p".into()]),
+        ..with_era(Era::Modern)
+    });
+    h.ready(1, json!({"sampling":{}}));
+    let call = json!({"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"roots","arguments":{}}});
+    let up = child_msgs(&h.client(1, &call))[0]["id"].clone();
+    let roots = json!({"roots":[{"uri":"file:///p"}]});
+    // Only roots asked: retried at once, the client asked nothing.
+    let ask = json!({"resultType":"input_required","inputRequests":{"r":{"method":"roots/list","params":{}}},"requestState":"s1"});
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    assert_eq!(any_client_msgs(&out), 0, "{out:?}");
+    let sent = child_msgs(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_ne!(sent[0]["id"], up);
+    assert_eq!(sent[0]["params"]["inputResponses"]["r"], roots);
+    assert_eq!(sent[0]["params"]["requestState"], "s1");
+    // Roots and sampling: the client is asked only the sampling; the retry carries both.
+    let up = sent[0]["id"].clone();
+    let ask = json!({"resultType":"input_required","inputRequests":{"r":{"method":"roots/list","params":{}},"s":{"method":"sampling/createMessage","params":{}}},"requestState":"s2"});
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"result":ask}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["method"], "sampling/createMessage");
+    assert!(child_msgs(&out).is_empty());
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":got[0]["id"],"result":{"role":"assistant","content":{"type":"text","text":"x"}}}),
+    );
+    let p = &child_msgs(&out)[0]["params"];
+    assert_eq!(p["inputResponses"]["r"], roots);
+    assert_eq!(p["inputResponses"]["s"]["content"]["text"], "x");
+    assert_eq!(p["requestState"], "s2");
+}
+
+#[test]
+fn a_modern_childs_invalid_params_to_a_read_is_resource_not_found_for_a_handshake_client() {
+    let mut h = modern_child();
+    h.ready(1, json!({}));
+    let up = h.request(1, json!(1), "resources/read", json!({"uri":"a://gone"}));
+    let out = h.child(&json!({"jsonrpc":"2.0","id":up,"error":{"code":-32602,"message":"Resource not found","data":{"uri":"a://gone"}}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(got[0]["id"], 1);
+    assert_eq!(got[0]["error"]["code"], codes::RESOURCE_NOT_FOUND_HANDSHAKE);
+    assert_eq!(got[0]["error"]["data"]["uri"], "a://gone");
+    // Another method's invalid params stay what they are.
+    let up = h.request(1, json!(2), "tools/call", json!({"name":"echo"}));
+    let out = h
+        .child(&json!({"jsonrpc":"2.0","id":up,"error":{"code":-32602,"message":"bad arguments"}}));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["code"],
+        codes::INVALID_PARAMS
+    );
+}
+
+#[test]
+fn lines_waiting_for_the_era_are_bounded_in_number_and_bytes() {
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    let probe = first_words(&mut h);
+    h.connect(1);
+    h.connect(2);
+    for i in 0..MAX_AWAITING_ERA_LINES {
+        let out = h.client(1, &json!({"jsonrpc":"2.0","id":i,"method":"tools/list"}));
+        assert!(out.is_empty(), "{out:?}");
+    }
+    let out = h.client(
+        2,
+        &json!({"jsonrpc":"2.0","id":"over","method":"tools/list"}),
+    );
+    let got = client_msgs(&out, 2);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0]["id"], "over");
+    assert_eq!(got[0]["error"]["data"]["reason"], reasons::ERA_QUEUE_FULL);
+    assert!(h
+        .client(2, &json!({"jsonrpc":"2.0","method":"notifications/x"}))
+        .is_empty());
+    // The verdict comes: every line that waited goes on, in order.
+    let out = h.child(
+        &json!({"jsonrpc":"2.0","id":probe[0]["id"],"error":{"code":-32601,"message":"no"}}),
+    );
+    assert_eq!(child_msgs(&out)[0]["method"], "initialize");
+    let out = h.child(&json!({"jsonrpc":"2.0","id":child_msgs(&out)[0]["id"],"result":serde_json::from_str::<Value>(INIT_RESULT).unwrap()}));
+    let lists = child_msgs(&out)
+        .iter()
+        .filter(|m| m["method"] == "tools/list")
+        .count();
+    assert_eq!(lists, MAX_AWAITING_ERA_LINES);
+
+    // Bytes: long lines fill the queue before the count does.
+    let mut h = H::new(with_era(Era::Auto));
+    h.drain();
+    first_words(&mut h);
+    h.connect(1);
+    let pad = "x".repeat(100_000);
+    let fit = MAX_AWAITING_ERA_BYTES / (pad.len() + 60);
+    let mut refused = 0;
+    for i in 0..=fit {
+        let out = h.client(1, &json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"text":pad}}}));
+        refused += client_msgs(&out, 1).len();
+    }
+    assert_eq!(refused, 1, "only the line past the bytes is refused");
+    assert!(h.r.awaiting_bytes <= MAX_AWAITING_ERA_BYTES);
 }

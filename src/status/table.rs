@@ -283,6 +283,7 @@ mod tests {
                 era: Some("modern".into()),
                 protocol_version: Some("2026-07-28".into()),
                 client_names: Vec::new(),
+                cache_hits: 0,
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -304,6 +305,7 @@ mod tests {
                 era: None,
                 protocol_version: None,
                 client_names: Vec::new(),
+                cache_hits: 0,
             },
         ]);
         let table = render_table(&status);

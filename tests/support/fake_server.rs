@@ -175,6 +175,8 @@ struct Stats {
     unsubscribe: Vec<Value>,
     set_level: Vec<Value>,
     discover: u64,
+    /// `tools/list` requests answered.
+    tools_list: u64,
     /// The `_meta` of the latest modern requests (at most 50), oldest first.
     metas: Vec<Value>,
 }
@@ -467,6 +469,7 @@ fn main() {
                 send(&out, &result(&id, json!({})));
             }
             "tools/list" => {
+                stats.lock().unwrap().tools_list += 1;
                 let names = [
                     "echo",
                     "halves",
@@ -591,7 +594,7 @@ fn main() {
                     }
                     "stats" => {
                         let s = stats.lock().unwrap();
-                        let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"discover":s.discover,"metas":s.metas,"listens":listens.len(),"pid":std::process::id()});
+                        let v = json!({"initialize":s.initialize,"initialized":s.initialized,"requests":s.requests,"cancelled":s.cancelled,"subscribe":s.subscribe,"unsubscribe":s.unsubscribe,"set_level":s.set_level,"discover":s.discover,"tools_list":s.tools_list,"metas":s.metas,"listens":listens.len(),"pid":std::process::id()});
                         drop(s);
                         send(
                             &out,
