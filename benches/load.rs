@@ -3,8 +3,11 @@
 //! what a host uses), in one run; for reference, latency and the 1 MiB messages also through a
 //! null relay ("relay", this executable run with `--null-relay`), latency through the proxy
 //! with socket pairs for its stdio ("proxy_socketpair", what libuv-based hosts give it), and
-//! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Every answer
-//! is checked: a misrouted or lost response fails the run. Results go to
+//! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Then, with
+//! daemons of their own: a per-client server (`share = "client"`, first answer with the child's
+//! start, daemon RSS with 10 × 3 children), a 2026-07-28 client against a handshake client on
+//! the same server, and the Streamable HTTP front against the proxy. Every answer is checked:
+//! a misrouted or lost response fails the run. Results go to
 //! `target/bench/results.json`; `tools/bench.sh` turns them into a table and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
@@ -1277,7 +1280,7 @@ async fn main() {
         return byte_echo();
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    // BENCH_PHASES=latency,big,throughput,many,rss runs only some phases (for profiling).
+    // BENCH_PHASES=latency,big,throughput,many,rss,share,eras,http runs only some phases.
     let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
     let bins = bins();
