@@ -965,9 +965,14 @@ async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
         );
         lat.push([hp50, mp50, hp99, mp99]);
     }
+    let daemon_pid = daemon.child.id().expect("the daemon runs");
+    let [server] = children(daemon_pid)[..] else {
+        panic!("the daemon does not run exactly one server")
+    };
+    // Per round: rate, then the daemon's and the generator's CPU per answer, of each era.
     let mut tp = Vec::new();
     for round in 0..rounds {
-        let mut row = [0.0; 2];
+        let mut row = [0.0; 6];
         for k in 0..2 {
             let modern = (round + k) % 2 == 1;
             let conns = if modern {
@@ -975,22 +980,29 @@ async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
             } else {
                 open_many(Path3::Mux, bins, &socket, 64).await
             };
-            row[usize::from(modern)] = throughput(conns, 8, dur).await;
+            let (rate, cpu) = throughput_spent(conns, 8, dur, server, Some(daemon_pid)).await;
+            let i = usize::from(modern);
+            (row[i], row[2 + i], row[4 + i]) = (rate, cpu.daemon_us, cpu.generator_us);
         }
         eprintln!(
-            "eras throughput round {}: handshake 64 × 8 {:.0} req/s, 2026-07-28 {:.0} ({:.2}×)",
+            "eras throughput round {}: handshake 64 × 8 {:.0} req/s, 2026-07-28 {:.0} ({:.2}×); daemon CPU per answer {:.2} / {:.2} µs, generator {:.2} / {:.2} µs",
             round + 1,
             row[0],
             row[1],
-            row[1] / row[0]
+            row[1] / row[0],
+            row[2],
+            row[3],
+            row[4],
+            row[5]
         );
         tp.push(row);
     }
     let [hp50, mp50, hp99, mp99] = medians(&lat);
-    let [htp, mtp] = medians(&tp);
+    let [htp, mtp, hd, md, hg, mg] = medians(&tp);
     json!({
         "latency_us": {"handshake_p50": hp50, "modern_p50": mp50, "handshake_p99": hp99, "modern_p99": mp99, "rounds": lat},
         "throughput_64": {"handshake": htp, "modern": mtp, "rounds": tp},
+        "cpu_per_answer_us": {"daemon_handshake": hd, "daemon_modern": md, "generator_handshake": hg, "generator_modern": mg},
     })
 }
 

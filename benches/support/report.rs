@@ -332,6 +332,24 @@ fn era_rows(r: &Value) -> Vec<Row> {
             met: Some(ratio >= 1.0 / 1.1),
         });
     }
+    let cpu = |k: &str| f(r, &["eras", "cpu_per_answer_us", k]);
+    if cpu("daemon_modern").is_finite() {
+        out.push(Row {
+            measure: "CPU per answer in those rounds, handshake / 2026-07-28: daemon, load \
+                      generator"
+                .into(),
+            direct: "—".into(),
+            value: format!(
+                "daemon {:.2} / {:.2} µs, generator {:.2} / {:.2} µs",
+                cpu("daemon_handshake"),
+                cpu("daemon_modern"),
+                cpu("generator_handshake"),
+                cpu("generator_modern")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
     out
 }
 
