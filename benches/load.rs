@@ -3,8 +3,11 @@
 //! what a host uses), in one run; for reference, latency and the 1 MiB messages also through a
 //! null relay ("relay", this executable run with `--null-relay`), latency through the proxy
 //! with socket pairs for its stdio ("proxy_socketpair", what libuv-based hosts give it), and
-//! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Every answer
-//! is checked: a misrouted or lost response fails the run. Results go to
+//! the machine's own pipe round trip on one CPU and across two (`--byte-echo`). Then, with
+//! daemons of their own: a per-client server (`share = "client"`, first answer with the child's
+//! start, daemon RSS with 10 × 3 children), a 2026-07-28 client against a handshake client on
+//! the same server, and the Streamable HTTP front against the proxy. Every answer is checked:
+//! a misrouted or lost response fails the run. Results go to
 //! `target/bench/results.json`; `tools/bench.sh` turns them into a table and a plot.
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
@@ -19,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use rmcp_mux::jsonrpc::decimal;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
@@ -57,6 +62,8 @@ struct Conn {
     w: Writer,
     r: Reader,
     _child: Option<Child>,
+    /// A 2026-07-28 client: no handshake, every request in the `_meta` envelope.
+    modern: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,6 +179,7 @@ impl Conn {
             r: BufReader::with_capacity(1 << 16, Box::new(r) as Box<dyn AsyncRead + Unpin + Send>)
                 .lines(),
             _child: child,
+            modern: false,
         }
     }
 
@@ -190,7 +198,20 @@ impl Conn {
             r: BufReader::with_capacity(1 << 16, Box::new(r) as Box<dyn AsyncRead + Unpin + Send>)
                 .lines(),
             _child: Some(child),
+            modern: false,
         }
+    }
+
+    /// A 2026-07-28 client on the mux socket: it sends no `initialize`, and each of its
+    /// requests carries the envelope, which the mux checks and strips before the handshake-era
+    /// server sees it, adding `resultType` to the answer.
+    async fn open_modern(socket: &Path) -> Conn {
+        let s = UnixStream::connect(socket)
+            .await
+            .expect("connect to the mux");
+        let mut conn = Self::on_socket(s, None);
+        conn.modern = true;
+        conn
     }
 
     async fn send(&mut self, line: &str) {
@@ -292,15 +313,18 @@ fn pipe_round_trip(me: usize, peer: usize) -> f64 {
 
 /// An echo request; `pad` x's are added by the server to the result, `body` y's are sent
 /// in the request itself (and come back in the result).
-fn echo(client: usize, seq: u64, pad: usize, body: usize) -> String {
+fn echo(client: usize, seq: u64, pad: usize, body: usize, modern: bool) -> String {
     let mut line = String::new();
-    write_echo(&mut line, client, seq, pad, body);
+    write_echo(&mut line, client, seq, pad, body, modern);
     line
 }
 
+/// The 2026-07-28 envelope a modern client puts in each request's `params._meta`.
+const ENVELOPE: &str = r#","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}"#;
+
 /// [`echo`] into a buffer the caller keeps. Digits by hand: `write!` was a seventh of the load
 /// generator's CPU per answer, which on two cores is taken from the mux being measured.
-fn write_echo(line: &mut String, client: usize, seq: u64, pad: usize, body: usize) {
+fn write_echo(line: &mut String, client: usize, seq: u64, pad: usize, body: usize, modern: bool) {
     line.push_str(r#"{"jsonrpc":"2.0","id":"#);
     push_digits(line, seq);
     line.push_str(r#","method":"tools/call","params":{"name":"echo","arguments":{"text":"c"#);
@@ -310,7 +334,11 @@ fn write_echo(line: &mut String, client: usize, seq: u64, pad: usize, body: usiz
     line.extend(std::iter::repeat_n('y', body));
     line.push_str(r#"","pad":"#);
     push_digits(line, pad as u64);
-    line.push_str("}}}");
+    line.push('}');
+    if modern {
+        line.push_str(ENVELOPE);
+    }
+    line.push_str("}}");
 }
 
 /// `n` in decimal at the end of `out`.
@@ -320,14 +348,15 @@ fn push_digits(out: &mut String, n: u64) {
 }
 
 /// Checks that `line` answers request `seq` of `client`, whose text came back with `body`
-/// y's and `pad` x's after it; panics on a misrouted, truncated, altered or lost answer.
+/// y's and `pad` x's after it; panics on a misrouted, truncated, altered or lost answer. A
+/// `modern` client's answer must begin its result with `"resultType":"complete"`.
 ///
 /// Byte for byte against the fake server's answer (`tests/support/fake_server.rs`, keys in
 /// serde_json's order): stricter than parsing it, since only that exact valid JSON passes.
 /// Parsing every answer with serde_json (and formatting the text expected) was 44 % of the
 /// load generator's CPU per answer, and on two cores that CPU is taken from the mux under
 /// test.
-fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize) {
+fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize, modern: bool) {
     let mut rest = line.as_bytes();
     let mut eat = |want: &[u8]| match rest.strip_prefix(want) {
         Some(after) => {
@@ -343,7 +372,9 @@ fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize) {
     );
     let whole = eat(br#"{"id":"#)
         && eat(seq_text)
-        && eat(br#","jsonrpc":"2.0","result":{"content":[{"text":"c"#)
+        && eat(br#","jsonrpc":"2.0","result":{"#)
+        && (!modern || eat(br#""resultType":"complete","#))
+        && eat(br#""content":[{"text":"c"#)
         && eat(client_text)
         && eat(b"-")
         && eat(seq_text)
@@ -367,6 +398,18 @@ fn check(line: &str, client: usize, seq: u64, body: usize, pad: usize) {
 /// How the fake server's echo answer ends, after the text.
 const TAIL: &[u8] = br#"","type":"text"}]}}"#;
 
+/// What a daemon's config holds beyond the plain servers of the global rows (which use the
+/// default, so their config stays as it was).
+#[derive(Default)]
+struct Extra {
+    /// Lines for `[daemon]`.
+    daemon: String,
+    /// Lines for every `[servers.sN]`.
+    server: String,
+    /// A state folder of this run's own (`XDG_STATE_HOME`), for the HTTP front's token.
+    state: bool,
+}
+
 /// A daemon running `servers` fake servers in a temp dir.
 struct Daemon {
     child: Child,
@@ -384,10 +427,21 @@ impl Daemon {
         lazy: bool,
         pin: Option<usize>,
     ) -> (Daemon, Duration) {
+        Self::start_with(bins, servers, lazy, pin, &Extra::default()).await
+    }
+
+    async fn start_with(
+        bins: &Bins,
+        servers: usize,
+        lazy: bool,
+        pin: Option<usize>,
+        extra: &Extra,
+    ) -> (Daemon, Duration) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = format!(
-            "[daemon]\ncontrol_socket = \"{0}/control.sock\"\nsocket_dir = \"{0}/s\"\n",
-            dir.path().display()
+            "[daemon]\ncontrol_socket = \"{0}/control.sock\"\nsocket_dir = \"{0}/s\"\n{1}",
+            dir.path().display(),
+            extra.daemon,
         );
         for i in 0..servers {
             let (cmd, args) = match pin {
@@ -398,7 +452,8 @@ impl Daemon {
                 None => (bins.fake.display().to_string(), "[]".to_owned()),
             };
             cfg += &format!(
-                "[servers.s{i}]\ncmd = \"{cmd}\"\nargs = {args}\nmax_active_clients = 4096\nmax_request_bytes = 8388608\nlazy_start = {lazy}\n",
+                "[servers.s{i}]\ncmd = \"{cmd}\"\nargs = {args}\nmax_active_clients = 4096\nmax_request_bytes = 8388608\nlazy_start = {lazy}\n{}",
+                extra.server,
             );
         }
         let path = dir.path().join("mux.toml");
@@ -412,6 +467,12 @@ impl Daemon {
                 std::env::var("RMCP_MUX_THREADS")
                     .ok()
                     .map(|v| ("RMCP_MUX_THREADS", v)),
+            )
+            // The HTTP front's token file goes to the state folder: this run's own.
+            .envs(
+                extra
+                    .state
+                    .then(|| ("XDG_STATE_HOME", dir.path().join("state"))),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -579,13 +640,13 @@ async fn latency(conn: &mut Conn, n: usize, pad: usize, body: usize) -> (f64, f6
 
 /// One request and its checked answer: microseconds.
 async fn one_request(conn: &mut Conn, seq: u64, pad: usize, body: usize) -> f64 {
-    let req = echo(0, seq, pad, body);
+    let req = echo(0, seq, pad, body, conn.modern);
     let start = Instant::now();
     conn.send(&req).await;
     conn.w.flush().await.unwrap();
     let line = conn.recv().await;
     let took = start.elapsed().as_secs_f64() * 1e6;
-    check(&line, 0, seq, body, pad);
+    check(&line, 0, seq, body, pad, conn.modern);
     took
 }
 
@@ -661,6 +722,7 @@ async fn throughput_counted(conns: Vec<Conn>, depth: usize, dur: Duration) -> (f
                 mut w,
                 mut r,
                 _child,
+                modern,
             } = conn;
             // The task's two halves run on one thread: the counters are never contended.
             let (answered, sent) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -673,7 +735,7 @@ async fn throughput_counted(conns: Vec<Conn>, depth: usize, dur: Duration) -> (f
                     if owed > 0 {
                         out.clear();
                         for _ in 0..owed {
-                            write_echo(&mut out, client, next, 0, 0);
+                            write_echo(&mut out, client, next, 0, 0, modern);
                             out.push('\n');
                             next += 1;
                         }
@@ -701,7 +763,7 @@ async fn throughput_counted(conns: Vec<Conn>, depth: usize, dur: Duration) -> (f
                     let n = r.read_line(&mut line).await.unwrap();
                     assert!(n > 0, "connection closed with requests unanswered");
                     // The server answers each connection's echoes in order.
-                    check(line.trim_end_matches('\n'), client, seq, 0, 0);
+                    check(line.trim_end_matches('\n'), client, seq, 0, 0, modern);
                     seq += 1;
                     answered.store(seq, Relaxed);
                     if r.buffer().is_empty() {
@@ -798,6 +860,428 @@ async fn latencies(
     lat
 }
 
+/// Medians of each column of `rows` (one row per round).
+fn medians<const N: usize>(rows: &[[f64; N]]) -> [f64; N] {
+    std::array::from_fn(|i| {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    })
+}
+
+/// A server shared per client (`share = "client"`): the time from connecting to the first
+/// answer, the child's start included (the daemon starts one child per client), against direct
+/// stdio starting the same server, and through the proxy as a host runs it; then the daemon's
+/// RSS with 10 such servers × 3 clients (30 children), beside 10 global servers with the same
+/// 30 clients.
+async fn sharing(bins: &Bins, quick: bool) -> Value {
+    let per_client = Extra {
+        server: "share = \"client\"\nmax_instances = 64\n".into(),
+        ..Extra::default()
+    };
+    let (daemon, _) = Daemon::start_with(bins, 1, true, None, &per_client).await;
+    let socket = daemon.socket(0);
+    let kinds = [Path3::Direct, Path3::Mux, Path3::Proxy];
+    let mut got = Vec::new();
+    for _ in 0..if quick { 5 } else { 30 } {
+        let mut row = [0.0; 3];
+        for (kind, ms) in kinds.iter().zip(&mut row) {
+            let start = Instant::now();
+            let mut c = Conn::open(*kind, bins, &socket).await;
+            one_request(&mut c, 0, 0, 0).await;
+            *ms = start.elapsed().as_secs_f64() * 1e3;
+        }
+        got.push(row);
+    }
+    let [direct, mux, proxy] = medians(&got);
+    eprintln!(
+        "share = client, connect to first answer (medians of {}): direct {direct:.2} ms, mux {mux:.2} ms, proxy {proxy:.2} ms",
+        got.len()
+    );
+    drop(daemon);
+
+    // 10 servers × 3 clients each: per client, 30 children; global, 10.
+    let mut rss = serde_json::Map::new();
+    for (name, extra) in [("client", per_client), ("global", Extra::default())] {
+        let (daemon, _) = Daemon::start_with(bins, 10, true, None, &extra).await;
+        let mut clients = Vec::new();
+        for i in 0..30 {
+            let mut c = Conn::open(Path3::Mux, bins, &daemon.socket(i % 10)).await;
+            latency(&mut c, 1, 0, 0).await;
+            clients.push(c);
+        }
+        let kids = children(daemon.child.id().unwrap()).len();
+        let want = if name == "client" { 30 } else { 10 };
+        assert_eq!(
+            kids, want,
+            "share = {name}: {kids} children, {want} expected"
+        );
+        let kib = daemon.rss_kib();
+        daemon.dump_smaps(&format!("share_{name}_10x3"));
+        eprintln!(
+            "RSS: daemon, 10 servers × 3 clients, share = {name} ({kids} children): {kib} KiB"
+        );
+        rss.insert(name.into(), json!(kib));
+        drop((clients, daemon));
+    }
+    json!({
+        "first_answer_ms": {"direct": direct, "mux": mux, "proxy": proxy, "rounds": got},
+        "daemon_rss_kib_10x3": rss,
+    })
+}
+
+/// `n` 2026-07-28 clients on `socket`.
+async fn open_modern_many(socket: &Path, n: usize) -> Vec<Conn> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(Conn::open_modern(socket).await);
+    }
+    conns
+}
+
+/// Both protocol eras against one handshake-era echo server through the mux socket: a
+/// handshake client and a 2026-07-28 client (the mux checks and strips each request's envelope
+/// and adds `resultType` to each answer) taken in turn, one request in flight, then 64 clients
+/// × 8 in flight of each era in rotating order.
+async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
+    let rounds = if quick { 1 } else { 3 };
+    let (daemon, _) = Daemon::start(bins, 1, false).await;
+    let socket = daemon.socket(0);
+    let mut lat = Vec::new();
+    for round in 0..rounds {
+        let mut pair = vec![
+            Conn::open(Path3::Mux, bins, &socket).await,
+            Conn::open_modern(&socket).await,
+        ];
+        let [(hp50, _, hp99, _), (mp50, _, mp99, _)] =
+            latency_interleaved(&mut pair, n, 0, 0).await[..]
+        else {
+            unreachable!()
+        };
+        eprintln!(
+            "eras latency round {}: handshake p50 {hp50:.1} µs p99 {hp99:.1}, 2026-07-28 p50 {mp50:.1} µs p99 {mp99:.1} ({:.2}×)",
+            round + 1,
+            mp50 / hp50
+        );
+        lat.push([hp50, mp50, hp99, mp99]);
+    }
+    let daemon_pid = daemon.child.id().expect("the daemon runs");
+    let [server] = children(daemon_pid)[..] else {
+        panic!("the daemon does not run exactly one server")
+    };
+    // Per round: rate, then the daemon's and the generator's CPU per answer, of each era.
+    let mut tp = Vec::new();
+    for round in 0..rounds {
+        let mut row = [0.0; 6];
+        for k in 0..2 {
+            let modern = (round + k) % 2 == 1;
+            let conns = if modern {
+                open_modern_many(&socket, 64).await
+            } else {
+                open_many(Path3::Mux, bins, &socket, 64).await
+            };
+            let (rate, cpu) = throughput_spent(conns, 8, dur, server, Some(daemon_pid)).await;
+            let i = usize::from(modern);
+            (row[i], row[2 + i], row[4 + i]) = (rate, cpu.daemon_us, cpu.generator_us);
+        }
+        eprintln!(
+            "eras throughput round {}: handshake 64 × 8 {:.0} req/s, 2026-07-28 {:.0} ({:.2}×); daemon CPU per answer {:.2} / {:.2} µs, generator {:.2} / {:.2} µs",
+            round + 1,
+            row[0],
+            row[1],
+            row[1] / row[0],
+            row[2],
+            row[3],
+            row[4],
+            row[5]
+        );
+        tp.push(row);
+    }
+    let [hp50, mp50, hp99, mp99] = medians(&lat);
+    let [htp, mtp, hd, md, hg, mg] = medians(&tp);
+    json!({
+        "latency_us": {"handshake_p50": hp50, "modern_p50": mp50, "handshake_p99": hp99, "modern_p99": mp99, "rounds": lat},
+        "throughput_64": {"handshake": htp, "modern": mtp, "rounds": tp},
+        "cpu_per_answer_us": {"daemon_handshake": hd, "daemon_modern": md, "generator_handshake": hg, "generator_modern": mg},
+    })
+}
+
+/// One HTTP session of the Streamable HTTP front, on one keep-alive HTTP/1.1 connection: a
+/// plain client that writes each POST and reads its answer (JSON, or an SSE stream in chunks),
+/// so that the load generator costs little beside the daemon.
+struct Http {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    /// The request head up to the body's length: path, host, token, accept, session.
+    head: String,
+    out: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Http {
+    /// Opens a session of server `name`: `initialize` (its answer names the session), then
+    /// `notifications/initialized`.
+    async fn open(port: u16, token: &str, name: &str) -> Http {
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to the HTTP front");
+        s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
+        let mut h = Http {
+            r: BufReader::with_capacity(1 << 16, r),
+            w,
+            head: format!(
+                "POST /{name}/mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            ),
+            out: Vec::new(),
+            body: Vec::new(),
+        };
+        let init = json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}).to_string();
+        let session = h
+            .post(&init)
+            .await
+            .expect("initialize answered with a session");
+        let answer = h.answer().to_owned();
+        assert!(answer.contains("\"result\""), "initialize failed: {answer}");
+        h.head += &format!("Mcp-Session-Id: {session}\r\n");
+        h.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
+        h
+    }
+
+    /// POSTs `msg` and reads the whole response into `self.body`; the session id when the
+    /// response names one.
+    async fn post(&mut self, msg: &str) -> Option<String> {
+        self.out.clear();
+        self.out.extend_from_slice(self.head.as_bytes());
+        self.out
+            .extend_from_slice(format!("Content-Length: {}\r\n\r\n", msg.len()).as_bytes());
+        self.out.extend_from_slice(msg.as_bytes());
+        self.w.write_all(&self.out).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), self.response())
+            .await
+            .expect("no HTTP answer within 60 s")
+    }
+
+    async fn response(&mut self) -> Option<String> {
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.unwrap();
+        assert!(
+            line.starts_with("HTTP/1.1 200") || line.starts_with("HTTP/1.1 202"),
+            "HTTP front answered {line:?}"
+        );
+        let (mut length, mut chunked, mut session) = (0usize, false, None);
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').expect("a header");
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.parse().unwrap();
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.eq_ignore_ascii_case("chunked");
+            } else if k.eq_ignore_ascii_case("mcp-session-id") {
+                session = Some(v.to_owned());
+            }
+        }
+        self.body.clear();
+        if !chunked {
+            self.body.resize(length, 0);
+            self.r.read_exact(&mut self.body).await.unwrap();
+            return session;
+        }
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.unwrap();
+            let size = line.trim_end().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size, 16).expect("a chunk size");
+            if size == 0 {
+                line.clear();
+                self.r.read_line(&mut line).await.unwrap(); // the empty trailer
+                return session;
+            }
+            let at = self.body.len();
+            self.body.resize(at + size + 2, 0);
+            self.r.read_exact(&mut self.body[at..]).await.unwrap();
+            self.body.truncate(at + size);
+        }
+    }
+
+    /// The JSON-RPC message of the last response: the body itself, or the SSE stream's last
+    /// `data:` line holding one.
+    fn answer(&self) -> &str {
+        let text = std::str::from_utf8(&self.body).expect("UTF-8");
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+            .unwrap_or(text)
+    }
+
+    /// One echo request (`client`, `seq`) and its checked answer: microseconds.
+    async fn request(&mut self, client: usize, seq: u64) -> f64 {
+        let req = echo(client, seq, 0, 0, false);
+        let start = Instant::now();
+        self.post(&req).await;
+        let took = start.elapsed().as_secs_f64() * 1e6;
+        check(self.answer(), client, seq, 0, 0, false);
+        took
+    }
+}
+
+/// `sessions` HTTP sessions with one request in flight each for `dur`: answers per second.
+async fn http_throughput(sessions: Vec<Http>, dur: Duration) -> f64 {
+    use std::sync::atomic::AtomicBool;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(client, mut h)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seq = 0;
+                while !stop.load(Relaxed) {
+                    h.request(client, seq).await;
+                    seq += 1;
+                }
+                seq
+            })
+        })
+        .collect();
+    tokio::time::sleep(dur).await;
+    stop.store(true, Relaxed);
+    let mut answers = 0;
+    for t in tasks {
+        answers += tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("an HTTP request unanswered 60 s after the end of the run")
+            .unwrap();
+    }
+    answers as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A TCP port free on loopback now, for the HTTP front.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The Streamable HTTP front (`[daemon] http`): latency p50/p99 of a session against the proxy
+/// path and direct stdio, taken in turn in the same rounds; throughput of 64 sessions with one
+/// request in flight each against 64 proxies the same way; the daemon's RSS per open session.
+async fn http_front(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
+    let port = free_port();
+    let extra = Extra {
+        daemon: format!("http = \"127.0.0.1:{port}\"\n"),
+        state: true,
+        ..Extra::default()
+    };
+    let (daemon, _) = Daemon::start_with(bins, 1, false, None, &extra).await;
+    let socket = daemon.socket(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the HTTP front never came up");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let token_file = daemon.dir.path().join("state/rmcp-mux/http-token");
+    let token = std::fs::read_to_string(&token_file).expect("the token file");
+    let token = token.trim();
+
+    let rounds = if quick { 1 } else { 3 };
+    let mut lat = Vec::new();
+    for round in 0..rounds {
+        let mut conns = [
+            Conn::open(Path3::Direct, bins, &socket).await,
+            Conn::open(Path3::Proxy, bins, &socket).await,
+        ];
+        let mut http = Http::open(port, token, "s0").await;
+        let mut samples: [Vec<f64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+        let warm = (n as u64 / 10).clamp(1, 100);
+        for seq in 0..(n as u64 + warm) {
+            let mut took = [0.0; 3];
+            for (conn, t) in conns.iter_mut().zip(&mut took) {
+                *t = one_request(conn, seq, 0, 0).await;
+            }
+            took[2] = http.request(0, seq).await;
+            if seq >= warm {
+                for (s, t) in samples.iter_mut().zip(took) {
+                    s.push(t);
+                }
+            }
+        }
+        let [d, p, h] = [0, 1, 2].map(|i| summary(std::mem::take(&mut samples[i])));
+        eprintln!(
+            "http latency round {}: direct p50 {:.1} µs p99 {:.1}, proxy p50 {:.1} p99 {:.1}, http p50 {:.1} p99 {:.1}",
+            round + 1,
+            d.0,
+            d.2,
+            p.0,
+            p.2,
+            h.0,
+            h.2
+        );
+        lat.push([d.0, d.2, p.0, p.2, h.0, h.2]);
+    }
+
+    let mut tp = Vec::new();
+    for round in 0..rounds {
+        let mut row = [0.0; 2];
+        for k in 0..2 {
+            let i = (round + k) % 2;
+            row[i] = if i == 0 {
+                throughput(open_many(Path3::Proxy, bins, &socket, 64).await, 1, dur).await
+            } else {
+                let mut sessions = Vec::with_capacity(64);
+                for _ in 0..64 {
+                    sessions.push(Http::open(port, token, "s0").await);
+                }
+                http_throughput(sessions, dur).await
+            };
+        }
+        eprintln!(
+            "http throughput round {}: 64 proxies × 1 {:.0} req/s, 64 sessions × 1 {:.0} ({:.2}×)",
+            round + 1,
+            row[0],
+            row[1],
+            row[1] / row[0]
+        );
+        tp.push(row);
+    }
+
+    // Memory per open session: 100 sessions, each answered once, against one.
+    let mut warm = Http::open(port, token, "s0").await;
+    warm.request(0, 0).await;
+    let before = daemon.rss_kib();
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        let mut h = Http::open(port, token, "s0").await;
+        h.request(0, 0).await;
+        sessions.push(h);
+    }
+    let after = daemon.rss_kib();
+    daemon.dump_smaps("http_100_sessions");
+    let per_session = (after.saturating_sub(before)) as f64 / 100.0;
+    eprintln!("RSS: daemon {before} KiB with one HTTP session, {after} KiB with 101: {per_session:.1} KiB per session");
+    drop((sessions, warm, daemon));
+
+    let [dp50, dp99, pp50, pp99, hp50, hp99] = medians(&lat);
+    let [ptp, htp] = medians(&tp);
+    json!({
+        "latency_us": {"direct_p50": dp50, "direct_p99": dp99, "proxy_p50": pp50, "proxy_p99": pp99, "http_p50": hp50, "http_p99": hp99, "rounds": lat},
+        "throughput_64x1": {"proxy": ptp, "http": htp, "rounds": tp},
+        "rss_kib": {"one_session": before, "with_101_sessions": after, "per_session": per_session},
+    })
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<_> = std::env::args_os().collect();
@@ -808,7 +1292,7 @@ async fn main() {
         return byte_echo();
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    // BENCH_PHASES=latency,big,throughput,many,rss runs only some phases (for profiling).
+    // BENCH_PHASES=latency,big,throughput,many,rss,share,eras,http runs only some phases.
     let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
     let run = |p: &str| phases.is_empty() || phases.split(',').any(|x| x == p);
     let bins = bins();
@@ -1051,6 +1535,18 @@ async fn main() {
             json!({"daemon_10_idle":idle,"daemon_10_with_100_clients":with_100,"proxy":proxy_rss,"proxy_pss":proxy_pss}),
         );
         drop((clients, proxy, warm, daemon));
+    }
+
+    // The rows of the per-client share, the 2026-07-28 era and the HTTP front (each with daemons
+    // of its own, after the global rows, which they leave as they were).
+    if run("share") {
+        results.insert("share".into(), sharing(&bins, quick).await);
+    }
+    if run("eras") {
+        results.insert("eras".into(), eras(&bins, quick, lat_n, dur).await);
+    }
+    if run("http") {
+        results.insert("http".into(), http_front(&bins, quick, lat_n, dur).await);
     }
 
     let out = std::env::var_os("BENCH_OUT")

@@ -247,6 +247,159 @@ fn rows(r: &Value) -> Vec<Row> {
             met: Some(start <= 10.0),
         },
     ]);
+    out.extend(share_rows(r));
+    out.extend(era_rows(r));
+    out.extend(http_rows(r));
+    out
+}
+
+/// A server shared per client (`share = "client"`): the first answer with the child's start
+/// included, and the daemon's memory with 30 such children. References: no target.
+fn share_rows(r: &Value) -> Vec<Row> {
+    let first = |k: &str| f(r, &["share", "first_answer_ms", k]);
+    let mut out = Vec::new();
+    if first("mux").is_finite() {
+        let n = r["share"]["first_answer_ms"]["rounds"]
+            .as_array()
+            .map_or(0, Vec::len);
+        out.push(Row {
+            measure: format!(
+                "share = \"client\": connect to first answer, the server's start included, mux \
+                 socket / proxy (direct: start the server, initialize, answer; medians of {n})"
+            ),
+            direct: format!("{:.2} ms", first("direct")),
+            value: format!(
+                "{:.2} ms / {:.2} ms ({:.2}× / {:.2}×)",
+                first("mux"),
+                first("proxy"),
+                first("mux") / first("direct"),
+                first("proxy") / first("direct")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
+    let rss = |k: &str| f(r, &["share", "daemon_rss_kib_10x3", k]) * 1024.0 / 1e6;
+    if rss("client").is_finite() {
+        out.push(Row {
+            measure: "daemon RSS, 10 servers × 3 clients, share = \"client\" (30 children; \
+                      in brackets the same clients of 10 global servers)"
+                .into(),
+            direct: "—".into(),
+            value: format!("{:.2} MB ({:.2} MB)", rss("client"), rss("global")),
+            target: "—",
+            met: None,
+        });
+    }
+    out
+}
+
+/// A 2026-07-28 client against the handshake client, through the mux to the same
+/// handshake-era server in the same run: the translation must cost under 10 % more.
+fn era_rows(r: &Value) -> Vec<Row> {
+    let lat = |k: &str| f(r, &["eras", "latency_us", k]);
+    let tp = |k: &str| f(r, &["eras", "throughput_64", k]);
+    let mut out = Vec::new();
+    if lat("modern_p50").is_finite() {
+        let ratio = lat("modern_p50") / lat("handshake_p50");
+        out.push(Row {
+            measure: "latency p50, 2026-07-28 client / handshake client, mux socket, the same \
+                      handshake-era server, taken in turn"
+                .into(),
+            direct: "—".into(),
+            value: format!(
+                "{ratio:.2}× ({:.1} µs against {:.1} µs)",
+                lat("modern_p50"),
+                lat("handshake_p50")
+            ),
+            target: "≤ 1.10×",
+            met: Some(ratio <= 1.10),
+        });
+    }
+    if tp("modern").is_finite() {
+        let ratio = tp("modern") / tp("handshake");
+        out.push(Row {
+            measure: "throughput, 64 clients × 8 in flight, 2026-07-28 / handshake, mux socket \
+                      (under 10 % more cost per answer)"
+                .into(),
+            direct: "—".into(),
+            value: format!(
+                "{ratio:.2}× ({:.0} req/s against {:.0} req/s)",
+                tp("modern"),
+                tp("handshake")
+            ),
+            target: "≥ 0.91×",
+            met: Some(ratio >= 1.0 / 1.1),
+        });
+    }
+    let cpu = |k: &str| f(r, &["eras", "cpu_per_answer_us", k]);
+    if cpu("daemon_modern").is_finite() {
+        out.push(Row {
+            measure: "CPU per answer in those rounds, handshake / 2026-07-28: daemon, load \
+                      generator"
+                .into(),
+            direct: "—".into(),
+            value: format!(
+                "daemon {:.2} / {:.2} µs, generator {:.2} / {:.2} µs",
+                cpu("daemon_handshake"),
+                cpu("daemon_modern"),
+                cpu("generator_handshake"),
+                cpu("generator_modern")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
+    out
+}
+
+/// The Streamable HTTP front against the proxy and direct stdio in the same rounds, its
+/// throughput with 64 sessions and its memory per session. References: no target.
+fn http_rows(r: &Value) -> Vec<Row> {
+    let lat = |k: &str| f(r, &["http", "latency_us", k]);
+    let mut out = Vec::new();
+    if lat("http_p50").is_finite() {
+        out.push(Row {
+            measure: "added latency p50 / p99, HTTP front (one session on a keep-alive \
+                      connection); in brackets the proxy's, taken in turn"
+                .into(),
+            direct: format!("{:.1} µs / {:.1} µs", lat("direct_p50"), lat("direct_p99")),
+            value: format!(
+                "{:+.1} µs / {:+.1} µs (proxy {:+.1} µs / {:+.1} µs)",
+                lat("http_p50") - lat("direct_p50"),
+                lat("http_p99") - lat("direct_p99"),
+                lat("proxy_p50") - lat("direct_p50"),
+                lat("proxy_p99") - lat("direct_p99")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
+    let tp = |k: &str| f(r, &["http", "throughput_64x1", k]);
+    if tp("http").is_finite() {
+        out.push(Row {
+            measure: "throughput, 64 HTTP sessions / 64 proxies, one request in flight each".into(),
+            direct: "—".into(),
+            value: format!(
+                "{:.2}× ({:.0} req/s against {:.0} req/s)",
+                tp("http") / tp("proxy"),
+                tp("http"),
+                tp("proxy")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
+    let per = f(r, &["http", "rss_kib", "per_session"]);
+    if per.is_finite() {
+        out.push(Row {
+            measure: "daemon RSS per open HTTP session (100 sessions, each answered once)".into(),
+            direct: "—".into(),
+            value: format!("{per:.1} KiB"),
+            target: "—",
+            met: None,
+        });
+    }
     out
 }
 

@@ -546,6 +546,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // An answer goes out in several small writes (head, priming event, the message, the
+        // last chunk): with Nagle's algorithm each waited for the host's delayed ACK, ≈ 40 ms
+        // per request on Linux.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+        }
         let front = front.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
