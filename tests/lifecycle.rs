@@ -793,12 +793,21 @@ fn a_daemon_killed_outright(home: &Home) -> (i32, i32) {
     let daemon = home.start();
     let child = wait_pid_file(&home.path("s.child"));
     let grandchild = wait_pid_file(&home.path("s.grandchild"));
-    let records = files_with(&home.state(), ".children");
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert!(
-        records[0].join(child.to_string()).exists(),
-        "the child is not recorded"
-    );
+    // The daemon records the child once it has started it, which may be a moment after the
+    // child wrote its pid.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let records = files_with(&home.state(), ".children");
+        assert!(records.len() <= 1, "{records:?}");
+        if records
+            .first()
+            .is_some_and(|r| r.join(child.to_string()).exists())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the child is not recorded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::fs::remove_file(home.path("s.child")).unwrap();
     std::fs::remove_file(home.path("s.grandchild")).unwrap();
     nix::sys::signal::kill(
