@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use support::*;
@@ -67,17 +67,6 @@ fn python_session(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn finish(child: std::process::Child) -> Value {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&stderr);
-    assert!(status.success(), "session failed: {err}");
-    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("bad output {e}: {err}"))
 }
 
 #[test]

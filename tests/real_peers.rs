@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -46,17 +46,6 @@ fn session_with(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn finish(child: std::process::Child) -> Value {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&stderr);
-    assert!(status.success(), "session failed: {err}");
-    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("bad output {e}: {err}"))
 }
 
 #[test]

@@ -509,3 +509,16 @@ pub fn wait_dead(pid: i32) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Waits for a peer session script (Python or Node) and returns the JSON it printed; a failed
+/// session fails the test with what it wrote to stderr.
+pub fn finish(child: Child) -> Value {
+    let std::process::Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "session failed: {err}");
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("bad output {e}: {err}"))
+}
