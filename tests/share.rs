@@ -303,6 +303,29 @@ fn a_project_child_stops_after_its_idle_time_and_starts_again_on_the_next_reques
     assert_ne!(pid2, pid, "a new child on the next request");
 }
 
+/// `stop NAME` stops every instance and keeps the server stopped: a new client is told so (as a
+/// stopped global server's are) until `start NAME`.
+#[test]
+fn a_stopped_client_server_stays_stopped_for_new_clients_until_started() {
+    let mux = Mux::start(&shared("client", ""));
+    let mut a = mux.connect("f");
+    a.initialize(json!({}));
+    let pa = pid_of(&where_(&mut a, 1));
+    let (code, _, err) = mux.cli(&["stop", "f"]);
+    assert_eq!(code, 0, "{err}");
+    wait_dead(pa);
+    let mut b = mux.connect("f");
+    let r = b.call(json!(2), "where", json!({}));
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert_eq!(r["error"]["data"]["reason"], "server_unavailable", "{r}");
+    assert_eq!(r["error"]["data"]["state"], "stopped", "{r}");
+    let (code, _, err) = mux.cli(&["start", "f"]);
+    assert_eq!(code, 0, "{err}");
+    let mut c = mux.connect("f");
+    c.initialize(json!({}));
+    where_(&mut c, 3);
+}
+
 #[test]
 fn past_max_instances_a_client_is_told_so_and_the_others_carry_on() {
     let mux = Mux::start(&shared("client", "max_instances = 2"));

@@ -156,6 +156,7 @@ pub fn spawn(
         live: live.clone(),
         status: status_tx,
         next_client: 1,
+        stopped: false,
         tracker: tracker.clone(),
         shutdown,
     };
@@ -187,6 +188,9 @@ struct Dispatcher {
     live: Live,
     status: watch::Sender<ServerStatus>,
     next_client: u64,
+    /// Stopped by `rmcp-mux stop NAME`: a new client gets `server_unavailable`, as a stopped
+    /// global server's clients do, until `start` or `restart`.
+    stopped: bool,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -241,6 +245,7 @@ impl Dispatcher {
                 }
                 Some(ctl) = cmd_rx.recv(), if !stopping => {
                     info!(command = ?ctl.cmd, "control command for every instance");
+                    self.stopped = ctl.cmd == Command::Stop;
                     let handles: Vec<ServerHandle> =
                         self.slots.iter().map(|s| s.handle.clone()).collect();
                     // Not awaited here: an instance busy stopping must not hold up the others.
@@ -296,16 +301,30 @@ impl Dispatcher {
                 }
             }
         }
-        if self.slots.len() >= self.cfg.max_instances {
+        let refusal = if self.stopped {
+            info!(key = %key, "refused a client: the server is stopped");
+            Some((
+                format!("server {} is stopped", self.cfg.name),
+                format!(r#"{{"reason":"{}","state":"stopped"}}"#, reasons::SERVER_UNAVAILABLE),
+            ))
+        } else if self.slots.len() >= self.cfg.max_instances {
             warn!(key = %key, max = self.cfg.max_instances, "refused a client over max_instances");
-            let (name, max, token) = (
-                self.cfg.name.clone(),
-                self.cfg.max_instances,
-                self.shutdown.clone(),
-            );
+            let max = self.cfg.max_instances;
+            Some((
+                format!(
+                    "server {} runs its limit of {max} instances (max_instances)",
+                    self.cfg.name
+                ),
+                format!(r#"{{"reason":"{}","max":{max}}}"#, reasons::TOO_MANY_INSTANCES),
+            ))
+        } else {
+            None
+        };
+        if let Some((msg, data)) = refusal {
+            let token = self.shutdown.clone();
             self.tracker.spawn(async move {
                 tokio::select! {
-                    () = refuse(stream, name, max) => {}
+                    () = refuse(stream, msg, data) => {}
                     // Cancel safe: dropping it closes the connection, which is all that is left.
                     () = token.cancelled() => {}
                 }
@@ -494,16 +513,11 @@ async fn read_project(stream: &UnixStream, home: &Path) -> Option<Option<PathBuf
         .unwrap_or(Some(None))
 }
 
-/// Serves a connection refused for `max_instances`: every request is answered with an error
-/// saying so, until the client goes.
-async fn refuse(stream: UnixStream, server: String, max: usize) {
+/// Serves a connection refused (the server is stopped, or at `max_instances`): every request is
+/// answered with the error `msg` and `data` until the client goes.
+async fn refuse(stream: UnixStream, msg: String, data: String) {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LineCodec::new(1 << 20));
-    let msg = format!("server {server} runs its limit of {max} instances (max_instances)");
-    let data = format!(
-        r#"{{"reason":"{}","max":{max}}}"#,
-        reasons::TOO_MANY_INSTANCES
-    );
     while let Some(Ok(frame)) = lines.next().await {
         let Frame::Line(line) = frame else { continue };
         let Ok(crate::jsonrpc::Parsed::Single(env)) = crate::jsonrpc::parse(&line) else {
