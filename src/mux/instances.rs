@@ -305,7 +305,10 @@ impl Dispatcher {
             info!(key = %key, "refused a client: the server is stopped");
             Some((
                 format!("server {} is stopped", self.cfg.name),
-                format!(r#"{{"reason":"{}","state":"stopped"}}"#, reasons::SERVER_UNAVAILABLE),
+                format!(
+                    r#"{{"reason":"{}","state":"stopped"}}"#,
+                    reasons::SERVER_UNAVAILABLE
+                ),
             ))
         } else if self.slots.len() >= self.cfg.max_instances {
             warn!(key = %key, max = self.cfg.max_instances, "refused a client over max_instances");
@@ -315,7 +318,10 @@ impl Dispatcher {
                     "server {} runs its limit of {max} instances (max_instances)",
                     self.cfg.name
                 ),
-                format!(r#"{{"reason":"{}","max":{max}}}"#, reasons::TOO_MANY_INSTANCES),
+                format!(
+                    r#"{{"reason":"{}","max":{max}}}"#,
+                    reasons::TOO_MANY_INSTANCES
+                ),
             ))
         } else {
             None
