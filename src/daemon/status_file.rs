@@ -315,14 +315,7 @@ mod tests {
             last_exit: None,
             restart_in_ms: None,
             max_restarts: 5,
-            share: crate::config::Share::Global,
-            rss_bytes: None,
-            hint: None,
-            instances: Vec::new(),
-            era: None,
-            protocol_version: None,
-            client_names: Vec::new(),
-            cache_hits: 0,
+            ..crate::daemon::fixtures::report("", crate::status::ServerState::Lazy)
         };
         let busier = ServerReport {
             pending: 9,

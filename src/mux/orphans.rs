@@ -202,7 +202,7 @@ mod proc {
         // The command name may hold spaces and parentheses: the fields follow the last ')'.
         let rest = text.get(text.rfind(')')? + 1..)?;
         let f: Vec<&str> = rest.split_whitespace().collect();
-        // f[0] is field 3 (state); pgrp is field 5, session 6, starttime 22.
+        // f[0] is field 3 (state); pgrp is field 5, the session id field 6, starttime 22.
         if *f.first()? == "Z" || *f.first()? == "X" {
             return None;
         }

@@ -276,14 +276,9 @@ mod tests {
                 last_exit: None,
                 restart_in_ms: None,
                 max_restarts: 5,
-                share: crate::config::Share::Global,
-                rss_bytes: None,
-                hint: None,
-                instances: Vec::new(),
                 era: Some("modern".into()),
                 protocol_version: Some("2026-07-28".into()),
-                client_names: Vec::new(),
-                cache_hits: 0,
+                ..crate::daemon::fixtures::report("", crate::status::ServerState::Lazy)
             },
             ServerReport {
                 name: "sequential-thinking".into(),
@@ -298,14 +293,7 @@ mod tests {
                 last_exit: Some("exited with status 1".into()),
                 restart_in_ms: None,
                 max_restarts: 5,
-                share: crate::config::Share::Global,
-                rss_bytes: None,
-                hint: None,
-                instances: Vec::new(),
-                era: None,
-                protocol_version: None,
-                client_names: Vec::new(),
-                cache_hits: 0,
+                ..crate::daemon::fixtures::report("", crate::status::ServerState::Lazy)
             },
         ]);
         let table = render_table(&status);
