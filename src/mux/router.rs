@@ -1935,26 +1935,37 @@ impl Router {
         match self.life {
             Life::Running if self.init_result.is_some() => self.answer_discover(client, &id),
             Life::Stopped | Life::Failed => self.unavailable(client, &id, None),
-            _ => {
-                if self.life == Life::Idle {
-                    self.spawn();
-                }
-                let up = self.alloc_upstream();
-                self.insert_pending(
-                    up,
-                    Pending {
-                        client: Some(client),
-                        orig_id: id,
-                        purpose: Purpose::Discover,
-                        deadline: now + self.cfg.request_timeout,
-                        sent: false,
-                        progress: None,
-                        batch: None,
-                        modern: None,
-                    },
-                );
-            }
+            _ => self.wait_for_handshake(now, client, id, Purpose::Discover, None),
         }
+    }
+
+    /// Holds a client's `initialize` or `server/discover` until the child's own handshake is
+    /// done (starting an idle child); answered with the other waiters in `upstream_ready`.
+    fn wait_for_handshake(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        id: ReqId,
+        purpose: Purpose,
+        batch: Option<u64>,
+    ) {
+        if self.life == Life::Idle {
+            self.spawn();
+        }
+        let up = self.alloc_upstream();
+        self.insert_pending(
+            up,
+            Pending {
+                client: Some(client),
+                orig_id: id,
+                purpose,
+                deadline: now + self.cfg.request_timeout,
+                sent: false,
+                progress: None,
+                batch,
+                modern: None,
+            },
+        );
     }
 
     fn answer_discover(&mut self, client: ClientId, id: &[u8]) {
@@ -2115,25 +2126,7 @@ impl Router {
         match self.life {
             Life::Running if self.init_result.is_some() => self.answer_init(client, &id, batch),
             Life::Stopped | Life::Failed => self.unavailable(client, &id, batch),
-            _ => {
-                if self.life == Life::Idle {
-                    self.spawn();
-                }
-                let up = self.alloc_upstream();
-                self.insert_pending(
-                    up,
-                    Pending {
-                        client: Some(client),
-                        orig_id: id,
-                        purpose: Purpose::ClientInit,
-                        deadline: now + self.cfg.request_timeout,
-                        sent: false,
-                        progress: None,
-                        batch,
-                        modern: None,
-                    },
-                );
-            }
+            _ => self.wait_for_handshake(now, client, id, Purpose::ClientInit, batch),
         }
     }
 
