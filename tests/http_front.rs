@@ -392,3 +392,203 @@ fn a_broken_sse_stream_resumes_with_last_event_id() {
     );
     assert_eq!(code, 400, "no stream 99");
 }
+
+fn modern_session(
+    peers: &std::path::Path,
+    url: &str,
+    token: &std::path::Path,
+    flags: &[&str],
+) -> std::process::Child {
+    Command::new(peers.join(".venv/bin/python"))
+        .arg(peers.join("modern_session.py"))
+        .args(flags)
+        .args(["--url", url, "--token-file"])
+        .arg(token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn python_sdk_2026_07_28_and_auto_clients_over_http_get_only_their_own_answers() {
+    let Some(peers) = peers() else { return };
+    let (mux, _) = start(&everything(&peers));
+    let (url, token_file, _) = http_status(&mux);
+    let endpoint = format!("{url}/everything/mcp");
+    // At once, each with its own echo text and sampling answer (checked by the script): one
+    // pinned to 2026-07-28, one in auto mode (which probes server/discover, finds the
+    // 2026-07-28 form and uses it), one in legacy mode on a session.
+    let modern = modern_session(
+        &peers,
+        &endpoint,
+        &token_file,
+        &["--mode", "2026-07-28", "--tag", "alpha", "--sampling"],
+    );
+    let auto = modern_session(
+        &peers,
+        &endpoint,
+        &token_file,
+        &["--mode", "auto", "--tag", "bravo", "--sampling"],
+    );
+    let legacy = modern_session(
+        &peers,
+        &endpoint,
+        &token_file,
+        &["--mode", "legacy", "--tag", "charlie", "--sampling"],
+    );
+    let (modern, auto, legacy) = (finish(modern), finish(auto), finish(legacy));
+    for s in [&modern, &auto] {
+        assert_eq!(s["protocol_version"], "2026-07-28", "{s}");
+        assert_eq!(s["listen_ok"], true, "{s}");
+    }
+    assert_ne!(legacy["protocol_version"], "2026-07-28", "{legacy}");
+    // The pinned client never asks server/discover, so it knows no server name.
+    for s in [&auto, &legacy] {
+        assert_eq!(s["server_name"], "mcp-servers/everything", "{s}");
+    }
+    for s in [&modern, &auto, &legacy] {
+        assert_eq!(s["echo_ok"], true, "{s}");
+        assert_eq!(s["resource_ok"], true, "{s}");
+        assert_eq!(
+            s["progress"],
+            serde_json::json!([1.0, 2.0, 3.0, 4.0]),
+            "{s}"
+        );
+        assert_eq!(s["cancel_ok"], true, "{s}");
+        assert_eq!(s["sampling_ok"], true, "{s}");
+    }
+    // Nothing is left: the requests' connections, the one parked for the sampling retry and
+    // the listens all closed, and the legacy session was deleted.
+    mux.wait_status("everything", |s| s["clients"] == 0);
+    let log = mux.log.text();
+    assert_eq!(log.matches("HTTP session opened").count(), 1, "{log}");
+}
+
+/// The headers of a 2026-07-28 request to /fake/mcp, with the token.
+fn modern_headers<'a>(bearer: &'a str, method: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Authorization", bearer),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ]
+}
+
+fn modern_request(id: u32, method: &str, params: &str) -> String {
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let params = if params.is_empty() {
+        format!("{{{meta}}}")
+    } else {
+        format!("{{{params},{meta}}}")
+    };
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
+}
+
+/// The JSON body of an answer.
+fn body_of(out: &str) -> Value {
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn the_2026_07_28_form_needs_no_session_and_headers_that_match_the_body() {
+    let (mux, port) = start("[servers.fake]\ncmd = \"{fake}\"\n");
+    let (_, token_file, _) = http_status(&mux);
+    let bearer = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+
+    // server/discover, answered by the mux as one JSON object, with no session.
+    let discover = modern_request(1, "server/discover", "");
+    let (code, out) = request(
+        port,
+        "POST",
+        &modern_headers(&bearer, "server/discover"),
+        &discover,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("mcp-session-id"),
+        "{out}"
+    );
+    let v = body_of(&out);
+    assert_eq!(v["id"], 1, "{out}");
+    assert!(
+        v["result"]["supportedVersions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "2026-07-28")),
+        "{out}"
+    );
+
+    // A request, answered with resultType; tools/call needs Mcp-Name.
+    let list = modern_request(2, "tools/list", "");
+    let (code, out) = request(port, "POST", &modern_headers(&bearer, "tools/list"), &list);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(body_of(&out)["result"]["resultType"], "complete", "{out}");
+    let call = modern_request(
+        3,
+        "tools/call",
+        r#""name":"echo","arguments":{"text":"hi"}"#,
+    );
+    let mut h = modern_headers(&bearer, "tools/call");
+    let (code, out) = request(port, "POST", &h, &call);
+    assert_eq!(code, 400, "{out}");
+    let v = body_of(&out);
+    assert_eq!(v["error"]["code"], -32020, "{out}");
+    assert_eq!(v["id"], 3, "{out}");
+    h.push(("Mcp-Name", "echo"));
+    let (code, out) = request(port, "POST", &h, &call);
+    assert_eq!(code, 200, "{out}");
+    assert!(body_of(&out)["result"].is_object(), "{out}");
+
+    // Mismatches and missing headers: 400 with HeaderMismatch.
+    let (code, out) = request(port, "POST", &modern_headers(&bearer, "tools/call"), &list);
+    assert_eq!(
+        (code, body_of(&out)["error"]["code"].clone()),
+        (400, (-32020).into()),
+        "{out}"
+    );
+    let old_header: Vec<_> = modern_headers(&bearer, "tools/list")
+        .into_iter()
+        .filter(|(k, _)| *k != "MCP-Protocol-Version")
+        .collect();
+    let (code, out) = request(port, "POST", &old_header, &list);
+    assert_eq!(
+        (code, body_of(&out)["error"]["code"].clone()),
+        (400, (-32020).into()),
+        "{out}"
+    );
+
+    // A version nobody serves: 400 with the supported versions.
+    let mut h = modern_headers(&bearer, "tools/list");
+    h[3].1 = "2099-01-01";
+    let (code, out) = request(port, "POST", &h, &list);
+    assert_eq!(code, 400, "{out}");
+    let v = body_of(&out);
+    assert_eq!(v["error"]["code"], -32022, "{out}");
+    assert_eq!(v["error"]["data"]["requested"], "2099-01-01", "{out}");
+
+    // A method the modern era dropped: 404 with -32601.
+    let ping = modern_request(4, "ping", "");
+    let (code, out) = request(port, "POST", &modern_headers(&bearer, "ping"), &ping);
+    assert_eq!(code, 404, "{out}");
+    assert_eq!(body_of(&out)["error"]["code"], -32601, "{out}");
+
+    // No client notifications, no GET stream, no sessions to delete.
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}"#;
+    let (code, _) = request(
+        port,
+        "POST",
+        &modern_headers(&bearer, "notifications/cancelled"),
+        note,
+    );
+    assert_eq!(code, 202);
+    let (code, out) = request(port, "GET", &modern_headers(&bearer, "x"), "");
+    assert_eq!(code, 405, "{out}");
+    assert!(out.to_ascii_lowercase().contains("allow: post"), "{out}");
+    // Each request was a client only while it ran.
+    mux.wait_status("fake", |s| s["clients"] == 0);
+}

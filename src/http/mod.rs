@@ -28,6 +28,7 @@
 //! Streams are resumable: each event has the id `STREAM-SEQ`, every stream starts with a
 //! priming event, and a GET with `Last-Event-ID` replays what the stream sent after it.
 
+mod modern;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -110,6 +111,8 @@ struct Front {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Connections of the 2026-07-28 form waiting for the retry of an `input_required` answer.
+    parked: Mutex<modern::ParkedConns>,
 }
 
 /// One HTTP session: one client of one server's router.
@@ -529,6 +532,7 @@ pub async fn serve(
         sessions: Mutex::new(HashMap::new()),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
+        parked: Mutex::new(modern::ParkedConns::default()),
     });
     info!(port, "HTTP front listening");
     tracker.spawn(sweep(front.clone()));
@@ -580,6 +584,54 @@ pub async fn serve(
     for s in sessions {
         s.ended.cancel();
     }
+    front
+        .parked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+}
+
+/// A POST's body, after the checks both forms share: what it accepts, its type, its size, no
+/// batch. The answer to send instead when a check fails.
+async fn read_body(req: Request<Incoming>, target: &Target) -> Result<Bytes, Response<Body>> {
+    let h = req.headers();
+    if !(accepts(h, "application/json") && accepts(h, "text/event-stream")) {
+        return Err(plain(
+            StatusCode::NOT_ACCEPTABLE,
+            "accept both application/json and text/event-stream",
+        ));
+    }
+    if !header(h, "content-type").is_some_and(|c| c.starts_with("application/json")) {
+        return Err(plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json",
+        ));
+    }
+    let body = match Limited::new(req.into_body(), target.max_request_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                &format!(
+                    "request over max_request_bytes ({})",
+                    target.max_request_bytes
+                ),
+            ))
+        }
+        Err(_) => return Err(plain(StatusCode::BAD_REQUEST, "body cut short")),
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            "send one JSON-RPC message per request (no batches)",
+        ));
+    }
+    Ok(body)
 }
 
 /// Ends the sessions nobody used for [`IDLE`].
@@ -608,6 +660,11 @@ async fn sweep(front: Arc<Front>) {
             info!(session = %s.id, server = %s.server, "HTTP session idle; ended");
             front.end(&s.id);
         }
+        front
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expire();
     }
 }
 
@@ -621,7 +678,23 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
 
 /// A JSON-RPC error as an HTTP answer (id null: it answers no request the server saw).
 fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    rpc_error_with(status, "null", code, message, None)
+}
+
+/// A JSON-RPC error to the request whose id is `id` (raw JSON), with `data` when given.
+fn rpc_error_with(
+    status: StatusCode,
+    id: &str,
+    code: i64,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Response<Body> {
+    let id: serde_json::Value = serde_json::from_str(id).unwrap_or_default();
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(d) = data {
+        error["data"] = d;
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error});
     json(status, Bytes::from(body.to_string()))
 }
 
@@ -739,14 +812,19 @@ impl Front {
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
             return r;
         }
-        if let Some(v) = header(h, "mcp-protocol-version") {
-            if !VERSIONS.contains(&v) {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    -32600,
-                    &format!("unsupported MCP-Protocol-Version {v}"),
-                );
-            }
+        let version = header(h, "mcp-protocol-version");
+        let modern_form = version.is_some_and(modern::is_modern);
+        if let Some(v) = version.filter(|v| !modern_form && !VERSIONS.contains(v)) {
+            let mut supported: Vec<&str> = VERSIONS.to_vec();
+            supported.extend_from_slice(crate::jsonrpc::era::SUPPORTED);
+            let data = serde_json::json!({"supported": supported, "requested": v});
+            return rpc_error_with(
+                StatusCode::BAD_REQUEST,
+                "null",
+                crate::jsonrpc::codes::UNSUPPORTED_PROTOCOL_VERSION,
+                &format!("unsupported MCP-Protocol-Version {v}"),
+                Some(data),
+            );
         }
         let path = req.uri().path();
         let name = match path
@@ -760,6 +838,20 @@ impl Front {
         let Some(target) = self.servers.target(&name) else {
             return plain(StatusCode::NOT_FOUND, &format!("no server `{name}`"));
         };
+        if modern_form {
+            // No sessions in this form: an Mcp-Session-Id is ignored, GET and DELETE have
+            // nothing to act on.
+            if *req.method() == Method::POST {
+                return self.post_modern(req, name, target).await;
+            }
+            let mut r = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the 2026-07-28 form takes POST only",
+            );
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("POST"));
+            return r;
+        }
         let session = match header(req.headers(), "mcp-session-id") {
             Some(id) => match self.session(id, &name) {
                 Some(s) => Some(s),
@@ -850,40 +942,10 @@ impl Front {
         target: Target,
         session: Option<Arc<Session>>,
     ) -> Response<Body> {
-        let h = req.headers();
-        if !(accepts(h, "application/json") && accepts(h, "text/event-stream")) {
-            return plain(
-                StatusCode::NOT_ACCEPTABLE,
-                "accept both application/json and text/event-stream",
-            );
-        }
-        if !header(h, "content-type").is_some_and(|c| c.starts_with("application/json")) {
-            return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json");
-        }
-        let body = match Limited::new(req.into_body(), target.max_request_bytes)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return rpc_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    -32600,
-                    &format!(
-                        "request over max_request_bytes ({})",
-                        target.max_request_bytes
-                    ),
-                )
-            }
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "body cut short"),
+        let body = match read_body(req, &target).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
-        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32600,
-                "send one JSON-RPC message per request (no batches)",
-            );
-        }
         let Ok(env) = serde_json::from_slice::<Envelope>(&body) else {
             return rpc_error(StatusCode::BAD_REQUEST, -32700, "not a JSON-RPC message");
         };
@@ -925,6 +987,16 @@ impl Front {
                     );
                 }
             },
+            (None, _) if modern::Params::read(env.params).version().is_some() => {
+                // A 2026-07-28 request must say so in its headers.
+                return rpc_error_with(
+                    StatusCode::BAD_REQUEST,
+                    env.id.map_or("null", RawValue::get),
+                    modern::HEADER_MISMATCH,
+                    "MCP-Protocol-Version header missing",
+                    None,
+                );
+            }
             (None, _) => {
                 return rpc_error(StatusCode::BAD_REQUEST, -32600, "Mcp-Session-Id required")
             }

@@ -4,6 +4,7 @@ server/discover, fall back to initialize) or "legacy" (initialize).
 
 Usage: modern_session.py [--mode MODE] [--server everything|time] [--tag TAG] [--sampling]
                          [--elicitation] [--timeout S] -- COMMAND [ARGS...]
+       modern_session.py [OPTIONS] --url URL [--token-file FILE]   (over Streamable HTTP)
 
 everything (@modelcontextprotocol/server-everything): lists tools, calls `echo` with a TAG-unique
 text and checks the exact echo, lists resources and reads the first, calls
@@ -32,7 +33,7 @@ import anyio
 from mcp import Client, types
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts in the source tree
-from peer_common import Failure, check_tool_ok, parser, run, server_params
+from peer_common import Failure, check_tool_ok, connect, parser, run, server_params
 
 STEPS = 4
 
@@ -181,12 +182,12 @@ async def time(client: Client, out: dict[str, Any]) -> None:
 
 
 async def main(
-    command: list[str], mode: str, server: str, tag: str, sampling: bool, elicitation: bool
+    command: list[str], args: Any, mode: str, server: str, tag: str, sampling: bool, elicitation: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"tag": tag, "mode": mode}
     asked = Asked(tag)
     async with Client(
-        server_params(command),
+        connect(args, command) if args.url else server_params(command),
         mode=mode,
         sampling_callback=asked.sampling if sampling else None,
         elicitation_callback=asked.elicitation if elicitation else None,
@@ -212,4 +213,4 @@ if __name__ == "__main__":
     p.add_argument("--elicitation", action="store_true", help="declare elicitation and exercise it")
     a = p.parse_args()
     tag = a.tag or uuid.uuid4().hex[:8]
-    run("modern_session.py", a, main, a.mode, a.server, tag, a.sampling, a.elicitation)
+    run("modern_session.py", a, main, a, a.mode, a.server, tag, a.sampling, a.elicitation)
