@@ -499,6 +499,57 @@ fn import_appends_to_an_existing_config_without_touching_it() {
     let text = std::fs::read_to_string(s.mux_toml()).unwrap();
     assert!(text.starts_with(existing), "{text}");
     assert!(text[existing.len()..].contains("[servers.everything]\ncmd = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-everything\"]\n"), "{text}");
+    // Its [daemon] table has no HTTP front: the line to add is said, not written.
+    assert!(!text.contains("# http ="), "{text}");
+    assert!(
+        out.contains("the HTTP front is off: add `http = \"127.0.0.1:")
+            && out.contains("under [daemon]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn import_suggests_a_free_port_for_the_http_front() {
+    let s = Setup::new();
+    let out = s.ok(&["import"]);
+    let toml = std::fs::read_to_string(s.mux_toml()).unwrap();
+    let port: u16 = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("# http = \"127.0.0.1:"))
+        .and_then(|p| p.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no suggested http line in {toml}"))
+        .parse()
+        .unwrap();
+    assert!(toml.contains("\n# [daemon]\n# http = "), "{toml}");
+    assert!(
+        out.contains("the HTTP front is off: uncomment `[daemon]` and ")
+            && out.contains(&format!("(port {port} is free now)")),
+        "{out}"
+    );
+    // Uncommented, the mux takes it and the front is on that port.
+    let on = toml
+        .replace("# [daemon]\n", "[daemon]\n")
+        .replace("# http = ", "http = ");
+    std::fs::write(s.mux_toml(), &on).unwrap();
+    let (code, _, err) = s.run(&[
+        "health",
+        "--config",
+        s.mux_toml().to_str().unwrap(),
+        "--service",
+        "nope",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown server `nope`"), "{err}");
+    // With the front on, a later import suggests nothing.
+    s.write(
+        "home/.cursor/mcp.json",
+        r#"{"mcpServers": {"extra": {"command": "extra-server"}}}"#,
+    );
+    let out = s.ok(&["import", "--host", "cursor"]);
+    assert!(out.contains("added extra"), "{out}");
+    assert!(!out.contains("HTTP front is off"), "{out}");
+    let after = std::fs::read_to_string(s.mux_toml()).unwrap();
+    assert_eq!(after.matches("http = ").count(), 1, "{after}");
 }
 
 /// The files a host's rewire may change.
@@ -1065,7 +1116,7 @@ fn rewire_via_http_writes_each_hosts_url_form_and_unwire_restores_it() {
     let s = Setup::new();
     s.ok(&["import"]);
     let toml = std::fs::read_to_string(s.mux_toml()).unwrap();
-    assert!(!toml.contains("[daemon]"), "{toml}");
+    assert!(!toml.lines().any(|l| l == "[daemon]"), "{toml}");
     // Without the front configured, there is no URL to write.
     let (code, _, err) = s.run(&["rewire", "--host", "cursor", "--via", "http"]);
     assert_ne!(code, 0);

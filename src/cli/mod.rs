@@ -737,6 +737,9 @@ fn import(
             report.config.display()
         );
     }
+    if let Some(hint) = &report.http_hint {
+        println!("{hint}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

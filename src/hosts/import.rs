@@ -237,6 +237,29 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The config written (or that would have been).
     pub config: PathBuf,
+    /// When the config written has no HTTP front: how to turn it on, with a port free now.
+    pub http_hint: Option<String>,
+}
+
+/// The port suggested for the HTTP front: the first of 7311..=7330 free on 127.0.0.1 (a fixed
+/// port is easier to recognise and stays put across imports), else any free one; `None` when
+/// loopback cannot be bound at all.
+pub fn free_port() -> Option<u16> {
+    let bind = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).ok();
+    (7311..=7330)
+        .find(|p| bind(*p).is_some())
+        .or_else(|| bind(0)?.local_addr().ok().map(|a| a.port()))
+}
+
+/// The commented `[daemon] http` lines import adds to a config without a `[daemon]` table.
+fn http_block(port: u16) -> String {
+    format!(
+        "\n# The HTTP front: hosts that connect by URL reach the servers with no process of their\n\
+         # own (`rmcp-mux rewire --host NAME --via http`). Uncomment to turn it on; the port was\n\
+         # free when `rmcp-mux import` wrote this.\n\
+         # [daemon]\n\
+         # http = \"127.0.0.1:{port}\"\n"
+    )
 }
 
 /// Imports every runnable server of `hosts` into the config at `config_path` (created when
@@ -283,7 +306,39 @@ pub fn run(config_path: &Path, hosts: &[Host], paths: &Paths) -> Result<Report, 
     }
     new_text.push_str(&render_tables(&plan.add));
     // Never write a config the daemon would refuse.
-    Config::from_toml(&new_text, config_path)?;
+    let cfg = Config::from_toml(&new_text, config_path)?;
+    if cfg.daemon.http.is_none() {
+        if let Some(port) = free_port() {
+            let has_daemon = new_text
+                .parse::<toml_edit::DocumentMut>()
+                .is_ok_and(|d| d.contains_key("daemon"));
+            let addr = format!("http = \"127.0.0.1:{port}\"");
+            report.http_hint = Some(if has_daemon {
+                format!(
+                    "the HTTP front is off: add `{addr}` under [daemon] (port {port} is free now) so that hosts that connect by URL need no process of their own (`rmcp-mux rewire --host NAME --via http`)"
+                )
+            } else {
+                // Suggested by an earlier import already: that line stays the suggestion.
+                let (what, port_note) = if new_text.contains("# http = \"127.0.0.1:") {
+                    (
+                        "the `# [daemon]` and `# http = …` lines in".to_owned(),
+                        String::new(),
+                    )
+                } else {
+                    new_text.push_str(&http_block(port));
+                    Config::from_toml(&new_text, config_path)?;
+                    (
+                        format!("`[daemon]` and `{addr}` at the end of"),
+                        format!(" (port {port} is free now)"),
+                    )
+                };
+                format!(
+                    "the HTTP front is off: uncomment {what} {}{port_note} so that hosts that connect by URL need no process of their own (`rmcp-mux rewire --host NAME --via http`)",
+                    config_path.display()
+                )
+            });
+        }
+    }
     let secrets = plan.add.iter().any(|s| !s.stdio.env.is_empty());
     if let Some(dir) = config_path.parent() {
         rewire::create_private_dir(dir)?;
