@@ -112,11 +112,23 @@ fn python_sdk_sessions_over_http_get_only_their_own_answers() {
     assert_eq!(log.matches("HTTP session opened").count(), 2, "{log}");
 }
 
-/// One HTTP/1.1 request on a fresh connection; the status code and the whole answer.
+/// One HTTP/1.1 request to `/fake/mcp` on a fresh connection; the status code and the whole
+/// answer.
 fn request(port: u16, method: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    request_to(port, "/fake/mcp", method, headers, body)
+}
+
+/// One HTTP/1.1 request to `path` on a fresh connection; the status code and the whole answer.
+fn request_to(
+    port: u16,
+    path: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut req = format!("{method} /fake/mcp HTTP/1.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
     }
@@ -416,38 +428,38 @@ fn python_sdk_2026_07_28_and_auto_clients_over_http_get_only_their_own_answers()
     let (mux, _) = start(&everything(&peers));
     let (url, token_file, _) = http_status(&mux);
     let endpoint = format!("{url}/everything/mcp");
-    // At once, each with its own echo text and sampling answer (checked by the script): one
-    // pinned to 2026-07-28, one in auto mode (which probes server/discover, finds the
-    // 2026-07-28 form and uses it), one in legacy mode on a session.
-    let modern = modern_session(
-        &peers,
-        &endpoint,
-        &token_file,
-        &["--mode", "2026-07-28", "--tag", "alpha", "--sampling"],
-    );
-    let auto = modern_session(
-        &peers,
-        &endpoint,
-        &token_file,
-        &["--mode", "auto", "--tag", "bravo", "--sampling"],
-    );
-    let legacy = modern_session(
-        &peers,
-        &endpoint,
-        &token_file,
-        &["--mode", "legacy", "--tag", "charlie", "--sampling"],
+    let run = |mode: &str, tag: &str, sampling: bool| {
+        let mut flags = vec!["--mode", mode, "--tag", tag];
+        if sampling {
+            flags.push("--sampling");
+        }
+        modern_session(&peers, &endpoint, &token_file, &flags)
+    };
+    // At once, each with its own echo text (checked by the script): one pinned to
+    // 2026-07-28, one in auto mode (which probes server/discover, finds the 2026-07-28 form
+    // and uses it), one in legacy mode on a session. Nothing on stdio ties server-everything's
+    // sampling request to the call that caused it, so one client at a time declares sampling:
+    // the request must reach that one, as an input request (MRTR) for a 2026-07-28 client.
+    let (modern, auto, legacy) = (
+        run("2026-07-28", "alpha", true),
+        run("auto", "bravo", false),
+        run("legacy", "charlie", false),
     );
     let (modern, auto, legacy) = (finish(modern), finish(auto), finish(legacy));
-    for s in [&modern, &auto] {
+    let (auto_sampling, legacy_again) = (run("auto", "delta", true), run("legacy", "echo", false));
+    let (auto_sampling, legacy_again) = (finish(auto_sampling), finish(legacy_again));
+    for s in [&modern, &auto, &auto_sampling] {
         assert_eq!(s["protocol_version"], "2026-07-28", "{s}");
         assert_eq!(s["listen_ok"], true, "{s}");
     }
-    assert_ne!(legacy["protocol_version"], "2026-07-28", "{legacy}");
+    for s in [&legacy, &legacy_again] {
+        assert_ne!(s["protocol_version"], "2026-07-28", "{s}");
+    }
     // The pinned client never asks server/discover, so it knows no server name.
-    for s in [&auto, &legacy] {
+    for s in [&auto, &legacy, &auto_sampling, &legacy_again] {
         assert_eq!(s["server_name"], "mcp-servers/everything", "{s}");
     }
-    for s in [&modern, &auto, &legacy] {
+    for s in [&modern, &auto, &legacy, &auto_sampling, &legacy_again] {
         assert_eq!(s["echo_ok"], true, "{s}");
         assert_eq!(s["resource_ok"], true, "{s}");
         assert_eq!(
@@ -456,13 +468,15 @@ fn python_sdk_2026_07_28_and_auto_clients_over_http_get_only_their_own_answers()
             "{s}"
         );
         assert_eq!(s["cancel_ok"], true, "{s}");
+    }
+    for s in [&modern, &auto_sampling] {
         assert_eq!(s["sampling_ok"], true, "{s}");
     }
     // Nothing is left: the requests' connections, the one parked for the sampling retry and
-    // the listens all closed, and the legacy session was deleted.
+    // the listens all closed, and the legacy sessions were deleted.
     mux.wait_status("everything", |s| s["clients"] == 0);
     let log = mux.log.text();
-    assert_eq!(log.matches("HTTP session opened").count(), 1, "{log}");
+    assert_eq!(log.matches("HTTP session opened").count(), 2, "{log}");
 }
 
 /// The headers of a 2026-07-28 request to /fake/mcp, with the token.
@@ -591,4 +605,182 @@ fn the_2026_07_28_form_needs_no_session_and_headers_that_match_the_body() {
     assert!(out.to_ascii_lowercase().contains("allow: post"), "{out}");
     // Each request was a client only while it ran.
     mux.wait_status("fake", |s| s["clients"] == 0);
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: the fields follow the last ")".
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `pid` and every process under it.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        all.extend(children_of(all[i]));
+        i += 1;
+    }
+    all
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP session of the 2025-11-25 form on server `name`: its id, once initialized.
+fn open_session(port: u16, name: &str, bearer: &str, client: &str) -> String {
+    let path = format!("/{name}/mcp");
+    let h = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Authorization", bearer),
+    ];
+    let init = format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"{client}","version":"1"}}}}}}"#
+    );
+    let (code, out) = request_to(port, &path, "POST", &h, &init);
+    assert_eq!(code, 200, "{name}: {out}");
+    let sid = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id in {out}"));
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let mut with_sid = h.to_vec();
+    with_sid.push(("Mcp-Session-Id", &sid));
+    assert_eq!(request_to(port, &path, "POST", &with_sid, note).0, 202);
+    sid
+}
+
+/// A request on a session: the answer from its SSE stream.
+fn session_request(
+    port: u16,
+    name: &str,
+    bearer: &str,
+    sid: &str,
+    id: u32,
+    method: &str,
+    params: &str,
+) -> Value {
+    let h = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Authorization", bearer),
+        ("Mcp-Session-Id", sid),
+    ];
+    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+    let (code, out) = request_to(port, &format!("/{name}/mcp"), "POST", &h, &body);
+    assert_eq!(code, 200, "{name}: {out}");
+    out.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("{name}: no answer to {id} in {out}"))
+}
+
+/// Four hosts on each of three real servers, all by URL: every session works while the others
+/// are open, and the daemon runs one process tree per server and nothing per host.
+#[test]
+fn twelve_http_sessions_on_three_real_servers_add_no_process() {
+    let Some(peers) = peers() else { return };
+    let servers = format!(
+        "{}[servers.memory]\ncmd = \"node\"\nargs = [\"{}\"]\nenv = {{ MEMORY_FILE_PATH = \"{{dir}}/memory.jsonl\" }}\n[servers.time]\ncmd = \"{}\"\n",
+        everything(&peers),
+        peers
+            .join("node_modules/@modelcontextprotocol/server-memory/dist/index.js")
+            .display(),
+        peers.join(".venv/bin/mcp-server-time").display()
+    );
+    let (mux, port) = start(&servers);
+    let (_, token_file, _) = http_status(&mux);
+    let bearer = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+    let calls = [
+        (
+            "everything",
+            r#"{"name":"echo","arguments":{"message":"MARK"}}"#,
+            "Echo: MARK",
+        ),
+        (
+            "memory",
+            r#"{"name":"read_graph","arguments":{}}"#,
+            "entities",
+        ),
+        (
+            "time",
+            r#"{"name":"get_current_time","arguments":{"timezone":"UTC"}}"#,
+            "UTC",
+        ),
+    ];
+    let mut sessions = Vec::new();
+    for host in 0..4 {
+        for (name, _, _) in calls {
+            let sid = open_session(port, name, &bearer, &format!("host-{host}"));
+            sessions.push((name, host, sid));
+        }
+    }
+    // Every session works with all twelve open, and sees its own marker.
+    for (name, host, sid) in &sessions {
+        let (_, params, want) = calls.iter().find(|(n, _, _)| n == name).unwrap();
+        let mark = format!("{name}-{host}");
+        let params = params.replace("MARK", &mark);
+        let want = want.replace("MARK", &mark);
+        let tools = session_request(port, name, &bearer, sid, 1, "tools/list", "{}");
+        assert!(
+            tools["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()),
+            "{tools}"
+        );
+        let answer = session_request(port, name, &bearer, sid, 2, "tools/call", &params);
+        assert_ne!(answer["result"]["isError"], true, "{answer}");
+        let text = text(&answer);
+        assert!(text.contains(&want), "{name} for host {host}: {answer}");
+    }
+    let daemon = mux.child.id();
+    let mut servers_seen = Vec::new();
+    for (name, _, _) in calls {
+        let s = mux.wait_status(name, |s| s["clients"] == 4);
+        servers_seen.push(s["pid"].as_u64().unwrap() as u32);
+    }
+    // The daemon's children are the three servers, no more; nothing under it is a proxy.
+    let mut children = children_of(daemon);
+    children.sort_unstable();
+    servers_seen.sort_unstable();
+    assert_eq!(children, servers_seen, "the daemon's children");
+    // No proxy anywhere under the tests (none of this file's tests starts one), the daemon
+    // included.
+    let all = tree(std::process::id());
+    assert!(all.contains(&daemon));
+    let proxies: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|p| comm(*p).starts_with("rmcp-mux-proxy"))
+        .collect();
+    assert!(proxies.is_empty(), "proxies: {proxies:?}");
 }
