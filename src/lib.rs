@@ -14,8 +14,8 @@
 //! - [`daemon`]: all servers of a config, status snapshots, reload, shutdown, and its
 //!   process-level parts: control socket, config watching, status files, PID/lock lifecycle, log
 //!   file.
-//! - [`http`]: the Streamable HTTP front, hosts' way in by URL: each HTTP session is one
-//!   client of a server's socket.
+//! - [`http`]: the Streamable HTTP front, hosts' way in by URL: each HTTP session (or, in the
+//!   2026-07-28 form, each request) is one client of a server's socket.
 //! - [`proxy`]: the stdio <-> socket bridge hosts run as their server command.
 //! - [`hosts`]: MCP hosts' config files: scan, import into `mux.toml`, rewire and unwire.
 //! - Front-ends over status snapshots and commands: [`cli`] (the `rmcp-mux` and

@@ -27,6 +27,9 @@
 //!
 //! Streams are resumable: each event has the id `STREAM-SEQ`, every stream starts with a
 //! priming event, and a GET with `Last-Event-ID` replays what the stream sent after it.
+//!
+//! A request whose `MCP-Protocol-Version` names a 2026-07-28-era version takes the other form
+//! of the transport, with no session: see `modern.rs`.
 
 mod modern;
 pub mod token;

@@ -402,16 +402,6 @@ impl Front {
             debug!(server = %name, %method, msg, "2026-07-28 request: header mismatch");
             return rpc_error_with(StatusCode::BAD_REQUEST, &id, HEADER_MISMATCH, &msg, None);
         }
-        if target.full {
-            let max = target.max_clients;
-            return rpc_error_with(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &id,
-                codes::INTERNAL_ERROR,
-                &format!("too many clients: server {name} allows {max}"),
-                None,
-            );
-        }
         let key = params.request_state.and_then(string);
         drop(env);
         let retry = key.and_then(|k| {
@@ -431,6 +421,17 @@ impl Front {
         };
         let mut conn = match conn {
             Some(c) => c,
+            // A retry's connection is a client already; a new one may be one too many.
+            None if target.full => {
+                let max = target.max_clients;
+                return rpc_error_with(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &id,
+                    codes::INTERNAL_ERROR,
+                    &format!("too many clients: server {name} allows {max}"),
+                    None,
+                );
+            }
             None => match connect(&target).await {
                 Ok(c) => c,
                 Err(e) => {
