@@ -491,7 +491,16 @@ fn modern_headers<'a>(bearer: &'a str, method: &'a str) -> Vec<(&'a str, &'a str
 }
 
 fn modern_request(id: u32, method: &str, params: &str) -> String {
-    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+    modern_request_meta(id, method, params, "")
+}
+
+/// A 2026-07-28 request: `params` (members, without braces) and the envelope, with `meta`
+/// (members) added to `_meta`.
+fn modern_request_meta(id: u32, method: &str, params: &str, meta: &str) -> String {
+    let meta = format!(
+        r#""_meta":{{{meta}{}"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}"#,
+        if meta.is_empty() { "" } else { "," }
+    );
     let params = if params.is_empty() {
         format!("{{{meta}}}")
     } else {
@@ -605,6 +614,55 @@ fn the_2026_07_28_form_needs_no_session_and_headers_that_match_the_body() {
     assert!(out.to_ascii_lowercase().contains("allow: post"), "{out}");
     // Each request was a client only while it ran.
     mux.wait_status("fake", |s| s["clients"] == 0);
+
+    // A slow call: its first progress turns the answer into an SSE stream; closing that
+    // stream cancels the call upstream.
+    let slow = modern_request_meta(
+        5,
+        "tools/call",
+        r#""name":"slow","arguments":{"ms":20000,"steps":20}"#,
+        r#""progressToken":"p5""#,
+    );
+    let mut h = modern_headers(&bearer, "tools/call");
+    h.push(("Mcp-Name", "slow"));
+    h.push(("Host", "127.0.0.1"));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = String::from("POST /fake/mcp HTTP/1.1\r\n");
+    for (k, v) in &h {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{slow}", slow.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&seen);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    assert!(head.contains(r#""progressToken":"p5""#), "{head}");
+    mux.wait_status("fake", |s| s["pending"] == 1);
+    drop(s);
+    mux.wait_status("fake", |s| s["pending"] == 0 && s["clients"] == 0);
+    let mut c = mux.connect("fake");
+    c.initialize(serde_json::json!({}));
+    let stats: Value = serde_json::from_str(&text(&c.call(
+        serde_json::json!(1),
+        "stats",
+        serde_json::json!({}),
+    )))
+    .unwrap();
+    assert_eq!(
+        stats["cancelled"].as_array().map(Vec::len),
+        Some(1),
+        "{stats}"
+    );
 }
 
 /// The processes whose parent is `pid`.
