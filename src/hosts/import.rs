@@ -237,6 +237,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// The config written (or that would have been).
     pub config: PathBuf,
+    /// The hosts the added servers came from, each once, in the order they were read.
+    pub from: Vec<Host>,
 }
 
 /// Imports every runnable server of `hosts` into the config at `config_path` (created when
@@ -290,6 +292,11 @@ pub fn run(config_path: &Path, hosts: &[Host], paths: &Paths) -> Result<Report, 
     }
     rewire::write_atomic(config_path, new_text.as_bytes(), secrets.then_some(0o600))?;
     for s in &plan.add {
+        for (h, _) in &s.from {
+            if !report.from.contains(h) {
+                report.from.push(*h);
+            }
+        }
         let from: Vec<String> = s.from.iter().map(|(h, _)| h.to_string()).collect();
         let env = if s.stdio.env.is_empty() {
             String::new()
