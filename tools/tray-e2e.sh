@@ -285,6 +285,8 @@ panel="$(xdotool search --onlyvisible --class gtk-sni-tray-standalone 2>/dev/nul
 if [ -z "$panel" ]; then panel="$(xdotool search --onlyvisible --name gtk-sni-tray 2>/dev/null | head -n1 || true)"; fi
 [ -n "$panel" ] || die "cannot find the panel window"
 eval "$(xdotool getwindowgeometry --shell "$panel")"
+# A notification still on screen (crasher's) would be in the shot: close it first.
+dunstctl close-all 2>/dev/null || true
 # The panel packs its icons from the left; ours is the only one.
 xdotool mousemove $((X + HEIGHT / 2)) $((Y + HEIGHT / 2)) click 3
 # Open memory's submenu from the keyboard: first item, right.
@@ -538,5 +540,130 @@ kill -0 "$tray_pid" 2>/dev/null || die "the first app ended when a second one wa
 click "$(menu_id "Quit rmcp-mux")"
 wait_exit "$tray_pid" Quit
 nothing_left "Quit with a broken config" "$work/run3/control.sock"
+
+say "check 11: a first launch with Cursor and Claude Code configured: set up, connect, restore"
+# A home of its own with the two hosts' files; servers that really start (server-memory in both,
+# deduplicated, and one fake server in each).
+h2="$work/home2"
+mkdir -p "$h2/.cursor" "$h2/.config"
+cat >"$h2/.cursor/mcp.json" <<EOF
+{
+  // Cursor's own comment, kept byte for byte
+  "mcpServers": {
+    "memory": { "command": "node", "args": ["$memory_js"], "env": { "MEMORY_FILE_PATH": "$work/memory2.jsonl" } },
+    "clock": { "command": "$fake", "args": ["--server-version", "2.0"] }
+  }
+}
+EOF
+cat >"$h2/.claude.json" <<EOF
+{
+  "numStartups": 3,
+  "mcpServers": {
+    "memory": { "type": "stdio", "command": "node", "args": ["$memory_js"], "env": { "MEMORY_FILE_PATH": "$work/memory2.jsonl" } },
+    "notes": { "type": "stdio", "command": "$fake", "args": ["--server-version", "3.0"] }
+  }
+}
+EOF
+cp "$h2/.cursor/mcp.json" "$work/cursor.orig"
+cp "$h2/.claude.json" "$work/claude.orig"
+cfg2="$h2/.rmcp-mux/mux.toml"
+echo no >"$work/answer"
+: >"$work/dialogs.log"
+in_h2() { HOME="$h2" XDG_CONFIG_HOME="$h2/.config" XDG_DATA_HOME="$h2/.local/share" XDG_CACHE_HOME="$h2/.cache" "$@"; }
+# `env` execs the app: $! is its PID. The dialogs are answered from $work/answer and logged.
+env HOME="$h2" XDG_CONFIG_HOME="$h2/.config" XDG_DATA_HOME="$h2/.local/share" XDG_CACHE_HOME="$h2/.cache" \
+  RMCP_MUX_DIALOG_ANSWER="file:$work/answer" RMCP_MUX_DIALOG_LOG="$work/dialogs.log" \
+  RMCP_MUX_LOG=info,rmcp_mux::tray=debug "$bin" --tray --config "$cfg2" >"$out/tray-setup.log" 2>&1 &
+tray_pid=$!
+pids+=("$tray_pid")
+find_item "$tray_pid"
+H="Hosts > "
+wait_for 20 "the first-run entry" menu_has "Set up from your apps…${T}enabled${T}-${T}item"
+for line in \
+  "${H}Claude Code — 0 of 2 servers through rmcp-mux${T}enabled${T}-${T}submenu" \
+  "${H}Cursor — 0 of 2 servers through rmcp-mux${T}enabled${T}-${T}submenu" \
+  "${H}Cursor — 0 of 2 servers through rmcp-mux > Connect to rmcp-mux${T}enabled${T}-${T}item" \
+  "${H}Cursor — 0 of 2 servers through rmcp-mux > Restore original${T}disabled${T}-${T}item" \
+  "${H}Cursor — 0 of 2 servers through rmcp-mux > Open its config file${T}enabled${T}-${T}item"; do
+  menu_has "$line" || die "menu line missing: $line"
+done
+click "$(menu_id "Set up from your apps…")"
+status2() { in_h2 "$bin" status --json --config "$cfg2"; }
+all_running() {
+  [ "$(status2 | python3 -c "import json,sys; print(sorted((s['name'], s['state']) for s in json.load(sys.stdin)['servers']))")" = \
+    "[('clock', 'running'), ('memory', 'running'), ('notes', 'running')]" ]
+}
+wait_for 60 "the imported servers running" all_running
+wait_for 10 "the setup notification" grep -q 'string "3 servers from Claude Code and Cursor"' "$out/notifications.log"
+wait_for 10 "the normal menu after setup" menu_has "3 servers${M}${T}disabled${T}-${T}item"
+menu_has "Set up from your apps…${T}enabled${T}-${T}item" && die "the first-run entry is still offered"
+menu_has "memory${T}enabled${T}-${T}submenu" || die "memory's submenu after setup"
+cmp -s "$h2/.cursor/mcp.json" "$work/cursor.orig" || die "setup changed Cursor's file"
+
+cursor="${H}Cursor — 0 of 2 servers through rmcp-mux"
+click "$(menu_id "$cursor > Connect to rmcp-mux")"
+wait_for 10 "the connect question answered no" grep -qx "answered: no" "$work/dialogs.log"
+grep -qx "question: Connect Cursor to rmcp-mux?" "$work/dialogs.log" || die "the question: $(cat "$work/dialogs.log")"
+for l in "2 entries of Cursor's config will reach rmcp-mux through rmcp-mux-proxy:" "$h2/.cursor/mcp.json" "  • memory" "  • clock"; do
+  grep -qxF -- "$l" "$work/dialogs.log" || die "the question does not say '$l': $(cat "$work/dialogs.log")"
+done
+# The job ends after the answer; its last word is in the app's log.
+wait_for 10 "the cancelled connect in the log" sh -c \
+  "HOME='$h2' '$bin' logs --config '$cfg2' -n 1000 | grep -q 'connect cancelled'"
+cmp -s "$h2/.cursor/mcp.json" "$work/cursor.orig" || die "answering no changed Cursor's file"
+ls "$h2"/.cursor/mcp.json.rmcp-mux-backup-* >/dev/null 2>&1 && die "answering no left a backup"
+
+# One real dialog (rfd's GTK dialog on the loop's thread): it shows, the menu keeps answering
+# over D-Bus while it is open, and Escape cancels it.
+echo ask >"$work/answer"
+click "$(menu_id "$cursor > Connect to rmcp-mux")"
+wait_for 10 "the real confirmation dialog" xdotool search --name "^Connect Cursor to rmcp-mux"
+menu_has "3 servers${M}${T}disabled${T}-${T}item" || die "the menu does not answer while a dialog is open"
+dialog="$(xdotool search --name "^Connect Cursor to rmcp-mux" | head -n1)"
+timeout 5 xdotool windowactivate --sync "$dialog" || die "cannot focus the dialog"
+xdotool key Escape
+wait_for 10 "the dialog closed" sh -c "! xdotool search --name '^Connect Cursor to rmcp-mux'"
+wait_for 10 "the second cancelled connect in the log" sh -c \
+  "[ \"\$(HOME='$h2' '$bin' logs --config '$cfg2' -n 1000 | grep -c 'connect cancelled')\" = 2 ]"
+cmp -s "$h2/.cursor/mcp.json" "$work/cursor.orig" || die "cancelling the dialog changed Cursor's file"
+
+echo yes >"$work/answer"
+click "$(menu_id "$cursor > Connect to rmcp-mux")"
+wait_for 20 "Cursor with 2 of 2 servers through rmcp-mux" menu_has \
+  "${H}Cursor — 2 of 2 servers through rmcp-mux${T}enabled${T}-${T}submenu"
+menu_has "${H}Claude Code — 0 of 2 servers through rmcp-mux${T}enabled${T}-${T}submenu" || die "Claude Code changed too"
+menu_has "${H}Cursor — 2 of 2 servers through rmcp-mux > Connect to rmcp-mux${T}disabled${T}-${T}item" ||
+  die "Connect still enabled with everything connected"
+wait_for 10 "the connect notification" grep -q 'string "Connected Cursor to rmcp-mux"' "$out/notifications.log"
+grep -q 'string "2 servers now run through rmcp-mux; restart Cursor to pick it up."' "$out/notifications.log" ||
+  die "the connect notification does not carry Cursor's restart hint"
+python3 - "$h2/.cursor/mcp.json" "$root/target/debug/rmcp-mux-proxy" "$h2/.rmcp-mux/sockets" <<'PY' || die "Cursor's file after Connect: $(cat "$h2/.cursor/mcp.json")"
+import re, json, sys
+text = open(sys.argv[1]).read()
+assert "// Cursor's own comment, kept byte for byte" in text
+servers = json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.M))["mcpServers"]
+for name in ("memory", "clock"):
+    e = servers[name]
+    assert e["command"] == sys.argv[2], e
+    assert e["args"][:2] == ["--socket", f"{sys.argv[3]}/{name}.sock"], e
+PY
+
+click "$(menu_id "${H}Cursor — 2 of 2 servers through rmcp-mux > Restore original")"
+wait_for 20 "Cursor back to 0 of 2" menu_has "$cursor${T}enabled${T}-${T}submenu"
+cmp "$h2/.cursor/mcp.json" "$work/cursor.orig" || die "Restore original did not put Cursor's file back byte for byte"
+wait_for 10 "the restore notification" grep -q "string \"Restored Cursor's config\"" "$out/notifications.log"
+
+# A broken host file: the error, with the file and line, is a dialog.
+printf '{\n  "mcpServers": {,\n}\n' >"$h2/.claude.json"
+click "$(menu_id "${H}Claude Code — 0 of 2 servers through rmcp-mux > Connect to rmcp-mux")"
+wait_for 10 "the error dialog" grep -qx "error: Cannot connect Claude Code to rmcp-mux" "$work/dialogs.log"
+grep -q "^$h2/.claude.json:2:[0-9]*: " "$work/dialogs.log" || die "the error dialog does not name the file and line: $(cat "$work/dialogs.log")"
+wait_for 10 "the broken host in the menu" menu_has "${H}Claude Code — cannot read its config${T}enabled${T}-${T}submenu"
+cp "$work/claude.orig" "$h2/.claude.json"
+
+memory2_pid="$(status2 | python3 -c "import json,sys; print([s['pid'] for s in json.load(sys.stdin)['servers'] if s['name']=='memory'][0])")"
+click "$(menu_id "Quit rmcp-mux")"
+wait_exit "$tray_pid" "Quit after setup"
+nothing_left "Quit after setup" "$memory2_pid" "$h2/.rmcp-mux/sockets/memory.sock"
 
 say "all checks passed (menu: $out/menu.txt, screenshot: $out/menu.png)"

@@ -752,32 +752,16 @@ fn rewire(
 ) -> anyhow::Result<ExitCode> {
     let host = hosts::Host::from_name(name)?;
     let path = config.map_or_else(Config::default_path, Path::to_path_buf);
-    if !path.exists() {
-        anyhow::bail!(
-            "no mux config at {}; run `rmcp-mux import --host {host}` first",
-            path.display()
-        );
-    }
-    let cfg = Config::load(&path)?;
-    let via = if by_url {
-        let Some(addr) = cfg.daemon.http else {
-            anyhow::bail!(
-                "{} has no HTTP front; add `http = \"127.0.0.1:PORT\"` under [daemon] first",
-                path.display()
-            );
-        };
-        hosts::rewire::Via::Http {
-            base: format!("http://{addr}"),
-            token: crate::http::token::load_or_create(&crate::http::token::path()?)?,
-        }
+    let want = if by_url {
+        hosts::connect::Want::Http
     } else {
-        hosts::rewire::Via::Proxy(hosts::rewire::proxy_path()?)
+        hosts::connect::Want::Proxy
     };
-    let report = hosts::rewire::rewire_via(
+    let hosts::connect::Connected { report, cfg, .. } = hosts::connect::connect(
         host,
         &host_paths(project),
-        &cfg,
-        &via,
+        &path,
+        want,
         &default_state_dir(),
         dry_run,
     )?;

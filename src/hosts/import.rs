@@ -239,6 +239,8 @@ pub struct Report {
     pub config: PathBuf,
     /// When the config written has no HTTP front: how to turn it on, with a port free now.
     pub http_hint: Option<String>,
+    /// The hosts the added servers came from, each once, in the order they were read.
+    pub from: Vec<Host>,
 }
 
 /// The port suggested for the HTTP front: the first of 7311..=7330 free on 127.0.0.1 (a fixed
@@ -345,6 +347,11 @@ pub fn run(config_path: &Path, hosts: &[Host], paths: &Paths) -> Result<Report, 
     }
     rewire::write_atomic(config_path, new_text.as_bytes(), secrets.then_some(0o600))?;
     for s in &plan.add {
+        for (h, _) in &s.from {
+            if !report.from.contains(h) {
+                report.from.push(*h);
+            }
+        }
         let from: Vec<String> = s.from.iter().map(|(h, _)| h.to_string()).collect();
         let env = if s.stdio.env.is_empty() {
             String::new()

@@ -7,6 +7,7 @@
 //! nothing in this file writes a file.
 
 pub mod codex;
+pub mod connect;
 pub mod import;
 pub mod json;
 pub mod rewire;
@@ -132,6 +133,31 @@ impl Host {
             Host::Codex => "codex",
             Host::Gemini => "gemini",
             Host::Zed => "zed",
+        }
+    }
+
+    /// The application's own name, as its users know it ("Claude Desktop").
+    pub fn label(self) -> &'static str {
+        match self {
+            Host::ClaudeDesktop => "Claude Desktop",
+            Host::ClaudeCode => "Claude Code",
+            Host::Cursor => "Cursor",
+            Host::Vscode => "VS Code",
+            Host::Windsurf => "Windsurf",
+            Host::Codex => "Codex",
+            Host::Gemini => "Gemini CLI",
+            Host::Zed => "Zed",
+        }
+    }
+
+    /// What the user does for the host to read a changed config: hosts read their MCP servers
+    /// at start (a CLI at the start of a session), so a change is seen only after that.
+    pub fn restart_hint(self) -> String {
+        match self {
+            Host::ClaudeCode | Host::Codex | Host::Gemini => {
+                format!("start a new {} session to pick it up", self.label())
+            }
+            _ => format!("restart {} to pick it up", self.label()),
         }
     }
 

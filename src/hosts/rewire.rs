@@ -232,6 +232,19 @@ pub struct Report {
     pub diffs: Vec<String>,
     /// How many entries were (or would be) changed.
     pub changed: usize,
+    /// The entries changed (or that would be), for a confirmation that lists them.
+    pub entries: Vec<Planned>,
+}
+
+/// One entry a rewire changes (or would change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// The server's name in the host.
+    pub name: String,
+    /// The host file it is in.
+    pub file: PathBuf,
+    /// The mux server it will reach.
+    pub server: String,
 }
 
 /// Which mux server an entry reaches, and how it was matched.
@@ -423,6 +436,11 @@ pub fn rewire_via(
             continue;
         }
         report.changed += changes.len();
+        report.entries.extend(changes.iter().map(|c| Planned {
+            name: c.entry.last().cloned().unwrap_or_default(),
+            file: file.path.clone(),
+            server: c.server.clone(),
+        }));
         if dry_run {
             let name = file.path.display().to_string();
             let diff = similar::udiff::unified_diff(
@@ -695,6 +713,52 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_dry_run_lists_the_entries_it_would_change_and_writes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir_all(home.join(".cursor")).unwrap();
+        let file = home.join(".cursor/mcp.json");
+        let text = r#"{"mcpServers": {
+  "mem": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"]},
+  "other": {"command": "uvx", "args": ["not-in-the-mux"]},
+  "web": {"url": "https://example.com/mcp"}
+}}"#;
+        std::fs::write(&file, text).unwrap();
+        let cfg = Config::from_toml(
+            "[servers.memory]\ncmd = \"npx\"\nargs = [\"-y\", \"@modelcontextprotocol/server-memory\"]\n",
+            &d.path().join("mux.toml"),
+        )
+        .unwrap();
+        let paths = Paths {
+            config: home.join(".config"),
+            codex_home: home.join(".codex"),
+            home: home.clone(),
+            project: None,
+        };
+        let state = d.path().join("state");
+        let via = Via::Proxy("/opt/rmcp-mux-proxy".into());
+        let r = rewire_via(Host::Cursor, &paths, &cfg, &via, &state, true).unwrap();
+        assert_eq!(
+            r.entries,
+            [Planned {
+                name: "mem".into(),
+                file: file.clone(),
+                server: "memory".into()
+            }]
+        );
+        assert_eq!(r.changed, 1);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "a dry run writes nothing"
+        );
+        assert!(!state.exists(), "and records nothing");
+        let r = rewire_via(Host::Cursor, &paths, &cfg, &via, &state, false).unwrap();
+        assert_eq!(r.entries.len(), 1, "the real run reports the same entries");
+        assert_ne!(std::fs::read_to_string(&file).unwrap(), text);
+    }
 
     #[test]
     fn utc_stamps() {

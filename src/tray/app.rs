@@ -1,7 +1,9 @@
 //! The menu-bar app (`rmcp-mux --tray`): the tao event loop on the main thread owns the tray
 //! icon and its muda menu; the tokio runtime runs the mux on its own threads. A driver task
 //! polls the daemon's status, shows notifications and sends every snapshot that changes the
-//! menu to the loop through an [`EventLoopProxy`]; menu clicks go back as daemon commands.
+//! menu to the loop through an [`EventLoopProxy`]; menu clicks go back as daemon commands. The
+//! Hosts actions and "Set up from your apps…" run on threads of their own (`HostJobs`), since
+//! they wait for native dialogs, and send the hosts' new state back to the loop.
 //!
 //! It renders [`model::TrayModel`]s and decides nothing the model can decide. It must not block
 //! the main thread on the daemon (commands run on the runtime) and must not exit before every
@@ -28,7 +30,7 @@ use tracing::{debug, info, warn};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder, TrayIconEvent};
 
 use super::login::LoginItem;
-use super::model::{self, Action, IconState, Item, Login, TrayModel};
+use super::model::{self, Action, HostsView, IconState, Item, Login, TrayModel};
 use super::notify::{self, RateLimit};
 use super::start::{ensure_config, Prepared};
 use crate::config::Selection;
@@ -48,6 +50,8 @@ enum UserEvent {
     Status(Box<DaemonStatus>),
     /// A menu item was clicked (its id).
     Menu(String),
+    /// The hosts' files were read again (after a Hosts action or a config change).
+    Hosts(HostsView),
     /// Every server has stopped; the loop may exit.
     Stopped,
 }
@@ -206,7 +210,7 @@ fn run(
     runtime.spawn(drive(
         daemon,
         instance,
-        proxy,
+        proxy.clone(),
         quit.clone(),
         config.daemon.notifications,
         stopped_tx,
@@ -229,13 +233,23 @@ fn run(
     let mut ui: Option<Ui> = None;
     let mut exit_code = 0;
     let mut status = shared.status();
+    // A few small files, read once here; later reads run off the loop (HostJobs::refresh).
+    let mut hosts_view = super::hosts::view(&config_path, &crate::hosts::Paths::from_env(None));
+    let jobs = HostJobs {
+        handle: runtime.handle().clone(),
+        shared: shared.clone(),
+        config: config_path.clone(),
+        proxy: proxy.clone(),
+        notifications,
+        busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     event_loop.run(move |event, _, control_flow| {
         if !matches!(*control_flow, ControlFlow::ExitWithCode(_)) {
             *control_flow = ControlFlow::Wait;
         }
         match event {
             // macOS wants the icon created once the loop runs (tray-icon's docs).
-            Event::NewEvents(StartCause::Init) => match Ui::new(&status, login.state()) {
+            Event::NewEvents(StartCause::Init) => match Ui::new(&status, login.state(), &hosts_view) {
                 Ok(u) => ui = Some(u),
                 Err(e) => {
                     eprintln!("rmcp-mux: cannot show the tray icon: {e:#}");
@@ -244,9 +258,25 @@ fn run(
                 }
             },
             Event::UserEvent(UserEvent::Status(next)) => {
+                // A config applied or refused changes what the hosts' counts and the first-run
+                // entry mean: read the hosts again.
+                let names = |s: &DaemonStatus| -> Vec<String> {
+                    s.servers.iter().map(|x| x.name.clone()).collect()
+                };
+                if names(&next) != names(&status)
+                    || next.config_error.is_some() != status.config_error.is_some()
+                {
+                    jobs.refresh();
+                }
                 status = *next;
                 if let Some(ui) = ui.as_mut() {
-                    ui.show(&status, login.state());
+                    ui.show(&status, login.state(), &hosts_view);
+                }
+            }
+            Event::UserEvent(UserEvent::Hosts(view)) => {
+                hosts_view = view;
+                if let Some(ui) = ui.as_mut() {
+                    ui.show(&status, login.state(), &hosts_view);
                 }
             }
             Event::UserEvent(UserEvent::Menu(id)) => {
@@ -289,7 +319,7 @@ fn run(
                         }
                         // The check item shows the disk, whatever the click toggled.
                         if let Some(ui) = ui.as_mut() {
-                            ui.show(&status, login.state());
+                            ui.show(&status, login.state(), &hosts_view);
                             ui.rendered.login.set_checked(ui.model.login_checked);
                         }
                     }
@@ -321,6 +351,20 @@ fn run(
                                     warn!("cannot show the copy notification");
                                 }
                             });
+                        }
+                    }
+                    Action::Setup => jobs.spawn("setup", HostJobs::setup),
+                    Action::HostConnect(name) => match crate::hosts::Host::from_name(&name) {
+                        Ok(host) => jobs.spawn("connect", move |j| j.connect(host)),
+                        Err(e) => warn!(error = %e, "menu"),
+                    },
+                    Action::HostRestore(name) => match crate::hosts::Host::from_name(&name) {
+                        Ok(host) => jobs.spawn("restore", move |j| j.restore(host)),
+                        Err(e) => warn!(error = %e, "menu"),
+                    },
+                    Action::HostOpen(name) => {
+                        if let Some(h) = hosts_view.hosts.iter().find(|h| h.host.name() == name) {
+                            open(&runtime, &h.file, true);
                         }
                     }
                     Action::Quit => {
@@ -369,6 +413,165 @@ fn copy_entry(
     board
         .set_text(entry)
         .context("cannot put the entry on the clipboard")
+}
+
+/// The Hosts actions and the first-run setup. Each runs on a thread of its own, since it asks
+/// and tells in blocking dialogs ([`super::dialog`]), and calls the same functions as the CLI:
+/// `rmcp-mux import` ([`crate::hosts::import::run`]), `rewire`
+/// ([`crate::hosts::connect::connect`], once as a dry run for the confirmation, then for real)
+/// and `unwire` ([`crate::hosts::rewire::unwire`]). One runs at a time.
+#[derive(Clone)]
+struct HostJobs {
+    handle: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    config: PathBuf,
+    proxy: EventLoopProxy<UserEvent>,
+    notifications: bool,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HostJobs {
+    /// Runs `job` on its own thread, unless another one still runs (its dialog is open).
+    fn spawn(&self, what: &'static str, job: impl FnOnce(&HostJobs) + Send + 'static) {
+        use std::sync::atomic::Ordering;
+        if self.busy.swap(true, Ordering::AcqRel) {
+            info!(what, "a Hosts action is already running; click ignored");
+            return;
+        }
+        /// Frees the slot however the job ends (a panic included).
+        struct Done(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let jobs = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rmcp-mux-{what}"))
+            .spawn(move || {
+                let done = Done(jobs.busy.clone());
+                job(&jobs);
+                drop(done);
+                jobs.refresh_now();
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, what, "cannot start the Hosts action");
+            self.busy.store(false, Ordering::Release);
+        }
+    }
+
+    /// Reads the hosts again off the loop and sends the result to it.
+    fn refresh(&self) {
+        let jobs = self.clone();
+        self.handle.spawn_blocking(move || jobs.refresh_now());
+    }
+
+    fn refresh_now(&self) {
+        let view = super::hosts::view(&self.config, &crate::hosts::Paths::from_env(None));
+        let _ = self.proxy.send_event(UserEvent::Hosts(view));
+    }
+
+    /// Shows a notification (bounded, as every notification of the app).
+    fn notify(&self, (summary, body): (String, String)) {
+        info!(%summary, %body, "notification");
+        if !self.notifications {
+            return;
+        }
+        let shown = self.handle.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), notify::show_text(&summary, &body)).await
+        });
+        if !matches!(shown, Ok(Ok(()))) {
+            warn!(%summary, "cannot show a notification");
+        }
+    }
+
+    /// "Set up from your apps…": imports every host's servers into the config (as `rmcp-mux
+    /// import` with no `--host`), applies it, and says what it found.
+    fn setup(&self) {
+        let paths = crate::hosts::Paths::from_env(None);
+        if !super::hosts::is_first_run(&self.config) {
+            info!("setup: the config is no longer the template; nothing done");
+            return;
+        }
+        let report = match crate::hosts::import::run(&self.config, &crate::hosts::Host::ALL, &paths)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                super::dialog::error("Cannot set up rmcp-mux from your apps", &format!("{e:#}"));
+                return;
+            }
+        };
+        for line in report.notes.iter().chain(&report.added) {
+            info!(%line, "setup");
+        }
+        if !report.added.is_empty() {
+            // The watcher would apply it too; this starts the servers now.
+            if let Err(e) = self.handle.block_on(self.shared.reload()) {
+                super::dialog::error(
+                    "The new config was not applied",
+                    &format!("{}: {e:#}", self.config.display()),
+                );
+                return;
+            }
+        }
+        self.notify(model::setup_notice(report.added.len(), &report.from));
+    }
+
+    /// "Connect to rmcp-mux": a dry run lists the entries in a confirmation, then the rewire.
+    fn connect(&self, host: crate::hosts::Host) {
+        use crate::hosts::connect::{connect, Want};
+        let paths = crate::hosts::Paths::from_env(None);
+        let state = crate::config::default_state_dir();
+        let failed = |e: anyhow::Error| {
+            super::dialog::error(
+                &format!("Cannot connect {} to rmcp-mux", host.label()),
+                &format!("{e:#}"),
+            );
+        };
+        let plan = match connect(host, &paths, &self.config, Want::Auto, &state, true) {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        if plan.report.changed == 0 {
+            super::dialog::inform(
+                &format!("Nothing to connect in {}", host.label()),
+                &plan.report.lines.join("\n"),
+            );
+            return;
+        }
+        let (title, text) = model::connect_question(host, &plan.report.entries, plan.by_url);
+        if !super::dialog::confirm(&title, &text, "Connect") {
+            info!(host = %host, "connect cancelled");
+            return;
+        }
+        match connect(host, &paths, &self.config, Want::Auto, &state, false) {
+            Ok(done) => {
+                for line in &done.report.lines {
+                    info!(host = %host, %line, "connect");
+                }
+                self.notify(model::connected_notice(host, done.report.changed));
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    /// "Restore original": puts back what Connect changed (as `rmcp-mux unwire`).
+    fn restore(&self, host: crate::hosts::Host) {
+        let paths = crate::hosts::Paths::from_env(None);
+        let state = crate::config::default_state_dir();
+        match crate::hosts::rewire::unwire(host, &paths, &state) {
+            Ok(report) => {
+                for line in &report.lines {
+                    info!(host = %host, %line, "restore");
+                }
+                self.notify(model::restored_notice(host, report.changed, &report.lines));
+            }
+            Err(e) => super::dialog::error(
+                &format!("Cannot restore {}'s config", host.label()),
+                &e.to_string(),
+            ),
+        }
+    }
 }
 
 /// Sends one command to a server on the runtime; the next snapshot shows its effect.
@@ -488,8 +691,8 @@ struct Ui {
 }
 
 impl Ui {
-    fn new(status: &DaemonStatus, login: Login) -> anyhow::Result<Ui> {
-        let model = model::build(status, login);
+    fn new(status: &DaemonStatus, login: Login, hosts: &HostsView) -> anyhow::Result<Ui> {
+        let model = model::build_with(status, login, hosts);
         let rendered = Rendered::new(&model)?;
         let builder = TrayIconBuilder::new()
             .with_id("rmcp-mux")
@@ -508,8 +711,8 @@ impl Ui {
     }
 
     /// Shows a new snapshot: in place where the platform allows, rebuilt where it must be.
-    fn show(&mut self, status: &DaemonStatus, login: Login) {
-        let next = model::build(status, login);
+    fn show(&mut self, status: &DaemonStatus, login: Login, hosts: &HostsView) {
+        let next = model::build_with(status, login, hosts);
         if next == self.model {
             return;
         }
@@ -547,7 +750,11 @@ impl Ui {
 struct Rendered {
     menu: Menu,
     summary: MenuItem,
+    setup: Option<MenuItem>,
     servers: Vec<ServerItems>,
+    /// The Hosts submenu, kept with its items.
+    _hosts_menu: Submenu,
+    hosts: Vec<HostItems>,
     restart_all: MenuItem,
     open_config: MenuItem,
     open_logs: MenuItem,
@@ -566,6 +773,14 @@ struct ServerItems {
     start: MenuItem,
     copy_entry: MenuItem,
     instances: Vec<InstanceItems>,
+}
+
+/// One host's submenu inside Hosts.
+struct HostItems {
+    submenu: Submenu,
+    connect: MenuItem,
+    restore: MenuItem,
+    open: MenuItem,
 }
 
 /// One instance's submenu inside its server's.
@@ -596,6 +811,10 @@ impl Rendered {
         menu.append(&summary)?;
         if let Some(err) = &m.config_error {
             menu.append(&item(err))?;
+        }
+        let setup = m.setup.as_ref().map(item);
+        if let Some(s) = &setup {
+            menu.append(s)?;
         }
         menu.append(&PredefinedMenuItem::separator())?;
         let mut servers = Vec::with_capacity(m.servers.len());
@@ -647,9 +866,35 @@ impl Rendered {
             menu.append(&items.submenu)?;
             servers.push(items);
         }
+        menu.append(&PredefinedMenuItem::separator())?;
+        let hosts_menu = Submenu::with_id(model::ids::HOSTS, "Hosts", true);
+        if let Some(none) = &m.no_hosts {
+            hosts_menu.append(&item(none))?;
+        }
+        let mut hosts = Vec::with_capacity(m.hosts.len());
+        for h in &m.hosts {
+            let items = HostItems {
+                submenu: Submenu::with_id(h.id.as_str(), &h.label, true),
+                connect: item(&h.connect),
+                restore: item(&h.restore),
+                open: item(&h.open),
+            };
+            items.submenu.append_items(&[
+                &items.connect,
+                &items.restore,
+                &PredefinedMenuItem::separator(),
+                &items.open,
+            ])?;
+            hosts_menu.append(&items.submenu)?;
+            hosts.push(items);
+        }
+        menu.append(&hosts_menu)?;
         let r = Rendered {
             summary,
+            setup,
             servers,
+            _hosts_menu: hosts_menu,
+            hosts,
             restart_all: item(&m.restart_all),
             open_config: item(&m.open_config),
             open_logs: item(&m.open_logs),
@@ -698,6 +943,17 @@ impl Rendered {
                 sync(&ri.restart, &oi.restart, &ni.restart);
                 sync(&ri.stop, &oi.stop, &ni.stop);
             }
+        }
+        if let (Some(r), Some(o), Some(n)) = (&self.setup, &old.setup, &new.setup) {
+            sync(r, o, n);
+        }
+        for ((r, o), n) in self.hosts.iter().zip(&old.hosts).zip(&new.hosts) {
+            if LIVE_SUBMENU_LABELS && o.label != n.label {
+                r.submenu.set_text(&n.label);
+            }
+            sync(&r.connect, &o.connect, &n.connect);
+            sync(&r.restore, &o.restore, &n.restore);
+            sync(&r.open, &o.open, &n.open);
         }
         sync(&self.restart_all, &old.restart_all, &new.restart_all);
         sync(&self.open_config, &old.open_config, &new.open_config);

@@ -113,6 +113,32 @@ pub struct InstanceEntry {
     pub stop: Item,
 }
 
+/// One host in the Hosts submenu: a submenu with Connect, Restore and Open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// The host's command-line name.
+    pub name: String,
+    /// The submenu id (`host:NAME`).
+    pub id: String,
+    /// "Cursor — 4 of 5 servers through rmcp-mux", or "Cursor — cannot read its config".
+    pub label: String,
+    /// Point its entries at the mux (as `rmcp-mux rewire`), after a confirmation.
+    pub connect: Item,
+    /// Put back what Connect changed (as `rmcp-mux unwire`).
+    pub restore: Item,
+    /// Open its config file.
+    pub open: Item,
+}
+
+/// What the menu shows about the hosts, read from their files by the app (`tray::hosts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostsView {
+    /// Whether to offer "Set up from your apps…".
+    pub setup: bool,
+    /// The hosts found, in [`crate::hosts::Host::ALL`]'s order.
+    pub hosts: Vec<crate::hosts::connect::HostState>,
+}
+
 /// Everything the tray shows for one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrayModel {
@@ -124,8 +150,15 @@ pub struct TrayModel {
     pub summary: Item,
     /// Why the last config reload was refused, shown as a disabled item at the top.
     pub config_error: Option<Item>,
+    /// "Set up from your apps…", first in the menu while the config is the untouched template
+    /// and some host has servers to import.
+    pub setup: Option<Item>,
     /// One entry per server, in config order.
     pub servers: Vec<ServerEntry>,
+    /// The Hosts submenu: one entry per host found on this machine.
+    pub hosts: Vec<HostEntry>,
+    /// The Hosts submenu's only item when no host was found, disabled.
+    pub no_hosts: Option<Item>,
     /// Restart every server that is not stopped.
     pub restart_all: Item,
     /// Open the config file in the user's editor.
@@ -156,6 +189,12 @@ pub mod ids {
     pub const CONFIG_ERROR: &str = "config-error";
     /// The summary line.
     pub const SUMMARY: &str = "summary";
+    /// "Set up from your apps…".
+    pub const SETUP: &str = "setup";
+    /// The Hosts submenu.
+    pub const HOSTS: &str = "hosts";
+    /// The Hosts submenu's line when no host was found.
+    pub const NO_HOSTS: &str = "hosts-none";
 }
 
 /// What a click on a menu id asks for.
@@ -175,6 +214,14 @@ pub enum Action {
     ToggleLogin,
     /// Put this server's host entry on the clipboard.
     CopyEntry(String),
+    /// Import every host's servers into the new config and start them.
+    Setup,
+    /// Point a host (by its command-line name) at the mux, after a confirmation.
+    HostConnect(String),
+    /// Put back what Connect changed in a host's files.
+    HostRestore(String),
+    /// Open a host's config file.
+    HostOpen(String),
     /// Stop everything and exit.
     Quit,
 }
@@ -203,6 +250,18 @@ impl Action {
             ids::OPEN_LOGS => Some(Action::OpenLogs),
             ids::LOGIN => Some(Action::ToggleLogin),
             ids::QUIT => Some(Action::Quit),
+            ids::SETUP => Some(Action::Setup),
+            _ if id.starts_with("host-") => {
+                let host = |prefix: &str| {
+                    id.strip_prefix(prefix)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                };
+                host("host-connect:")
+                    .map(Action::HostConnect)
+                    .or_else(|| host("host-restore:").map(Action::HostRestore))
+                    .or_else(|| host("host-open:").map(Action::HostOpen))
+            }
             _ => server("restart:", Command::Restart)
                 .or_else(|| server("stop:", Command::Stop))
                 .or_else(|| server("start:", Command::Start))
@@ -358,8 +417,52 @@ pub fn icon_state(servers: &[ServerReport]) -> IconState {
     }
 }
 
-/// Builds the whole menu for one snapshot.
+/// Builds the whole menu for one snapshot, with no hosts.
 pub fn build(status: &DaemonStatus, login: Login) -> TrayModel {
+    build_with(status, login, &HostsView::default())
+}
+
+/// "4 of 5 servers" with the noun agreeing with the total.
+fn of_servers(through: usize, total: usize) -> String {
+    format!(
+        "{through} of {total} server{}",
+        if total == 1 { "" } else { "s" }
+    )
+}
+
+/// One host's submenu.
+pub fn host_entry(h: &crate::hosts::connect::HostState) -> HostEntry {
+    let n = h.host.name();
+    let label = match &h.error {
+        Some(_) => format!("{} — cannot read its config", h.host.label()),
+        None => format!(
+            "{} — {} through rmcp-mux",
+            h.host.label(),
+            of_servers(h.through, h.total)
+        ),
+    };
+    let item = |prefix: &str, label: &str, enabled| Item {
+        id: format!("{prefix}:{n}"),
+        label: label.to_owned(),
+        enabled,
+    };
+    HostEntry {
+        name: n.to_owned(),
+        id: format!("host:{n}"),
+        label,
+        // A broken file still offers Connect: the click shows the error with its line.
+        connect: item(
+            "host-connect",
+            "Connect to rmcp-mux",
+            h.error.is_some() || h.through < h.total,
+        ),
+        restore: item("host-restore", "Restore original", h.through > 0),
+        open: item("host-open", "Open its config file", true),
+    }
+}
+
+/// Builds the whole menu for one snapshot and the hosts found.
+pub fn build_with(status: &DaemonStatus, login: Login, view: &HostsView) -> TrayModel {
     let servers: Vec<ServerEntry> = status.servers.iter().map(entry).collect();
     let running = status
         .servers
@@ -406,6 +509,14 @@ pub fn build(status: &DaemonStatus, login: Login) -> TrayModel {
             label: format!("Config not applied: {e}"),
             enabled: false,
         }),
+        setup: view
+            .setup
+            .then(|| fixed(ids::SETUP, "Set up from your apps…", true)),
+        hosts: view.hosts.iter().map(host_entry).collect(),
+        no_hosts: view
+            .hosts
+            .is_empty()
+            .then(|| fixed(ids::NO_HOSTS, "No MCP apps found", false)),
         restart_all: fixed(
             ids::RESTART_ALL,
             "Restart all",
@@ -440,6 +551,15 @@ impl TrayModel {
             })
             .collect();
         shape.push(self.config_error.is_some().to_string());
+        shape.push(self.setup.is_some().to_string());
+        // Host lines are submenus too: a new count is a new menu where labels cannot change.
+        shape.extend(self.hosts.iter().map(|h| {
+            if live_submenu_labels {
+                h.name.clone()
+            } else {
+                h.label.clone()
+            }
+        }));
         shape
     }
 
@@ -451,6 +571,107 @@ impl TrayModel {
             .map(|s| s.name.clone())
             .collect()
     }
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// The confirmation Connect shows: a title and the entries that will change, file by file
+/// (`entries` from a dry run of the same rewire).
+pub fn connect_question(
+    host: crate::hosts::Host,
+    entries: &[crate::hosts::rewire::Planned],
+    by_url: bool,
+) -> (String, String) {
+    use std::fmt::Write;
+    let how = if by_url {
+        "by URL, through its HTTP front"
+    } else {
+        "through rmcp-mux-proxy"
+    };
+    let mut text = format!(
+        "{} {} of {}'s config will reach rmcp-mux {how}:\n",
+        entries.len(),
+        if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        },
+        host.label()
+    );
+    let mut last: Option<&std::path::Path> = None;
+    for e in entries {
+        if last != Some(e.file.as_path()) {
+            let _ = write!(text, "\n{}\n", e.file.display());
+            last = Some(e.file.as_path());
+        }
+        if e.name == e.server {
+            let _ = writeln!(text, "  • {}", e.name);
+        } else {
+            let _ = writeln!(text, "  • {} → the mux's {}", e.name, e.server);
+        }
+    }
+    let _ = write!(
+        text,
+        "\nA backup of each file is kept; Restore original puts the entries back."
+    );
+    (format!("Connect {} to rmcp-mux?", host.label()), text)
+}
+
+/// The notification after Connect changed `changed` entries.
+pub fn connected_notice(host: crate::hosts::Host, changed: usize) -> (String, String) {
+    let what = if changed == 1 {
+        "1 server now runs".to_owned()
+    } else {
+        format!("{changed} servers now run")
+    };
+    (
+        format!("Connected {} to rmcp-mux", host.label()),
+        format!("{what} through rmcp-mux; {}.", host.restart_hint()),
+    )
+}
+
+/// The notification after Restore original put back `restored` entries; `lines` say what was
+/// left and why.
+pub fn restored_notice(
+    host: crate::hosts::Host,
+    restored: usize,
+    lines: &[String],
+) -> (String, String) {
+    let summary = format!("Restored {}'s config", host.label());
+    if restored == 0 {
+        return (summary, lines.join("\n"));
+    }
+    let what = if restored == 1 {
+        "1 entry put back".to_owned()
+    } else {
+        format!("{restored} entries put back")
+    };
+    let left: Vec<&String> = lines.iter().filter(|l| l.starts_with("left ")).collect();
+    let mut body = format!("{what}; {}.", host.restart_hint());
+    for l in left {
+        body.push('\n');
+        body.push_str(l);
+    }
+    (summary, body)
+}
+
+/// The notification after "Set up from your apps…" imported `added` servers from `from`:
+/// "12 servers from Claude Code, Cursor and Claude Desktop".
+pub fn setup_notice(added: usize, from: &[crate::hosts::Host]) -> (String, String) {
+    let labels: Vec<&str> = from.iter().map(|h| h.label()).collect();
+    let body = match added {
+        0 => "No servers to add: your apps' servers are already in the config.".to_owned(),
+        1 => format!("1 server from {}", and_list(&labels)),
+        n => format!("{n} servers from {}", and_list(&labels)),
+    };
+    ("rmcp-mux is set up".to_owned(), body)
 }
 
 #[cfg(test)]
@@ -815,6 +1036,193 @@ mod tests {
         assert_eq!(
             per_client.sharing.label,
             "Shared: not shared, one process per client"
+        );
+    }
+
+    fn host_state(
+        host: crate::hosts::Host,
+        through: usize,
+        total: usize,
+    ) -> crate::hosts::connect::HostState {
+        crate::hosts::connect::HostState {
+            host,
+            file: "/h/.cursor/mcp.json".into(),
+            total,
+            through,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn hosts_are_listed_with_their_counts_and_the_actions_that_make_sense() {
+        use crate::hosts::Host;
+        let view = HostsView {
+            setup: false,
+            hosts: vec![
+                host_state(Host::ClaudeCode, 0, 1),
+                host_state(Host::Cursor, 4, 5),
+                host_state(Host::Zed, 2, 2),
+                crate::hosts::connect::HostState {
+                    error: Some("/h/.codeium/windsurf/mcp_config.json:3:1: expected `}`".into()),
+                    ..host_state(Host::Windsurf, 0, 0)
+                },
+            ],
+        };
+        let m = build_with(&status(vec![]), Login::Off, &view);
+        let labels: Vec<&str> = m.hosts.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "Claude Code — 0 of 1 server through rmcp-mux",
+                "Cursor — 4 of 5 servers through rmcp-mux",
+                "Zed — 2 of 2 servers through rmcp-mux",
+                "Windsurf — cannot read its config",
+            ]
+        );
+        let flags: Vec<(bool, bool)> = m
+            .hosts
+            .iter()
+            .map(|h| (h.connect.enabled, h.restore.enabled))
+            .collect();
+        assert_eq!(
+            flags,
+            [(true, false), (true, true), (false, true), (true, false)],
+            "Connect while something is left, Restore once something goes through the mux, \
+             Connect on a broken file to show its error"
+        );
+        assert_eq!(m.no_hosts, None);
+        assert_eq!(m.setup, None);
+        assert_eq!(
+            Action::parse(&m.hosts[1].connect.id),
+            Some(Action::HostConnect("cursor".into()))
+        );
+        assert_eq!(
+            Action::parse(&m.hosts[1].restore.id),
+            Some(Action::HostRestore("cursor".into()))
+        );
+        assert_eq!(
+            Action::parse(&m.hosts[3].open.id),
+            Some(Action::HostOpen("windsurf".into()))
+        );
+        assert_eq!(
+            Action::parse(&m.hosts[1].id),
+            None,
+            "the submenu itself does nothing"
+        );
+        assert_eq!(Action::parse("host-connect:"), None);
+
+        let none = build_with(&status(vec![]), Login::Off, &HostsView::default());
+        assert!(none.hosts.is_empty());
+        assert_eq!(
+            none.no_hosts.map(|i| (i.label, i.enabled)),
+            Some(("No MCP apps found".into(), false))
+        );
+    }
+
+    #[test]
+    fn the_first_run_entry_and_host_counts_change_the_menu_shape() {
+        use crate::hosts::Host;
+        let st = status(vec![]);
+        let before = HostsView {
+            setup: true,
+            hosts: vec![host_state(Host::Cursor, 0, 2)],
+        };
+        let m = build_with(&st, Login::Off, &before);
+        let setup = m.setup.clone().expect("offered");
+        assert_eq!(
+            (setup.label.as_str(), setup.enabled),
+            ("Set up from your apps…", true)
+        );
+        assert_eq!(Action::parse(&setup.id), Some(Action::Setup));
+        let after = HostsView {
+            setup: false,
+            hosts: vec![host_state(Host::Cursor, 2, 2)],
+        };
+        let n = build_with(&st, Login::Off, &after);
+        assert_ne!(m.shape(true), n.shape(true), "the setup entry went");
+        let same_setup = HostsView {
+            setup: true,
+            ..after
+        };
+        let n = build_with(&st, Login::Off, &same_setup);
+        assert_eq!(
+            m.shape(true),
+            n.shape(true),
+            "macOS relabels the host in place"
+        );
+        assert_ne!(
+            m.shape(false),
+            n.shape(false),
+            "Linux rebuilds for a new count"
+        );
+    }
+
+    #[test]
+    fn the_connect_question_lists_each_entry_under_its_file() {
+        use crate::hosts::rewire::Planned;
+        use crate::hosts::Host;
+        let p = |name: &str, file: &str, server: &str| Planned {
+            name: name.into(),
+            file: file.into(),
+            server: server.into(),
+        };
+        let (title, text) = connect_question(
+            Host::Cursor,
+            &[
+                p("memory", "/h/.cursor/mcp.json", "memory"),
+                p("fs", "/h/.cursor/mcp.json", "filesystem"),
+            ],
+            false,
+        );
+        assert_eq!(title, "Connect Cursor to rmcp-mux?");
+        assert_eq!(
+            text,
+            "2 entries of Cursor's config will reach rmcp-mux through rmcp-mux-proxy:\n\
+             \n/h/.cursor/mcp.json\n  • memory\n  • fs → the mux's filesystem\n\
+             \nA backup of each file is kept; Restore original puts the entries back."
+        );
+        let (_, text) = connect_question(Host::ClaudeCode, &[p("a", "/h/.claude.json", "a")], true);
+        assert!(
+            text.starts_with("1 entry of Claude Code's config will reach rmcp-mux by URL"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn notifications_say_what_was_done_and_how_the_host_picks_it_up() {
+        use crate::hosts::Host;
+        assert_eq!(
+            connected_notice(Host::Cursor, 2),
+            (
+                "Connected Cursor to rmcp-mux".into(),
+                "2 servers now run through rmcp-mux; restart Cursor to pick it up.".into()
+            )
+        );
+        assert_eq!(
+            connected_notice(Host::ClaudeCode, 1).1,
+            "1 server now runs through rmcp-mux; start a new Claude Code session to pick it up."
+        );
+        let (summary, body) = restored_notice(
+            Host::Cursor,
+            1,
+            &[
+                "restored memory in /f".into(),
+                "left fs in /f: changed since rewire".into(),
+            ],
+        );
+        assert_eq!(summary, "Restored Cursor's config");
+        assert_eq!(
+            body,
+            "1 entry put back; restart Cursor to pick it up.\nleft fs in /f: changed since rewire"
+        );
+        assert_eq!(
+            setup_notice(12, &[Host::ClaudeCode, Host::Cursor, Host::ClaudeDesktop]).1,
+            "12 servers from Claude Code, Cursor and Claude Desktop"
+        );
+        assert_eq!(setup_notice(1, &[Host::Cursor]).1, "1 server from Cursor");
+        assert_eq!(
+            setup_notice(3, &[Host::Zed, Host::Cursor]).1,
+            "3 servers from Zed and Cursor"
         );
     }
 }
