@@ -481,8 +481,10 @@ impl Shared {
     }
 
     /// Reads the config file again and applies it: servers added are bound and started,
-    /// removed ones stopped, changed ones stopped and started with their new config;
-    /// unchanged ones (and their clients) are not touched.
+    /// removed ones stopped; changed ones are handed their new config and restart their child
+    /// with it, keeping their clients (a moved socket is bound at its new path first), except
+    /// that one whose `share` changed is stopped and started anew; unchanged ones (and their
+    /// clients) are not touched.
     ///
     /// A server that cannot be bound is reported in [`ReloadReport::failed`] and tried again
     /// by the next reload; the others are applied anyway.
@@ -541,15 +543,29 @@ impl Shared {
             daemon.http = old_daemon.http;
         }
 
-        // Stop first: a changed server usually keeps its socket path, and a removed one may
-        // free a path an added one wants.
+        // A changed server keeps its actor and its clients: it is handed the new config and
+        // restarts its child with it. Only a change of sharing scope (`share`), which changes
+        // which child a client belongs to, stops the old server and starts a new one.
+        let replaced: Vec<&ServerConfig> = {
+            let live = self.live();
+            diff.changed
+                .iter()
+                .filter(|c| {
+                    live.entries
+                        .iter()
+                        .find(|e| e.cfg.name == c.name)
+                        .is_none_or(|e| e.cfg.share != c.share)
+                })
+                .collect()
+        };
+        // Stop first: a removed server may free a path an added or moved one wants.
         let stopping: Vec<ServerHandle> = {
             let live = self.live();
             live.entries
                 .iter()
                 .filter(|e| {
                     diff.removed.contains(&e.cfg.name)
-                        || diff.changed.iter().any(|c| c.name == e.cfg.name)
+                        || replaced.iter().any(|c| c.name == e.cfg.name)
                 })
                 .map(|e| {
                     info!(server = %e.cfg.name, "stopping for reload");
@@ -567,8 +583,56 @@ impl Shared {
             + STOP_MARGIN;
         stopped_all(&stopping, limit).await;
 
+        // Changed servers handed their new config, by name; those that could not take it
+        // (their socket could not move) keep running as they were.
+        let mut reconfigured: Vec<String> = Vec::new();
+        let mut kept_old: Vec<String> = Vec::new();
+        let mut to_start: Vec<ServerConfig> = diff.added.clone();
+        for c in &diff.changed {
+            if self.token.is_cancelled() {
+                break;
+            }
+            if replaced.iter().any(|r| r.name == c.name) {
+                to_start.push(c.clone());
+                continue;
+            }
+            let (handle, old_socket) = {
+                let live = self.live();
+                match live.entries.iter().find(|e| e.cfg.name == c.name) {
+                    Some(e) => (e.handle.clone(), e.cfg.socket.clone()),
+                    None => continue,
+                }
+            };
+            let socket = if old_socket == c.socket {
+                None
+            } else {
+                match listener::bind(&c.socket) {
+                    Ok(sock) => {
+                        info!(server = %c.name, socket = %c.socket.display(), "listening (moved)");
+                        Some(sock)
+                    }
+                    Err(e) => {
+                        let error = format!("server {}: cannot listen: {e}", c.name);
+                        error!(server = %c.name, error = %error, "cannot move the server's socket; it runs as it was");
+                        report.failed.push(StartFailure {
+                            server: c.name.clone(),
+                            error,
+                        });
+                        kept_old.push(c.name.clone());
+                        continue;
+                    }
+                }
+            };
+            info!(server = %c.name, "handing the server its new config");
+            match handle.reconfigure(c.clone(), socket).await {
+                Ok(()) => reconfigured.push(c.name.clone()),
+                // It ended meanwhile (stopping): started afresh like an added one.
+                Err(_) => to_start.push(c.clone()),
+            }
+        }
+
         let mut started: Vec<Entry> = Vec::new();
-        for s in diff.added.iter().chain(&diff.changed) {
+        for s in &to_start {
             if self.token.is_cancelled() {
                 break;
             }
@@ -601,6 +665,14 @@ impl Shared {
                     if let Some(j) = old.iter().position(|e| e.cfg.name == want.name) {
                         let mut entry = old.swap_remove(j);
                         entry.cfg = diff.unchanged[i].clone();
+                        entries.push(entry);
+                    }
+                } else if reconfigured.contains(&want.name) || kept_old.contains(&want.name) {
+                    if let Some(j) = old.iter().position(|e| e.cfg.name == want.name) {
+                        let mut entry = old.swap_remove(j);
+                        if reconfigured.contains(&want.name) {
+                            entry.cfg = want.clone();
+                        }
                         entries.push(entry);
                     }
                 }

@@ -101,10 +101,19 @@ pub struct InstanceStatus {
     pub status: ServerStatus,
 }
 
-/// A command with a way to say it was taken.
+/// An order with a way to say it was taken.
 pub(crate) struct Control {
-    pub(crate) cmd: Command,
+    pub(crate) order: Order,
     pub(crate) done: oneshot::Sender<()>,
+}
+
+/// What a server is told to do.
+pub(crate) enum Order {
+    /// Start, stop or restart (CLI, tray).
+    Command(Command),
+    /// Run with a changed config, keeping the clients (see [`ServerHandle::reconfigure`]);
+    /// with the socket bound at the new path when it moved.
+    Reconfigure(Box<ServerConfig>, Option<BoundSocket>),
 }
 
 /// The only way into a running server: commands in, status snapshots out.
@@ -198,9 +207,30 @@ impl ServerHandle {
     /// # Errors
     /// Fails when the server's task has already ended (daemon shutting down).
     pub async fn command(&self, cmd: Command) -> anyhow::Result<()> {
+        self.order(Order::Command(cmd)).await
+    }
+
+    /// Hands a changed config to the running server, so that a reload keeps its clients: its
+    /// child is restarted with the new config as after a crash (the requests it was sent are
+    /// answered `upstream_exited`, the others go to the new child), and when the socket moved
+    /// (`socket`, bound by the caller at the new path) the old path is unlinked and the new
+    /// one served, connected clients kept. For a `project` or `client` server every instance
+    /// gets the config for its project. The sharing scope (`share`) must be the same.
+    ///
+    /// # Errors
+    /// Fails when the server's task has already ended (it is stopping).
+    pub async fn reconfigure(
+        &self,
+        cfg: ServerConfig,
+        socket: Option<BoundSocket>,
+    ) -> anyhow::Result<()> {
+        self.order(Order::Reconfigure(Box::new(cfg), socket)).await
+    }
+
+    async fn order(&self, order: Order) -> anyhow::Result<()> {
         let (done, rx) = oneshot::channel();
         self.cmd
-            .send(Control { cmd, done })
+            .send(Control { order, done })
             .await
             .map_err(|_| anyhow::anyhow!("server {} is shutting down", self.name))?;
         rx.await
@@ -741,8 +771,15 @@ impl Actor {
                 self.router.handle(now, Input::ChildExited(reason));
             }
             Event::Control(ctl) => {
-                info!(command = ?ctl.cmd, "control command");
-                self.router.handle(now, Input::Command(ctl.cmd));
+                match ctl.order {
+                    Order::Command(cmd) => {
+                        info!(command = ?cmd, "control command");
+                        self.router.handle(now, Input::Command(cmd));
+                    }
+                    Order::Reconfigure(cfg, socket) => {
+                        self.reconfigure(now, *cfg, socket, client_tx);
+                    }
+                }
                 let _ = ctl.done.send(());
             }
             Event::Timer => self.router.handle_timeout(now),
@@ -756,6 +793,33 @@ impl Actor {
                 self.router.handle(now, Input::Shutdown);
             }
         }
+    }
+
+    /// Takes a changed config (see [`ServerHandle::reconfigure`]): the router restarts the
+    /// child with it; a moved socket is served from now on, the old path unlinked first and
+    /// the connections already waiting on the old one taken (their clients connected before
+    /// the move, and are served like the others).
+    fn reconfigure(
+        &mut self,
+        now: Instant,
+        cfg: ServerConfig,
+        socket: Option<BoundSocket>,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    ) {
+        info!("config changed; restarting the child with it, clients kept");
+        if let Some(socket) = socket {
+            if let Some(old) = self.socket.replace(socket) {
+                old.unlink();
+                while let Some(Ok((stream, _))) = old.listener.accept().now_or_never() {
+                    self.accept_client(now, stream, client_tx);
+                }
+            }
+        }
+        self.cfg = cfg.clone();
+        self.router.handle(now, Input::Reconfigure(Box::new(cfg)));
+        // The socket path is in the status, which the router does not know.
+        let snapshot = snapshot(&self.published, &self.cfg);
+        self.status.send_replace(snapshot);
     }
 
     /// Carries out every action the router queued, then publishes the status if it changed.
