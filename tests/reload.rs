@@ -125,12 +125,19 @@ fn edits_add_restart_and_remove_servers_and_leave_the_others_alone() {
     assert_eq!(starts(&mux, "a"), 1);
     assert_eq!(starts(&mux, "c"), 1);
 
-    // Remove a: its socket, its child and its clients go.
+    // Remove a: its socket and its child go; its client is answered until it leaves.
     mux.edit("", &format!("{b2}{c}"));
     mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
     assert!(!mux.socket("a").exists(), "a's socket is unlinked");
     wait_dead(a_pid);
-    assert!(client.recv().is_none(), "a's client is closed");
+    let r = client.call(json!("gone"), "echo", json!({"text":"anyone?"}));
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"server_unavailable","state":"stopped"}),
+        "{r}"
+    );
+    drop(client);
+    mux.log.wait_for(&["out of service and no client left"]);
     assert_eq!(names(&mux.status()), ["b", "c"]);
     assert_eq!(
         text(&cc.call(json!(2), "echo", json!({"text":"c ok"}))),
@@ -637,4 +644,38 @@ fn a_per_client_server_hands_the_new_config_to_each_instance() {
     let st = mux.server_status("a");
     assert_eq!(st["clients"], 2, "{st}");
     assert_eq!(st["instances"].as_array().map(Vec::len), Some(2), "{st}");
+}
+
+#[test]
+fn a_removed_server_answers_its_clients_and_serves_them_again_when_added_back() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let mux = Mux::start(&format!("{a}{b}"));
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let old_pid = pid(&mux.wait_status("a", running));
+    // Requests in flight as it goes are answered too.
+    for i in 0..4 {
+        client.send(&json!({"jsonrpc":"2.0","id":i,"method":"tools/call",
+            "params":{"name":"slow","arguments":{"ms":300,"steps":1}}}));
+    }
+    mux.edit("", &b);
+    mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
+    for _ in 0..4 {
+        let r = next_answer(&mut client).expect("answered, not closed");
+        assert_eq!(r["error"]["data"]["reason"], "server_unavailable", "{r}");
+    }
+    assert!(!mux.socket("a").exists());
+    wait_dead(old_pid);
+    let r = client.call(json!("while"), "echo", json!({"text":"x"}));
+    assert_eq!(r["error"]["data"]["state"], "stopped", "{r}");
+    // Added back: the same connection is served by a new child.
+    mux.edit("", &format!("{a}{b}"));
+    mux.log.wait_for(&["config reloaded", "added=[\"a\"]"]);
+    assert_eq!(
+        text(&client.call(json!("back"), "echo", json!({"text":"back"}))),
+        "back"
+    );
+    let st = mux.wait_status("a", running);
+    assert_eq!(st["clients"], 1, "{st}");
 }

@@ -265,6 +265,9 @@ struct Entry {
 struct Live {
     /// The running servers, in config order.
     entries: Vec<Entry>,
+    /// `global` servers removed by a reload whose clients are still connected: answered until they leave (see
+    /// [`ServerHandle::retire`]), and put back in service if the server is added back.
+    retired: Vec<Entry>,
     /// The `[daemon]` keys in effect; `control_socket` stays the one bound at start.
     daemon: DaemonConfig,
     /// Why the last reload was refused.
@@ -558,22 +561,44 @@ impl Shared {
                 })
                 .collect()
         };
-        // Stop first: a removed server may free a path an added or moved one wants.
-        let stopping: Vec<ServerHandle> = {
-            let live = self.live();
-            live.entries
-                .iter()
-                .filter(|e| {
-                    diff.removed.contains(&e.cfg.name)
-                        || replaced.iter().any(|c| c.name == e.cfg.name)
-                })
-                .map(|e| {
+        // Out of service first: a removed server may free a path an added or moved one wants.
+        // A removed `global` one is retired: its socket goes at once, its clients stay and are
+        // answered until they leave (or it is added back). A removed `project` or `client`
+        // server, and one whose `share` changed, is stopped: its clients are closed (a proxy
+        // reconnects to the new server).
+        let (retiring, stopping): (Vec<Entry>, Vec<ServerHandle>) = {
+            let mut live = self.live_mut();
+            live.retired
+                .retain(|e| e.handle.watch().has_changed().is_ok());
+            let mut retiring = Vec::new();
+            let mut stopping = Vec::new();
+            for e in &live.entries {
+                let removed = diff.removed.contains(&e.cfg.name);
+                if !removed && !replaced.iter().any(|c| c.name == e.cfg.name) {
+                    continue;
+                }
+                if removed && e.cfg.share == Share::Global {
+                    info!(server = %e.cfg.name, "taking out of service for reload");
+                    retiring.push(Entry {
+                        cfg: e.cfg.clone(),
+                        handle: e.handle.clone(),
+                        token: e.token.clone(),
+                    });
+                } else {
                     info!(server = %e.cfg.name, "stopping for reload");
                     e.token.cancel();
-                    e.handle.clone()
-                })
-                .collect()
+                    stopping.push(e.handle.clone());
+                }
+            }
+            (retiring, stopping)
         };
+        for e in retiring {
+            match e.handle.retire().await {
+                Ok(()) => self.live_mut().retired.push(e),
+                // It ended meanwhile: nothing is left of it.
+                Err(_) => e.token.cancel(),
+            }
+        }
         let limit = running
             .iter()
             .map(|s| s.shutdown_grace)
@@ -636,6 +661,10 @@ impl Shared {
             if self.token.is_cancelled() {
                 break;
             }
+            if let Some(entry) = self.revive(s).await {
+                started.push(entry);
+                continue;
+            }
             match self.start_server(s.clone()) {
                 Ok(entry) => started.push(entry),
                 Err(e) => {
@@ -691,6 +720,39 @@ impl Shared {
             "config reloaded"
         );
         Ok(report)
+    }
+
+    /// Puts a retired server of this name back in service with `cfg` (its clients are served
+    /// again), if there is one of the same `share` whose actor still runs; `None` otherwise.
+    async fn revive(&self, cfg: &ServerConfig) -> Option<Entry> {
+        let entry = {
+            let mut live = self.live_mut();
+            let i = live
+                .retired
+                .iter()
+                .position(|e| e.cfg.name == cfg.name && e.cfg.share == cfg.share)?;
+            live.retired.swap_remove(i)
+        };
+        // Unbound, it is left to `start_server`, which reports why.
+        let sock = match listener::bind(&cfg.socket) {
+            Ok(sock) => sock,
+            Err(_) => {
+                self.live_mut().retired.push(entry);
+                return None;
+            }
+        };
+        info!(server = %cfg.name, socket = %cfg.socket.display(), "listening; back in service, its clients kept");
+        match entry.handle.reconfigure(cfg.clone(), Some(sock)).await {
+            Ok(()) => Some(Entry {
+                cfg: cfg.clone(),
+                handle: entry.handle,
+                token: entry.token,
+            }),
+            Err(_) => {
+                entry.token.cancel();
+                None
+            }
+        }
     }
 
     /// Binds one server's socket and starts its actor under its own token.
@@ -834,6 +896,7 @@ impl Daemon {
                 entries,
                 daemon: config.daemon.clone(),
                 config_error: None,
+                retired: Vec::new(),
             }),
             started,
             config: config.path.clone(),
@@ -899,7 +962,11 @@ impl Daemon {
         let (handles, grace): (Vec<ServerHandle>, Duration) = {
             let live = self.shared.live();
             (
-                live.entries.iter().map(|e| e.handle.clone()).collect(),
+                live.entries
+                    .iter()
+                    .chain(&live.retired)
+                    .map(|e| e.handle.clone())
+                    .collect(),
                 live.entries
                     .iter()
                     .map(|e| e.cfg.shutdown_grace)

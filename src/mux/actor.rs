@@ -114,6 +114,8 @@ pub(crate) enum Order {
     /// Run with a changed config, keeping the clients (see [`ServerHandle::reconfigure`]);
     /// with the socket bound at the new path when it moved.
     Reconfigure(Box<ServerConfig>, Option<BoundSocket>),
+    /// Removed from the config: see [`ServerHandle::retire`].
+    Retire,
 }
 
 /// The only way into a running server: commands in, status snapshots out.
@@ -225,6 +227,19 @@ impl ServerHandle {
         socket: Option<BoundSocket>,
     ) -> anyhow::Result<()> {
         self.order(Order::Reconfigure(Box::new(cfg), socket)).await
+    }
+
+    /// Takes a `global` server out of service without cutting off its clients (it was removed
+    /// from the config): its socket is unlinked at once and its child
+    /// stopped, and every request its connected clients send from then on is answered
+    /// `server_unavailable` (state `stopped`), exactly as after `rmcp-mux stop`; the actor ends
+    /// once its last client has gone. A later [`ServerHandle::reconfigure`] with a socket puts
+    /// it back in service, clients and all (the server was added back).
+    ///
+    /// # Errors
+    /// Fails when the server's task has already ended.
+    pub async fn retire(&self) -> anyhow::Result<()> {
+        self.order(Order::Retire).await
     }
 
     async fn order(&self, order: Order) -> anyhow::Result<()> {
@@ -422,6 +437,7 @@ fn start(
         idle_exit,
         idle_at: None,
         served: false,
+        retired: false,
         clients: HashMap::new(),
         next_client: 1,
         child: None,
@@ -486,6 +502,8 @@ struct Actor {
     idle_at: Option<Instant>,
     /// Whether a client has connected yet.
     served: bool,
+    /// Out of service (see [`ServerHandle::retire`]): it ends once no client is left.
+    retired: bool,
     clients: HashMap<ClientId, Conn>,
     next_client: u64,
     child: Option<ChildLink>,
@@ -642,6 +660,10 @@ impl Actor {
                     break;
                 }
             }
+            if self.retired && self.clients.is_empty() && self.child.is_none() {
+                info!("out of service and no client left");
+                break;
+            }
         }
         self.clients.clear();
         let _ = self.status.send(snapshot(&self.router.status(), &self.cfg));
@@ -779,6 +801,14 @@ impl Actor {
                     Order::Reconfigure(cfg, socket) => {
                         self.reconfigure(now, *cfg, socket, client_tx);
                     }
+                    Order::Retire => {
+                        info!("removed from service: socket unlinked, child stopping; clients are answered until they leave");
+                        if let Some(socket) = self.socket.take() {
+                            socket.unlink();
+                        }
+                        self.retired = true;
+                        self.router.handle(now, Input::Command(Command::Stop));
+                    }
                 }
                 let _ = ctl.done.send(());
             }
@@ -807,6 +837,10 @@ impl Actor {
         client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
     ) {
         info!("config changed; restarting the child with it, clients kept");
+        if socket.is_some() {
+            // Put back in service (see `ServerHandle::retire`).
+            self.retired = false;
+        }
         if let Some(socket) = socket {
             if let Some(old) = self.socket.replace(socket) {
                 old.unlink();

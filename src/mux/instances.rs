@@ -241,6 +241,12 @@ impl Dispatcher {
                     Order::Reconfigure(cfg, socket) => {
                         self.reconfigure(*cfg, socket, ctl.done, &conn_tx, &note_tx);
                     }
+                    // Not asked of a dispatcher (each instance has clients of its own): it
+                    // stops as on shutdown.
+                    Order::Retire => {
+                        self.shutdown.cancel();
+                        let _ = ctl.done.send(());
+                    }
                 },
                 () = &mut stop, if !stopping => {
                     stopping = true;
