@@ -265,8 +265,8 @@ struct Entry {
 struct Live {
     /// The running servers, in config order.
     entries: Vec<Entry>,
-    /// `global` servers removed by a reload whose clients are still connected: answered until they leave (see
-    /// [`ServerHandle::retire`]), and put back in service if the server is added back.
+    /// `global` servers removed by a reload whose clients are still connected: answered until
+    /// they leave (see [`ServerHandle::retire`]), and put back in service if added back.
     retired: Vec<Entry>,
     /// The `[daemon]` keys in effect; `control_socket` stays the one bound at start.
     daemon: DaemonConfig,
@@ -615,7 +615,9 @@ impl Shared {
         let mut to_start: Vec<ServerConfig> = diff.added.clone();
         for c in &diff.changed {
             if self.token.is_cancelled() {
-                break;
+                // Shutting down: it stays in the list, to be stopped with the others.
+                kept_old.push(c.name.clone());
+                continue;
             }
             if replaced.iter().any(|r| r.name == c.name) {
                 to_start.push(c.clone());
