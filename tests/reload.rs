@@ -679,3 +679,67 @@ fn a_removed_server_answers_its_clients_and_serves_them_again_when_added_back() 
     let st = mux.wait_status("a", running);
     assert_eq!(st["clients"], 1, "{st}");
 }
+
+/// A change of `share` is the one reload that closes a server's clients (they belong to other
+/// children now). A direct client writing requests all the while gets an answer to each one
+/// the daemon read, all before its EOF: the answers it gets are those of the first requests it
+/// sent, with no gap, and each is an echo or a documented error.
+#[test]
+fn a_share_change_answers_what_it_read_before_closing_a_client() {
+    let global = fake("a", "", "");
+    let mux = Mux::start(&global);
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let mut writer = client.stream.try_clone().unwrap();
+    const MAX: usize = 20_000;
+    let sent = std::thread::spawn(move || {
+        let mut n = 0;
+        while n < MAX {
+            let line = format!(
+                "{}\n",
+                json!({"jsonrpc":"2.0","id":n,"method":"tools/call",
+                    "params":{"name":"echo","arguments":{"text":format!("n{n}")}}})
+            );
+            if std::io::Write::write_all(&mut writer, line.as_bytes()).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut answered = Vec::new();
+    while let Some(msg) = client.recv() {
+        if msg.get("method").is_some() {
+            continue;
+        }
+        if answered.len() == 100 {
+            // Some answers first, then the reload while requests keep coming.
+            mux.edit("", &fake("a", "", "share = \"client\""));
+        }
+        let id = msg["id"].as_u64().unwrap_or_else(|| panic!("{msg}")) as usize;
+        match msg.get("result") {
+            Some(_) => assert_eq!(text(&msg), format!("n{id}"), "{msg}"),
+            None => {
+                let reason = &msg["error"]["data"]["reason"];
+                assert!(
+                    reason == "server_unavailable" || reason == "upstream_exited",
+                    "{msg}"
+                );
+            }
+        }
+        answered.push(id);
+    }
+    let sent = sent.join().unwrap();
+    eprintln!("{} answered of {sent} sent", answered.len());
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    assert!(
+        !answered.is_empty() && answered.len() <= sent,
+        "{sent} sent"
+    );
+    answered.sort_unstable();
+    let expected: Vec<usize> = (0..answered.len()).collect();
+    assert_eq!(
+        answered, expected,
+        "the answers are those of the first requests, once each"
+    );
+}
