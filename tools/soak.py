@@ -242,6 +242,7 @@ class Worker(threading.Thread):
                 soak.stats.add("abandoned", len(owed))
                 return False
             deadline = time.monotonic() + ANSWER_WAIT
+            unavailable = False
             while owed:
                 msg = conn.recv(deadline)
                 if msg == "timeout":
@@ -283,10 +284,13 @@ class Worker(threading.Thread):
                     reason = (err.get("data") or {}).get("reason")
                     if err.get("code") == -32603 and reason in DOCUMENTED:
                         soak.stats.add(f"error_{reason}")
+                        unavailable |= reason == "server_unavailable"
                     else:
                         soak.stats.add("undocumented_error")
                         soak.stats.fail(f"undocumented error: worker {self.wid} id {key}: {json.dumps(err)[:200]}")
-            time.sleep(self.rng.random() * 0.02)
+            # A removed (or stopped) server answers at once: pause as a real client would,
+            # rather than spin on it until it is added back.
+            time.sleep(0.2 if unavailable else self.rng.random() * 0.02)
         return True
 
 

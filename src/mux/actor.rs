@@ -230,8 +230,8 @@ impl ServerHandle {
     }
 
     /// Takes a `global` server out of service without cutting off its clients (it was removed
-    /// from the config): its socket is unlinked at once and its child
-    /// stopped, and every request its connected clients send from then on is answered
+    /// from the config): its socket is unlinked at once and its child stopped, and every
+    /// request its connected clients had in flight or send from then on is answered
     /// `server_unavailable` (state `stopped`), exactly as after `rmcp-mux stop`; the actor ends
     /// once its last client has gone. A later [`ServerHandle::reconfigure`] with a socket puts
     /// it back in service, clients and all (the server was added back).
