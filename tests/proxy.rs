@@ -643,7 +643,7 @@ fn keeps_the_host_session_when_a_reload_restarts_its_server() {
     p.send(&call(1, "echo", json!({"text":"before"})));
     assert_eq!(text(&p.response(&json!(1))), "before");
     let old = mux.wait_status("f", |s| s["clients"] == 1)["pid"].clone();
-    // New args: the reload stops f (closing the proxy's connection) and starts it again.
+    // New args: the reload restarts f's child under the proxy's connection.
     mux.edit(
         "",
         &format!("{SERVER}args = [\"--server-version\", \"2.0\"]\n"),
@@ -859,8 +859,8 @@ fn a_lost_daemon_does_not_fail_a_cancelled_request() {
 }
 
 /// Hosts whose sessions are handed over, each calling one tool after another while a reload
-/// restarts their server again and again: every request gets its answer or an error, none is
-/// lost in the hand-back (the daemon stops reading a host's stdin before it lets it go).
+/// restarts their server's child again and again: every request gets its answer or an error,
+/// and the sessions stay handed over (the daemon keeps reading each host's stdin).
 #[test]
 fn every_request_is_answered_while_reloads_restart_a_handed_over_server() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -905,11 +905,8 @@ fn every_request_is_answered_while_reloads_restart_a_handed_over_server() {
         mux.edit("", &env);
         mux.log
             .wait_for_count(&["config reloaded", "restarted=[\"f\"]"], round);
-        // The next reload comes once every host is handed over again (or has lost a request
-        // and so waits, which fails below).
-        for log in &logs {
-            log.wait_for_count(&["attached: the daemon reads"], round + 1);
-        }
+        // The next reload comes once the new child runs (every host's requests reach it).
+        mux.wait_status("f", |s| s["state"] == "running");
     }
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
@@ -925,6 +922,14 @@ fn every_request_is_answered_while_reloads_restart_a_handed_over_server() {
         total >= HOSTS * RELOADS,
         "only {total} requests in {RELOADS} reloads"
     );
+    for (h, log) in logs.iter().enumerate() {
+        let text = log.text();
+        assert_eq!(
+            text.matches("attached: the daemon reads").count(),
+            1,
+            "host {h} stayed handed over:\n{text}"
+        );
+    }
 }
 
 /// Bytes written into a pipe and not yet read from it (asked on the writing end).
@@ -936,17 +941,31 @@ fn unread_in_pipe(w: &impl std::os::fd::AsRawFd) -> usize {
     usize::try_from(n).unwrap()
 }
 
-/// A reload restarts the server while a handed-over host is halfway through writing a line:
-/// the daemon hands back what it had read of it, and the proxy sends the whole line on.
+/// A reload restarts the server's child while a handed-over host is halfway through writing a
+/// line: the daemon keeps reading the host's stdin, and the line arrives whole.
 #[test]
-fn a_line_half_written_when_a_reload_lets_the_host_go_arrives_whole() {
+fn a_line_half_written_when_a_reload_restarts_the_server_arrives_whole() {
     let (mux, mut p, _server) = handed_over();
     let line = call(1, "echo", json!({"text":"cut in two by a reload"})).to_string();
     let (head, tail) = line.split_at(line.len() / 2);
+    write_half(&mut p, head);
+    mux.edit("", &format!("{SERVER}env = {{ ROUND = \"1\" }}\n"));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"f\"]"]);
+    p.send_raw(tail);
+    let r = p.response(&json!(1));
+    assert_eq!(text(&r), "cut in two by a reload", "{r}");
+    assert!(
+        !p.log.text().contains("lost the daemon"),
+        "the session stayed handed over:\n{}",
+        p.log.text()
+    );
+}
+
+/// Writes `head` to the host's stdin and waits until the daemon has read it.
+fn write_half(p: &mut Proxy, head: &str) {
     let stdin = p.stdin.as_mut().expect("stdin open");
     stdin.write_all(head.as_bytes()).unwrap();
     stdin.flush().unwrap();
-    // The daemon, which reads the host's stdin now, has taken the first half.
     let deadline = Instant::now() + WAIT;
     while unread_in_pipe(p.stdin.as_ref().unwrap()) > 0 {
         assert!(
@@ -955,7 +974,18 @@ fn a_line_half_written_when_a_reload_lets_the_host_go_arrives_whole() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    mux.edit("", &format!("{SERVER}env = {{ ROUND = \"1\" }}\n"));
+}
+
+/// A reload changes the server's sharing scope, which closes its clients, while a handed-over
+/// host is halfway through writing a line: the daemon hands back what it had read of it, and
+/// the proxy sends the whole line on to the new server.
+#[test]
+fn a_line_half_written_when_a_reload_lets_the_host_go_arrives_whole() {
+    let (mux, mut p, _server) = handed_over();
+    let line = call(1, "echo", json!({"text":"cut in two by a reload"})).to_string();
+    let (head, tail) = line.split_at(line.len() / 2);
+    write_half(&mut p, head);
+    mux.edit("", &format!("{SERVER}share = \"client\"\n"));
     mux.log.wait_for(&["config reloaded", "restarted=[\"f\"]"]);
     p.send_raw(tail);
     let r = p.response(&json!(1));

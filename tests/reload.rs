@@ -125,12 +125,19 @@ fn edits_add_restart_and_remove_servers_and_leave_the_others_alone() {
     assert_eq!(starts(&mux, "a"), 1);
     assert_eq!(starts(&mux, "c"), 1);
 
-    // Remove a: its socket, its child and its clients go.
+    // Remove a: its socket and its child go; its client is answered until it leaves.
     mux.edit("", &format!("{b2}{c}"));
     mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
     assert!(!mux.socket("a").exists(), "a's socket is unlinked");
     wait_dead(a_pid);
-    assert!(client.recv().is_none(), "a's client is closed");
+    let r = client.call(json!("gone"), "echo", json!({"text":"anyone?"}));
+    assert_eq!(
+        r["error"]["data"],
+        json!({"reason":"server_unavailable","state":"stopped"}),
+        "{r}"
+    );
+    drop(client);
+    mux.log.wait_for(&["out of service and no client left"]);
     assert_eq!(names(&mux.status()), ["b", "c"]);
     assert_eq!(
         text(&cc.call(json!(2), "echo", json!({"text":"c ok"}))),
@@ -480,5 +487,259 @@ fn an_unwritable_status_file_is_logged_and_retried() {
             .count(),
         1,
         "logged once per failing spell"
+    );
+}
+
+/// A direct socket client's loop of `tools/call echo`, `depth` requests in flight at a time,
+/// until `stop`: every request gets its echo or the documented `upstream_exited` error (its
+/// child was restarted under it), and the connection never closes. Returns (echoed, errors).
+fn echo_loop(
+    client: &mut Client,
+    who: &str,
+    depth: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, usize) {
+    let (mut echoed, mut errors) = (0, 0);
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut owed = Vec::new();
+        for _ in 0..depth {
+            n += 1;
+            let (id, words) = (json!(format!("{who}-{n}")), format!("{who} says {n}"));
+            client.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                "params":{"name":"echo","arguments":{"text":words}}}));
+            owed.push((id, words));
+        }
+        while !owed.is_empty() {
+            let Some(msg) = next_answer(client) else {
+                panic!("{who}: the connection closed with {owed:?} unanswered")
+            };
+            let Some(at) = owed.iter().position(|(id, _)| msg["id"] == *id) else {
+                panic!("{who}: an answer to an id not owed: {msg}")
+            };
+            let (_, words) = owed.swap_remove(at);
+            if msg.get("result").is_some() {
+                assert_eq!(text(&msg), words, "{who}: {msg}");
+                echoed += 1;
+            } else {
+                assert_eq!(msg["error"]["code"], -32603, "{who}: {msg}");
+                assert_eq!(
+                    msg["error"]["data"]["reason"], "upstream_exited",
+                    "{who}: {msg}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    (echoed, errors)
+}
+
+/// The next answer (notifications such as `list_changed` after a restart set aside); `None`
+/// at EOF.
+fn next_answer(client: &mut Client) -> Option<Value> {
+    loop {
+        let msg = client.recv()?;
+        if msg.get("method").is_none() {
+            return Some(msg);
+        }
+    }
+}
+
+#[test]
+fn a_changed_env_restarts_the_child_under_connected_clients_and_loses_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = |tag: usize| fake("a", "", &format!("env = {{ FAKE_TAG = \"gen-{tag}\" }}"));
+    let mux = Mux::start(&server(0));
+    let mut one = mux.connect("a");
+    let mut many = mux.connect("a");
+    one.initialize(json!({}));
+    many.initialize(json!({}));
+    let stop = AtomicBool::new(false);
+    const RELOADS: usize = 40;
+    let ((e1, x1), (e2, x2)) = std::thread::scope(|s| {
+        let a = s.spawn(|| echo_loop(&mut one, "one", 1, &stop));
+        let b = s.spawn(|| echo_loop(&mut many, "many", 4, &stop));
+        for tag in 1..=RELOADS {
+            mux.edit("", &server(tag));
+            let (code, out, err) = mux.cli(&["reload"]);
+            assert_eq!(code, 0, "{out}{err}");
+            if tag % 3 == 0 {
+                // Let the new child come up now and then, so requests reach it too.
+                mux.wait_status("a", running);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(e1 > 0 && e2 > 0, "echoes answered: {e1} and {e2}");
+    eprintln!("answered {e1} + {e2}, upstream_exited {x1} + {x2}");
+    // Both clients are still connected, and their requests reach a child with the last env.
+    for c in [&mut one, &mut many] {
+        let r = c.call(json!("where"), "where", json!({}));
+        assert_eq!(
+            r["result"]["structuredContent"]["tag"],
+            format!("gen-{RELOADS}"),
+            "{r}"
+        );
+    }
+    let st = mux.wait_status("a", running);
+    assert_eq!(st["clients"], 2, "{st}");
+    assert!(
+        mux.log.text().contains("restarted=[\"a\"]"),
+        "the reload reports a restarted"
+    );
+}
+
+#[test]
+fn a_moved_socket_keeps_its_connected_clients() {
+    let mux = Mux::start(&fake("a", "", ""));
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let old_pid = pid(&mux.wait_status("a", running));
+    mux.edit("", &fake("a", "", "socket = \"{dir}/moved/a.sock\""));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    let moved = mux.path("moved/a.sock");
+    assert!(moved.exists(), "the new path is served");
+    assert!(!mux.socket("a").exists(), "the old path is unlinked");
+    // The connected client is kept, on a new child, and a new client finds the new path.
+    assert_eq!(
+        text(&client.call(json!(1), "echo", json!({"text":"still here"}))),
+        "still here"
+    );
+    let mut fresh = Client::connect(&moved);
+    fresh.initialize(json!({}));
+    assert_eq!(
+        text(&fresh.call(json!(1), "echo", json!({"text":"new path"}))),
+        "new path"
+    );
+    let st = mux.wait_status("a", |s| running(s) && pid(s) != old_pid);
+    assert_eq!(st["clients"], 2, "{st}");
+    assert_eq!(st["socket"], moved.display().to_string(), "{st}");
+}
+
+#[test]
+fn a_per_client_server_hands_the_new_config_to_each_instance() {
+    let server = |tag: &str| {
+        fake(
+            "a",
+            "",
+            &format!("share = \"client\"\nenv = {{ FAKE_TAG = \"{tag}\" }}"),
+        )
+    };
+    let mux = Mux::start(&server("old"));
+    let mut first = mux.connect("a");
+    let mut second = mux.connect("a");
+    for c in [&mut first, &mut second] {
+        c.initialize(json!({}));
+        let r = c.call(json!("before"), "where", json!({}));
+        assert_eq!(r["result"]["structuredContent"]["tag"], "old", "{r}");
+    }
+    mux.edit("", &server("new"));
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    // Each client keeps its own instance, whose child now runs with the new env.
+    for c in [&mut first, &mut second] {
+        let r = c.call(json!("after"), "where", json!({}));
+        assert_eq!(r["result"]["structuredContent"]["tag"], "new", "{r}");
+    }
+    let st = mux.server_status("a");
+    assert_eq!(st["clients"], 2, "{st}");
+    assert_eq!(st["instances"].as_array().map(Vec::len), Some(2), "{st}");
+}
+
+#[test]
+fn a_removed_server_answers_its_clients_and_serves_them_again_when_added_back() {
+    let a = fake("a", "", "");
+    let b = fake("b", "", "");
+    let mux = Mux::start(&format!("{a}{b}"));
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let old_pid = pid(&mux.wait_status("a", running));
+    // Requests in flight as it goes are answered too.
+    for i in 0..4 {
+        client.send(&json!({"jsonrpc":"2.0","id":i,"method":"tools/call",
+            "params":{"name":"slow","arguments":{"ms":300,"steps":1}}}));
+    }
+    mux.edit("", &b);
+    mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
+    for _ in 0..4 {
+        let r = next_answer(&mut client).expect("answered, not closed");
+        assert_eq!(r["error"]["data"]["reason"], "server_unavailable", "{r}");
+    }
+    assert!(!mux.socket("a").exists());
+    wait_dead(old_pid);
+    let r = client.call(json!("while"), "echo", json!({"text":"x"}));
+    assert_eq!(r["error"]["data"]["state"], "stopped", "{r}");
+    // Added back: the same connection is served by a new child.
+    mux.edit("", &format!("{a}{b}"));
+    mux.log.wait_for(&["config reloaded", "added=[\"a\"]"]);
+    assert_eq!(
+        text(&client.call(json!("back"), "echo", json!({"text":"back"}))),
+        "back"
+    );
+    let st = mux.wait_status("a", running);
+    assert_eq!(st["clients"], 1, "{st}");
+}
+
+/// A change of `share` is the one reload that closes a server's clients (they belong to other
+/// children now). A direct client writing requests all the while gets an answer to each one
+/// the daemon read, all before its EOF: the answers it gets are those of the first requests it
+/// sent, with no gap, and each is an echo or a documented error.
+#[test]
+fn a_share_change_answers_what_it_read_before_closing_a_client() {
+    let global = fake("a", "", "");
+    let mux = Mux::start(&global);
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let mut writer = client.stream.try_clone().unwrap();
+    const MAX: usize = 20_000;
+    let sent = std::thread::spawn(move || {
+        let mut n = 0;
+        while n < MAX {
+            let line = format!(
+                "{}\n",
+                json!({"jsonrpc":"2.0","id":n,"method":"tools/call",
+                    "params":{"name":"echo","arguments":{"text":format!("n{n}")}}})
+            );
+            if std::io::Write::write_all(&mut writer, line.as_bytes()).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut answered = Vec::new();
+    while let Some(msg) = client.recv() {
+        if msg.get("method").is_some() {
+            continue;
+        }
+        if answered.len() == 100 {
+            // Some answers first, then the reload while requests keep coming.
+            mux.edit("", &fake("a", "", "share = \"client\""));
+        }
+        let id = msg["id"].as_u64().unwrap_or_else(|| panic!("{msg}")) as usize;
+        match msg.get("result") {
+            Some(_) => assert_eq!(text(&msg), format!("n{id}"), "{msg}"),
+            None => {
+                let reason = &msg["error"]["data"]["reason"];
+                assert!(
+                    reason == "server_unavailable" || reason == "upstream_exited",
+                    "{msg}"
+                );
+            }
+        }
+        answered.push(id);
+    }
+    let sent = sent.join().unwrap();
+    eprintln!("{} answered of {sent} sent", answered.len());
+    mux.log.wait_for(&["config reloaded", "restarted=[\"a\"]"]);
+    assert!(
+        !answered.is_empty() && answered.len() <= sent,
+        "{sent} sent"
+    );
+    answered.sort_unstable();
+    let expected: Vec<usize> = (0..answered.len()).collect();
+    assert_eq!(
+        answered, expected,
+        "the answers are those of the first requests, once each"
     );
 }

@@ -265,6 +265,9 @@ struct Entry {
 struct Live {
     /// The running servers, in config order.
     entries: Vec<Entry>,
+    /// `global` servers removed by a reload whose clients are still connected: answered until
+    /// they leave (see [`ServerHandle::retire`]), and put back in service if added back.
+    retired: Vec<Entry>,
     /// The `[daemon]` keys in effect; `control_socket` stays the one bound at start.
     daemon: DaemonConfig,
     /// Why the last reload was refused.
@@ -481,8 +484,10 @@ impl Shared {
     }
 
     /// Reads the config file again and applies it: servers added are bound and started,
-    /// removed ones stopped, changed ones stopped and started with their new config;
-    /// unchanged ones (and their clients) are not touched.
+    /// removed ones stopped; changed ones are handed their new config and restart their child
+    /// with it, keeping their clients (a moved socket is bound at its new path first), except
+    /// that one whose `share` changed is stopped and started anew; unchanged ones (and their
+    /// clients) are not touched.
     ///
     /// A server that cannot be bound is reported in [`ReloadReport::failed`] and tried again
     /// by the next reload; the others are applied anyway.
@@ -541,23 +546,59 @@ impl Shared {
             daemon.http = old_daemon.http;
         }
 
-        // Stop first: a changed server usually keeps its socket path, and a removed one may
-        // free a path an added one wants.
-        let stopping: Vec<ServerHandle> = {
+        // A changed server keeps its actor and its clients: it is handed the new config and
+        // restarts its child with it. Only a change of sharing scope (`share`), which changes
+        // which child a client belongs to, stops the old server and starts a new one.
+        let replaced: Vec<&ServerConfig> = {
             let live = self.live();
-            live.entries
+            diff.changed
                 .iter()
-                .filter(|e| {
-                    diff.removed.contains(&e.cfg.name)
-                        || diff.changed.iter().any(|c| c.name == e.cfg.name)
-                })
-                .map(|e| {
-                    info!(server = %e.cfg.name, "stopping for reload");
-                    e.token.cancel();
-                    e.handle.clone()
+                .filter(|c| {
+                    live.entries
+                        .iter()
+                        .find(|e| e.cfg.name == c.name)
+                        .is_none_or(|e| e.cfg.share != c.share)
                 })
                 .collect()
         };
+        // Out of service first: a removed server may free a path an added or moved one wants.
+        // A removed `global` one is retired: its socket goes at once, its clients stay and are
+        // answered until they leave (or it is added back). A removed `project` or `client`
+        // server, and one whose `share` changed, is stopped: its clients are closed (a proxy
+        // reconnects to the new server).
+        let (retiring, stopping): (Vec<Entry>, Vec<ServerHandle>) = {
+            let mut live = self.live_mut();
+            live.retired
+                .retain(|e| e.handle.watch().has_changed().is_ok());
+            let mut retiring = Vec::new();
+            let mut stopping = Vec::new();
+            for e in &live.entries {
+                let removed = diff.removed.contains(&e.cfg.name);
+                if !removed && !replaced.iter().any(|c| c.name == e.cfg.name) {
+                    continue;
+                }
+                if removed && e.cfg.share == Share::Global {
+                    info!(server = %e.cfg.name, "taking out of service for reload");
+                    retiring.push(Entry {
+                        cfg: e.cfg.clone(),
+                        handle: e.handle.clone(),
+                        token: e.token.clone(),
+                    });
+                } else {
+                    info!(server = %e.cfg.name, "stopping for reload");
+                    e.token.cancel();
+                    stopping.push(e.handle.clone());
+                }
+            }
+            (retiring, stopping)
+        };
+        for e in retiring {
+            match e.handle.retire().await {
+                Ok(()) => self.live_mut().retired.push(e),
+                // It ended meanwhile: nothing is left of it.
+                Err(_) => e.token.cancel(),
+            }
+        }
         let limit = running
             .iter()
             .map(|s| s.shutdown_grace)
@@ -567,10 +608,64 @@ impl Shared {
             + STOP_MARGIN;
         stopped_all(&stopping, limit).await;
 
+        // Changed servers handed their new config, by name; those that could not take it
+        // (their socket could not move) keep running as they were.
+        let mut reconfigured: Vec<String> = Vec::new();
+        let mut kept_old: Vec<String> = Vec::new();
+        let mut to_start: Vec<ServerConfig> = diff.added.clone();
+        for c in &diff.changed {
+            if self.token.is_cancelled() {
+                // Shutting down: it stays in the list, to be stopped with the others.
+                kept_old.push(c.name.clone());
+                continue;
+            }
+            if replaced.iter().any(|r| r.name == c.name) {
+                to_start.push(c.clone());
+                continue;
+            }
+            let (handle, old_socket) = {
+                let live = self.live();
+                match live.entries.iter().find(|e| e.cfg.name == c.name) {
+                    Some(e) => (e.handle.clone(), e.cfg.socket.clone()),
+                    None => continue,
+                }
+            };
+            let socket = if old_socket == c.socket {
+                None
+            } else {
+                match listener::bind(&c.socket) {
+                    Ok(sock) => {
+                        info!(server = %c.name, socket = %c.socket.display(), "listening (moved)");
+                        Some(sock)
+                    }
+                    Err(e) => {
+                        let error = format!("server {}: cannot listen: {e}", c.name);
+                        error!(server = %c.name, error = %error, "cannot move the server's socket; it runs as it was");
+                        report.failed.push(StartFailure {
+                            server: c.name.clone(),
+                            error,
+                        });
+                        kept_old.push(c.name.clone());
+                        continue;
+                    }
+                }
+            };
+            info!(server = %c.name, "handing the server its new config");
+            match handle.reconfigure(c.clone(), socket).await {
+                Ok(()) => reconfigured.push(c.name.clone()),
+                // It ended meanwhile (stopping): started afresh like an added one.
+                Err(_) => to_start.push(c.clone()),
+            }
+        }
+
         let mut started: Vec<Entry> = Vec::new();
-        for s in diff.added.iter().chain(&diff.changed) {
+        for s in &to_start {
             if self.token.is_cancelled() {
                 break;
+            }
+            if let Some(entry) = self.revive(s).await {
+                started.push(entry);
+                continue;
             }
             match self.start_server(s.clone()) {
                 Ok(entry) => started.push(entry),
@@ -603,6 +698,14 @@ impl Shared {
                         entry.cfg = diff.unchanged[i].clone();
                         entries.push(entry);
                     }
+                } else if reconfigured.contains(&want.name) || kept_old.contains(&want.name) {
+                    if let Some(j) = old.iter().position(|e| e.cfg.name == want.name) {
+                        let mut entry = old.swap_remove(j);
+                        if reconfigured.contains(&want.name) {
+                            entry.cfg = want.clone();
+                        }
+                        entries.push(entry);
+                    }
                 }
             }
             live.entries = entries;
@@ -619,6 +722,39 @@ impl Shared {
             "config reloaded"
         );
         Ok(report)
+    }
+
+    /// Puts a retired server of this name back in service with `cfg` (its clients are served
+    /// again), if there is one of the same `share` whose actor still runs; `None` otherwise.
+    async fn revive(&self, cfg: &ServerConfig) -> Option<Entry> {
+        let entry = {
+            let mut live = self.live_mut();
+            let i = live
+                .retired
+                .iter()
+                .position(|e| e.cfg.name == cfg.name && e.cfg.share == cfg.share)?;
+            live.retired.swap_remove(i)
+        };
+        // Unbound, it is left to `start_server`, which reports why.
+        let sock = match listener::bind(&cfg.socket) {
+            Ok(sock) => sock,
+            Err(_) => {
+                self.live_mut().retired.push(entry);
+                return None;
+            }
+        };
+        info!(server = %cfg.name, socket = %cfg.socket.display(), "listening; back in service, its clients kept");
+        match entry.handle.reconfigure(cfg.clone(), Some(sock)).await {
+            Ok(()) => Some(Entry {
+                cfg: cfg.clone(),
+                handle: entry.handle,
+                token: entry.token,
+            }),
+            Err(_) => {
+                entry.token.cancel();
+                None
+            }
+        }
     }
 
     /// Binds one server's socket and starts its actor under its own token.
@@ -762,6 +898,7 @@ impl Daemon {
                 entries,
                 daemon: config.daemon.clone(),
                 config_error: None,
+                retired: Vec::new(),
             }),
             started,
             config: config.path.clone(),
@@ -827,7 +964,11 @@ impl Daemon {
         let (handles, grace): (Vec<ServerHandle>, Duration) = {
             let live = self.shared.live();
             (
-                live.entries.iter().map(|e| e.handle.clone()).collect(),
+                live.entries
+                    .iter()
+                    .chain(&live.retired)
+                    .map(|e| e.handle.clone())
+                    .collect(),
                 live.entries
                     .iter()
                     .map(|e| e.cfg.shutdown_grace)

@@ -20,7 +20,9 @@ pub struct ConfigDiff {
     pub added: Vec<ServerConfig>,
     /// In the running set only: stop them (running order).
     pub removed: Vec<String>,
-    /// In both with a different config: stop the old one, start this one (new config order).
+    /// In both with a different config: the running server is handed this one and restarts
+    /// its child with it, keeping its clients; one whose `share` changed is stopped and
+    /// started anew (new config order).
     pub changed: Vec<ServerConfig>,
     /// In both with the same config: leave the actor, its child and its clients alone. The
     /// new config is kept here because its `status_file` may differ (which needs no restart).
@@ -85,7 +87,8 @@ pub struct ReloadReport {
     pub added: Vec<String>,
     /// Servers stopped (socket unlinked, child stopped, clients closed).
     pub removed: Vec<String>,
-    /// Servers stopped and started again with their new config.
+    /// Servers whose child was restarted with their new config (clients kept, unless their
+    /// `share` changed: then the server was stopped and started anew).
     pub restarted: Vec<String>,
     /// Servers left running as they were.
     pub unchanged: Vec<String>,

@@ -101,10 +101,21 @@ pub struct InstanceStatus {
     pub status: ServerStatus,
 }
 
-/// A command with a way to say it was taken.
+/// An order with a way to say it was taken.
 pub(crate) struct Control {
-    pub(crate) cmd: Command,
+    pub(crate) order: Order,
     pub(crate) done: oneshot::Sender<()>,
+}
+
+/// What a server is told to do.
+pub(crate) enum Order {
+    /// Start, stop or restart (CLI, tray).
+    Command(Command),
+    /// Run with a changed config, keeping the clients (see [`ServerHandle::reconfigure`]);
+    /// with the socket bound at the new path when it moved.
+    Reconfigure(Box<ServerConfig>, Option<BoundSocket>),
+    /// Removed from the config: see [`ServerHandle::retire`].
+    Retire,
 }
 
 /// The only way into a running server: commands in, status snapshots out.
@@ -198,9 +209,43 @@ impl ServerHandle {
     /// # Errors
     /// Fails when the server's task has already ended (daemon shutting down).
     pub async fn command(&self, cmd: Command) -> anyhow::Result<()> {
+        self.order(Order::Command(cmd)).await
+    }
+
+    /// Hands a changed config to the running server, so that a reload keeps its clients: its
+    /// child is restarted with the new config as after a crash (the requests it was sent are
+    /// answered `upstream_exited`, the others go to the new child), and when the socket moved
+    /// (`socket`, bound by the caller at the new path) the old path is unlinked and the new
+    /// one served, connected clients kept. For a `project` or `client` server every instance
+    /// gets the config for its project. The sharing scope (`share`) must be the same.
+    ///
+    /// # Errors
+    /// Fails when the server's task has already ended (it is stopping).
+    pub async fn reconfigure(
+        &self,
+        cfg: ServerConfig,
+        socket: Option<BoundSocket>,
+    ) -> anyhow::Result<()> {
+        self.order(Order::Reconfigure(Box::new(cfg), socket)).await
+    }
+
+    /// Takes a `global` server out of service without cutting off its clients (it was removed
+    /// from the config): its socket is unlinked at once and its child stopped, and every
+    /// request its connected clients had in flight or send from then on is answered
+    /// `server_unavailable` (state `stopped`), exactly as after `rmcp-mux stop`; the actor ends
+    /// once its last client has gone. A later [`ServerHandle::reconfigure`] with a socket puts
+    /// it back in service, clients and all (the server was added back).
+    ///
+    /// # Errors
+    /// Fails when the server's task has already ended.
+    pub async fn retire(&self) -> anyhow::Result<()> {
+        self.order(Order::Retire).await
+    }
+
+    async fn order(&self, order: Order) -> anyhow::Result<()> {
         let (done, rx) = oneshot::channel();
         self.cmd
-            .send(Control { cmd, done })
+            .send(Control { order, done })
             .await
             .map_err(|_| anyhow::anyhow!("server {} is shutting down", self.name))?;
         rx.await
@@ -240,6 +285,9 @@ enum ClientEvent {
     InputStopped(Bytes),
     /// The client shut down its writing side but still reads: it is owed its answers.
     HalfClosed,
+    /// The reader stopped reading the socket as told (see [`Conn::stop_read`]); every line it
+    /// read was sent before this.
+    ReadStopped,
 }
 
 /// What a client's reader offers when descriptors came with an attach.
@@ -262,6 +310,11 @@ struct Conn {
     host: Host,
     /// While its reader reads the host's stdin: the way to stop it.
     stop_input: Option<oneshot::Sender<()>>,
+    /// While its reader reads the socket: the way to stop it. A server that is stopping
+    /// closes its clients this way: the reader stops first and passes on what it had read,
+    /// which the router answers (with an error), and only then is the connection closed, so
+    /// that no request read goes unanswered.
+    stop_read: Option<oneshot::Sender<()>>,
     /// How far its closing has come.
     closing: Closing,
     /// Cancelled once everything written to the host's stdout is out: the link is closed
@@ -278,7 +331,8 @@ struct Conn {
 enum Closing {
     /// Open.
     No,
-    /// Its reader was told to stop; the router hears the input is closed once it has.
+    /// Its reader was told to stop (the host's stdin, or a plain client's socket when the
+    /// server stops); the router hears the input is closed once it has.
     Stopping,
     /// Closed by the router while lines for the host wait for the proxy's go: closed after it.
     AfterGo,
@@ -392,6 +446,8 @@ fn start(
         idle_exit,
         idle_at: None,
         served: false,
+        retired: false,
+        stopping: false,
         clients: HashMap::new(),
         next_client: 1,
         child: None,
@@ -456,6 +512,11 @@ struct Actor {
     idle_at: Option<Instant>,
     /// Whether a client has connected yet.
     served: bool,
+    /// Out of service (see [`ServerHandle::retire`]): it ends once no client is left.
+    retired: bool,
+    /// Shutting down: the router closes every client, each after its reader has stopped
+    /// (see [`Conn::stop_read`]).
+    stopping: bool,
     clients: HashMap<ClientId, Conn>,
     next_client: u64,
     child: Option<ChildLink>,
@@ -612,6 +673,10 @@ impl Actor {
                     break;
                 }
             }
+            if self.retired && self.clients.is_empty() && self.child.is_none() {
+                info!("out of service and no client left");
+                break;
+            }
         }
         self.clients.clear();
         let _ = self.status.send(snapshot(&self.router.status(), &self.cfg));
@@ -704,6 +769,12 @@ impl Actor {
                 // that is answered.
                 self.router.handle(now, Input::ClientInputClosed(id));
             }
+            Event::Client(id, ClientEvent::ReadStopped) => {
+                debug!(client = id.0, "stopped reading the client's socket");
+                // Everything it read is with the router: it closes the client once that is
+                // answered.
+                self.router.handle(now, Input::ClientInputClosed(id));
+            }
             Event::Client(id, ClientEvent::HalfClosed) => {
                 debug!(client = id.0, "client shut down its writing side");
                 self.router.handle(now, Input::ClientInputClosed(id));
@@ -741,13 +812,29 @@ impl Actor {
                 self.router.handle(now, Input::ChildExited(reason));
             }
             Event::Control(ctl) => {
-                info!(command = ?ctl.cmd, "control command");
-                self.router.handle(now, Input::Command(ctl.cmd));
+                match ctl.order {
+                    Order::Command(cmd) => {
+                        info!(command = ?cmd, "control command");
+                        self.router.handle(now, Input::Command(cmd));
+                    }
+                    Order::Reconfigure(cfg, socket) => {
+                        self.reconfigure(now, *cfg, socket, client_tx);
+                    }
+                    Order::Retire => {
+                        info!("removed from service: socket unlinked, child stopping; clients are answered until they leave");
+                        if let Some(socket) = self.socket.take() {
+                            socket.unlink();
+                        }
+                        self.retired = true;
+                        self.router.handle(now, Input::Command(Command::Stop));
+                    }
+                }
                 let _ = ctl.done.send(());
             }
             Event::Timer => self.router.handle_timeout(now),
             Event::Shutdown => {
                 *shutting_down = true;
+                self.stopping = true;
                 // Stop accepting first: the socket file goes before anything else.
                 if let Some(socket) = self.socket.take() {
                     socket.unlink();
@@ -756,6 +843,37 @@ impl Actor {
                 self.router.handle(now, Input::Shutdown);
             }
         }
+    }
+
+    /// Takes a changed config (see [`ServerHandle::reconfigure`]): the router restarts the
+    /// child with it; a moved socket is served from now on, the old path unlinked first and
+    /// the connections already waiting on the old one taken (their clients connected before
+    /// the move, and are served like the others).
+    fn reconfigure(
+        &mut self,
+        now: Instant,
+        cfg: ServerConfig,
+        socket: Option<BoundSocket>,
+        client_tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+    ) {
+        info!("config changed; restarting the child with it, clients kept");
+        if socket.is_some() {
+            // Put back in service (see `ServerHandle::retire`).
+            self.retired = false;
+        }
+        if let Some(socket) = socket {
+            if let Some(old) = self.socket.replace(socket) {
+                old.unlink();
+                while let Some(Ok((stream, _))) = old.listener.accept().now_or_never() {
+                    self.accept_client(now, stream, client_tx);
+                }
+            }
+        }
+        self.cfg = cfg.clone();
+        self.router.handle(now, Input::Reconfigure(Box::new(cfg)));
+        // The socket path is in the status, which the router does not know.
+        let snapshot = snapshot(&self.published, &self.cfg);
+        self.status.send_replace(snapshot);
     }
 
     /// Carries out every action the router queued, then publishes the status if it changed.
@@ -910,6 +1028,14 @@ impl Actor {
         if matches!(conn.host, Host::Held(_)) {
             conn.closing = Closing::AfterGo;
             return;
+        }
+        if self.stopping && matches!(conn.host, Host::Socket) {
+            if let Some(stop) = conn.stop_read.take() {
+                if stop.send(()).is_ok() {
+                    conn.closing = Closing::Stopping;
+                    return;
+                }
+            }
         }
         self.forget(id);
     }
@@ -1316,12 +1442,13 @@ impl Actor {
         );
         // Not instrumented with the span: entering it on every poll (once per read) was
         // ≈ 2 % of the daemon's time under load; the reader's few events name it as parent.
+        let (stop_read, stop_rx) = oneshot::channel();
         self.tracker.spawn(read_client(
             id,
             read,
             self.cfg.max_request_bytes,
             client_tx.clone(),
-            token,
+            (token, stop_rx),
             span.clone(),
         ));
         self.clients.insert(
@@ -1331,6 +1458,7 @@ impl Actor {
                 offer: None,
                 host: Host::Socket,
                 stop_input: None,
+                stop_read: Some(stop_read),
                 closing: Closing::No,
                 stdout_done: None,
             },
@@ -1395,6 +1523,26 @@ async fn accept(socket: Option<&BoundSocket>) -> Option<UnixStream> {
     }
 }
 
+/// Stops reading a client's socket as the actor asked: the lines already there are read and
+/// passed on first (they were sent before the client could know), then the actor is told.
+async fn stop_reading(
+    id: ClientId,
+    link: &mut FramedRead<crate::io::socket::SocketReader, LineCodec>,
+    tx: &mpsc::Sender<(ClientId, ClientEvent)>,
+) {
+    while let Some(Some(Ok(frame))) = link.next().now_or_never() {
+        let ev = match frame {
+            Frame::Line(line) => ClientEvent::Line(line),
+            Frame::TooLong { .. } => ClientEvent::TooLong,
+            Frame::Partial => continue,
+        };
+        if tx.send((id, ev)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send((id, ClientEvent::ReadStopped)).await;
+}
+
 /// How many lines a reader takes in a row before it looks at its cancellation again (it
 /// only looks when the socket has nothing more, otherwise; see [`read_socket`]).
 const LINES_BETWEEN_CANCEL_CHECKS: u32 = 64;
@@ -1406,12 +1554,12 @@ async fn read_client(
     mut read: crate::io::socket::SocketReader,
     max: usize,
     tx: mpsc::Sender<(ClientId, ClientEvent)>,
-    token: CancellationToken,
+    (token, stop): (CancellationToken, oneshot::Receiver<()>),
     span: tracing::Span,
 ) {
     read.accept_fds();
     let mut link = FramedRead::with_capacity(read, LineCodec::new(max), CLIENT_READ_BUF);
-    if let Some(taken) = read_socket(id, &mut link, &tx, &token, &span).await {
+    if let Some(taken) = read_socket(id, &mut link, &tx, (&token, stop), &span).await {
         read_attached(id, taken, &mut link, max, &tx, &token, &span).await;
     }
     let _ = tx.send((id, ClientEvent::Gone)).await;
@@ -1454,10 +1602,11 @@ async fn read_socket(
     id: ClientId,
     link: &mut FramedRead<crate::io::socket::SocketReader, LineCodec>,
     tx: &mpsc::Sender<(ClientId, ClientEvent)>,
-    token: &CancellationToken,
+    (token, stop): (&CancellationToken, oneshot::Receiver<()>),
     span: &tracing::Span,
 ) -> Option<Taken> {
     let mut offered: Option<Offered> = None;
+    let mut stop = Some(stop);
     // Made once: a fresh `cancelled()` per line registered and unregistered a waiter under a
     // lock each time, which was ≈ 4 % of the daemon's instructions per request.
     let cancelled = token.cancelled();
@@ -1488,6 +1637,21 @@ async fn read_socket(
                     // The offer was dropped (replaced, or the client closed): keep reading.
                     _ => continue,
                 }
+            }
+            // Cancel safe: a oneshot receiver polled by reference.
+            told = async {
+                match stop.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                stop = None;
+                if told.is_ok() {
+                    stop_reading(id, link, tx).await;
+                    cancelled.await;
+                    return None;
+                }
+                continue;
             }
             // Cancel safe: FramedRead keeps partial lines in its buffer.
             f = link.next() => f,

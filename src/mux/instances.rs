@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use nix::sys::socket::MsgFlags;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::actor::{self, Control, InstanceStatus, ServerHandle, ServerStatus};
+use super::actor::{self, Control, InstanceStatus, Order, ServerHandle, ServerStatus};
 use super::listener::{self, BoundSocket};
 use super::project::{self, First};
 use crate::config::{ServerConfig, Share};
@@ -167,6 +167,8 @@ pub fn spawn(
 /// An instance as the dispatcher keeps it: how to hand it a connection.
 struct Slot {
     key: String,
+    /// The project it runs for (its config is the server's for this project).
+    dir: Option<PathBuf>,
     handle: ServerHandle,
     to: mpsc::UnboundedSender<UnixStream>,
 }
@@ -208,28 +210,7 @@ impl Dispatcher {
                 // Cancel safe: UnixListener::accept loses nothing when dropped.
                 accepted = accept(self.socket.as_ref()) => {
                     let Some(stream) = accepted else { continue };
-                    if !listener::peer_is_owner(&stream) {
-                        warn!("refused a connection from another user");
-                        continue;
-                    }
-                    if self.cfg.share == Share::Project {
-                        // Read apart from this loop: a slow first line holds up no one else.
-                        let (tx, home) = (conn_tx.clone(), self.home.clone());
-                        let token = self.shutdown.clone();
-                        self.tracker.spawn(async move {
-                            let dir = tokio::select! {
-                                // Cancel safe: the stream is only peeked at and read here.
-                                dir = read_project(&stream, &home) => dir,
-                                () = token.cancelled() => return,
-                            };
-                            // `None`: it closed before its first line; nothing to serve.
-                            if let Some(dir) = dir {
-                                let _ = tx.send((stream, dir)).await;
-                            }
-                        });
-                    } else {
-                        self.hand(stream, None, &note_tx);
-                    }
+                    self.take(stream, &conn_tx, &note_tx);
                 }
                 // Cancel safe: mpsc receivers.
                 Some((stream, dir)) = conn_rx.recv(), if !stopping => self.hand(stream, dir, &note_tx),
@@ -243,19 +224,30 @@ impl Dispatcher {
                         break;
                     }
                 }
-                Some(ctl) = cmd_rx.recv(), if !stopping => {
-                    info!(command = ?ctl.cmd, "control command for every instance");
-                    self.stopped = ctl.cmd == Command::Stop;
-                    let handles: Vec<ServerHandle> =
-                        self.slots.iter().map(|s| s.handle.clone()).collect();
-                    // Not awaited here: an instance busy stopping must not hold up the others.
-                    self.tracker.spawn(async move {
-                        for h in handles {
-                            let _ = h.command(ctl.cmd).await;
-                        }
+                Some(ctl) = cmd_rx.recv(), if !stopping => match ctl.order {
+                    Order::Command(cmd) => {
+                        info!(command = ?cmd, "control command for every instance");
+                        self.stopped = cmd == Command::Stop;
+                        let handles: Vec<ServerHandle> =
+                            self.slots.iter().map(|s| s.handle.clone()).collect();
+                        // Not awaited here: an instance busy stopping must not hold up the others.
+                        self.tracker.spawn(async move {
+                            for h in handles {
+                                let _ = h.command(cmd).await;
+                            }
+                            let _ = ctl.done.send(());
+                        });
+                    }
+                    Order::Reconfigure(cfg, socket) => {
+                        self.reconfigure(*cfg, socket, ctl.done, &conn_tx, &note_tx);
+                    }
+                    // Not asked of a dispatcher (each instance has clients of its own): it
+                    // stops as on shutdown.
+                    Order::Retire => {
+                        self.shutdown.cancel();
                         let _ = ctl.done.send(());
-                    });
-                }
+                    }
+                },
                 () = &mut stop, if !stopping => {
                     stopping = true;
                     if let Some(socket) = self.socket.take() {
@@ -270,6 +262,38 @@ impl Dispatcher {
         }
         self.publish();
         info!("server stopped");
+    }
+
+    /// Takes a new connection: hands it to its instance (for a `project` server once its first
+    /// line named the project, read apart from the loop).
+    fn take(
+        &mut self,
+        stream: UnixStream,
+        conn_tx: &mpsc::Sender<(UnixStream, Option<PathBuf>)>,
+        note_tx: &mpsc::UnboundedSender<Note>,
+    ) {
+        if !listener::peer_is_owner(&stream) {
+            warn!("refused a connection from another user");
+            return;
+        }
+        if self.cfg.share == Share::Project {
+            // Read apart from this loop: a slow first line holds up no one else.
+            let (tx, home) = (conn_tx.clone(), self.home.clone());
+            let token = self.shutdown.clone();
+            self.tracker.spawn(async move {
+                let dir = tokio::select! {
+                    // Cancel safe: the stream is only peeked at and read here.
+                    dir = read_project(&stream, &home) => dir,
+                    () = token.cancelled() => return,
+                };
+                // `None`: it closed before its first line; nothing to serve.
+                if let Some(dir) = dir {
+                    let _ = tx.send((stream, dir)).await;
+                }
+            });
+        } else {
+            self.hand(stream, None, note_tx);
+        }
     }
 
     /// Gives a connection to its instance, starting one if needed (or refuses it past
@@ -374,6 +398,7 @@ impl Dispatcher {
         });
         self.slots.push(Slot {
             key: key.clone(),
+            dir: dir.clone(),
             handle: handle.clone(),
             to,
         });
@@ -386,6 +411,53 @@ impl Dispatcher {
                 handle,
             });
         self.publish();
+    }
+
+    /// Takes a changed config (see [`ServerHandle::reconfigure`]): new connections get it, and
+    /// every instance is handed its project's version of it (apart from this loop: an
+    /// instance busy stopping must not hold up the others), and `done` is told once they all
+    /// took it. A moved socket is served from now on; the connections already waiting on the
+    /// old one are handed on like any other.
+    fn reconfigure(
+        &mut self,
+        cfg: ServerConfig,
+        socket: Option<BoundSocket>,
+        done: tokio::sync::oneshot::Sender<()>,
+        conn_tx: &mpsc::Sender<(UnixStream, Option<PathBuf>)>,
+        note_tx: &mpsc::UnboundedSender<Note>,
+    ) {
+        info!("config changed; every instance restarts its child with it, clients kept");
+        self.cfg = cfg;
+        if let Some(socket) = socket {
+            if let Some(old) = self.socket.replace(socket) {
+                old.unlink();
+                while let Some(Ok((stream, _))) = old.listener.accept().now_or_never() {
+                    self.take(stream, conn_tx, note_tx);
+                }
+            }
+        }
+        let orders: Vec<(ServerHandle, ServerConfig)> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                let mut cfg = self.cfg.for_project(slot.dir.as_deref(), &self.home);
+                cfg.lazy_start = true;
+                (slot.handle.clone(), cfg)
+            })
+            .collect();
+        self.tracker.spawn(async move {
+            let taken = orders
+                .into_iter()
+                .map(|(handle, cfg)| async move { handle.reconfigure(cfg, None).await });
+            // An instance that ended meanwhile needs nothing: its next client starts a new one.
+            let _ = futures_util::future::join_all(taken).await;
+            let _ = done.send(());
+        });
+        let mut status = self.status.borrow().clone();
+        status.socket = self.cfg.socket.clone();
+        status.max_clients = self.cfg.max_active_clients;
+        status.max_restarts = self.cfg.max_restarts;
+        self.status.send_replace(status);
     }
 
     /// The shared list follows the slots (an instance gone is dropped from it).

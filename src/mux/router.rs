@@ -84,6 +84,14 @@ pub enum Input {
     ChildExited(String),
     /// A control command (CLI, tray).
     Command(Command),
+    /// A reload changed the server's config: run with this one from now on. Its clients stay;
+    /// a child that runs (or is starting) is restarted with the new config as after a crash
+    /// (requests it was sent are answered `upstream_exited`, the rest wait for the new child,
+    /// which gets the handshake replayed; `list_changed` follows if its lists differ). A
+    /// server that was idle, stopped, failed or in backoff starts as a new one would (at once,
+    /// or at its first request with `lazy_start`). The child's era is kept unless the new
+    /// config names one.
+    Reconfigure(Box<ServerConfig>),
     /// The daemon is shutting down: answer what is owed and stop the child.
     Shutdown,
 }
@@ -769,6 +777,7 @@ impl Router {
             }
             Input::ChildExited(reason) => self.child_exited(now, reason),
             Input::Command(cmd) => self.command(now, cmd),
+            Input::Reconfigure(cfg) => self.reconfigure(now, *cfg),
             Input::Shutdown => self.shutdown(),
         }
     }
@@ -1255,6 +1264,30 @@ impl Router {
                 }
                 self.fail_all("stopped");
             }
+        }
+    }
+
+    /// Takes a changed config (see [`Input::Reconfigure`]).
+    fn reconfigure(&mut self, now: Instant, cfg: ServerConfig) {
+        let era = match cfg.era {
+            Era::Handshake => Some(ChildEra::Handshake),
+            Era::Modern => Some(ChildEra::Modern),
+            Era::Auto => None,
+        };
+        self.cfg = cfg;
+        self.consecutive_failures = 0;
+        if let Some(era) = era.filter(|e| self.verdict != Some(*e)) {
+            self.set_verdict(now, era);
+        }
+        if self.child_alive() {
+            self.stop_child(AfterStop::Start);
+        } else if !self.cfg.lazy_start
+            || !self.held.is_empty()
+            || self.pending.values().any(|p| p.client.is_some())
+        {
+            self.spawn();
+        } else {
+            self.life = Life::Idle;
         }
     }
 

@@ -1261,6 +1261,63 @@ fn restart_command_kills_then_spawns() {
 }
 
 #[test]
+fn a_new_config_restarts_the_child_and_keeps_the_clients() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    h.request(1, json!(1), "tools/call", json!({}));
+    let mut changed = cfg();
+    changed.env.insert("K".into(), "v2".into());
+    changed.request_timeout = Duration::from_millis(5000);
+    let out = h.input(Input::Reconfigure(Box::new(changed)));
+    assert_eq!(out, vec![Action::Kill], "no client is closed");
+    // A request that comes while the old child stops waits for the new one.
+    let out = h.client(
+        1,
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}),
+    );
+    assert!(child_msgs(&out).is_empty(), "{out:?}");
+    let out = h.input(Input::ChildExited("killed by signal 15".into()));
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["data"]["reason"],
+        "upstream_exited",
+        "what the old child was sent is answered"
+    );
+    assert!(out.contains(&Action::Spawn), "{out:?}");
+    assert!(!out.iter().any(|a| matches!(a, Action::CloseClient(_))));
+    let out = h.spawned_and_init(INIT_RESULT);
+    let sent = child_msgs(&out);
+    assert_eq!(sent.last().unwrap()["method"], "tools/call", "{out:?}");
+    // The new config is in effect: the held request's deadline is the new timeout.
+    assert!(h.advance(1500).is_empty());
+    let out = h.advance(4000);
+    assert_eq!(
+        client_msgs(&out, 1)[0]["error"]["data"]["reason"],
+        "upstream_timeout"
+    );
+    assert_eq!(h.r.status().clients, 1);
+    assert_eq!(h.r.status().restarts, 0, "a reload is not a crash");
+}
+
+#[test]
+fn a_new_config_of_an_idle_lazy_server_starts_nothing() {
+    let mut lazy = cfg();
+    lazy.lazy_start = true;
+    let mut h = H::new(lazy.clone());
+    assert!(h.drain().is_empty());
+    lazy.env.insert("K".into(), "v2".into());
+    assert!(h
+        .input(Input::Reconfigure(Box::new(lazy.clone())))
+        .is_empty());
+    assert_eq!(h.r.status().state, ServerState::Lazy);
+    // Made eager, it starts at once, as a new server would.
+    lazy.lazy_start = false;
+    assert_eq!(
+        h.input(Input::Reconfigure(Box::new(lazy))),
+        vec![Action::Spawn]
+    );
+}
+
+#[test]
 fn initialize_timeout_restarts_the_child() {
     let mut h = H::new(cfg());
     h.drain();
