@@ -295,6 +295,7 @@ fn remove_stale(paths: &Paths) -> Option<u32> {
 /// removes the PID file, then releases the lock.
 pub struct Instance {
     pid_file: PathBuf,
+    children: PathBuf,
     _lock: Flock<File>,
 }
 
@@ -332,6 +333,7 @@ impl Instance {
             .with_context(|| format!("cannot create {}", paths.children.display()))?;
         Ok(Instance {
             pid_file: paths.pid_file.clone(),
+            children: paths.children.clone(),
             _lock: lock,
         })
     }
@@ -353,6 +355,13 @@ fn sweep_orphans(paths: &Paths) {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        // A child that outlived its stop (a loaded machine, a group member ignoring SIGTERM past
+        // the daemon's patience) is ended now, while the lock is still held, and no record of a
+        // child is left behind a clean exit.
+        let ended = crate::mux::orphans::sweep(&self.children);
+        if !ended.is_empty() {
+            tracing::warn!(pids = ?ended, "ended processes that had not stopped in time");
+        }
         let _ = std::fs::remove_file(&self.pid_file);
     }
 }
