@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for object in [f.params, f.result, f.error].into_iter().flatten() {
-            for name in ["_meta", "resultType", "code", "x", "\u0078"] {
+            for name in ["_meta", "resultType", "code", "x", r"\u0078"] {
                 assert_eq!(
                     jsonrpc::field(Some(object), name),
                     jsonrpc::field_serde(Some(object), name),
