@@ -1022,6 +1022,7 @@ async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
 async fn list_cache(bins: &Bins, clients: usize, times: usize) -> Value {
     use rmcp_mux::daemon::control::{self, Request};
     let extra = Extra {
+        server: "era = \"modern\"\n".into(),
         args: r#"["--era", "modern"]"#,
         ..Extra::default()
     };
