@@ -1063,6 +1063,7 @@ async fn child_lists(conn: &mut Conn, n: usize) -> u64 {
         r#"{{"jsonrpc":"2.0","id":"stats-{n}","method":"tools/call","params":{{"name":"stats","arguments":{{}},{meta}}}}}"#
     ))
     .await;
+    conn.w.flush().await.unwrap();
     let answer: Value = serde_json::from_str(&conn.recv().await).unwrap();
     answer["result"]["structuredContent"]["tools_list"]
         .as_u64()
@@ -1083,6 +1084,7 @@ async fn list_tools(conns: &mut [Conn], times: usize) {
                 r#"{{"jsonrpc":"2.0","id":{round},"method":"tools/list"{params}}}"#
             ))
             .await;
+            conn.w.flush().await.unwrap();
             let answer = conn.recv().await;
             assert!(
                 answer.contains(r#""tools":[{"#) && answer.contains(&format!(r#""id":{round},"#)),
