@@ -9,7 +9,8 @@
 # ERA=modern sends 2026-07-28 requests instead (no handshake; each request carries the envelope
 # in `params._meta`, as the bench's `eras` phase does, and each answer must start its result
 # with `"resultType":"complete"`; `server/discover` takes the place of `initialize`, so N and 0
-# requests still differ only by the requests). CG_OUT=FILE keeps the callgrind profile for callgrind_annotate.
+# requests still differ only by the requests). CG_OUT=FILE keeps the callgrind profile for
+# callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}

@@ -290,8 +290,8 @@ pub fn read_serde(meta: Raw<'_>) -> Result<Option<Envelope<'_>>, EnvelopeError> 
     check(members_serde(meta).0)
 }
 
-/// The envelope's members of `_meta` through serde_json (none unless `_meta` has the
-/// version's key, and names it as written, as [`maybe_enveloped`] checks), and whether it has a member
+/// The envelope's members of `_meta` through serde_json (none unless `_meta` has the version's
+/// key, and names it as written, as [`maybe_enveloped`] checks), and whether it has a member
 /// other than them and a non-null progress token: [`super::request_meta_serde`]'s part.
 pub fn members_serde(meta: Raw<'_>) -> (Members<'_>, bool) {
     let Some(map) = members(meta) else {
