@@ -1,8 +1,9 @@
 //! Criterion micro-benchmarks of the mux's hot paths: parsing the envelope (the scanner and
-//! the serde_json path it replaced, side by side), rewriting an id in a 1 MiB response (as
-//! the router does it, sharing the payload, and by copying, as it did before), and
-//! routing one request and its answer through the router. Pure CPU work: no sockets, no
-//! processes. `cargo bench --bench hot_paths`.
+//! the serde_json path it replaced, side by side), reading and stripping a 2026-07-28
+//! request's `_meta` envelope (likewise), rewriting an id in a 1 MiB response (as the router
+//! does it, sharing the payload, and by copying, as it did before), and routing one request
+//! and its answer through the router, from a handshake client and from a 2026-07-28 client.
+//! Pure CPU work: no sockets, no processes. `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -11,10 +12,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rmcp_mux::config::Config;
-use rmcp_mux::jsonrpc::{self, Line};
+use rmcp_mux::jsonrpc::{self, era, Line};
 use rmcp_mux::mux::router::{Action, ClientId, Input, Router};
 
 const REQUEST: &str = r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello, world","pad":0},"_meta":{"progressToken":"p-17"}}}"#;
+
+/// [`REQUEST`] from a 2026-07-28 client: the envelope in `_meta` beside the progress token.
+const MODERN_REQUEST: &str = r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello, world","pad":0},"_meta":{"progressToken":"p-17","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}"#;
 
 fn big_response() -> Vec<u8> {
     let text = "x".repeat(1 << 20);
@@ -38,6 +42,26 @@ fn envelope(c: &mut Criterion) {
             jsonrpc::parse_one_serde(black_box(REQUEST.as_bytes()))
                 .unwrap()
                 .kind
+        })
+    });
+    let env = jsonrpc::parse_one(MODERN_REQUEST.as_bytes()).unwrap();
+    let meta = jsonrpc::request_meta(env.params).meta.unwrap();
+    g.bench_function("modern_meta/scanner", |b| {
+        b.iter(|| {
+            let m = black_box(meta);
+            (
+                era::read(m).unwrap().unwrap().version.len(),
+                era::strip(m, Some(b"3")),
+            )
+        })
+    });
+    g.bench_function("modern_meta/serde_json", |b| {
+        b.iter(|| {
+            let m = black_box(meta);
+            (
+                era::read_serde(m).unwrap().unwrap().version.len(),
+                era::strip_serde(m, Some(b"3")),
+            )
         })
     });
     let big = big_response();
@@ -127,11 +151,32 @@ fn running_router() -> Router {
 
 fn router(c: &mut Criterion) {
     let mut r = running_router();
+    r.handle(Instant::now(), Input::ClientConnected(ClientId(2)));
+    for (name, client, request) in [
+        ("router/request_and_answer", ClientId(1), REQUEST),
+        (
+            "router/modern_request_and_answer",
+            ClientId(2),
+            MODERN_REQUEST,
+        ),
+    ] {
+        request_and_answer(c, &mut r, name, client, request);
+    }
+}
+
+/// One request of `client` through the router, the child's answer, and the answer routed back.
+fn request_and_answer(
+    c: &mut Criterion,
+    r: &mut Router,
+    name: &str,
+    client: ClientId,
+    request: &'static str,
+) {
     let now = Instant::now();
-    let request = Bytes::from_static(REQUEST.as_bytes());
-    c.bench_function("router/request_and_answer", |b| {
+    let request = Bytes::from_static(request.as_bytes());
+    c.bench_function(name, |b| {
         b.iter(|| {
-            r.handle(now, Input::ClientLine(ClientId(1), request.clone()));
+            r.handle(now, Input::ClientLine(client, request.clone()));
             let Some(Action::ToChild(up)) = r.poll_action() else {
                 panic!("request not forwarded");
             };
@@ -143,9 +188,10 @@ fn router(c: &mut Criterion) {
                 env.id.unwrap().get()
             );
             r.handle(now, Input::ChildLine(Bytes::from(answer)));
-            let Some(Action::ToClient(ClientId(1), out)) = r.poll_action() else {
+            let Some(Action::ToClient(to, out)) = r.poll_action() else {
                 panic!("answer not routed back");
             };
+            assert_eq!(to, client);
             black_box(out)
         })
     });

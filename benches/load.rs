@@ -408,6 +408,8 @@ struct Extra {
     server: String,
     /// A state folder of this run's own (`XDG_STATE_HOME`), for the HTTP front's token.
     state: bool,
+    /// The fake server's arguments (a TOML array; none when empty).
+    args: &'static str,
 }
 
 /// A daemon running `servers` fake servers in a temp dir.
@@ -449,6 +451,9 @@ impl Daemon {
                     "taskset".to_owned(),
                     format!("[\"-c\", \"{cpu}\", \"{}\"]", bins.fake.display()),
                 ),
+                None if !extra.args.is_empty() => {
+                    (bins.fake.display().to_string(), extra.args.to_owned())
+                }
                 None => (bins.fake.display().to_string(), "[]".to_owned()),
             };
             cfg += &format!(
@@ -997,13 +1002,96 @@ async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
         );
         tp.push(row);
     }
+    drop(daemon);
     let [hp50, mp50, hp99, mp99] = medians(&lat);
     let [htp, mtp, hd, md, hg, mg] = medians(&tp);
     json!({
         "latency_us": {"handshake_p50": hp50, "modern_p50": mp50, "handshake_p99": hp99, "modern_p99": mp99, "rounds": lat},
         "throughput_64": {"handshake": htp, "modern": mtp, "rounds": tp},
         "cpu_per_answer_us": {"daemon_handshake": hd, "daemon_modern": md, "generator_handshake": hg, "generator_modern": mg},
+        "list_cache": list_cache(bins, 8, if quick { 10 } else { 50 }).await,
     })
+}
+
+/// The child round trips the shared list cache saves: `clients` 2026-07-28 clients each list
+/// the tools `times` times, one request at a time, from a modern server that marks its list
+/// public (`ttlMs` 60 s), then as many handshake-era clients as many times (which the cache
+/// does not serve). The child's own count of `tools/list` requests answered gives the round
+/// trips of each; the daemon's `cache_hits` (status) must account for every modern request the
+/// child did not see.
+async fn list_cache(bins: &Bins, clients: usize, times: usize) -> Value {
+    use rmcp_mux::daemon::control::{self, Request};
+    let extra = Extra {
+        server: "era = \"modern\"\n".into(),
+        args: r#"["--era", "modern"]"#,
+        ..Extra::default()
+    };
+    let (daemon, _) = Daemon::start_with(bins, 1, false, None, &extra).await;
+    let socket = daemon.socket(0);
+    let mut modern = open_modern_many(&socket, clients).await;
+    let mut handshake = open_many(Path3::Mux, bins, &socket, clients).await;
+    let before = child_lists(&mut modern[0], 0).await;
+    list_tools(&mut modern, times).await;
+    let after_modern = child_lists(&mut modern[0], 1).await;
+    list_tools(&mut handshake, times).await;
+    let after_handshake = child_lists(&mut modern[0], 2).await;
+    let status = control::request(&daemon.dir.path().join("control.sock"), &Request::Status)
+        .await
+        .expect("the daemon's status")
+        .status
+        .expect("a status");
+    let hits = status.servers[0].cache_hits;
+    let requests = (clients * times) as u64;
+    let (with, without) = (after_modern - before, after_handshake - after_modern);
+    assert_eq!(
+        with + hits,
+        requests,
+        "every modern list is either a child round trip or a cache hit"
+    );
+    eprintln!(
+        "list cache: {clients} clients × {times} tools/list: {with} child round trips with the cache ({hits} cache hits), {without} without"
+    );
+    drop((modern, handshake, daemon));
+    json!({"clients": clients, "times": times, "requests": requests, "child_round_trips_cached": with, "child_round_trips_uncached": without, "cache_hits": hits})
+}
+
+/// The fake server's count of `tools/list` requests it answered, asked through the modern
+/// client `conn` (a tool call: never cached).
+async fn child_lists(conn: &mut Conn, n: usize) -> u64 {
+    let meta = ENVELOPE.trim_start_matches(',');
+    conn.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":"stats-{n}","method":"tools/call","params":{{"name":"stats","arguments":{{}},{meta}}}}}"#
+    ))
+    .await;
+    conn.w.flush().await.unwrap();
+    let answer: Value = serde_json::from_str(&conn.recv().await).unwrap();
+    answer["result"]["structuredContent"]["tools_list"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stats: {answer}"))
+}
+
+/// Each of `conns` lists the tools `times` times, one request in flight at a time, each
+/// answer checked to be a list under its id.
+async fn list_tools(conns: &mut [Conn], times: usize) {
+    for round in 0..times {
+        for conn in conns.iter_mut() {
+            let params = if conn.modern {
+                format!(r#","params":{{{}}}"#, ENVELOPE.trim_start_matches(','))
+            } else {
+                String::new()
+            };
+            conn.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":{round},"method":"tools/list"{params}}}"#
+            ))
+            .await;
+            conn.w.flush().await.unwrap();
+            let answer = conn.recv().await;
+            assert!(
+                answer.contains(r#""tools":[{"#) && answer.contains(&format!(r#""id":{round},"#)),
+                "not the tool list of request {round}: {answer}"
+            );
+        }
+    }
 }
 
 /// One HTTP session of the Streamable HTTP front, on one keep-alive HTTP/1.1 connection: a

@@ -6,12 +6,18 @@
 # the total instruction count. Compare two builds, or N and 0 requests, to get instructions per
 # request:
 #   tools/bench-callgrind.sh [N] [PAD] [BODY]      BIN_DIR=/some/build tools/bench-callgrind.sh 2000
-# CG_OUT=FILE keeps the callgrind profile for callgrind_annotate.
+# ERA=modern sends 2026-07-28 requests instead (no handshake; each request carries the envelope
+# in `params._meta`, as the bench's `eras` phase does, and each answer must start its result
+# with `"resultType":"complete"`; `server/discover` takes the place of `initialize`, so N and 0
+# requests still differ only by the requests). CG_OUT=FILE keeps the callgrind profile for
+# callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
 pad=${2:-0}
 body=${3:-0}
+era=${ERA:-handshake}
+case "$era" in handshake | modern) ;; *) echo "ERA must be handshake or modern" >&2; exit 2 ;; esac
 bin=${BIN_DIR:-target/release}
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
@@ -27,9 +33,11 @@ TOML
 RMCP_MUX_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$bin/rmcp-mux" --config "$dir/mux.toml" 2>"$dir/valgrind.log" &
 pid=$!
-python3 - "$dir/s/s.sock" "$n" "$pad" "$body" <<'PY'
+python3 - "$dir/s/s.sock" "$n" "$pad" "$body" "$era" <<'PY'
 import json, socket, sys, time
 path, n, pad, body = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+modern = sys.argv[5] == "modern"
+
 deadline = time.time() + 120
 while True:
     try:
@@ -42,15 +50,25 @@ r = s.makefile("rb")
 def call(msg):
     s.sendall(json.dumps(msg).encode() + b"\n")
     return json.loads(r.readline())
-init = call({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"cg","version":"1"}}})
-assert "result" in init, init
-s.sendall(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+if not modern:
+    init = call({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"cg","version":"1"}}})
+    assert "result" in init, init
+    s.sendall(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+else:
+    # Starts the server and waits for its handshake, as `initialize` does for the other era.
+    found = call({"jsonrpc":"2.0","id":"discover","method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}})
+    assert "result" in found, found
+envelope = {"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"cg","version":"1"}}
 ys = "y" * body
 for i in range(n):
-    got = call({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"text":f"c-{i}{ys}","pad":pad}}})
+    params = {"name":"echo","arguments":{"text":f"c-{i}{ys}","pad":pad}}
+    if modern:
+        params["_meta"] = envelope
+    got = call({"jsonrpc":"2.0","id":i,"method":"tools/call","params":params})
     assert got["id"] == i and len(got["result"]["content"][0]["text"]) == len(f"c-{i}") + body + pad, "wrong answer"
+    assert not modern or list(got["result"])[0] == "resultType" and got["result"]["resultType"] == "complete", got
 PY
 kill -TERM "$pid"
 wait "$pid" || true
 if [ -n "${CG_OUT:-}" ]; then cp "$dir/cg.out" "$CG_OUT"; fi
-grep -E "^(summary|totals):" "$dir/cg.out" | head -1 | awk -v n="$n" '{print "instructions:", $2, "requests:", n}'
+grep -E "^(summary|totals):" "$dir/cg.out" | head -1 | awk -v n="$n" -v era="$era" '{print "instructions:", $2, "requests:", n, "era:", era}'

@@ -350,6 +350,27 @@ fn era_rows(r: &Value) -> Vec<Row> {
             met: None,
         });
     }
+    let cache = |k: &str| f(r, &["eras", "list_cache", k]);
+    if cache("requests").is_finite() {
+        out.push(Row {
+            measure: format!(
+                "child round trips for {} × {} `tools/list` (one client after another) from a \
+                 modern server marking its list public: 2026-07-28 clients (shared cache) / \
+                 handshake clients (not cached)",
+                cache("clients"),
+                cache("times")
+            ),
+            direct: "—".into(),
+            value: format!(
+                "{} / {} ({} saved: cache hits)",
+                cache("child_round_trips_cached"),
+                cache("child_round_trips_uncached"),
+                cache("cache_hits")
+            ),
+            target: "—",
+            met: None,
+        });
+    }
     out
 }
 

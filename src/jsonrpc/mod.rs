@@ -358,6 +358,13 @@ pub struct RequestMeta<'a> {
     /// `params._meta` when it is an object, raw: where a 2026-07-28 request carries its
     /// envelope (see [`era`]).
     pub meta: Option<Raw<'a>>,
+    /// The envelope's members in `_meta`, found by the same scan (none unless `_meta` has the
+    /// protocol version's key, as written): every modern request's `_meta` is read once.
+    pub envelope: era::Members<'a>,
+    /// Whether `_meta` has a member a handshake-era child gets besides a progress token (one
+    /// not named `io.modelcontextprotocol/*`, or a `null` token): without one, the envelope
+    /// is stripped without another scan ([`era::strip`]).
+    pub foreign: bool,
 }
 
 /// Extracts [`RequestMeta`] from raw params; absent or odd params yield the default.
@@ -395,11 +402,26 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         return RequestMeta::default();
     }
     match scan::request_meta(params.get()) {
-        Some(m) => RequestMeta {
-            progress_token: m.token.map(Raw),
-            task: m.task,
-            meta: m.meta.map(Raw),
-        },
+        Some(m) => {
+            // Members without a version are no envelope: none of them is kept.
+            let envelope = if m.envelope[0].is_some() {
+                m.envelope
+            } else {
+                [None; 3]
+            };
+            let [version, capabilities, log_level] = envelope.map(|v| v.map(Raw));
+            RequestMeta {
+                progress_token: m.token.map(Raw),
+                task: m.task,
+                meta: m.meta.map(Raw),
+                envelope: era::Members {
+                    version,
+                    capabilities,
+                    log_level,
+                },
+                foreign: m.foreign,
+            }
+        }
         None => request_meta_serde(Some(params)),
     }
 }
@@ -418,21 +440,47 @@ pub fn request_meta_serde(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         .filter(|m| m.get().starts_with('{'))
         .map(Raw::from);
     match serde_json::from_str::<ParamsMeta<'_>>(params.get()) {
-        Ok(p) => RequestMeta {
-            progress_token: p
+        Ok(p) => {
+            let progress_token = p
                 .meta
                 .and_then(|m| m.progress_token)
                 .filter(|t| t.get() != "null")
-                .map(Raw::from),
-            task: p.task.is_some(),
-            meta,
-        },
+                .map(Raw::from);
+            let (envelope, foreign) = meta.map(era::members_serde).unwrap_or_default();
+            RequestMeta {
+                progress_token,
+                task: p.task.is_some(),
+                meta,
+                envelope,
+                foreign,
+            }
+        }
         Err(_) => RequestMeta::default(),
     }
 }
 
-/// Reads one raw field of a JSON object (borrowed), or `None`.
+/// Reads one raw field of a JSON object (borrowed), or `None`; of a name written twice, the
+/// last, as serde_json reads it. One scan of the object without building a map (each modern
+/// request's capabilities are read this way); escaped names go to [`field_serde`].
 pub fn field<'a>(object: Option<Raw<'a>>, name: &str) -> Option<Raw<'a>> {
+    let text = object?.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let mut found = None;
+    match scan::each_member(text, |key, _, value| {
+        if key == name {
+            found = Some(value);
+        }
+        Some(())
+    }) {
+        Some(()) => found.map(|v| Raw(&text[v])),
+        None => field_serde(object, name),
+    }
+}
+
+/// [`field`] through serde_json alone: the fallback, and the scanner's reference.
+pub fn field_serde<'a>(object: Option<Raw<'a>>, name: &str) -> Option<Raw<'a>> {
     let object = object?;
     if !object.get().starts_with('{') {
         return None;
@@ -627,6 +675,23 @@ mod tests {
         assert_eq!(str_field(task, "missing"), None);
     }
 
+    #[test]
+    fn field_reads_a_member_as_serde_json_does() {
+        let obj = Some(Raw(
+            r#"{ "a" : "x\"y" , "n":{"a":1}, "\u0062":2, "d":1, "d":[ 2 ] }"#,
+        ));
+        assert_eq!(field(obj, "a").map(Raw::get), Some(r#""x\"y""#));
+        // An escaped name is the name it spells; of a name written twice, the last.
+        assert_eq!(field(obj, "b").map(Raw::get), Some("2"));
+        assert_eq!(field(obj, "d").map(Raw::get), Some("[ 2 ]"));
+        // Nested members are not the object's own.
+        assert_eq!(field(Some(Raw(r#"{"n":{"z":1}}"#)), "z"), None);
+        assert_eq!(field(Some(Raw("[1]")), "a"), None);
+        for name in ["a", "b", "d", "n", "z"] {
+            assert_eq!(field(obj, name), field_serde(obj, name), "{name}");
+        }
+    }
+
     mod scanner_agrees_with_serde {
         use super::*;
         use proptest::prelude::*;
@@ -669,16 +734,33 @@ mod tests {
                 scalar().prop_map(Some),
                 Just(Some("{}".to_owned())),
             ];
+            // A 2026-07-28 envelope beside the token: plain, with an escaped name, a key
+            // written twice, or a mistyped version.
+            let envelope = prop_oneof![
+                Just(""),
+                Just(
+                    r#","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"x":null}"#
+                ),
+                Just(
+                    r#","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol\u002fclientCapabilities":{}"#
+                ),
+                Just(
+                    r#","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":1"#
+                ),
+            ];
             (
                 token,
                 any::<bool>(),
                 prop::option::of(value()),
                 prop_oneof![Just("_meta"), Just("task"), Just("x"), Just("_m\\u0065ta")],
+                envelope,
             )
-                .prop_map(|(token, task, extra, extra_key)| {
+                .prop_map(|(token, task, extra, extra_key, envelope)| {
                     let mut m = vec![];
                     if let Some(t) = token {
-                        m.push(format!(r#""_meta":{{"a":[1,{{}}],"progressToken":{t}}}"#));
+                        m.push(format!(
+                            r#""_meta":{{"a":[1,{{}}],"progressToken":{t}{envelope}}}"#
+                        ));
                     }
                     if task {
                         m.push(r#""task":{"ttl":1}"#.to_owned());
@@ -745,7 +827,29 @@ mod tests {
             let slow = parse_one_serde(line);
             prop_assert_eq!(&fast, &slow, "line: {}", String::from_utf8_lossy(line));
             if let (Ok(f), Ok(s)) = (&fast, &slow) {
-                prop_assert_eq!(request_meta(f.params), request_meta_serde(s.params));
+                let meta = request_meta(f.params);
+                prop_assert_eq!(meta, request_meta_serde(s.params));
+                for object in [f.params, f.result, f.error, meta.meta] {
+                    for name in ["_meta", "task", "x", "progressToken", "a"] {
+                        prop_assert_eq!(field(object, name), field_serde(object, name));
+                    }
+                }
+                if let Some(m) = meta.meta {
+                    prop_assert_eq!(era::read(m), era::read_serde(m));
+                    prop_assert_eq!(era::check(meta.envelope), era::read(m));
+                    if !meta.foreign {
+                        let token = meta.progress_token.map(|_| &b"5"[..]);
+                        prop_assert_eq!(
+                            &era::token_only(token).unwrap()[..],
+                            &era::strip_serde(m, token)[..]
+                        );
+                    }
+                    let strip = |s: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&s).ok();
+                    prop_assert_eq!(
+                        strip(era::strip(m, Some(b"5"))),
+                        strip(era::strip_serde(m, Some(b"5")))
+                    );
+                }
             }
             Ok(())
         }

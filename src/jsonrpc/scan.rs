@@ -132,6 +132,12 @@ pub(crate) struct Meta<'a> {
     pub task: bool,
     /// The `_meta` object, raw, when it is one.
     pub meta: Option<&'a str>,
+    /// `_meta`'s 2026-07-28 envelope members, raw: protocol version, client capabilities, log
+    /// level (of one written twice, the last, as serde_json reads it).
+    pub envelope: [Option<&'a str>; 3],
+    /// Whether `_meta` has a member that a handshake-era child gets besides a progress token:
+    /// one not named `io.modelcontextprotocol/*`, or a `null` token.
+    pub foreign: bool,
 }
 
 /// `params._meta.progressToken` and whether `params.task` is set, from params that were
@@ -146,6 +152,8 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
     let mut token = None;
     let mut task = false;
     let mut meta = None;
+    let mut envelope = [None; 3];
+    let mut foreign = false;
     let (mut seen_meta, mut seen_task) = (false, false);
     c.members(|c, key| {
         match key {
@@ -157,18 +165,26 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
                     let mut seen_token = false;
                     let start = c.i;
                     c.members(|c, key| {
+                        let start = c.i;
+                        c.value(1)?;
+                        let raw = &c.s[start..c.i];
                         if key == "progressToken" {
                             if std::mem::replace(&mut seen_token, true) {
                                 return None;
                             }
-                            let start = c.i;
-                            c.value(1)?;
-                            let raw = &c.s[start..c.i];
                             token = (raw != "null").then_some(raw);
-                            Some(())
+                            foreign |= token.is_none();
+                        } else if let Some(name) = key.strip_prefix(super::era::PREFIX) {
+                            match name {
+                                "protocolVersion" => envelope[0] = Some(raw),
+                                "clientCapabilities" => envelope[1] = Some(raw),
+                                "logLevel" => envelope[2] = Some(raw),
+                                _ => {}
+                            }
                         } else {
-                            c.value(1)
+                            foreign = true;
                         }
+                        Some(())
                     })?;
                     meta = Some(&c.s[start..c.i]);
                     return Some(());
@@ -190,7 +206,39 @@ pub(crate) fn request_meta(params: &str) -> Option<Meta<'_>> {
             _ => c.value(1),
         }
     })?;
-    Some(Meta { token, task, meta })
+    Some(Meta {
+        token,
+        task,
+        meta,
+        envelope,
+        foreign,
+    })
+}
+
+/// Visits each member of the JSON object `obj` (a [`super::Raw`] value, so already valid
+/// JSON) in the order written: its name, where the member starts in `obj` (its name's opening
+/// quote) and where its value is. `None` means "ask serde_json", as everywhere in this scanner
+/// (an escaped name, which only serde_json decodes, deep nesting, or `visit` giving up).
+/// What the envelope's `_meta` and a capabilities object are read with: no map is built and
+/// nothing is allocated.
+pub(crate) fn each_member<'a>(
+    obj: &'a str,
+    mut visit: impl FnMut(&'a str, usize, std::ops::Range<usize>) -> Option<()>,
+) -> Option<()> {
+    let mut c = Cursor {
+        s: obj,
+        b: obj.as_bytes(),
+        i: 0,
+    };
+    c.members(|c, key| {
+        // The name is a slice of `obj` right after its opening quote.
+        let member = (key.as_ptr() as usize - obj.as_ptr() as usize).checked_sub(1)?;
+        let start = c.i;
+        c.value(1)?;
+        visit(key, member, start..c.i)
+    })?;
+    c.ws();
+    (c.i == obj.len()).then_some(())
 }
 
 struct Cursor<'a> {
@@ -348,8 +396,8 @@ fn member_value(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// Where the next `"` or `\\` is at or after `from`: eight bytes at a time for the short keys,
-/// ids and methods of an envelope, memchr once a string turns out to be long (its set-up costs
-/// more than it saves on a few bytes).
+/// ids and methods of an envelope and the 40-odd-byte names of a 2026-07-28 one, memchr once a
+/// string turns out to be over 64 bytes long (its set-up costs more than it saves on fewer).
 #[inline(always)]
 pub(crate) fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -369,7 +417,7 @@ pub(crate) fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
             return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
         i += 8;
-        if i - from >= 32 {
+        if i - from >= 64 {
             return memchr::memchr2(b'"', b'\\', &b[i..]).map(|k| i + k);
         }
     }
@@ -572,8 +620,8 @@ mod tests {
 
     #[test]
     fn strings_end_at_the_right_quote_at_every_offset() {
-        // Around the eight-byte words and the switch to memchr after 32 bytes.
-        for len in 0..80 {
+        // Around the eight-byte words and the switch to memchr after 64 bytes.
+        for len in 0..144 {
             for at in 0..=len {
                 let mut body = "a".repeat(len);
                 body.insert_str(at, r#"\""#);
@@ -621,7 +669,9 @@ mod tests {
             Some(Meta {
                 token: Some(r#""t""#),
                 task: true,
-                meta: Some(r#"{"x":1,"progressToken":"t"}"#)
+                meta: Some(r#"{"x":1,"progressToken":"t"}"#),
+                envelope: [None; 3],
+                foreign: true,
             })
         );
         assert_eq!(

@@ -1523,17 +1523,18 @@ impl Router {
         self.request_seq += 1;
         let seq = self.request_seq;
         let meta = jsonrpc::request_meta(env.params);
-        let modern = match meta.meta.map(era::read) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(Some(envelope))) => Some(envelope),
-            Some(Err(era::EnvelopeError::Invalid(msg))) => {
+        // The envelope's members were found in the one scan of `_meta` above.
+        let modern = match era::check(meta.envelope) {
+            Ok(None) => None,
+            Ok(Some(envelope)) => Some(envelope),
+            Err(era::EnvelopeError::Invalid(msg)) => {
                 return self.reply(
                     client,
                     batch,
                     jsonrpc::error(&id, codes::INVALID_PARAMS, msg, None),
                 )
             }
-            Some(Err(era::EnvelopeError::Unsupported(version))) => {
+            Err(era::EnvelopeError::Unsupported(version)) => {
                 let data = era::unsupported_data(&version);
                 return self.reply(
                     client,
@@ -2245,7 +2246,7 @@ impl Router {
         let mut edits = [(id_span.clone(), up_text), (id_span, up_text)];
         let mut n_edits = 1;
         let mut progress = None;
-        let stripped;
+        let (stripped, token_only);
         if let Some(token) = meta.progress_token {
             edits[1] = (jsonrpc::span_in(line, token.get()), up_text);
             n_edits = 2;
@@ -2261,9 +2262,18 @@ impl Router {
         ) = (modern, meta.meta)
         {
             // The envelope is the mux's to read, not the handshake-era child's: `_meta` goes
-            // without it (the progress token, inside, rewritten on the way).
-            stripped = era::strip(m, progress.is_some().then_some(up_text));
-            edits[1] = (jsonrpc::span_in(line, m.get()), &stripped[..]);
+            // without it (the progress token, inside, rewritten on the way). Nearly always
+            // nothing else is in it, and what is left is known without another scan.
+            let token = progress.is_some().then_some(up_text);
+            let meta_span = jsonrpc::span_in(line, m.get());
+            token_only = era::token_only(token).filter(|_| !meta.foreign);
+            edits[1] = match &token_only {
+                Some(t) => (meta_span, &t[..]),
+                None => {
+                    stripped = era::strip(m, token);
+                    (meta_span, &stripped[..])
+                }
+            };
             n_edits = 2;
         }
         let stamp = (modern.is_none() && self.child_modern())

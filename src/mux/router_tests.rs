@@ -1705,6 +1705,26 @@ fn a_modern_request_is_accepted_first_and_forwarded_without_its_envelope() {
 }
 
 #[test]
+fn a_meta_of_only_the_envelope_reaches_the_child_empty_or_with_the_token_alone() {
+    let mut h = H::running();
+    h.connect(1);
+    let sent_meta = |h: &mut H, id: &str, extra: Value| {
+        let params = json!({"name":"echo","arguments":{}});
+        let out = h.client(1, &modern(json!(id), "tools/call", params, extra));
+        let sent = child_msgs(&out);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        (sent[0]["id"].clone(), sent[0]["params"]["_meta"].clone())
+    };
+    let (_, meta) = sent_meta(&mut h, "a", json!({}));
+    assert_eq!(meta, json!({}));
+    let (up, meta) = sent_meta(&mut h, "b", json!({"progressToken": "p"}));
+    assert_eq!(meta, json!({"progressToken": up}));
+    // A null token is no token: it stays as it was.
+    let (_, meta) = sent_meta(&mut h, "c", json!({"progressToken": null}));
+    assert_eq!(meta, json!({"progressToken": null}));
+}
+
+#[test]
 fn a_modern_envelope_with_an_unknown_version_or_missing_keys_is_refused() {
     let mut h = H::running();
     h.connect(1);
