@@ -471,15 +471,7 @@ fn import_dedups_across_hosts_masks_secrets_and_is_idempotent() {
     assert!(out.contains("added memory (from claude-desktop, claude-code, cursor, vscode, codex, zed): npx [env API_TOKEN=***]"), "{out}");
     assert!(out.contains("5 servers added to"), "{out}");
     // The mux accepts what import wrote.
-    let (code, _, err) = s.run(&[
-        "health",
-        "--config",
-        s.mux_toml().to_str().unwrap(),
-        "--service",
-        "nope",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("unknown server `nope`"), "{err}");
+    assert_the_mux_loads(&s);
 
     let before = s.snapshot();
     let out = s.ok(&["import"]);
@@ -531,15 +523,7 @@ fn import_suggests_a_free_port_for_the_http_front() {
         .replace("# [daemon]\n", "[daemon]\n")
         .replace("# http = ", "http = ");
     std::fs::write(s.mux_toml(), &on).unwrap();
-    let (code, _, err) = s.run(&[
-        "health",
-        "--config",
-        s.mux_toml().to_str().unwrap(),
-        "--service",
-        "nope",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("unknown server `nope`"), "{err}");
+    assert_the_mux_loads(&s);
     // With the front on, a later import suggests nothing.
     s.write(
         "home/.cursor/mcp.json",
@@ -1227,4 +1211,18 @@ fn rewire_via_http_writes_each_hosts_url_form_and_unwire_restores_it() {
         e.get("command").is_none() && e.get("args").is_none() && e.get("type").is_none(),
         "{e}"
     );
+}
+
+/// The mux loads the config import wrote: `health` gets as far as naming a server it lacks
+/// (a config error would be exit 2 with the file and line instead).
+fn assert_the_mux_loads(s: &Setup) {
+    let (code, _, err) = s.run(&[
+        "health",
+        "--config",
+        s.mux_toml().to_str().unwrap(),
+        "--service",
+        "nope",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown server `nope`"), "{err}");
 }

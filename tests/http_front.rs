@@ -52,14 +52,16 @@ fn http_status(mux: &Mux) -> (String, std::path::PathBuf, String) {
     (url, file, out)
 }
 
-fn python_session(
+/// A Python SDK session (`script` in tests/peers) against the front, its stdout and stderr piped.
+fn py_session(
     peers: &std::path::Path,
+    script: &str,
     url: &str,
     token: &std::path::Path,
     flags: &[&str],
 ) -> std::process::Child {
     Command::new(peers.join(".venv/bin/python"))
-        .arg(peers.join("everything_session.py"))
+        .arg(peers.join(script))
         .args(flags)
         .args(["--url", url, "--token-file"])
         .arg(token)
@@ -67,6 +69,15 @@ fn python_session(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+fn python_session(
+    peers: &std::path::Path,
+    url: &str,
+    token: &std::path::Path,
+    flags: &[&str],
+) -> std::process::Child {
+    py_session(peers, "everything_session.py", url, token, flags)
 }
 
 #[test]
@@ -411,15 +422,7 @@ fn modern_session(
     token: &std::path::Path,
     flags: &[&str],
 ) -> std::process::Child {
-    Command::new(peers.join(".venv/bin/python"))
-        .arg(peers.join("modern_session.py"))
-        .args(flags)
-        .args(["--url", url, "--token-file"])
-        .arg(token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    py_session(peers, "modern_session.py", url, token, flags)
 }
 
 #[test]
