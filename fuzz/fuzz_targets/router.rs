@@ -6,6 +6,12 @@
 //! - progress reaches only the client that gave its token, and a request from the server only
 //!   a client that declared some capability to answer it;
 //! - the router never starts a second child while one is alive;
+//! - an answer the child gives to an id it was sent by a child that has since exited (a crash,
+//!   a restart, a reload) reaches no client: what the old child owed was answered when it went;
+//! - a reload (`Input::Reconfigure`, with configs that differ in era, capabilities, lazy start,
+//!   timeouts, restarts and client limits) closes no client, and every request its clients
+//!   were owed then is answered in the end (by the old child, with an error when it exits, or
+//!   by the new child), checked once the case is over by letting the child start and answer;
 //! - once every client has left, nothing is pending.
 #![no_main]
 
@@ -104,6 +110,20 @@ enum ChildMsg {
     Raw(Vec<u8>),
 }
 
+/// A reload's new config: what the router reads of it.
+#[derive(Arbitrary, Debug)]
+struct Reconf {
+    lazy: bool,
+    max_restarts: u8,
+    timeout_ms: u16,
+    sampling: bool,
+    elicitation: bool,
+    roots_cfg: bool,
+    in_flight_only: bool,
+    era: u8,
+    max_clients: u8,
+}
+
 #[derive(Arbitrary, Debug)]
 enum Op {
     Connect,
@@ -115,11 +135,16 @@ enum Op {
     SpawnFailed,
     Exit,
     Child(ChildMsg),
-    LongAnswer { pick: u8, end: u8 },
+    LongAnswer {
+        pick: u8,
+        end: u8,
+    },
     ChildTooLong,
     Command(u8),
     Advance(u16),
     Shutdown,
+    /// Last, so that the seeds written before it keep their meaning.
+    Reconfigure(Reconf),
 }
 
 #[derive(PartialEq)]
@@ -149,14 +174,34 @@ struct World {
     child: ChildState,
     stream: Option<(ClientId, Vec<u8>)>,
     shutdown: bool,
+    /// Upstream ids written to a child that has exited since (and not written again).
+    dead: BTreeSet<Vec<u8>>,
+    /// The line being handled answers a dead id: no client may get an answer from it.
+    answering_dead: bool,
+    /// A reload is being handled: no client may be closed.
+    reloading: bool,
+    /// The router asked for the child to be killed (cleared when it exits).
+    killed: bool,
+    /// (client, raw id) asked before a reload and not answered then: each must be answered.
+    owed: BTreeSet<(ClientId, Vec<u8>)>,
+    /// (client, raw id) the client cancelled: an answer may never come.
+    cancelled: BTreeSet<(ClientId, Vec<u8>)>,
 }
 
 const INIT_RESULT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{},"resources":{"subscribe":true},"logging":{}},"serverInfo":{"name":"s","version":"1"}}"#;
+const DISCOVER_RESULT: &str = r#"{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true},"logging":{}},"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"s","version":"1"}}}"#;
 
 impl World {
     fn ask(&mut self, c: ClientId, line: &[u8]) {
         let note = |w: &mut World, env: Result<jsonrpc::Envelope<'_>, jsonrpc::Malformed>| {
             if let Ok(env) = env {
+                if env.kind == Kind::Notification
+                    && env.method.as_deref() == Some("notifications/cancelled")
+                {
+                    if let Some(id) = jsonrpc::field(env.params, "requestId") {
+                        w.cancelled.insert((c, id.get().as_bytes().to_vec()));
+                    }
+                }
                 if env.kind == Kind::Request {
                     if let Some(t) = jsonrpc::request_meta(env.params).progress_token {
                         w.tokens
@@ -188,6 +233,13 @@ impl World {
     }
 
     fn answered(&mut self, c: ClientId, id: &[u8], line: &[u8]) {
+        assert!(
+            !self.answering_dead,
+            "an answer to an id of a child that has exited reached client {}: {}",
+            c.0,
+            String::from_utf8_lossy(line)
+        );
+        self.owed.remove(&(c, id.to_vec()));
         let n = self.asks.get_mut(&(c, id.to_vec()));
         match n {
             Some(n) if *n > 0 => *n -= 1,
@@ -281,15 +333,22 @@ impl World {
                             .as_bytes()
                             .to_vec();
                         let method = env.method.as_deref().unwrap_or("").to_owned();
+                        self.dead.remove(&id);
                         self.upstream.push((id, method));
                     }
                 }
                 Action::CloseClient(c) => {
+                    assert!(!self.reloading, "a reload closed client {}", c.0);
                     self.clients.retain(|(id, _)| *id != c);
                     self.gone.insert(c);
                 }
                 Action::Attach(c, id) => self.answered(c, &id, b"(hand-off request)"),
                 Action::StreamAnswer(c, id) => {
+                    assert!(
+                        !self.answering_dead,
+                        "an answer of a child that has exited streams to client {}",
+                        c.0
+                    );
                     assert!(self.stream.is_none(), "two answers streamed at once");
                     self.stream = Some((c, id.to_vec()));
                 }
@@ -302,8 +361,9 @@ impl World {
                 Action::Spawn => {
                     assert!(self.child == ChildState::None, "a second child was started");
                     self.child = ChildState::Spawning;
+                    self.killed = false;
                 }
-                Action::Kill => {}
+                Action::Kill => self.killed = true,
             }
         }
     }
@@ -311,6 +371,64 @@ impl World {
     fn handle(&mut self, input: Input) {
         self.r.handle(self.now, input);
         self.drain();
+    }
+
+    /// The child exited: what it was sent is dead from now on.
+    fn exited(&mut self, reason: &str) {
+        self.child = ChildState::None;
+        self.killed = false;
+        let ids: Vec<Vec<u8>> = self.upstream.iter().map(|(id, _)| id.clone()).collect();
+        self.dead.extend(ids);
+        self.handle(Input::ChildExited(reason.into()));
+    }
+
+    /// A line of the child's that answers upstream id `id`: checked against dead ids.
+    fn child_answer(&mut self, id: &[u8], line: Bytes) {
+        self.answering_dead = self.dead.contains(id);
+        self.handle(Input::ChildLine(line));
+        self.answering_dead = false;
+    }
+
+    /// After the case: the child starts, answers everything it was asked and exits when
+    /// killed, while the clock runs past every deadline; whatever a reload left owed must be
+    /// answered by then.
+    fn settle(&mut self) {
+        let mut answered_up: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for _ in 0..8 {
+            match self.child {
+                ChildState::Spawning => {
+                    self.child = ChildState::Up;
+                    self.handle(Input::ChildSpawned { pid: 4243 });
+                }
+                ChildState::Up if self.killed => self.exited("killed by signal 15"),
+                _ => {}
+            }
+            if self.child == ChildState::Up && !self.killed {
+                let todo: Vec<(Vec<u8>, String)> = self
+                    .upstream
+                    .iter()
+                    .filter(|(id, _)| !self.dead.contains(id) && !answered_up.contains(id))
+                    .cloned()
+                    .collect();
+                for (id, method) in todo {
+                    let line = answer_line(&String::from_utf8_lossy(&id), &method, None);
+                    answered_up.insert(id.clone());
+                    self.child_answer(&id, Bytes::from(line.into_bytes()));
+                }
+            }
+            self.advance(70_000);
+        }
+        let open: BTreeSet<ClientId> = self.clients.iter().map(|(c, _)| *c).collect();
+        let owed: Vec<String> = self
+            .owed
+            .iter()
+            .filter(|k| open.contains(&k.0) && !self.cancelled.contains(k))
+            .map(|(c, id)| format!("client {} id {}", c.0, String::from_utf8_lossy(id)))
+            .collect();
+        assert!(
+            owed.is_empty(),
+            "requests owed when the server was reloaded never got an answer: {owed:?}"
+        );
     }
 
     fn client(&self, pick: u8, writing: bool) -> Option<ClientId> {
@@ -459,6 +577,22 @@ fn client_line(w: &World, c: ClientId, msg: &Msg) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// The child's answer to upstream `id`, a request of `method`.
+fn answer_line(id: &str, method: &str, task: Option<u8>) -> String {
+    if method == "initialize" {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{INIT_RESULT}}}"#)
+    } else if method == "server/discover" {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{DISCOVER_RESULT}}}"#)
+    } else if let Some(t) = task {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"task":{{"taskId":"t{}","status":"working"}}}}}}"#,
+            t % 3
+        )
+    } else {
+        format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{"content":[]}}}}"#)
+    }
+}
+
 fn child_line(w: &World, msg: &ChildMsg) -> Option<Vec<u8>> {
     let up = |pick: u8| {
         w.upstream(pick)
@@ -472,15 +606,8 @@ fn child_line(w: &World, msg: &ChildMsg) -> Option<Vec<u8>> {
             let (id, method) = up(*pick)?;
             if *error {
                 format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"x"}}}}"#)
-            } else if method == "initialize" {
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{INIT_RESULT}}}"#)
-            } else if let Some(t) = task {
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"task":{{"taskId":"t{}","status":"working"}}}}}}"#,
-                    t % 3
-                )
             } else {
-                format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{"content":[]}}}}"#)
+                answer_line(&id, &method, *task)
             }
         }
         ChildMsg::Progress(pick) => {
@@ -541,8 +668,9 @@ fn child_line(w: &World, msg: &ChildMsg) -> Option<Vec<u8>> {
     Some(text.into_bytes())
 }
 
-fuzz_target!(|case: Case| {
-    let cfg = ServerConfig {
+/// The server's config; `era` and `max_clients` 0 are the first config's (handshake, 3).
+fn config(c: &Reconf) -> ServerConfig {
+    ServerConfig {
         name: "fuzz".into(),
         socket: PathBuf::from("/tmp/fuzz.sock"),
         cmd: "fuzz".into(),
@@ -550,32 +678,46 @@ fuzz_target!(|case: Case| {
         env: Default::default(),
         cwd: None,
         enabled: true,
-        lazy_start: case.lazy,
-        max_active_clients: 3,
+        lazy_start: c.lazy,
+        max_active_clients: 3 - usize::from(c.max_clients % 3),
         max_request_bytes: 4096,
         max_response_bytes: 1 << 16,
-        request_timeout: Duration::from_millis(u64::from(case.timeout_ms) + 1),
+        request_timeout: Duration::from_millis(u64::from(c.timeout_ms) + 1),
         restart_backoff: Duration::from_millis(10),
         restart_backoff_max: Duration::from_millis(100),
-        max_restarts: u32::from(case.max_restarts % 4),
+        max_restarts: u32::from(c.max_restarts % 4),
         shutdown_grace: Duration::from_millis(10),
         capabilities: Capabilities {
-            sampling: case.sampling,
-            elicitation: true,
-            roots: case.roots_cfg,
+            sampling: c.sampling,
+            elicitation: c.elicitation,
+            roots: c.roots_cfg,
         },
-        roots: case.roots_cfg.then(|| vec!["file:///r".to_owned()]),
-        server_request_policy: if case.in_flight_only {
+        roots: c.roots_cfg.then(|| vec!["file:///r".to_owned()]),
+        server_request_policy: if c.in_flight_only {
             ServerRequestPolicy::InFlightOnly
         } else {
             ServerRequestPolicy::MostRecent
         },
         status_file: None,
-        era: Era::Handshake,
+        era: [Era::Handshake, Era::Modern, Era::Auto][usize::from(c.era % 3)],
         share: Share::Global,
         idle_stop: None,
         max_instances: 16,
-    };
+    }
+}
+
+fuzz_target!(|case: Case| {
+    let cfg = config(&Reconf {
+        lazy: case.lazy,
+        max_restarts: case.max_restarts,
+        timeout_ms: case.timeout_ms,
+        sampling: case.sampling,
+        elicitation: true,
+        roots_cfg: case.roots_cfg,
+        in_flight_only: case.in_flight_only,
+        era: 0,
+        max_clients: 0,
+    });
     let mut w = World {
         r: Router::new(cfg),
         now: Instant::now(),
@@ -590,7 +732,14 @@ fuzz_target!(|case: Case| {
         child: ChildState::None,
         stream: None,
         shutdown: false,
+        dead: BTreeSet::new(),
+        answering_dead: false,
+        reloading: false,
+        killed: false,
+        owed: BTreeSet::new(),
+        cancelled: BTreeSet::new(),
     };
+    let mut reloaded = false;
     w.drain();
     for op in case.ops.iter().take(200) {
         match op {
@@ -635,14 +784,17 @@ fuzz_target!(|case: Case| {
                 w.child = ChildState::None;
                 w.handle(Input::ChildSpawnFailed("no such file".into()));
             }
-            Op::Exit if w.child == ChildState::Up => {
-                w.child = ChildState::None;
-                w.stream = None;
-                w.handle(Input::ChildExited("exit status: 1".into()));
-            }
+            Op::Exit if w.child == ChildState::Up => w.exited("exit status: 1"),
             Op::Child(msg) if w.child == ChildState::Up => {
                 if let Some(line) = child_line(&w, msg) {
-                    w.handle(Input::ChildLine(Bytes::from(line)));
+                    let answers = match msg {
+                        ChildMsg::Answer { pick, .. } => w.upstream(*pick).map(|(id, _)| id),
+                        _ => None,
+                    };
+                    match answers {
+                        Some(id) => w.child_answer(&id, Bytes::from(line)),
+                        None => w.handle(Input::ChildLine(Bytes::from(line))),
+                    }
                 }
             }
             Op::LongAnswer { pick, end } if w.child == ChildState::Up => {
@@ -655,6 +807,7 @@ fuzz_target!(|case: Case| {
                 else {
                     continue;
                 };
+                w.answering_dead = w.dead.contains(&id);
                 w.handle(Input::ChildAnswerBegins(up));
                 match end % 3 {
                     0 => {
@@ -664,10 +817,11 @@ fuzz_target!(|case: Case| {
                     }
                     1 => w.handle(Input::ChildTooLong),
                     _ => {
-                        w.child = ChildState::None;
-                        w.handle(Input::ChildExited("killed by signal 9".into()));
+                        w.answering_dead = false;
+                        w.exited("killed by signal 9");
                     }
                 }
+                w.answering_dead = false;
                 assert!(w.stream.is_none(), "a streamed answer never ended");
             }
             Op::ChildTooLong if w.child == ChildState::Up => w.handle(Input::ChildTooLong),
@@ -680,8 +834,28 @@ fuzz_target!(|case: Case| {
                 w.shutdown = true;
                 w.handle(Input::Shutdown);
             }
+            // The actor takes no reload once it is shutting down.
+            Op::Reconfigure(rc) if !w.shutdown => {
+                reloaded = true;
+                let open: BTreeSet<ClientId> = w.clients.iter().map(|(c, _)| *c).collect();
+                let owed: Vec<(ClientId, Vec<u8>)> = w
+                    .asks
+                    .iter()
+                    .filter(|(k, n)| **n > 0 && open.contains(&k.0))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                w.owed.extend(owed);
+                let before = w.r.status().clients;
+                w.reloading = true;
+                w.handle(Input::Reconfigure(Box::new(config(rc))));
+                w.reloading = false;
+                assert_eq!(w.r.status().clients, before, "a reload changed the clients");
+            }
             _ => {}
         }
+    }
+    if reloaded && !w.shutdown {
+        w.settle();
     }
     // Every client leaves: nothing may stay pending.
     for (c, _) in std::mem::take(&mut w.clients) {

@@ -2402,8 +2402,11 @@ impl Router {
                     self.send_child(jsonrpc::splice(line, &mut [(span, up_text.as_bytes())]));
                 }
                 self.drop_mrtr(up, "the client cancelled the request", reasons::CLIENT_GONE);
-                // The reference server sends no response after a cancel: forget it now.
-                self.remove_pending(up);
+                // The reference server sends no response after a cancel: forget it now, and
+                // answer the batch it came in without it.
+                if let Some(b) = self.remove_pending(up).and_then(|p| p.batch) {
+                    self.batch_without(b);
+                }
                 self.forget_drive(up);
                 self.held.retain(|(id, _)| *id != up);
             }
@@ -3475,7 +3478,30 @@ impl Router {
             return;
         };
         entry.replies.push(line);
-        if entry.replies.len() >= entry.expected {
+        self.batch_done(b);
+    }
+
+    /// One element of batch `b` gets no reply (a cancelled request): the batch's array goes
+    /// out once the others are answered, and nothing at all when none was left to answer.
+    fn batch_without(&mut self, b: u64) {
+        let Some(entry) = self.batches.get_mut(&b) else {
+            return;
+        };
+        entry.expected = entry.expected.saturating_sub(1);
+        if entry.expected == 0 && entry.replies.is_empty() {
+            self.batches.remove(&b);
+        } else {
+            self.batch_done(b);
+        }
+    }
+
+    /// Sends batch `b`'s array once every element that expects a reply has one.
+    fn batch_done(&mut self, b: u64) {
+        if self
+            .batches
+            .get(&b)
+            .is_some_and(|e| e.replies.len() >= e.expected)
+        {
             if let Some(entry) = self.batches.remove(&b) {
                 let total: usize = entry.replies.iter().map(|r| r.len() + 1).sum();
                 let mut out = Vec::with_capacity(total + 2);

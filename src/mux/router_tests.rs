@@ -1096,6 +1096,30 @@ fn batches_are_split_and_answered_as_one_array() {
     assert_eq!(client_msgs(&out, 1)[0]["error"]["code"], -32600);
 }
 
+#[test]
+fn a_batch_with_a_cancelled_request_is_answered_without_it() {
+    let mut h = H::running();
+    h.ready(1, json!({}));
+    let out = h.client_raw(1, r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}},{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}]"#);
+    let sent = child_msgs(&out);
+    let second = sent.iter().rfind(|m| m["method"] == "tools/call").unwrap()["id"].clone();
+    assert!(client_msgs(&out, 1).is_empty(), "{out:?}");
+    let out = h.child(&json!({"jsonrpc":"2.0","id":second,"result":{"content":[]}}));
+    let got = client_msgs(&out, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "the array goes out without the cancelled request: {out:?}"
+    );
+    let arr = got[0].as_array().expect("an array");
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["id"], 2);
+    // A batch whose only request is cancelled is answered with nothing at all.
+    let out = h.client_raw(1, r#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}},{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}]"#);
+    assert!(client_msgs(&out, 1).is_empty(), "{out:?}");
+    assert_eq!(h.r.status().pending, 0);
+}
+
 // ----- lifecycle -----
 
 #[test]
