@@ -12,7 +12,8 @@
 //!
 //! Run it through `tools/bench.sh` (it builds the release binaries first). Set
 //! `BENCH_QUICK=1` for a short smoke run; `BENCH_SMAPS=DIR` saves the daemon's smaps at each RSS
-//! measurement.
+//! measurement; `BENCH_PERF=1` prints the daemon's syscalls by kind and context switches per
+//! answer in each eras throughput round (`perf stat`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -935,6 +936,55 @@ async fn sharing(bins: &Bins, quick: bool) -> Value {
     })
 }
 
+/// With `BENCH_PERF=1`, `perf stat` counting the daemon's syscalls by kind and its context
+/// switches during one throughput round, so that two rounds compare per answer (answers per
+/// `read` and per `write` show how well each batches), not only per CPU time.
+fn perf_start(pid: u32) -> Option<std::process::Child> {
+    std::env::var_os("BENCH_PERF")?;
+    let events = [
+        "raw_syscalls:sys_enter",
+        "syscalls:sys_enter_read",
+        "syscalls:sys_enter_recvmsg",
+        "syscalls:sys_enter_recvfrom",
+        "syscalls:sys_enter_write",
+        "syscalls:sys_enter_writev",
+        "syscalls:sys_enter_epoll_wait",
+        "context-switches",
+        "task-clock",
+    ];
+    std::process::Command::new("perf")
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            &events.join(","),
+            "-p",
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()
+}
+
+/// Stops [`perf_start`]'s `perf` and prints its counts per answer (`answers`, about).
+fn perf_stop(perf: Option<std::process::Child>, kind: &str, answers: f64) {
+    let Some(perf) = perf else { return };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let out = perf.wait_with_output().expect("perf ends");
+    let mut row = String::new();
+    for l in String::from_utf8_lossy(&out.stderr).lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if let (Some(n), Some(name)) = (f.first().and_then(|n| n.parse::<f64>().ok()), f.get(2)) {
+            row.push_str(&format!(" {name} {:.3}", n / answers));
+        }
+    }
+    eprintln!("perf per answer, {kind}:{row}");
+}
+
 /// `n` 2026-07-28 clients on `socket`.
 async fn open_modern_many(socket: &Path, n: usize) -> Vec<Conn> {
     let mut conns = Vec::with_capacity(n);
@@ -985,7 +1035,13 @@ async fn eras(bins: &Bins, quick: bool, n: usize, dur: Duration) -> Value {
             } else {
                 open_many(Path3::Mux, bins, &socket, 64).await
             };
+            let perf = perf_start(daemon_pid);
             let (rate, cpu) = throughput_spent(conns, 8, dur, server, Some(daemon_pid)).await;
+            perf_stop(
+                perf,
+                if modern { "modern" } else { "handshake" },
+                rate * dur.as_secs_f64(),
+            );
             let i = usize::from(modern);
             (row[i], row[2 + i], row[4 + i]) = (rate, cpu.daemon_us, cpu.generator_us);
         }

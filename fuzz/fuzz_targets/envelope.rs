@@ -1,6 +1,7 @@
 //! The envelope scanner: on any line it agrees with serde_json (the reference it falls back
 //! to), batches and request metadata never panic, an answer head found in the start of a line
-//! names the id of the whole answer, and splicing a new id in keeps the rest of the line. The
+//! names the id of the whole answer, the params' request metadata read in the parse is what
+//! [`jsonrpc::request_meta`] reads, and splicing a new id in keeps the rest of the line. The
 //! 2026-07-28 envelope in `params._meta` is read and stripped as serde_json reads and rebuilds
 //! it, a field of any object is the one serde_json finds, and a result with the modern members
 //! spliced in is still one JSON object.
@@ -16,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(fast, slow, "scanner and serde_json disagree");
     if let (Ok(f), Ok(s)) = (&fast, &slow) {
         let meta = jsonrpc::request_meta(f.params);
+        assert_eq!(f.meta, meta, "the params' meta read in the parse differs");
         assert_eq!(
             meta,
             jsonrpc::request_meta_serde(s.params),

@@ -147,6 +147,9 @@ pub struct Envelope<'a> {
     pub result: Option<Raw<'a>>,
     /// The error of an error response, unparsed.
     pub error: Option<Raw<'a>>,
+    /// [`request_meta`] of the params, found while they were parsed: a request's params are
+    /// scanned once, not once to validate and again to read.
+    pub meta: RequestMeta<'a>,
 }
 
 /// A line is either one message or a batch (an array, 2025-03-26 only).
@@ -190,6 +193,8 @@ pub fn parse_one(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
             f.params.map(Raw),
             f.result.map(Raw),
             f.error.map(Raw),
+            f.params_meta
+                .map_or_else(|| request_meta(f.params.map(Raw)), meta_of),
         ),
         None => parse_one_serde(line),
     }
@@ -209,6 +214,7 @@ pub fn parse_one_serde(line: &[u8]) -> Result<Envelope<'_>, Malformed> {
         raw.params.map(Raw::from),
         raw.result.map(Raw::from),
         raw.error.map(Raw::from),
+        request_meta_serde(raw.params.map(Raw::from)),
     )
 }
 
@@ -220,6 +226,7 @@ fn envelope<'a>(
     params: Option<Raw<'a>>,
     result: Option<Raw<'a>>,
     error: Option<Raw<'a>>,
+    meta: RequestMeta<'a>,
 ) -> Result<Envelope<'a>, Malformed> {
     if jsonrpc != Some("2.0") {
         return Err(Malformed::Invalid);
@@ -245,6 +252,7 @@ fn envelope<'a>(
         params,
         result,
         error,
+        meta,
     })
 }
 
@@ -402,27 +410,30 @@ pub fn request_meta(params: Option<Raw<'_>>) -> RequestMeta<'_> {
         return RequestMeta::default();
     }
     match scan::request_meta(params.get()) {
-        Some(m) => {
-            // Members without a version are no envelope: none of them is kept.
-            let envelope = if m.envelope[0].is_some() {
-                m.envelope
-            } else {
-                [None; 3]
-            };
-            let [version, capabilities, log_level] = envelope.map(|v| v.map(Raw));
-            RequestMeta {
-                progress_token: m.token.map(Raw),
-                task: m.task,
-                meta: m.meta.map(Raw),
-                envelope: era::Members {
-                    version,
-                    capabilities,
-                    log_level,
-                },
-                foreign: m.foreign,
-            }
-        }
+        Some(m) => meta_of(m),
         None => request_meta_serde(Some(params)),
+    }
+}
+
+/// The [`RequestMeta`] of what the scanner found.
+fn meta_of(m: scan::Meta<'_>) -> RequestMeta<'_> {
+    // Members without a version are no envelope: none of them is kept.
+    let envelope = if m.envelope[0].is_some() {
+        m.envelope
+    } else {
+        [None; 3]
+    };
+    let [version, capabilities, log_level] = envelope.map(|v| v.map(Raw));
+    RequestMeta {
+        progress_token: m.token.map(Raw),
+        task: m.task,
+        meta: m.meta.map(Raw),
+        envelope: era::Members {
+            version,
+            capabilities,
+            log_level,
+        },
+        foreign: m.foreign,
     }
 }
 
@@ -623,6 +634,37 @@ mod tests {
             let p = format!(r#"{{"a":"{fill} _meta task","b":{{"_meta":{{"progressToken":2}}}}}}"#);
             assert_eq!(found(&p), (None, false), "{pad}");
         }
+    }
+
+    #[test]
+    fn parse_one_reads_the_params_meta_in_its_scan() {
+        let modern = r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"progressToken":"t"},"task":{}}"#;
+        for params in [
+            modern,
+            // Escaped names and duplicates: the scan gives up and serde_json decides.
+            r#"{"\u005fmeta":{"progressToken":1}}"#,
+            r#"{"_meta":{"\u0070rogressToken":1}}"#,
+            r#"{"_meta":{},"_meta":{"progressToken":1}}"#,
+            r#"{"task":1,"task":null}"#,
+            r#"{"_meta":null,"task":null}"#,
+            r#"{"_meta":5}"#,
+            r#"[1,2]"#,
+            r#"{}"#,
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{params}}}"#);
+            let env = parse_one(line.as_bytes()).unwrap();
+            assert_eq!(env.meta, request_meta_serde(env.params), "{params}");
+        }
+        let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{modern}}}"#);
+        let meta = parse_one(line.as_bytes()).unwrap().meta;
+        assert_eq!(meta.progress_token.map(Raw::get), Some(r#""t""#));
+        assert!(meta.task);
+        assert_eq!(meta.envelope.version.map(Raw::get), Some(r#""2026-07-28""#));
+        // Params that are not JSON still fail the line, as before.
+        assert_eq!(
+            parse_one(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":}}"#).err(),
+            Some(Malformed::Parse)
+        );
     }
 
     #[test]

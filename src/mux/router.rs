@@ -1522,8 +1522,8 @@ impl Router {
     ) {
         self.request_seq += 1;
         let seq = self.request_seq;
-        let meta = jsonrpc::request_meta(env.params);
-        // The envelope's members were found in the one scan of `_meta` above.
+        let meta = env.meta;
+        // The envelope's members were found in the one scan of the params, by `parse_one`.
         let modern = match era::check(meta.envelope) {
             Ok(None) => None,
             Ok(Some(envelope)) => Some(envelope),
@@ -2650,7 +2650,7 @@ impl Router {
         let Ok(env) = jsonrpc::parse_one(&line) else {
             return;
         };
-        let meta = jsonrpc::request_meta(env.params);
+        let meta = env.meta;
         self.progress_routes.remove(&drive.up);
         let up = self.next_upstream;
         self.forward_with(
