@@ -71,15 +71,6 @@ fn py_session(
         .unwrap()
 }
 
-fn python_session(
-    peers: &std::path::Path,
-    url: &str,
-    token: &std::path::Path,
-    flags: &[&str],
-) -> std::process::Child {
-    py_session(peers, "everything_session.py", url, token, flags)
-}
-
 #[test]
 fn python_sdk_sessions_over_http_get_only_their_own_answers() {
     let Some(peers) = peers() else { return };
@@ -95,14 +86,16 @@ fn python_sdk_sessions_over_http_get_only_their_own_answers() {
     let endpoint = format!("{url}/everything/mcp");
     // Both at once, with the same request ids and progress tokens (the SDK numbers from 0 in
     // each); only alpha declares sampling, so the sampling request must reach alpha's session.
-    let a = python_session(
+    let a = py_session(
         &peers,
+        "everything_session.py",
         &endpoint,
         &token_file,
         &["--tag", "alpha", "--cancel"],
     );
-    let b = python_session(
+    let b = py_session(
         &peers,
+        "everything_session.py",
         &endpoint,
         &token_file,
         &["--tag", "bravo", "--no-sampling"],
@@ -416,15 +409,6 @@ fn a_broken_sse_stream_resumes_with_last_event_id() {
     assert_eq!(code, 400, "no stream 99");
 }
 
-fn modern_session(
-    peers: &std::path::Path,
-    url: &str,
-    token: &std::path::Path,
-    flags: &[&str],
-) -> std::process::Child {
-    py_session(peers, "modern_session.py", url, token, flags)
-}
-
 #[test]
 fn python_sdk_2026_07_28_and_auto_clients_over_http_get_only_their_own_answers() {
     let Some(peers) = peers() else { return };
@@ -436,7 +420,7 @@ fn python_sdk_2026_07_28_and_auto_clients_over_http_get_only_their_own_answers()
         if sampling {
             flags.push("--sampling");
         }
-        modern_session(&peers, &endpoint, &token_file, &flags)
+        py_session(&peers, "modern_session.py", &endpoint, &token_file, &flags)
     };
     // At once, each with its own echo text (checked by the script): one pinned to
     // 2026-07-28, one in auto mode (which probes server/discover, finds the 2026-07-28 form
