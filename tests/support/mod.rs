@@ -364,6 +364,21 @@ impl Client {
         }
     }
 
+    /// The next line as JSON; `None` at EOF or when the daemon closed the connection with
+    /// requests of ours still unread (the kernel then ends it with ECONNRESET, after every
+    /// answer the daemon wrote has been read).
+    pub fn recv_until_closed(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Ok(_) => Some(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
+            ),
+            Err(e) => panic!("read failed (timeout?): {e}"),
+        }
+    }
+
     /// Writes `line` with descriptors attached to it (`SCM_RIGHTS`), as a proxy asking to
     /// attach does.
     pub fn send_with_fds(&mut self, line: &[u8], fds: &[std::os::fd::RawFd]) {
