@@ -219,14 +219,7 @@ fn the_front_wants_the_token_a_local_origin_and_bounded_bodies() {
         INIT,
     );
     assert_eq!(code, 200, "{out}");
-    let session = out
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id: ")
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no session id in {out}"));
+    let session = session_id(&out);
     mux.wait_status("fake", |s| s["clients"] == 1);
     // Over max_active_clients: refused as an HTTP error, not a session.
     let (code, out) = request(port, "POST", &[json, accept, auth], INIT);
@@ -314,14 +307,7 @@ fn a_broken_sse_stream_resumes_with_last_event_id() {
     let auth = ("Authorization", bearer.as_str());
     let (code, out) = request(port, "POST", &[json, accept, auth], INIT);
     assert_eq!(code, 200, "{out}");
-    let session = out
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id: ")
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap();
+    let session = session_id(&out);
     let sid = ("Mcp-Session-Id", session.as_str());
     let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     assert_eq!(
@@ -705,14 +691,7 @@ fn open_session(port: u16, name: &str, bearer: &str, client: &str) -> String {
     );
     let (code, out) = request_to(port, &path, "POST", &h, &init);
     assert_eq!(code, 200, "{name}: {out}");
-    let sid = out
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("mcp-session-id: ")
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no session id in {out}"));
+    let sid = session_id(&out);
     let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     let mut with_sid = h.to_vec();
     with_sid.push(("Mcp-Session-Id", &sid));
@@ -828,4 +807,15 @@ fn twelve_http_sessions_on_three_real_servers_add_no_process() {
         .filter(|p| comm(*p).starts_with("rmcp-mux-proxy"))
         .collect();
     assert!(proxies.is_empty(), "proxies: {proxies:?}");
+}
+
+/// The `Mcp-Session-Id` header of a raw HTTP response.
+fn session_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id in {out}"))
 }

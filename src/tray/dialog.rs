@@ -91,25 +91,22 @@ pub fn confirm(title: &str, text: &str, ok: &str) -> bool {
 /// Shows an error until the user dismisses it. Blocks: never call it on the event loop's thread.
 pub fn error(title: &str, text: &str) {
     warn!(title, text, "error dialog");
-    if hooked("error", title, text).is_some() {
-        return;
-    }
-    MessageDialog::new()
-        .set_level(MessageLevel::Error)
-        .set_title(c_text(title))
-        .set_description(c_text(text))
-        .set_buttons(MessageButtons::Ok)
-        .show();
+    show("error", MessageLevel::Error, title, text);
 }
 
 /// Shows a message until the user dismisses it (a Connect with nothing to change says why).
 /// Blocks: never call it on the event loop's thread.
 pub fn inform(title: &str, text: &str) {
-    if hooked("message", title, text).is_some() {
+    show("message", MessageLevel::Info, title, text);
+}
+
+/// A dialog with one OK button, unless the test hook takes it.
+fn show(kind: &str, level: MessageLevel, title: &str, text: &str) {
+    if hooked(kind, title, text).is_some() {
         return;
     }
     MessageDialog::new()
-        .set_level(MessageLevel::Info)
+        .set_level(level)
         .set_title(c_text(title))
         .set_description(c_text(text))
         .set_buttons(MessageButtons::Ok)
