@@ -680,6 +680,102 @@ fn a_removed_server_answers_its_clients_and_serves_them_again_when_added_back() 
     assert_eq!(st["clients"], 1, "{st}");
 }
 
+/// A removed server kept by a connected client is in every status (the control socket's, the
+/// table, the daemon's status file and its own), marked removed with its client; commands for
+/// it are refused with the reason; once the client leaves it is gone from them all.
+#[test]
+fn a_removed_server_is_listed_as_removed_until_its_last_client_leaves() {
+    let files = "status_file = \"{dir}/status/daemon.json\"";
+    let a = fake(
+        "a",
+        "",
+        "status_file = \"a.json\"\nenv = { SECRET_TOKEN = \"hunter2\" }",
+    );
+    let b = fake("b", "", "");
+    let mux = Mux::start_full(
+        tempfile::tempdir().unwrap(),
+        files,
+        &format!("{a}{b}"),
+        &[],
+        &[],
+    );
+    let mut client = mux.connect("a");
+    client.initialize(json!({}));
+    let old_pid = pid(&mux.wait_status("a", running));
+    let a_file = mux.path("a.json");
+    let daemon_file = mux.path("status/daemon.json");
+    wait_file(&a_file, |v| v["clients"] == 1);
+
+    mux.edit(files, &b);
+    let (code, out, err) = mux.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The reload (the watcher's or this one) returns once the removed child has exited.
+    mux.log.wait_for(&["config reloaded", "removed=[\"a\"]"]);
+    assert!(
+        !alive(old_pid),
+        "a's child stopped before the reload returned"
+    );
+
+    let st = mux.status();
+    assert_eq!(names(&st), ["b", "a"], "{st}");
+    let a = &st["servers"][1];
+    assert_eq!(
+        (&a["removed"], &a["clients"], &a["state"], &a["pid"]),
+        (&json!(true), &json!(1), &json!("stopped"), &Value::Null),
+        "{st}"
+    );
+    assert!(st["servers"][0].get("removed").is_none(), "{st}");
+    assert!(!st.to_string().contains("hunter2"), "{st}");
+    let (code, table, err) = mux.cli(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("│ a "))
+        .unwrap_or_else(|| panic!("no row for a: {table}"));
+    assert!(
+        row.contains("│ removed ") && row.contains("│ 1/"),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "removed: a: no longer in the config; its 1 client gets `server_unavailable` until \
+             it disconnects\n"
+        ),
+        "{table}"
+    );
+    let d = wait_file(&daemon_file, |v| names(v) == ["b", "a"]);
+    assert_eq!(d["servers"][1]["removed"], true, "{d}");
+    let own = wait_file(&a_file, |v| v["removed"] == true);
+    assert_eq!(own["clients"], 1, "{own}");
+
+    // Commands for it are refused, saying why; nothing is started.
+    let why = "server `a` was removed from the config and is out of service (its 1 client gets \
+               `server_unavailable` until it disconnects); add it back to the config to run it \
+               again";
+    for cmd in ["restart", "start", "stop"] {
+        let (code, _, err) = mux.cli(&[cmd, "a"]);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert_eq!(err.trim_end(), format!("rmcp-mux: {why}"), "{cmd}");
+    }
+    let (code, _, err) = mux.cli(&["restart", "a", "--project", "/tmp"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(why), "{err}");
+    assert_eq!(starts(&mux, "a"), 1, "no new child for a");
+    let r = client.call(json!(1), "echo", json!({"text":"x"}));
+    assert_eq!(r["error"]["data"]["reason"], "server_unavailable", "{r}");
+
+    // The last client leaves: it is gone from every status.
+    drop(client);
+    let st = mux.wait_daemon(|s| names(s) == ["b"]);
+    assert!(st["servers"][0].get("removed").is_none(), "{st}");
+    wait_file(&daemon_file, |v| names(v) == ["b"]);
+    // Its own file keeps its final state.
+    wait_file(&a_file, |v| v["removed"] == true && v["clients"] == 0);
+    let (code, _, err) = mux.cli(&["restart", "a"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown server `a`"), "{err}");
+}
+
 /// A change of `share` is the one reload that closes a server's clients (they belong to other
 /// children now). A direct client writing requests all the while gets an answer to each one the
 /// daemon read, all before the connection ends: the answers it gets are those of the first requests

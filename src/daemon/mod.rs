@@ -149,6 +149,12 @@ pub struct ServerReport {
     /// public results: child round trips saved.
     #[serde(default)]
     pub cache_hits: u64,
+    /// Removed from the config by a reload, but still connected clients (or a child still
+    /// stopping) keep it: it answers them `server_unavailable` until the last one leaves, and
+    /// then it is gone from the status. Listed so that those clients and that child are seen
+    /// somewhere; commands for it are refused. Absent (false) for the servers of the config.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// One child of a server shared per project or per client, in [`ServerReport::instances`].
@@ -220,6 +226,7 @@ impl ServerReport {
             protocol_version: s.protocol_version.clone(),
             client_names: s.client_names.clone(),
             cache_hits: s.cache_hits,
+            removed: s.retired,
         }
     }
 
@@ -237,8 +244,12 @@ impl ServerReport {
     }
 
     /// What this server's sharing saves: each shared child counted once for every client
-    /// beyond the first (a client's own child saves nothing).
+    /// beyond the first (a client's own child saves nothing, and neither does the child of a
+    /// removed server, which is stopping and serves no one).
     fn saved(&self) -> u64 {
+        if self.removed {
+            return 0;
+        }
         let shared = |clients: usize, rss: Option<u64>| {
             (clients.saturating_sub(1) as u64).saturating_mul(rss.unwrap_or(0))
         };
@@ -272,6 +283,38 @@ struct Live {
     daemon: DaemonConfig,
     /// Why the last reload was refused.
     config_error: Option<String>,
+}
+
+impl Live {
+    /// The retired servers whose actor still runs (one that has ended stays in the list until
+    /// the next reload), each once: while a reload retires a server it is briefly in both
+    /// lists, and the config's list has it then.
+    fn lingering(&self) -> impl Iterator<Item = &Entry> {
+        self.retired
+            .iter()
+            .filter(|e| !e.handle.ended() && !self.entries.iter().any(|l| l.handle.same(&e.handle)))
+    }
+
+    /// Why a command for `name` is refused when no server of the config has that name but a
+    /// removed one still lingers; `None` when there is no such server either.
+    fn removed(&self, name: &str) -> Option<String> {
+        let e = self.lingering().find(|e| e.handle.name() == name)?;
+        let report = ServerReport::from_status(&e.handle.status(), Instant::now());
+        Some(format!(
+            "server `{name}` was removed from the config and is out of service ({}); add it \
+             back to the config to run it again",
+            crate::status::table::removed_note(&report)
+        ))
+    }
+
+    /// The error for a command naming no server of the config: removed, or unknown (with the
+    /// closest name suggested).
+    fn not_found(&self, name: &str) -> String {
+        self.removed(name).unwrap_or_else(|| {
+            let names: Vec<&str> = self.entries.iter().map(|e| e.handle.name()).collect();
+            unknown_server(name, &names)
+        })
+    }
 }
 
 /// What the control socket and the tray share: the running servers, the config they came
@@ -333,6 +376,16 @@ impl Shared {
             .iter()
             .map(|e| ServerReport::from_status(&e.handle.status(), now))
             .collect();
+        // After the config's servers: removed ones still kept by their clients, or by a child
+        // that is still stopping.
+        servers.extend(
+            live.lingering()
+                .map(|e| ServerReport {
+                    removed: true,
+                    ..ServerReport::from_status(&e.handle.status(), now)
+                })
+                .filter(|s| s.clients > 0 || s.pid.is_some()),
+        );
         let leaders: Vec<u32> = servers
             .iter()
             .flat_map(|s| {
@@ -398,11 +451,22 @@ impl Shared {
     /// The status files to write: the daemon's, and each server's with its handle.
     pub(crate) fn status_files(&self) -> (Option<PathBuf>, Vec<(ServerHandle, Option<PathBuf>)>) {
         let live = self.live();
-        let servers = live
+        let mut servers: Vec<(ServerHandle, Option<PathBuf>)> = live
             .entries
             .iter()
             .map(|e| (e.handle.clone(), e.cfg.status_file.clone()))
             .collect();
+        // A removed server's file follows it while it lingers (then keeps its final state),
+        // unless a server of the config writes that file now.
+        for e in live.lingering() {
+            let taken = |p: &PathBuf| {
+                live.entries
+                    .iter()
+                    .any(|l| l.cfg.status_file.as_ref() == Some(p))
+            };
+            let file = e.cfg.status_file.clone().filter(|p| !taken(p));
+            servers.push((e.handle.clone(), file));
+        }
         (live.daemon.status_file.clone(), servers)
     }
 
@@ -415,10 +479,7 @@ impl Shared {
             let live = self.live();
             match live.entries.iter().find(|e| e.handle.name() == name) {
                 Some(e) => Ok(e.handle.clone()),
-                None => {
-                    let names: Vec<&str> = live.entries.iter().map(|e| e.handle.name()).collect();
-                    Err(unknown_server(name, &names))
-                }
+                None => Err(live.not_found(name)),
             }
         };
         match found {
@@ -446,7 +507,10 @@ impl Shared {
             .map(|e| e.handle.clone());
         match found {
             Some(h) => h.command_key(key, cmd).await,
-            None => anyhow::bail!("unknown server `{name}`"),
+            None => match self.live().removed(name) {
+                Some(why) => anyhow::bail!("{why}"),
+                None => anyhow::bail!("unknown server `{name}`"),
+            },
         }
     }
 
@@ -464,10 +528,7 @@ impl Shared {
             let live = self.live();
             match live.entries.iter().find(|e| e.handle.name() == name) {
                 Some(e) => Ok((e.handle.clone(), e.cfg.share)),
-                None => {
-                    let names: Vec<&str> = live.entries.iter().map(|e| e.handle.name()).collect();
-                    Err(unknown_server(name, &names))
-                }
+                None => Err(live.not_found(name)),
             }
         };
         let (handle, share) = found.map_err(|m| anyhow::anyhow!("{m}"))?;
@@ -488,6 +549,10 @@ impl Shared {
     /// with it, keeping their clients (a moved socket is bound at its new path first), except
     /// that one whose `share` changed is stopped and started anew; unchanged ones (and their
     /// clients) are not touched.
+    ///
+    /// It returns once the children of removed servers have exited (within twice the longest
+    /// grace period). A removed `global` server whose clients are still connected stays in
+    /// [`Shared::status`], marked [`ServerReport::removed`], until the last one leaves.
     ///
     /// A server that cannot be bound is reported in [`ReloadReport::failed`] and tried again
     /// by the next reload; the others are applied anyway.
@@ -568,8 +633,7 @@ impl Shared {
         // reconnects to the new server).
         let (retiring, stopping): (Vec<Entry>, Vec<ServerHandle>) = {
             let mut live = self.live_mut();
-            live.retired
-                .retain(|e| e.handle.watch().has_changed().is_ok());
+            live.retired.retain(|e| !e.handle.ended());
             let mut retiring = Vec::new();
             let mut stopping = Vec::new();
             for e in &live.entries {
@@ -592,9 +656,13 @@ impl Shared {
             }
             (retiring, stopping)
         };
+        let mut retired: Vec<ServerHandle> = Vec::with_capacity(retiring.len());
         for e in retiring {
             match e.handle.retire().await {
-                Ok(()) => self.live_mut().retired.push(e),
+                Ok(()) => {
+                    retired.push(e.handle.clone());
+                    self.live_mut().retired.push(e);
+                }
                 // It ended meanwhile: nothing is left of it.
                 Err(_) => e.token.cancel(),
             }
@@ -606,7 +674,10 @@ impl Shared {
             .unwrap_or_default()
             * 2
             + STOP_MARGIN;
-        stopped_all(&stopping, limit).await;
+        tokio::join!(
+            stopped_all(&stopping, limit),
+            children_stopped(&retired, limit)
+        );
 
         // Changed servers handed their new config, by name; those that could not take it
         // (their socket could not move) keep running as they were.
@@ -784,6 +855,22 @@ async fn stopped_all(handles: &[ServerHandle], limit: Duration) {
     };
     if tokio::time::timeout(limit, wait).await.is_err() {
         warn!("some servers did not stop in time");
+    }
+}
+
+/// Waits until the children of these retired servers have exited (their clients may stay),
+/// within `limit` overall: a reload is done once what it removed has stopped, and from then on
+/// a removed server is in the status only while clients keep it.
+async fn children_stopped(handles: &[ServerHandle], limit: Duration) {
+    let wait = async {
+        for h in handles {
+            let mut rx = h.watch();
+            // Fails once the actor has ended, which it does after its child.
+            let _ = rx.wait_for(|s| s.pid.is_none()).await;
+        }
+    };
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        warn!("some removed servers' children did not stop in time");
     }
 }
 
@@ -1090,6 +1177,7 @@ pub(crate) mod fixtures {
             protocol_version: None,
             client_names: Vec::new(),
             cache_hits: 0,
+            removed: false,
         }
     }
 
@@ -1109,5 +1197,53 @@ pub(crate) mod fixtures {
             saved_bytes: None,
             http: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::report;
+    use super::ServerReport;
+    use crate::status::ServerState;
+
+    #[test]
+    fn removed_is_in_the_json_only_when_true_and_optional_when_read() {
+        let live = report("a", ServerState::Running);
+        let json = serde_json::to_value(&live).unwrap();
+        assert!(json.get("removed").is_none(), "{json}");
+        let old = ServerReport {
+            removed: true,
+            ..live.clone()
+        };
+        let json = serde_json::to_value(&old).unwrap();
+        assert_eq!(json["removed"], true, "{json}");
+        assert_eq!(serde_json::from_value::<ServerReport>(json).unwrap(), old);
+        // What a daemon without the field writes reads as a server of the config.
+        let mut without = serde_json::to_value(&live).unwrap();
+        without.as_object_mut().unwrap().remove("removed");
+        assert!(
+            !serde_json::from_value::<ServerReport>(without)
+                .unwrap()
+                .removed
+        );
+    }
+
+    #[test]
+    fn a_removed_server_saves_nothing() {
+        let shared = ServerReport {
+            clients: 3,
+            rss_bytes: Some(10),
+            ..report("a", ServerState::Running)
+        };
+        assert_eq!(shared.saved(), 20);
+        let removed = ServerReport {
+            removed: true,
+            ..shared
+        };
+        assert_eq!(
+            removed.saved(),
+            0,
+            "its child is stopping and serves no one"
+        );
     }
 }

@@ -108,6 +108,19 @@ pub fn enabled(state: ServerState) -> Enabled {
     }
 }
 
+/// The actions that do something for `server`: those of its state, and none for a server
+/// removed from the config (it only lingers for its clients; the daemon refuses them).
+pub fn enabled_for(server: &ServerReport) -> Enabled {
+    if server.removed {
+        return Enabled {
+            restart: false,
+            stop: false,
+            start: false,
+        };
+    }
+    enabled(server.state)
+}
+
 /// What the loop must do after [`Model::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -148,6 +161,8 @@ pub struct Row {
     pub cells: [String; 9],
     /// The state, for colouring.
     pub state: ServerState,
+    /// A server removed from the config that lingers for its clients (drawn dimmed).
+    pub removed: bool,
     /// Whether this is the selected server.
     pub selected: bool,
 }
@@ -184,7 +199,9 @@ pub enum LogSource {
 pub struct Model {
     status: Option<DaemonStatus>,
     connection: Connection,
-    selected: Option<String>,
+    /// The selected server by name and whether it is a removed one (a removed server and a
+    /// new one of the same name can both be listed).
+    selected: Option<(String, bool)>,
     view: View,
     note: Option<Note>,
 }
@@ -214,12 +231,12 @@ impl Model {
         let keep = self
             .selected
             .as_ref()
-            .is_some_and(|name| status.servers.iter().any(|s| &s.name == name));
+            .is_some_and(|key| status.servers.iter().any(|s| is(s, key)));
         if !keep {
             self.selected = status
                 .servers
                 .get(old_index.min(status.servers.len().saturating_sub(1)))
-                .map(|s| s.name.clone());
+                .map(key);
         }
         self.status = Some(status);
         self.connection = Connection::Up;
@@ -279,8 +296,12 @@ impl Model {
             return Effect::Redraw;
         };
         let name = server.name.clone();
-        let can = enabled(server.state);
-        let state = server.state.as_str();
+        let can = enabled_for(server);
+        let state = if server.removed {
+            "removed from the config"
+        } else {
+            server.state.as_str()
+        };
         let (ok, request) = match action {
             Action::Restart => (
                 can.restart,
@@ -327,7 +348,7 @@ impl Model {
         } else {
             (i + 1).min(last)
         };
-        self.selected = Some(status.servers[next].name.clone());
+        self.selected = Some(key(&status.servers[next]));
     }
 
     /// The screen showing.
@@ -347,8 +368,8 @@ impl Model {
 
     /// The selected row's index.
     pub fn selected_index(&self) -> Option<usize> {
-        let (status, name) = (self.status.as_ref()?, self.selected.as_ref()?);
-        status.servers.iter().position(|s| &s.name == name)
+        let (status, selected) = (self.status.as_ref()?, self.selected.as_ref()?);
+        status.servers.iter().position(|s| is(s, selected))
     }
 
     /// The selected server's report.
@@ -374,11 +395,13 @@ impl Model {
             rows.push(Row {
                 cells: crate::status::table::cells(s),
                 state: s.state,
+                removed: s.removed,
                 selected: selected == Some(i),
             });
             rows.extend(s.instances.iter().map(|inst| Row {
                 cells: crate::status::table::instance_cells(inst),
                 state: inst.state,
+                removed: false,
                 selected: false,
             }));
         }
@@ -439,7 +462,7 @@ impl Model {
                 let can = self
                     .selected_server()
                     .filter(|_| reachable)
-                    .map(|s| enabled(s.state));
+                    .map(enabled_for);
                 vec![
                     hint("j/k ↑/↓", "move", true),
                     hint("r", "restart", can.is_some_and(|c| c.restart)),
@@ -465,6 +488,16 @@ impl Model {
             None => LogSource::None,
         }
     }
+}
+
+/// What the selection remembers of a server.
+fn key(s: &ServerReport) -> (String, bool) {
+    (s.name.clone(), s.removed)
+}
+
+/// Whether `s` is the server the selection remembers.
+fn is(s: &ServerReport, key: &(String, bool)) -> bool {
+    s.name == key.0 && s.removed == key.1
 }
 
 fn verb(action: Action) -> &'static str {
@@ -771,6 +804,60 @@ mod tests {
         assert_eq!(
             m.message().unwrap().text,
             "time is stopped: nothing to stop"
+        );
+    }
+
+    #[test]
+    fn a_removed_server_is_listed_dimmed_and_offers_no_action() {
+        let mut m = Model::new();
+        let old = ServerReport {
+            removed: true,
+            pid: None,
+            uptime_ms: None,
+            ..report("memory", ServerState::Stopped)
+        };
+        // A new server of the same name may run beside it (a share change, say).
+        m.update(status(vec![
+            report("memory", ServerState::Running),
+            old.clone(),
+        ]));
+        let rows = m.rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].cells[0], "memory");
+        assert_eq!(rows[1].cells[1], "removed");
+        assert_eq!(rows[1].cells[2], "1/64", "its clients are counted");
+        assert!(rows[1].removed && !rows[0].removed);
+        m.apply(Action::Down);
+        assert_eq!(
+            m.selected_index(),
+            Some(1),
+            "the removed row can be selected"
+        );
+        assert!(m.selected_server().unwrap().removed);
+        let keys = m.keys();
+        let on = |label: &str| keys.iter().find(|k| k.label == label).unwrap().enabled;
+        assert!(!on("restart") && !on("stop") && !on("start"));
+        assert!(on("log"), "its log still reads");
+        for action in [Action::Restart, Action::Stop, Action::Start] {
+            assert_eq!(m.apply(action), Effect::Redraw, "{action:?}: nothing sent");
+            let note = m.message().unwrap();
+            assert!(note.error, "{note:?}");
+        }
+        assert_eq!(
+            m.message().unwrap().text,
+            "memory is removed from the config: nothing to start"
+        );
+        // The selection stays on the removed one across snapshots, then moves when it goes.
+        m.update(status(vec![report("memory", ServerState::Running), old]));
+        assert!(m.selected_server().unwrap().removed);
+        m.update(status(vec![report("memory", ServerState::Running)]));
+        assert_eq!(m.selected_index(), Some(0));
+        assert!(!m.selected_server().unwrap().removed);
+        assert_eq!(
+            m.apply(Action::Restart),
+            Effect::Send(Request::Restart {
+                server: "memory".into()
+            })
         );
     }
 

@@ -109,14 +109,17 @@ fn draw_table(frame: &mut Frame, model: &Model, area: Rect) {
     let table_rows = rows.iter().map(|r| {
         let cells = r.cells.iter().enumerate().map(|(i, c)| {
             let cell = Cell::from(c.as_str());
-            if i == 1 {
+            if i == 1 && r.removed {
+                cell.style(Style::new().fg(Color::DarkGray))
+            } else if i == 1 {
                 cell.style(Style::new().fg(state_color(r.state)))
             } else {
                 cell
             }
         });
         let row = Row::new(cells);
-        if stale {
+        // A removed server lingering for its clients is not one of the config's: dimmed.
+        if stale || r.removed {
             row.style(Style::new().add_modifier(Modifier::DIM))
         } else {
             row
@@ -284,6 +287,30 @@ mod tests {
             screen[y as usize].find("running").unwrap(),
         );
         assert_eq!(buf[(x, y)].fg, Color::Green);
+    }
+
+    #[test]
+    fn a_removed_server_is_drawn_dimmed() {
+        let mut m = Model::new();
+        m.update(crate::daemon::fixtures::status(vec![
+            report("memory", ServerState::Running, Some(1234)),
+            ServerReport {
+                removed: true,
+                ..report("old", ServerState::Stopped, None)
+            },
+        ]));
+        let mut terminal = Terminal::new(TestBackend::new(100, 16)).unwrap();
+        terminal.draw(|f| draw(f, &m, &[])).unwrap();
+        let buf = terminal.backend().buffer().clone();
+        let screen = render(&m, &[]);
+        let y = find(&screen, "removed") as u16;
+        let line = &screen[y as usize];
+        assert!(line.contains("old") && line.contains("2/64"), "{line}");
+        let x = line[..line.find("removed").unwrap()].chars().count() as u16;
+        assert_eq!(buf[(x, y)].fg, Color::DarkGray);
+        assert!(buf[(x, y)].modifier.contains(Modifier::DIM));
+        let live = find(&screen, "memory") as u16;
+        assert!(!buf[(x, live)].modifier.contains(Modifier::DIM));
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct ServerStatus {
     pub client_names: Vec<String>,
     /// Child round trips saved by the shared cache of public results (a modern child's).
     pub cache_hits: u64,
+    /// Removed from the config by a reload and out of service (see [`ServerHandle::retire`]):
+    /// it lives on only for the clients still connected, so status must show it as removed
+    /// rather than as a server of the config.
+    pub retired: bool,
 }
 
 /// One child of a server shared per project or per client.
@@ -195,6 +199,12 @@ impl ServerHandle {
     /// Whether both handles lead to the same actor (a restarted server is a new actor).
     pub fn same(&self, other: &ServerHandle) -> bool {
         self.status.same_channel(&other.status)
+    }
+
+    /// Whether the actor has ended (its last status is kept): a retired server is gone once
+    /// this holds.
+    pub fn ended(&self) -> bool {
+        self.status.has_changed().is_err()
     }
 
     /// A receiver that wakes on every status change (for the tray and status files). Its
@@ -431,7 +441,7 @@ fn start(
     };
     let router = Router::new(cfg.clone());
     let published = router.status();
-    let status = snapshot(&published, &cfg);
+    let status = snapshot(&published, &cfg, false);
     let (status_tx, status_rx) = watch::channel(status);
     let pending = Arc::new(AtomicUsize::new(published.pending));
     let cache_hits = Arc::new(AtomicU64::new(0));
@@ -475,7 +485,7 @@ fn start(
     }
 }
 
-fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
+fn snapshot(s: &RouterStatus, cfg: &ServerConfig, retired: bool) -> ServerStatus {
     let s = s.clone();
     ServerStatus {
         name: cfg.name.clone(),
@@ -497,6 +507,7 @@ fn snapshot(s: &RouterStatus, cfg: &ServerConfig) -> ServerStatus {
         protocol_version: s.protocol_version,
         client_names: s.client_names,
         cache_hits: s.cache_hits,
+        retired,
     }
 }
 
@@ -679,7 +690,9 @@ impl Actor {
             }
         }
         self.clients.clear();
-        let _ = self.status.send(snapshot(&self.router.status(), &self.cfg));
+        let _ = self
+            .status
+            .send(snapshot(&self.router.status(), &self.cfg, self.retired));
         info!("server stopped");
     }
 
@@ -813,6 +826,11 @@ impl Actor {
             }
             Event::Control(ctl) => {
                 match ctl.order {
+                    // Out of service it has no socket: a start would run a child nobody new can
+                    // reach. The daemon refuses these with an error before they get here.
+                    Order::Command(cmd) if self.retired => {
+                        warn!(command = ?cmd, "control command ignored: removed from the config");
+                    }
                     Order::Command(cmd) => {
                         info!(command = ?cmd, "control command");
                         self.router.handle(now, Input::Command(cmd));
@@ -827,6 +845,9 @@ impl Actor {
                         }
                         self.retired = true;
                         self.router.handle(now, Input::Command(Command::Stop));
+                        // Shown as removed at once, whether or not the stop changed anything.
+                        let snapshot = snapshot(&self.published, &self.cfg, true);
+                        self.status.send_replace(snapshot);
                     }
                 }
                 let _ = ctl.done.send(());
@@ -872,7 +893,7 @@ impl Actor {
         self.cfg = cfg.clone();
         self.router.handle(now, Input::Reconfigure(Box::new(cfg)));
         // The socket path is in the status, which the router does not know.
-        let snapshot = snapshot(&self.published, &self.cfg);
+        let snapshot = snapshot(&self.published, &self.cfg, self.retired);
         self.status.send_replace(snapshot);
     }
 
@@ -934,7 +955,7 @@ impl Actor {
         } != self.published;
         if changed {
             self.published = status;
-            let snapshot = snapshot(&self.published, &self.cfg);
+            let snapshot = snapshot(&self.published, &self.cfg, self.retired);
             self.status.send_replace(snapshot);
         }
     }

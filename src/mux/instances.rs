@@ -143,6 +143,8 @@ pub fn spawn(
         protocol_version: None,
         client_names: Vec::new(),
         cache_hits: 0,
+        // Only a `global` server is retired; this one is stopped when removed.
+        retired: false,
     };
     let (status_tx, status_rx) = watch::channel(base);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);

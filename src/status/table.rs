@@ -72,8 +72,16 @@ pub fn cells(s: &ServerReport) -> [String; 9] {
 }
 
 /// A server's state; for one shared per project or per client, how many children run
-/// ("per client · 3 running").
+/// ("per client · 3 running"); for one removed from the config, that it was ("removed", and
+/// "removed · stopping" while its child is still on its way out).
 pub fn state_cell(s: &ServerReport) -> String {
+    if s.removed {
+        return if s.pid.is_some() {
+            "removed · stopping".to_owned()
+        } else {
+            "removed".to_owned()
+        };
+    }
     let scope = match s.share {
         Share::Global => return s.state.as_str().to_owned(),
         Share::Project => "per project",
@@ -88,6 +96,17 @@ pub fn state_cell(s: &ServerReport) -> String {
         format!("{scope} · none running")
     } else {
         format!("{scope} · {running} running")
+    }
+}
+
+/// Why a server removed from the config is still there ("its 1 client gets
+/// `server_unavailable` until it disconnects"), for the line under the table and the error a
+/// command for it gets.
+pub fn removed_note(s: &ServerReport) -> String {
+    match s.clients {
+        0 => "it goes once its child has stopped".to_owned(),
+        1 => "its 1 client gets `server_unavailable` until it disconnects".to_owned(),
+        n => format!("its {n} clients get `server_unavailable` until they disconnect"),
     }
 }
 
@@ -164,7 +183,13 @@ pub fn render_table_with(status: &DaemonStatus, verbose: bool) -> String {
         status.config.display()
     );
     for s in status.servers.iter() {
-        if let Some(hint) = &s.hint {
+        if s.removed {
+            out += &format!(
+                "removed: {}: no longer in the config; {}\n",
+                s.name,
+                removed_note(s)
+            );
+        } else if let Some(hint) = &s.hint {
             out += &format!("hint: {}: {hint}\n", s.name);
         }
     }
@@ -258,6 +283,59 @@ mod tests {
             "{verbose}"
         );
         assert!(rows[2].contains("lazy"), "{verbose}");
+    }
+
+    #[test]
+    fn a_removed_server_is_marked_with_its_clients_and_a_line_under_the_table() {
+        let kept = ServerReport {
+            clients: 2,
+            max_clients: 64,
+            removed: true,
+            ..crate::daemon::fixtures::report("old", ServerState::Stopped)
+        };
+        let stopping = ServerReport {
+            pid: Some(99),
+            clients: 0,
+            removed: true,
+            ..crate::daemon::fixtures::report("gone", ServerState::Stopped)
+        };
+        let live = crate::daemon::fixtures::report("live", ServerState::Running);
+        let table = render_table(&crate::daemon::fixtures::status(vec![
+            live,
+            kept.clone(),
+            stopping,
+        ]));
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("│ {name} ")))
+                .unwrap_or_else(|| panic!("no row {name}: {table}"))
+                .to_owned()
+        };
+        assert!(
+            row("old").contains("│ removed ") && row("old").contains("│ 2/64 "),
+            "{table}"
+        );
+        assert!(row("gone").contains("│ removed · stopping "), "{table}");
+        assert!(row("live").contains("│ running "), "{table}");
+        assert!(
+            table.contains(
+                "removed: old: no longer in the config; its 2 clients get `server_unavailable` \
+                 until they disconnect\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "removed: gone: no longer in the config; it goes once its child has stopped\n"
+            ),
+            "{table}"
+        );
+        let one = ServerReport { clients: 1, ..kept };
+        assert_eq!(
+            removed_note(&one),
+            "its 1 client gets `server_unavailable` until it disconnects"
+        );
     }
 
     #[test]

@@ -402,7 +402,7 @@ fn copy_entry(
     let server = status
         .servers
         .iter()
-        .find(|s| s.name == name)
+        .find(|s| s.name == name && !s.removed)
         .with_context(|| format!("no server {name}"))?;
     let proxy = crate::hosts::rewire::proxy_path()?;
     let entry = crate::hosts::rewire::host_entry(&proxy, &server.socket, config);
@@ -836,13 +836,18 @@ impl Rendered {
                 &items.memory,
                 &items.sharing,
                 &items.users,
-                &PredefinedMenuItem::separator(),
-                &items.restart,
-                &items.stop,
-                &items.start,
-                &PredefinedMenuItem::separator(),
-                &items.copy_entry,
             ])?;
+            // A removed server offers nothing to do (the model says why in its status line).
+            if !s.removed {
+                items.submenu.append_items(&[
+                    &PredefinedMenuItem::separator(),
+                    &items.restart,
+                    &items.stop,
+                    &items.start,
+                    &PredefinedMenuItem::separator(),
+                    &items.copy_entry,
+                ])?;
+            }
             if !s.instances.is_empty() {
                 items.submenu.append(&PredefinedMenuItem::separator())?;
             }

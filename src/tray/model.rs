@@ -92,6 +92,10 @@ pub struct ServerEntry {
     pub copy_entry: Item,
     /// The instances of a server shared per project or per client, each a submenu.
     pub instances: Vec<InstanceEntry>,
+    /// Removed from the config, listed only while clients keep it: the app shows its status
+    /// lines and no actions (its ids parse to none, so they never collide with a new server
+    /// of the same name).
+    pub removed: bool,
 }
 
 /// One instance of a server shared per project or per client: a submenu with its state and
@@ -304,9 +308,24 @@ fn crashed(s: &ServerReport) -> bool {
 }
 
 fn entry(s: &ServerReport) -> ServerEntry {
-    let word = state_word(s.state);
+    let word = if s.removed {
+        "removed"
+    } else {
+        state_word(s.state)
+    };
     let n = &s.name;
     let mut status = match s.state {
+        _ if s.removed => {
+            let mut words = "removed from the config".to_owned();
+            if let Some(pid) = s.pid {
+                words += &format!(" · stopping · pid {pid}");
+            }
+            match s.clients {
+                0 => words,
+                1 => words + " · kept until its 1 client disconnects",
+                k => words + &format!(" · kept until its {k} clients disconnect"),
+            }
+        }
         _ if s.share != crate::config::Share::Global => {
             format!(
                 "{} · {}",
@@ -322,23 +341,38 @@ fn entry(s: &ServerReport) -> ServerEntry {
         ServerState::Failed => "failed · gave up restarting; Restart to try again".into(),
         _ => word.to_owned(),
     };
-    if crashed(s) {
+    if crashed(s) && !s.removed {
         if let Some(exit) = &s.last_exit {
             status = format!("{status} · last exit: {exit}");
         }
     }
-    let restart = matches!(
-        s.state,
-        ServerState::Running | ServerState::Starting | ServerState::Backoff | ServerState::Failed
-    );
-    let stop = matches!(
-        s.state,
-        ServerState::Lazy | ServerState::Starting | ServerState::Running | ServerState::Backoff
-    );
-    let start = matches!(
-        s.state,
-        ServerState::Lazy | ServerState::Stopped | ServerState::Failed
-    );
+    // Nothing to do to a removed server: it lingers for its clients, out of service.
+    let restart = !s.removed
+        && matches!(
+            s.state,
+            ServerState::Running
+                | ServerState::Starting
+                | ServerState::Backoff
+                | ServerState::Failed
+        );
+    let stop = !s.removed
+        && matches!(
+            s.state,
+            ServerState::Lazy | ServerState::Starting | ServerState::Running | ServerState::Backoff
+        );
+    let start = !s.removed
+        && matches!(
+            s.state,
+            ServerState::Lazy | ServerState::Stopped | ServerState::Failed
+        );
+    // A removed server's ids parse to no action and differ from a new one's of its name.
+    let id = |what: &str| {
+        if s.removed {
+            format!("removed-{what}:{n}")
+        } else {
+            format!("{what}:{n}")
+        }
+    };
     let item = |id: String, label: &str, enabled| Item {
         id,
         label: label.to_owned(),
@@ -361,21 +395,25 @@ fn entry(s: &ServerReport) -> ServerEntry {
     };
     ServerEntry {
         name: n.clone(),
-        id: format!("server:{n}"),
+        id: id("server"),
         label: format!("{n} — {word} ({})", clients(s.clients)),
-        steady_label: if s.state == ServerState::Failed {
+        steady_label: if s.removed {
+            format!("{n} — removed")
+        } else if s.state == ServerState::Failed {
             format!("{n} — failed")
         } else {
             n.clone()
         },
-        status: item(format!("status:{n}"), &status, false),
-        memory: item(format!("memory:{n}"), &memory, false),
-        sharing: item(format!("sharing:{n}"), sharing, false),
-        users: item(format!("users:{n}"), &users, false),
-        restart: item(format!("restart:{n}"), "Restart", restart),
-        stop: item(format!("stop:{n}"), "Stop", stop),
-        start: item(format!("start:{n}"), "Start", start),
-        copy_entry: item(format!("copy-entry:{n}"), "Copy host entry", true),
+        status: item(id("status"), &status, false),
+        memory: item(id("memory"), &memory, false),
+        sharing: item(id("sharing"), sharing, false),
+        users: item(id("users"), &users, false),
+        restart: item(id("restart"), "Restart", restart),
+        stop: item(id("stop"), "Stop", stop),
+        start: item(id("start"), "Start", start),
+        // Its socket is gone: there is nothing for a host to reach.
+        copy_entry: item(id("copy-entry"), "Copy host entry", !s.removed),
+        removed: s.removed,
         instances: s
             .instances
             .iter()
@@ -403,14 +441,16 @@ fn entry(s: &ServerReport) -> ServerEntry {
     }
 }
 
-/// The aggregate icon state of a set of servers.
+/// The aggregate icon state of a set of servers: those of the config (a removed one
+/// lingering for its clients is out of service, which is no news).
 pub fn icon_state(servers: &[ServerReport]) -> IconState {
-    let any = |f: fn(ServerState) -> bool| servers.iter().any(|s| f(s.state));
+    let config = || servers.iter().filter(|s| !s.removed);
+    let any = |f: fn(ServerState) -> bool| config().any(|s| f(s.state));
     if any(|s| s == ServerState::Failed) {
         IconState::Failed
     } else if any(|s| matches!(s, ServerState::Starting | ServerState::Backoff)) {
         IconState::Busy
-    } else if servers.iter().all(|s| s.state == ServerState::Stopped) {
+    } else if config().all(|s| s.state == ServerState::Stopped) {
         IconState::Stopped
     } else {
         IconState::Running
@@ -464,23 +504,18 @@ pub fn host_entry(h: &crate::hosts::connect::HostState) -> HostEntry {
 /// Builds the whole menu for one snapshot and the hosts found.
 pub fn build_with(status: &DaemonStatus, login: Login, view: &HostsView) -> TrayModel {
     let servers: Vec<ServerEntry> = status.servers.iter().map(entry).collect();
-    let running = status
-        .servers
-        .iter()
-        .filter(|s| s.state == ServerState::Running)
-        .count();
-    let total = status.servers.len();
+    // The counts are of the config's servers: a removed one lingering for its clients is
+    // listed in the menu but neither runs nor counts.
+    let config = || status.servers.iter().filter(|s| !s.removed);
+    let running = config().filter(|s| s.state == ServerState::Running).count();
+    let total = config().count();
     let plural = if total == 1 { "" } else { "s" };
     let mut tooltip = if running == total && total > 0 {
         format!("rmcp-mux: {total} server{plural}")
     } else {
         format!("rmcp-mux: {running} of {total} server{plural} running")
     };
-    let failed = status
-        .servers
-        .iter()
-        .filter(|s| s.state == ServerState::Failed)
-        .count();
+    let failed = config().filter(|s| s.state == ServerState::Failed).count();
     if failed > 0 {
         tooltip += &format!(", {failed} failed");
     }
@@ -545,9 +580,10 @@ impl TrayModel {
                 } else {
                     s.steady_label.clone()
                 };
-                // Instances come and go: a new set is a new menu.
+                // Instances come and go: a new set is a new menu; so is a removal, which
+                // takes the actions away.
                 let keys: Vec<&str> = s.instances.iter().map(|i| i.key.as_str()).collect();
-                format!("{name}\t{}", keys.join("\t"))
+                format!("{name}\t{}\t{}", s.removed, keys.join("\t"))
             })
             .collect();
         shape.push(self.config_error.is_some().to_string());
@@ -959,6 +995,86 @@ mod tests {
         assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
         st.servers.pop();
         assert_ne!(failed.shape(true), build(&st, Login::Off).shape(true));
+    }
+
+    #[test]
+    fn a_removed_server_is_listed_without_actions_and_not_counted() {
+        use ServerState::*;
+        let old = ServerReport {
+            removed: true,
+            clients: 2,
+            ..server("memory", Stopped)
+        };
+        let st = status(vec![
+            server("memory", Running),
+            server("time", Running),
+            old,
+        ]);
+        let m = build(&st, Login::Off);
+        assert_eq!(m.servers.len(), 3, "listed beside a new server of its name");
+        let e = &m.servers[2];
+        assert!(e.removed && !m.servers[0].removed);
+        assert_eq!(e.label, "memory — removed (2 clients)");
+        assert_eq!(e.steady_label, "memory — removed");
+        assert_eq!(
+            e.status.label,
+            "removed from the config · kept until its 2 clients disconnect"
+        );
+        assert_eq!(e.users.label, "Clients: 2, none named");
+        assert_eq!(
+            (
+                e.restart.enabled,
+                e.stop.enabled,
+                e.start.enabled,
+                e.copy_entry.enabled
+            ),
+            (false, false, false, false)
+        );
+        for i in [&e.restart, &e.stop, &e.start, &e.copy_entry, &e.status] {
+            assert_eq!(Action::parse(&i.id), None, "{}", i.id);
+            assert!(
+                m.servers[0..2].iter().all(|live| live.restart.id != i.id
+                    && live.status.id != i.id
+                    && live.copy_entry.id != i.id),
+                "{} is its own id",
+                i.id
+            );
+        }
+        assert_ne!(e.id, m.servers[0].id);
+        assert_eq!(
+            m.tooltip, "rmcp-mux: 2 servers",
+            "the removed one is not counted"
+        );
+        assert_eq!(m.icon, IconState::Running);
+        assert_eq!(m.restart_all_targets(), ["memory", "time"]);
+        // Going and coming back are new menus; its clients leaving one by one is not.
+        let without = build(
+            &status(vec![server("memory", Running), server("time", Running)]),
+            Login::Off,
+        );
+        assert_ne!(m.shape(true), without.shape(true));
+        let mut fewer = st.clone();
+        fewer.servers[2].clients = 1;
+        let fewer = build(&fewer, Login::Off);
+        assert_eq!(m.shape(false), fewer.shape(false));
+        assert_eq!(
+            fewer.servers[2].status.label,
+            "removed from the config · kept until its 1 client disconnects"
+        );
+        // While its child is still stopping, and with nothing else left but it.
+        let stopping = ServerReport {
+            pid: Some(4243),
+            clients: 0,
+            ..st.servers[2].clone()
+        };
+        let alone = build(&status(vec![stopping]), Login::Off);
+        assert_eq!(
+            alone.servers[0].status.label,
+            "removed from the config · stopping · pid 4243"
+        );
+        assert_eq!(alone.tooltip, "rmcp-mux: 0 of 0 servers running");
+        assert_eq!(alone.icon, IconState::Stopped);
+        assert!(!alone.restart_all.enabled);
     }
 
     #[test]

@@ -90,7 +90,11 @@ impl Notice {
 pub fn changes(prev: &DaemonStatus, next: &DaemonStatus) -> Vec<Notice> {
     let mut out = Vec::new();
     for s in &next.servers {
-        let Some(before) = prev.servers.iter().find(|p| p.name == s.name) else {
+        // A removed server is out of service on purpose: nothing about it is news.
+        if s.removed {
+            continue;
+        }
+        let Some(before) = prev.servers.iter().find(|p| p.name == s.name && !p.removed) else {
             continue;
         };
         if s.restarts > before.restarts {
@@ -265,6 +269,29 @@ mod tests {
         let notes = changes(&baseline(&failed), &failed);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(matches!(notes[1], Notice::GaveUp { .. }));
+    }
+
+    #[test]
+    fn a_removed_server_is_no_news_and_not_mistaken_for_its_successor() {
+        let removed = |restarts, state| ServerReport {
+            removed: true,
+            ..server("memory", state, restarts)
+        };
+        // Listed first, with more restarts than the new server of its name.
+        let prev = status(vec![
+            removed(4, ServerState::Stopped),
+            server("memory", ServerState::Running, 0),
+        ]);
+        let mut crashed = server("memory", ServerState::Backoff, 1);
+        crashed.last_exit = Some("exited with status 1".into());
+        let next = status(vec![removed(4, ServerState::Stopped), crashed]);
+        let notes = changes(&prev, &next);
+        assert_eq!(notes.len(), 1, "the new server's crash: {notes:?}");
+        assert_eq!(notes[0].summary(), "memory crashed");
+        // The removed one's own changes say nothing.
+        let later = status(vec![removed(5, ServerState::Failed)]);
+        assert!(changes(&prev, &later).is_empty());
+        assert!(changes(&baseline(&later), &later).is_empty());
     }
 
     #[test]
