@@ -46,7 +46,10 @@ use futures_util::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{
+    AsHeaderName, HeaderMap, HeaderName, HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CACHE_CONTROL,
+    CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
@@ -75,6 +78,10 @@ const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-2
 const KEEPALIVE: Duration = Duration::from_secs(25);
 /// How long an HTTP client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The transport's own headers, named once: a lookup by a `&str` parses the name each time.
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// What the front needs to know of one server to open a session on it.
 #[derive(Debug, Clone)]
@@ -598,13 +605,13 @@ pub async fn serve(
 /// batch. The answer to send instead when a check fails.
 async fn read_body(req: Request<Incoming>, target: &Target) -> Result<Bytes, Response<Body>> {
     let h = req.headers();
-    if !(accepts(h, "application/json") && accepts(h, "text/event-stream")) {
+    if accepted(h) != (true, true) {
         return Err(plain(
             StatusCode::NOT_ACCEPTABLE,
             "accept both application/json and text/event-stream",
         ));
     }
-    if !header(h, "content-type").is_some_and(|c| c.starts_with("application/json")) {
+    if !header(h, CONTENT_TYPE).is_some_and(|c| c.starts_with("application/json")) {
         return Err(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send application/json",
@@ -675,7 +682,7 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(text.to_owned())).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
@@ -705,7 +712,7 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Full::new(body).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -722,15 +729,12 @@ fn sse(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
     let h = r.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<K: AsHeaderName>(h: &HeaderMap, name: K) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -779,7 +783,7 @@ fn same_token(given: &[u8], token: &[u8]) -> bool {
 }
 
 fn accepts(h: &HeaderMap, kind: &str) -> bool {
-    h.get_all("accept").iter().any(|v| {
+    h.get_all(ACCEPT).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',').any(|t| {
                 let t = t.split(';').next().unwrap_or("").trim();
@@ -789,21 +793,39 @@ fn accepts(h: &HeaderMap, kind: &str) -> bool {
     })
 }
 
+/// Whether `Accept` takes `application/json`, and whether it takes `text/event-stream` (what
+/// [`accepts`] says of each, in one pass).
+fn accepted(h: &HeaderMap) -> (bool, bool) {
+    let (mut json, mut sse) = (false, false);
+    for v in &h.get_all(ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',') {
+            match t.split(';').next().unwrap_or("").trim() {
+                "*/*" => return (true, true),
+                "application/json" => json = true,
+                "text/event-stream" => sse = true,
+                _ => {}
+            }
+        }
+    }
+    (json, sse)
+}
+
 impl Front {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let h = req.headers();
         // DNS rebinding: a page on another origin reaching 127.0.0.1 through a name of its own.
-        if let Some(origin) = header(h, "origin") {
+        if let Some(origin) = header(h, ORIGIN) {
             if !local_origin(origin) {
                 warn!(origin, "HTTP request from a foreign origin refused");
                 return plain(StatusCode::FORBIDDEN, "foreign Origin");
             }
         }
-        if !header(h, "host").is_some_and(|host| local_host(host, self.port)) {
-            warn!(host = ?header(h, "host"), "HTTP request for a foreign Host refused");
+        if !header(h, HOST).is_some_and(|host| local_host(host, self.port)) {
+            warn!(host = ?header(h, HOST), "HTTP request for a foreign Host refused");
             return plain(StatusCode::FORBIDDEN, "foreign Host");
         }
-        let authorized = header(h, "authorization")
+        let authorized = header(h, AUTHORIZATION)
             .and_then(|a| a.strip_prefix("Bearer "))
             .is_some_and(|t| same_token(t.trim().as_bytes(), self.token.as_bytes()));
         if !authorized {
@@ -812,10 +834,10 @@ impl Front {
                 "missing or wrong bearer token (see `rmcp-mux status --json`, http.token_file)",
             );
             r.headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
-        let version = header(h, "mcp-protocol-version");
+        let version = header(h, MCP_PROTOCOL_VERSION);
         let modern_form = version.is_some_and(modern::is_modern);
         if let Some(v) = version.filter(|v| !modern_form && !VERSIONS.contains(v)) {
             let mut supported: Vec<&str> = VERSIONS.to_vec();
@@ -852,10 +874,10 @@ impl Front {
                 "the 2026-07-28 form takes POST only",
             );
             r.headers_mut()
-                .insert("allow", HeaderValue::from_static("POST"));
+                .insert(ALLOW, HeaderValue::from_static("POST"));
             return r;
         }
-        let session = match header(req.headers(), "mcp-session-id") {
+        let session = match header(req.headers(), MCP_SESSION_ID) {
             Some(id) => match self.session(id, &name) {
                 Some(s) => Some(s),
                 None => return plain(StatusCode::NOT_FOUND, "no such session; initialize again"),
@@ -876,7 +898,7 @@ impl Front {
             _ => {
                 let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
                 r.headers_mut()
-                    .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+                    .insert(ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
                 r
             }
         }
@@ -909,7 +931,7 @@ impl Front {
         };
         let rx = {
             let mut r = s.routes.lock().unwrap_or_else(PoisonError::into_inner);
-            match header(h, "last-event-id") {
+            match header(h, LAST_EVENT_ID) {
                 Some(last) => match event_id(last).and_then(|(n, seq)| r.resume(n, seq)) {
                     Some(rx) => {
                         debug!(session = %s.id, last, "HTTP stream resumed");
@@ -1186,7 +1208,7 @@ impl Session {
 
 fn set_session(r: &mut Response<Body>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
-        r.headers_mut().insert("mcp-session-id", v);
+        r.headers_mut().insert(MCP_SESSION_ID, v);
     }
 }
 
