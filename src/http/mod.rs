@@ -36,9 +36,12 @@ pub mod token;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -718,14 +721,34 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// An SSE answer carrying the events of `rx` (already formatted), ending with it.
 fn sse(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        // A comment now and then: a client that went away without closing is found by the
-        // write failing, and its stream (and, once idle, its session) ends.
-        let frame = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(frame) => frame?,
-            Err(_) => Bytes::from_static(b": keepalive\n\n"),
+    sse_every(rx, KEEPALIVE)
+}
+
+/// [`sse`] with a comment after `keepalive` of silence.
+fn sse_every(mut rx: mpsc::Receiver<Bytes>, keepalive: Duration) -> Response<Body> {
+    // A comment after `keepalive` of silence: a client that went away without closing is found
+    // by the write failing, and its stream (and, once idle, its session) ends. One timer for
+    // the stream, made when it first waits and moved only when it fires early, rather than
+    // one per event (most streams end before it would fire).
+    let mut last = Instant::now();
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let events = futures_util::stream::poll_fn(move |cx| {
+        let frame = match rx.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => frame,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {
+                let due = last + keepalive;
+                let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
+                if t.deadline() != due.into() {
+                    // Events came since it was set.
+                    t.as_mut().reset(due.into());
+                }
+                ready!(t.as_mut().poll(cx));
+                Bytes::from_static(b": keepalive\n\n")
+            }
         };
-        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+        last = Instant::now();
+        Poll::Ready(Some(Ok::<_, Infallible>(Frame::data(frame))))
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
     let h = r.headers_mut();
@@ -1173,9 +1196,12 @@ async fn read_session(
     s: &Session,
     mut lines: FramedRead<tokio::net::unix::OwnedReadHalf, LinesCodec>,
 ) {
+    // One wait for the end, not one made (and registered) again for every line.
+    let ended = s.ended.cancelled();
+    tokio::pin!(ended);
     loop {
         let line = tokio::select! {
-            () = s.ended.cancelled() => return,
+            () = &mut ended => return,
             l = lines.next() => l,
         };
         match line {
@@ -1288,6 +1314,38 @@ mod tests {
         let mut get = r.open_get().unwrap();
         assert!(data(&mut get).unwrap().contains("notifications/message"));
         assert!(r.busy());
+    }
+
+    #[tokio::test]
+    async fn a_silent_stream_gets_a_keepalive_a_period_after_its_last_event() {
+        let period = Duration::from_millis(100);
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = sse_every(rx, period).into_body();
+        let mut next = async || {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .expect("a frame within 10 s");
+            frame.map(|f| f.unwrap().into_data().unwrap())
+        };
+        let keepalive = Bytes::from_static(b": keepalive\n\n");
+        let t0 = Instant::now();
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert_eq!(next().await.unwrap(), Bytes::from_static(b"a"));
+        assert_eq!(next().await.unwrap(), keepalive);
+        assert!(t0.elapsed() >= period, "not before a period of silence");
+        // The stream waits (its timer set) while an event comes: the next comment is a
+        // period after that event, not after the one before.
+        assert!(
+            tokio::time::timeout(period / 2, next()).await.is_err(),
+            "nothing within half a period"
+        );
+        let t1 = Instant::now();
+        tx.send(Bytes::from_static(b"b")).await.unwrap();
+        assert_eq!(next().await.unwrap(), Bytes::from_static(b"b"));
+        assert_eq!(next().await.unwrap(), keepalive);
+        assert!(t1.elapsed() >= period, "a period after the last event");
+        drop(tx);
+        assert_eq!(next().await, None, "the stream ends with its queue");
     }
 
     #[test]
