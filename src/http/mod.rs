@@ -34,6 +34,7 @@
 mod modern;
 pub mod token;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
@@ -385,13 +386,13 @@ impl Routes {
 
     /// Routes one line from the server. `false` when the session is stuck.
     fn route(&mut self, line: Bytes) -> bool {
-        let Ok(env) = serde_json::from_slice::<Envelope>(&line) else {
+        let Some(env) = Msg::parse(&line) else {
             warn!("the server sent a line that is not a JSON-RPC message; dropped");
             return true;
         };
         if env.method.is_none() {
             // An answer: to the stream of its request, which then ends.
-            let key = env.id.map(RawValue::get).unwrap_or("null");
+            let key = env.id.unwrap_or("null");
             if let Some(n) = self.pending.get(key).copied() {
                 let ok = self.send(n, &line);
                 self.close(n);
@@ -456,7 +457,7 @@ impl Routes {
     }
 }
 
-/// The parts of a message the front routes by.
+/// The parts of a message the front routes by, as serde_json reads them.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
@@ -467,9 +468,38 @@ struct Envelope<'a> {
     params: Option<&'a RawValue>,
 }
 
+/// The parts of a message the front routes by, borrowed from it: ids and params as JSON text.
+struct Msg<'a> {
+    id: Option<&'a str>,
+    method: Option<Cow<'a, str>>,
+    params: Option<&'a str>,
+}
+
+impl Msg<'_> {
+    /// Reads a message as [`Envelope`] does (`None` where that fails), taking the router's
+    /// one-pass scanner first: a derived serde reader was a tenth of an HTTP request's
+    /// instructions. What the scanner takes, serde_json reads the same way; the rest (and
+    /// whatever is not JSON-RPC 2.0 to the router) still goes through [`Envelope`].
+    fn parse(line: &[u8]) -> Option<Msg<'_>> {
+        if let Ok(e) = crate::jsonrpc::parse_one(line) {
+            return Some(Msg {
+                id: e.id.map(crate::jsonrpc::Raw::get),
+                method: e.method,
+                params: e.params.map(crate::jsonrpc::Raw::get),
+            });
+        }
+        let e = serde_json::from_slice::<Envelope>(line).ok()?;
+        Some(Msg {
+            id: e.id.map(RawValue::get),
+            method: e.method.map(Cow::Owned),
+            params: e.params.map(RawValue::get),
+        })
+    }
+}
+
 /// `params._meta.progressToken` (in a request) or `params.progressToken` (in a progress
 /// notification), as JSON text.
-fn progress_token(params: Option<&RawValue>) -> Option<String> {
+fn progress_token(params: Option<&str>) -> Option<String> {
     #[derive(Deserialize)]
     struct Params<'a> {
         #[serde(borrow, default, rename = "progressToken")]
@@ -482,20 +512,29 @@ fn progress_token(params: Option<&RawValue>) -> Option<String> {
         #[serde(borrow, default, rename = "progressToken")]
         token: Option<&'a RawValue>,
     }
-    let p: Params = serde_json::from_str(params?.get()).ok()?;
+    let params = params?;
+    // Most requests have no token: without its name, and without an escape that could spell
+    // it, there is nothing to parse.
+    let bytes = params.as_bytes();
+    if memchr::memchr(b'\\', bytes).is_none()
+        && memchr::memmem::find(bytes, b"progressToken").is_none()
+    {
+        return None;
+    }
+    let p: Params = serde_json::from_str(params).ok()?;
     p.token
         .or(p.meta.and_then(|m| m.token))
         .map(|t| t.get().to_owned())
 }
 
 /// `params.requestId` of a `notifications/cancelled`, as JSON text.
-fn cancelled_id(params: Option<&RawValue>) -> Option<String> {
+fn cancelled_id(params: Option<&str>) -> Option<String> {
     #[derive(Deserialize)]
     struct Params<'a> {
         #[serde(borrow, rename = "requestId")]
         id: &'a RawValue,
     }
-    let p: Params = serde_json::from_str(params?.get()).ok()?;
+    let p: Params = serde_json::from_str(params?).ok()?;
     Some(p.id.get().to_owned())
 }
 
@@ -994,7 +1033,7 @@ impl Front {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let Ok(env) = serde_json::from_slice::<Envelope>(&body) else {
+        let Some(env) = Msg::parse(&body) else {
             return rpc_error(StatusCode::BAD_REQUEST, -32700, "not a JSON-RPC message");
         };
         // The socket carries one message per line; a newline in valid JSON is whitespace.
@@ -1039,7 +1078,7 @@ impl Front {
                 // A 2026-07-28 request must say so in its headers.
                 return rpc_error_with(
                     StatusCode::BAD_REQUEST,
-                    env.id.map_or("null", RawValue::get),
+                    env.id.unwrap_or("null"),
                     modern::HEADER_MISMATCH,
                     "MCP-Protocol-Version header missing",
                     None,
@@ -1075,7 +1114,7 @@ impl Front {
             set_session(&mut r, &session.id);
             return r;
         }
-        let id = env.id.map(RawValue::get).unwrap_or("null").to_owned();
+        let id = env.id.unwrap_or("null").to_owned();
         let token = progress_token(env.params);
         let mut rx = {
             let mut r = session
@@ -1116,12 +1155,9 @@ impl Front {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pending
                 .remove("null");
-            let refused = answer.as_ref().is_none_or(|a| {
-                serde_json::from_slice::<Envelope>(a)
-                    .ok()
-                    .and_then(|e| e.id)
-                    .is_none_or(|i| i.get() == "null")
-            });
+            let refused = answer
+                .as_ref()
+                .is_none_or(|a| Msg::parse(a).and_then(|e| e.id).is_none_or(|i| i == "null"));
             if refused {
                 self.end(&session.id);
                 return match answer {
