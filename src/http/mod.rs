@@ -212,18 +212,35 @@ enum Delivered {
 }
 
 /// One SSE event: `id` is `STREAM-SEQ`, so a resume names the stream and the place in it.
+/// Written piece by piece (two requests' `format!` were 2% of an HTTP request's instructions).
 fn event(n: u64, seq: u64, msg: &[u8]) -> Bytes {
-    let mut e = Vec::with_capacity(msg.len() + 48);
-    e.extend_from_slice(format!("id: {n}-{seq}\nevent: message\ndata: ").as_bytes());
+    let mut e = Vec::with_capacity(msg.len() + 64);
+    event_id_line(&mut e, n, seq);
+    e.extend_from_slice(b"event: message\ndata: ");
     e.extend_from_slice(msg);
     e.extend_from_slice(b"\n\n");
     Bytes::from(e)
 }
 
+/// `id: N-SEQ` and its newline.
+fn event_id_line(e: &mut Vec<u8>, n: u64, seq: u64) {
+    let mut digits = [0u8; 20];
+    e.extend_from_slice(b"id: ");
+    e.extend_from_slice(crate::jsonrpc::decimal(n, &mut digits));
+    e.push(b'-');
+    e.extend_from_slice(crate::jsonrpc::decimal(seq, &mut digits));
+    e.push(b'\n');
+}
+
 /// The first event of a stream: its id and an empty `data`, so that a client whose
 /// connection breaks before anything else came can still resume it.
 fn priming(n: u64) -> Bytes {
-    Bytes::from(format!("id: {n}-0\nretry: {RETRY_MS}\ndata: \n\n"))
+    let mut e = Vec::with_capacity(64);
+    event_id_line(&mut e, n, 0);
+    e.extend_from_slice(b"retry: ");
+    e.extend_from_slice(crate::jsonrpc::decimal(RETRY_MS, &mut [0u8; 20]));
+    e.extend_from_slice(b"\ndata: \n\n");
+    Bytes::from(e)
 }
 
 /// Parses a `Last-Event-ID`.
@@ -1382,6 +1399,19 @@ mod tests {
         assert!(t1.elapsed() >= period, "a period after the last event");
         drop(tx);
         assert_eq!(next().await, None, "the stream ends with its queue");
+    }
+
+    #[test]
+    fn events_name_their_stream_and_place() {
+        assert_eq!(
+            event(12, 345, b"{}"),
+            Bytes::from_static(b"id: 12-345\nevent: message\ndata: {}\n\n")
+        );
+        assert_eq!(
+            priming(u64::MAX),
+            Bytes::from(format!("id: {}-0\nretry: {RETRY_MS}\ndata: \n\n", u64::MAX))
+        );
+        assert_eq!(event_id("12-345"), Some((12, 345)));
     }
 
     #[test]
