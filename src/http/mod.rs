@@ -486,7 +486,7 @@ struct Envelope<'a> {
 }
 
 /// The parts of a message the front routes by, borrowed from it: ids and params as JSON text.
-struct Msg<'a> {
+pub(super) struct Msg<'a> {
     id: Option<&'a str>,
     method: Option<Cow<'a, str>>,
     params: Option<&'a str>,
@@ -497,7 +497,7 @@ impl Msg<'_> {
     /// one-pass scanner first: a derived serde reader was a tenth of an HTTP request's
     /// instructions. What the scanner takes, serde_json reads the same way; the rest (and
     /// whatever is not JSON-RPC 2.0 to the router) still goes through [`Envelope`].
-    fn parse(line: &[u8]) -> Option<Msg<'_>> {
+    pub(super) fn parse(line: &[u8]) -> Option<Msg<'_>> {
         if let Ok(e) = crate::jsonrpc::parse_one(line) {
             return Some(Msg {
                 id: e.id.map(crate::jsonrpc::Raw::get),
@@ -662,8 +662,11 @@ pub async fn serve(
 
 /// A POST's body, after the checks both forms share: what it accepts, its type, its size, no
 /// batch. The answer to send instead when a check fails.
-async fn read_body(req: Request<Incoming>, target: &Target) -> Result<Bytes, Response<Body>> {
-    let h = req.headers();
+async fn read_body(
+    h: &HeaderMap,
+    body: Incoming,
+    target: &Target,
+) -> Result<Bytes, Response<Body>> {
     if accepted(h) != (true, true) {
         return Err(plain(
             StatusCode::NOT_ACCEPTABLE,
@@ -676,10 +679,7 @@ async fn read_body(req: Request<Incoming>, target: &Target) -> Result<Bytes, Res
             "send application/json",
         ));
     }
-    let body = match Limited::new(req.into_body(), target.max_request_bytes)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(body, target.max_request_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(rpc_error(
@@ -1046,7 +1046,8 @@ impl Front {
         target: Target,
         session: Option<Arc<Session>>,
     ) -> Response<Body> {
-        let body = match read_body(req, &target).await {
+        let (head, body) = req.into_parts();
+        let body = match read_body(&head.headers, body, &target).await {
             Ok(b) => b,
             Err(r) => return r,
         };
