@@ -14,6 +14,8 @@
 # HTTP/1.1 connection: a session (`initialize` answered as JSON, each answer an SSE stream) for
 # ERA=handshake, the stateless form (`MCP-Protocol-Version: 2026-07-28`, each answer one JSON
 # object) for ERA=modern. CG_OUT=FILE keeps the callgrind profile for callgrind_annotate.
+# COUNT=syscalls counts system calls instead (perf stat, raw_syscalls:sys_enter; the daemon's
+# threads and its server child together, so compare the difference of two runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000}
@@ -41,8 +43,15 @@ cmd = "$bin/mcp-fake-server"
 max_request_bytes = 8388608
 max_response_bytes = 8388608
 TOML
-XDG_STATE_HOME="$dir/state" RMCP_MUX_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$bin/rmcp-mux" --config "$dir/mux.toml" 2>"$dir/valgrind.log" &
+count=${COUNT:-instructions}
+case "$count" in instructions | syscalls) ;; *) echo "COUNT must be instructions or syscalls" >&2; exit 2 ;; esac
+if [ "$count" = syscalls ]; then
+    XDG_STATE_HOME="$dir/state" RMCP_MUX_LOG=warn perf stat -e raw_syscalls:sys_enter -x, -o "$dir/perf.txt" \
+        "$bin/rmcp-mux" --config "$dir/mux.toml" 2>"$dir/daemon.log" &
+else
+    XDG_STATE_HOME="$dir/state" RMCP_MUX_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$bin/rmcp-mux" --config "$dir/mux.toml" 2>"$dir/valgrind.log" &
+fi
 pid=$!
 python3 - "$dir/s/s.sock" "$n" "$pad" "$body" "$era" "$via" "${port:-0}" "$dir/state/rmcp-mux/http-token" <<'PY'
 import http.client, json, socket, sys, time
@@ -115,6 +124,13 @@ for i in range(n):
     assert got["id"] == i and len(got["result"]["content"][0]["text"]) == len(f"c-{i}") + body + pad, "wrong answer"
     assert not modern or list(got["result"])[0] == "resultType" and got["result"]["resultType"] == "complete", got
 PY
+if [ "$count" = syscalls ]; then
+    # perf waits for the daemon, its child, and then writes the count.
+    kill -TERM $(pgrep -P "$pid")
+    wait "$pid" || true
+    grep raw_syscalls "$dir/perf.txt" | awk -F, -v n="$n" -v era="$era" -v via="$via" '{print "syscalls:", $1, "requests:", n, "era:", era, "via:", via}'
+    exit 0
+fi
 kill -TERM "$pid"
 wait "$pid" || true
 if [ -n "${CG_OUT:-}" ]; then cp "$dir/cg.out" "$CG_OUT"; fi
