@@ -428,10 +428,10 @@ impl Shared {
     pub(crate) fn http_target(&self, name: &str) -> Option<crate::http::Target> {
         let live = self.live();
         let e = live.entries.iter().find(|e| e.cfg.name == name)?;
-        let status = e.handle.status();
+        let (clients, max_clients) = e.handle.clients();
         Some(crate::http::Target {
-            full: status.clients >= status.max_clients,
-            max_clients: status.max_clients,
+            full: clients >= max_clients,
+            max_clients,
             socket: e.cfg.socket.clone(),
             max_request_bytes: e.cfg.max_request_bytes,
             max_response_bytes: e.cfg.max_response_bytes,

@@ -37,7 +37,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tracing::{debug, warn};
 
 use super::{
-    json, plain, read_body, rpc_error, rpc_error_with, sse, token, Body, Envelope, Front, Target,
+    json, plain, read_body, rpc_error, rpc_error_with, sse, token, Body, Front, Msg, Target,
     STREAM_QUEUE,
 };
 use crate::jsonrpc::{codes, era};
@@ -107,9 +107,9 @@ struct Meta<'a> {
 
 impl<'a> Params<'a> {
     /// Reads `params` (absent or not an object: nothing in it).
-    pub fn read(params: Option<&'a RawValue>) -> Params<'a> {
+    pub fn read(params: Option<&'a str>) -> Params<'a> {
         params
-            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or_default()
     }
 
@@ -287,6 +287,13 @@ impl ParkedConns {
 
 /// An answer line that asks for input: its `requestState` (raw), when it has one.
 pub fn input_required_state(line: &[u8]) -> Option<Box<RawValue>> {
+    // Most answers are not: without the word, and without an escape that could spell it,
+    // there is nothing to parse.
+    if memchr::memchr(b'\\', line).is_none()
+        && memchr::memmem::find(line, b"input_required").is_none()
+    {
+        return None;
+    }
     #[derive(Deserialize)]
     struct Answer {
         result: Option<Result_>,
@@ -341,14 +348,18 @@ fn to_line(body: &[u8]) -> Vec<u8> {
 /// Whether a line from the socket is an answer (no method), and whether its id is null (the
 /// router refusing the connection).
 fn answer_kind(line: &[u8]) -> Option<bool> {
-    let env = serde_json::from_slice::<Envelope>(line).ok()?;
+    let env = Msg::parse(line)?;
     env.method
         .is_none()
-        .then(|| env.id.is_none_or(|i| i.get() == "null"))
+        .then(|| env.id.is_none_or(|i| i == "null"))
 }
 
 /// The error code of an answer line, if it is an error.
 fn error_code(line: &[u8]) -> Option<i64> {
+    if crate::jsonrpc::parse_one(line).is_ok_and(|e| e.error.is_none()) {
+        // Most answers are results: nothing more to read.
+        return None;
+    }
     #[derive(Deserialize)]
     struct Answer {
         error: Option<Code>,
@@ -372,26 +383,27 @@ impl Front {
         name: String,
         target: Target,
     ) -> Response<Body> {
-        let h = req.headers().clone();
-        let body = match read_body(req, &target).await {
+        let (head, body) = req.into_parts();
+        let h = head.headers;
+        let body = match read_body(&h, body, &target).await {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let Ok(env) = serde_json::from_slice::<Envelope>(&body) else {
+        let Some(env) = Msg::parse(&body) else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 codes::PARSE_ERROR,
                 "not a JSON-RPC message",
             );
         };
-        let Some(method) = env.method.clone() else {
+        let Some(method) = env.method.as_deref().map(str::to_owned) else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
                 codes::INVALID_REQUEST,
                 "send a request or a notification",
             );
         };
-        let Some(id) = env.id.map(|i| i.get().to_owned()) else {
+        let Some(id) = env.id.map(str::to_owned) else {
             // This form has no client notification: cancelling is closing the request's
             // stream. One sent anyway is accepted and dropped (it could otherwise name
             // another client's request).
@@ -570,7 +582,7 @@ mod tests {
     #[test]
     fn headers_must_mirror_the_body() {
         let p = params(CALL);
-        let p = Params::read(Some(&p));
+        let p = Params::read(Some(p.get()));
         let good = [
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
@@ -612,7 +624,12 @@ mod tests {
         }
         // A body without the envelope's version never matches a header.
         let bare = params(r#"{"name":"x"}"#);
-        assert!(check_headers(&headers(&good), "tools/call", &Params::read(Some(&bare))).is_err());
+        assert!(check_headers(
+            &headers(&good),
+            "tools/call",
+            &Params::read(Some(bare.get()))
+        )
+        .is_err());
         // Methods that name nothing need no Mcp-Name.
         let list = params(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#);
         let h = headers(&[
@@ -620,7 +637,7 @@ mod tests {
             ("mcp-method", "tools/list"),
         ]);
         assert_eq!(
-            check_headers(&h, "tools/list", &Params::read(Some(&list))),
+            check_headers(&h, "tools/list", &Params::read(Some(list.get()))),
             Ok(())
         );
     }

@@ -159,6 +159,17 @@ impl ServerHandle {
         &self.name
     }
 
+    /// Its connected clients and its limit, without copying the whole status: the HTTP
+    /// front asks on every request.
+    pub fn clients(&self) -> (usize, usize) {
+        if self.instances.is_some() {
+            let s = self.status();
+            return (s.clients, s.max_clients);
+        }
+        let s = self.status.borrow();
+        (s.clients, s.max_clients)
+    }
+
     /// The latest status snapshot, with the pending count as of now.
     pub fn status(&self) -> ServerStatus {
         if let Some(live) = &self.instances {
