@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # `cargo bench` links the release binaries again (and the proxy dynamically), so build the bench
 # first, then the binaries as released (tools/build-release.sh), then run the bench executable.
+tools/same-tree.sh
 bench=$(cargo bench --bench load --no-run --message-format=json \
     | grep '"name":"load","src_path"' \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)

@@ -8,6 +8,7 @@
 # hence the extra, link-only steps (about 10 s for the proxy, 30 s for the daemon).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tools/same-tree.sh
 cargo build --release --bins "$@"
 # `grep -q` would stop reading early and fail the pipeline (pipefail, SIGPIPE in ldd) at random.
 if [ "$(uname -s)" = Linux ] && ldd --version 2>&1 | grep -i 'gnu libc\|glibc' >/dev/null; then

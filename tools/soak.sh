@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 if [ "${SOAK_RELEASE:-0}" = 1 ]; then
+    tools/same-tree.sh >&2
     cargo build --release --bins >&2
     bin="$target/release"
 else
