@@ -377,13 +377,10 @@ impl Shared {
             .map(|e| ServerReport::from_status(&e.handle.status(), now))
             .collect();
         // After the config's servers: removed ones still kept by their clients, or by a child
-        // that is still stopping.
+        // that is still stopping (each marked `removed` by its own status, being retired).
         servers.extend(
             live.lingering()
-                .map(|e| ServerReport {
-                    removed: true,
-                    ..ServerReport::from_status(&e.handle.status(), now)
-                })
+                .map(|e| ServerReport::from_status(&e.handle.status(), now))
                 .filter(|s| s.clients > 0 || s.pid.is_some()),
         );
         let leaders: Vec<u32> = servers

@@ -861,19 +861,8 @@ fn same_token(given: &[u8], token: &[u8]) -> bool {
     given.len() == token.len() && given.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
 }
 
-fn accepts(h: &HeaderMap, kind: &str) -> bool {
-    h.get_all(ACCEPT).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',').any(|t| {
-                let t = t.split(';').next().unwrap_or("").trim();
-                t == kind || t == "*/*"
-            })
-        })
-    })
-}
-
-/// Whether `Accept` takes `application/json`, and whether it takes `text/event-stream` (what
-/// [`accepts`] says of each, in one pass).
+/// Whether `Accept` takes `application/json`, and whether it takes `text/event-stream` (`*/*`
+/// takes both), in one pass over its values.
 fn accepted(h: &HeaderMap) -> (bool, bool) {
     let (mut json, mut sse) = (false, false);
     for v in &h.get_all(ACCEPT) {
@@ -1002,7 +991,7 @@ impl Front {
     }
 
     fn get(&self, h: &HeaderMap, session: Option<Arc<Session>>) -> Response<Body> {
-        if !accepts(h, "text/event-stream") {
+        if !accepted(h).1 {
             return plain(StatusCode::NOT_ACCEPTABLE, "accept text/event-stream");
         }
         let Some(s) = session else {
